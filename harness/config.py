@@ -1,0 +1,67 @@
+"""Settings, from ``EDGEFARM_*`` environment variables (nested with ``__``).
+
+There is no module-level instance: call :func:`get_settings`; tests override it by setting
+variables and calling ``get_settings.cache_clear()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("edgefarm", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything edgefarm can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEFARM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=_default_home, description="state of this machine's farm")
+    cache_dir: Path | None = Field(default=None, description="artifact cache; default HOME/cache")
+    config_dir: Path | None = Field(
+        default=None, description="keys and tokens; default HOME/config"
+    )
+
+    # Measurement protocol defaults.
+    warmup: int = 5
+    min_iterations: int = 20
+    min_seconds: float = 1.0
+    max_seconds: float = 60.0
+    run_timeout_s: float = 300.0
+    compile_timeout_s: float = 1800.0
+    seed: int = 0
+
+    # Devices.
+    adb_timeout_s: float = 30.0
+    adb_transfer_timeout_s: float = 600.0
+    cooldown_max_temp_c: float = 45.0
+    cooldown_max_wait_s: float = 120.0
+    device_cache_cap_mb: int = 512
+
+    # Android builds.
+    android_ndk_home: Path | None = Field(
+        default=None, validation_alias=AliasChoices("EDGEFARM_ANDROID_NDK_HOME", "ANDROID_NDK_HOME")
+    )
+    android_api_level: int = 28
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_dir or self.home / "config"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

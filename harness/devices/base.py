@@ -1,0 +1,92 @@
+"""The Device protocol: what a measurement needs from a phone (or from this machine).
+
+Every transport (``local``, ``tcp:HOST:PORT``, ``usb:SERIAL``) implements it. Paths are
+device paths (POSIX strings). Errors: a transport failure is an InfrastructureError naming the
+device; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    """What a shell command on the device returned."""
+
+    exit_code: int
+    stdout: str
+    stderr: str = ""
+
+
+@dataclass
+class DeviceFacts:
+    """What a device is. ``extra`` holds the raw properties it was read from."""
+
+    id: str
+    kind: str  # "local" | "adb"
+    manufacturer: str = ""
+    model: str = ""
+    soc: str = ""
+    abi: str = ""
+    android_release: str = ""
+    sdk_level: int | None = None
+    fingerprint: str = ""
+    nnapi_feature_level: int | None = None
+    emulated: bool = False
+    target: str = "host"  # the compile target that runs on it: "host" | "android-arm64"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "manufacturer": self.manufacturer,
+            "model": self.model,
+            "soc": self.soc,
+            "abi": self.abi,
+            "android_release": self.android_release,
+            "sdk_level": self.sdk_level,
+            "fingerprint": self.fingerprint,
+            "nnapi_feature_level": self.nnapi_feature_level,
+            "emulated": self.emulated,
+            "target": self.target,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+@runtime_checkable
+class Device(Protocol):
+    """A place a measurement runs. Implementations: LocalDevice, AdbDevice."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def work_root(self) -> str:
+        """Root directory on the device under which edgefarm keeps everything."""
+        ...
+
+    def facts(self) -> DeviceFacts: ...
+
+    def state(self) -> dict[str, Any]:
+        """A snapshot of thermal/battery/CPU-frequency state (may be empty for local)."""
+        ...
+
+    def push(self, local: Path, remote: str, *, timeout_s: float | None = None) -> None:
+        """Copy a local file to ``remote``; atomic: written under a temporary name, renamed."""
+        ...
+
+    def pull(self, remote: str, local: Path, *, timeout_s: float | None = None) -> None: ...
+
+    def shell(self, argv: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> ShellResult:
+        """Run ``argv`` (every element quoted by the implementation) and wait at most
+        ``timeout_s``; a timeout is an InfrastructureError."""
+        ...
+
+    def exists(self, remote: str) -> bool: ...
+
+    def close(self) -> None: ...
