@@ -1,0 +1,387 @@
+"""One benchmark: a model measured on devices with backends, as result documents.
+
+:func:`run_bench` is what ``edgefarm bench`` does; :func:`measure` is one (device, backend)
+measurement and is what a farm worker runs. Every failure ends its measurement as ``failed``
+with a stage and a one-line message; the other measurements still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__
+from harness.compile import compile_artifact, get_backend, tvm_version
+from harness.compile.backends import Backend
+from harness.config import get_settings
+from harness.devices import Device, open_device
+from harness.devices.deploy import (
+    RUNNER_NAME,
+    ensure_artifact,
+    ensure_bundle,
+    new_run_dir,
+    runtime_bundle,
+)
+from harness.errors import EdgefarmError, HarnessBug, InfrastructureError, JobError, Stage
+from harness.measure.accuracy import compare
+from harness.measure.inputs import load_inputs_npz, make_inputs
+from harness.measure.stats import summarize
+from harness.modelio import InputSpec, PreparedModel, load
+from harness.runner.result import RunnerOk, parse_runner_output
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, str], None]  # (event, message)
+
+
+def _quiet(event: str, message: str) -> None:
+    log.info("%s: %s", event, message)
+
+
+@dataclass
+class Protocol:
+    """How a measurement is timed."""
+
+    warmup: int = 5
+    min_iterations: int = 20
+    min_seconds: float = 1.0
+    max_seconds: float = 60.0
+    # Caps the raw samples kept for sub-microsecond models; the minimum count still applies.
+    max_iterations: int = 10_000
+    profile: bool = False
+
+    def runner_args(self) -> list[str]:
+        return [
+            "--warmup", str(self.warmup),
+            "--min-iterations", str(self.min_iterations),
+            "--min-seconds", repr(float(self.min_seconds)),
+            "--max-seconds", repr(float(self.max_seconds)),
+            "--max-iterations", str(max(self.max_iterations, self.min_iterations)),
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "min_iterations": self.min_iterations,
+                "min_seconds": self.min_seconds, "max_seconds": self.max_seconds,
+                "max_iterations": self.max_iterations}
+
+
+@dataclass
+class Reference:
+    """Reference outputs for a model's inputs, or why there are none."""
+
+    name: str
+    outputs: list[np.ndarray] | None = None
+    error: str | None = None
+
+
+@dataclass
+class BenchPlan:
+    """What ``edgefarm bench`` was asked to do."""
+
+    model_path: Path
+    inputs: list[InputSpec] = field(default_factory=list)
+    backends: list[str] = field(default_factory=lambda: ["tvm-cpu"])
+    devices: list[str] = field(default_factory=lambda: ["local"])
+    protocol: Protocol = field(default_factory=Protocol)
+    inputs_npz: Path | None = None
+    seed: int = 0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def reference_name(model: PreparedModel) -> str:
+    return {"onnx": "onnxruntime", "tflite": "litert", "pt2": "pytorch"}[model.format]
+
+
+def compute_reference(model: PreparedModel, inputs: dict[str, np.ndarray]) -> Reference:
+    """Run the model's own framework on ``inputs``: the numerical reference."""
+    from harness.measure.reference import onnx_reference, tflite_reference
+
+    name = reference_name(model)
+    try:
+        if model.format == "onnx":
+            outputs = onnx_reference(model.file.data, inputs)
+        elif model.format == "tflite":
+            outputs = tflite_reference(model.file.data, inputs)
+        else:
+            from harness.modelio.torch_io import run_reference
+
+            outputs = run_reference(model.graph, [inputs[s.name] for s in model.inputs])
+    except EdgefarmError as exc:
+        return Reference(name, error=exc.message)
+    return Reference(name, outputs=[np.asarray(o) for o in outputs])
+
+
+def make_model_inputs(
+    model: PreparedModel, *, seed: int, npz: Path | None = None
+) -> dict[str, np.ndarray]:
+    specs = [(s.name, s.static_shape(), s.dtype) for s in model.inputs]
+    if npz is not None:
+        return load_inputs_npz(npz, specs)
+    return make_inputs(specs, seed)
+
+
+def _base_document(
+    model: PreparedModel | None, model_path: Path | None, device: str | dict[str, Any],
+    backend: str,
+) -> dict[str, Any]:
+    if model is not None:
+        model_doc = model.describe()
+    else:
+        name = model_path.stem if model_path else "?"
+        model_doc = {"name": name, "sha256": None, "format": None, "inputs": []}
+    device_doc = device if isinstance(device, dict) else {"id": device}
+    return {
+        "model": model_doc,
+        "device": device_doc,
+        "backend": backend,
+        "status": "failed",
+        "error": None,
+        "latency_ms": None,
+        "load_ms": None,
+        "first_ms": None,
+        "peak_rss_kb": None,
+        "accuracy": None,
+        "samples_ms": [],
+        "provenance": {"edgefarm_version": __version__, "tvm_version": tvm_version()},
+    }
+
+
+def _fail(doc: dict[str, Any], stage: Stage | str, message: str) -> dict[str, Any]:
+    doc["status"] = "failed"
+    doc["error"] = {"stage": stage, "message": message}
+    return doc
+
+
+def failed_document(
+    *, model: PreparedModel | None, model_path: Path | None, device: str | dict[str, Any],
+    backend: str, error: EdgefarmError,
+) -> dict[str, Any]:
+    """A ``failed`` result document for a measurement that never got to run."""
+    doc = _base_document(model, model_path, device, backend)
+    return _fail(doc, _stage_of(error), error.message)
+
+
+def _stage_of(error: EdgefarmError) -> str:
+    if isinstance(error, JobError):
+        return error.stage
+    if isinstance(error, InfrastructureError):
+        return error.stage or "run"
+    return "run"
+
+
+def measure(
+    model: PreparedModel,
+    device: Device,
+    backend: Backend,
+    *,
+    inputs: dict[str, np.ndarray],
+    reference: Reference,
+    protocol: Protocol,
+    options: dict[str, Any] | None = None,
+    progress: Progress = _quiet,
+    device_facts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure ``model`` with ``backend`` on ``device``; always returns a result document.
+
+    Raises only HarnessBug (our defect); every JobError and InfrastructureError becomes a
+    ``failed`` document with its stage.
+    """
+    facts = device.facts()
+    doc = _base_document(model, None, device_facts or facts.to_dict(), backend.name)
+    try:
+        _measure_into(doc, model, device, facts.target, backend, inputs, reference, protocol,
+                      options, progress)
+    except EdgefarmError as exc:
+        if isinstance(exc, HarnessBug):
+            raise
+        _fail(doc, _stage_of(exc), exc.message)
+    return doc
+
+
+def _measure_into(
+    doc: dict[str, Any], model: PreparedModel, device: Device, target: str, backend: Backend,
+    inputs: dict[str, np.ndarray], reference: Reference, protocol: Protocol,
+    options: dict[str, Any] | None, progress: Progress,
+) -> None:
+    settings = get_settings()
+    label = f"{backend.name} on {device.id}"
+    backend.check_format(model.format, model_name=model.name)
+    provenance = doc["provenance"]
+    provenance["target"] = target
+    provenance["protocol"] = protocol.to_dict()
+
+    with tempfile.TemporaryDirectory(prefix="edgefarm-run-") as tmp_text:
+        tmp = Path(tmp_text)
+        env: dict[str, str] = {}
+        if backend.kind == "tvm":
+            progress("compile", f"compiling {model.name} for {backend.name}/{target}")
+            artifact = compile_artifact(model, backend, target=target, options=options)
+            provenance.update({
+                "compile_options": artifact.manifest["options"],
+                "artifact_key": artifact.key,
+                "compile_ms": artifact.compile_ms,
+                "cache_hit": artifact.cache_hit,
+                "library_bytes": artifact.manifest["sizes"]["library_bytes"],
+            })
+            progress("deploy", f"deploying to {device.id}")
+            bundle = runtime_bundle(target)
+            bundle_dir = ensure_bundle(device, bundle)
+            artifact_dir = ensure_artifact(device, artifact)
+            provenance["runtime_bundle"] = bundle.hash
+            command = [posixpath.join(bundle_dir, RUNNER_NAME), "--module",
+                       posixpath.join(artifact_dir, artifact.library.name)]
+            env["LD_LIBRARY_PATH"] = bundle_dir
+            if protocol.profile:
+                command.append("--profile")
+        else:
+            if facts_kind(device) != "local":
+                raise JobError(
+                    "run",
+                    f"the {backend.name} baseline runs on the local device only (phones have no "
+                    "Python); use a tvm-* backend on {device.id}",
+                )
+            import onnxruntime
+
+            resolved = backend.resolve_options(options)
+            provenance.update({"compile_options": resolved,
+                               "onnxruntime_version": onnxruntime.__version__})
+            command = [sys.executable, "-m", "harness.runner.ort_runner",
+                       "--threads", str(int(resolved["threads"])),
+                       "--graph-optimization", str(resolved["graph_optimization"])]
+
+        run_dir = new_run_dir(device)
+        try:
+            if backend.kind != "tvm":
+                model_file = tmp / f"model.{model.format}"
+                model_file.write_bytes(model.file.data)
+                device.push(model_file, posixpath.join(run_dir, model_file.name))
+                command += ["--module", posixpath.join(run_dir, model_file.name)]
+            for i, spec in enumerate(model.inputs):
+                local = tmp / f"in{i}.npy"
+                np.save(local, np.ascontiguousarray(inputs[spec.name]))
+                remote = posixpath.join(run_dir, f"in{i}.npy")
+                device.push(local, remote)
+                command += ["--input", remote]
+            # Outputs land beside the inputs (out0.npy ...): the run directory exists by now.
+            out_dir = run_dir
+            command += ["--output-dir", out_dir, *protocol.runner_args()]
+
+            doc["state_before"] = device.state()
+            progress("run", f"running {label}")
+            timeout = max(settings.run_timeout_s, protocol.max_seconds * 2 + 60)
+            result = device.shell(command, timeout_s=timeout, env=env, cwd=run_dir)
+            doc["state_after"] = device.state()
+            report = parse_runner_output(
+                result.stdout, stderr=result.stderr, returncode=result.exit_code
+            )
+            if not isinstance(report, RunnerOk):
+                raise JobError("run", f"the runner failed at {report.stage}: {report.message}")
+            provenance["runner_version"] = report.runner_version
+            stats = summarize(report.samples_ms)
+            doc.update({
+                "latency_ms": stats.to_dict(),
+                "load_ms": report.load_ms,
+                "first_ms": report.first_ms,
+                "peak_rss_kb": report.peak_rss_kb,
+                "samples_ms": list(report.samples_ms),
+            })
+            if report.profile is not None:
+                doc["profile"] = sorted(
+                    (p.model_dump() for p in report.profile),
+                    key=lambda p: -float(p["total_ms"]),
+                )
+
+            outputs = []
+            for i, out in enumerate(report.outputs):
+                if out.file is None:
+                    raise HarnessBug(f"the runner did not write output {i}")
+                local = tmp / f"out{i}.npy"
+                device.pull(posixpath.join(out_dir, out.file), local)
+                outputs.append(np.load(local, allow_pickle=False))
+        finally:
+            try:
+                device.remove(run_dir)
+            except EdgefarmError as exc:
+                log.warning("%s: could not remove %s: %s", device.id, run_dir, exc)
+
+    progress("compare", f"comparing {label} with {reference.name}")
+    if reference.outputs is None:
+        raise JobError("compare", f"no reference outputs: {reference.error}")
+    accuracy = compare(outputs, reference.outputs, reference_name=reference.name)
+    doc["accuracy"] = accuracy.to_dict()
+    if not accuracy.passed:
+        raise JobError(
+            "compare",
+            f"outputs differ from {reference.name} beyond tolerance (max abs err "
+            f"{accuracy.max_abs_err:.3g}, cosine {accuracy.cosine:.6f})",
+        )
+    doc["status"] = "ok"
+
+
+def facts_kind(device: Device) -> str:
+    return device.facts().kind
+
+
+def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[dict[str, Any]]:
+    """Every requested (device, backend) measurement, in order; one document each."""
+    backends: list[Backend | EdgefarmError] = []
+    for name in plan.backends:
+        try:
+            backends.append(get_backend(name))
+        except JobError as exc:
+            backends.append(exc)
+
+    progress("import", f"reading {plan.model_path.name}")
+    try:
+        model = load(plan.model_path, plan.inputs)
+        inputs = make_model_inputs(model, seed=plan.seed, npz=plan.inputs_npz)
+    except JobError as exc:
+        return [
+            failed_document(model=None, model_path=plan.model_path, device=d, backend=b,
+                            error=exc)
+            for d in plan.devices for b in plan.backends
+        ]
+    progress("reference", f"computing reference outputs with {reference_name(model)}")
+    reference = compute_reference(model, inputs)
+
+    documents: list[dict[str, Any]] = []
+    for address in plan.devices:
+        try:
+            device = open_device(address)
+        except EdgefarmError as exc:
+            documents += [failed_document(model=model, model_path=plan.model_path,
+                                          device=address, backend=b, error=exc)
+                          for b in plan.backends]
+            continue
+        try:
+            facts = device.facts().to_dict()
+            for name, backend in zip(plan.backends, backends, strict=True):
+                if isinstance(backend, EdgefarmError):
+                    documents.append(failed_document(model=model, model_path=plan.model_path,
+                                                     device=facts, backend=name, error=backend))
+                    continue
+                started = time.perf_counter()
+                doc = measure(model, device, backend, inputs=inputs, reference=reference,
+                              protocol=plan.protocol, options=plan.options.get(name),
+                              progress=progress, device_facts=facts)
+                doc["wall_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
+                documents.append(doc)
+        except EdgefarmError as exc:
+            if isinstance(exc, HarnessBug):
+                raise
+            done = {(d["device"].get("id"), d["backend"]) for d in documents}
+            documents += [failed_document(model=model, model_path=plan.model_path,
+                                          device=address, backend=b, error=exc)
+                          for b in plan.backends if (address, b) not in done]
+        finally:
+            device.close()
+    return documents

@@ -1,0 +1,160 @@
+"""Compiling a prepared model into a cached artifact.
+
+The TVM work (import into Relax, lowering, build, export) runs in a child process
+(:mod:`harness.compile.child`) so that a crash inside TVM or LLVM, or a build that never ends,
+fails one measurement instead of the whole command, and its memory is returned afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.compile.backends import Backend
+from harness.compile.cache import COMPILE_VERSION, Artifact, ArtifactCache, artifact_key
+from harness.compile.targets import get_target
+from harness.config import get_settings
+from harness.errors import JobError, one_line
+from harness.modelio import PreparedModel
+
+log = logging.getLogger(__name__)
+
+RESULT_MARKER = "EDGEFARM-COMPILE-RESULT "
+
+
+def tvm_version() -> str:
+    """The installed TVM version, without importing TVM (which takes seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("apache-tvm")
+    except PackageNotFoundError:  # a source build of TVM
+        import tvm
+
+        return str(tvm.__version__)
+
+
+def artifact_key_for(
+    model: PreparedModel, backend: Backend, target: str, options: dict[str, Any]
+) -> str:
+    return artifact_key(
+        model_sha256=model.file.sha256,
+        input_spec=model.input_spec_key(),
+        backend=backend.name,
+        target=target,
+        options=options,
+        tvm_version=tvm_version(),
+    )
+
+
+def compile_artifact(
+    model: PreparedModel,
+    backend: Backend,
+    *,
+    target: str,
+    options: dict[str, Any] | None = None,
+    cache: ArtifactCache | None = None,
+    timeout_s: float | None = None,
+) -> Artifact:
+    """Return the artifact of ``model`` for ``backend`` on ``target``, building it at most once."""
+    if backend.kind != "tvm":
+        raise JobError("compile", f"backend {backend.name} does not compile")
+    backend.check_format(model.format, model_name=model.name)
+    settings = get_settings()
+    resolved = backend.resolve_options(options)
+    get_target(target)
+    cache = cache or ArtifactCache(settings.cache_path)
+    key = artifact_key_for(model, backend, target, resolved)
+    timeout = timeout_s or settings.compile_timeout_s
+
+    def build(out_dir: Path) -> dict[str, Any]:
+        result = _run_child(model, backend.name, target, resolved, out_dir, timeout)
+        return {
+            "library": result["library"],
+            "backend": backend.name,
+            "target": target,
+            "target_tvm": get_target(target).tvm,
+            "options": resolved,
+            "tvm_version": tvm_version(),
+            "edgefarm_version": __version__,
+            "compile_version": COMPILE_VERSION,
+            "model": {"name": model.name, "sha256": model.file.sha256, "format": model.format},
+            "inputs": [s.to_dict() for s in model.inputs],
+            "outputs": [s.to_dict() for s in model.outputs],
+            "compile_ms": result["compile_ms"],
+            "stages_ms": result["stages_ms"],
+            "archive": result.get("archive"),
+            "toolchain": result.get("toolchain", {}),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **({"extra": result["extra"]} if result.get("extra") else {}),
+        }
+
+    return cache.get_or_build(key, build)
+
+
+def _run_child(
+    model: PreparedModel, backend: str, target: str, options: dict[str, Any],
+    out_dir: Path, timeout_s: float,
+) -> dict[str, Any]:
+    settings = get_settings()
+    with tempfile.TemporaryDirectory(prefix="edgefarm-compile-") as tmp:
+        model_path = model.file.path
+        if model_path is None:
+            model_path = Path(tmp) / f"model.{model.format}"
+            model_path.write_bytes(model.file.data)
+        request = {
+            "model_path": str(model_path),
+            "model_name": model.name,
+            "inputs": [f"{s.name}:{s.shape_str()}:{s.dtype}" for s in model.inputs],
+            "backend": backend,
+            "target": target,
+            "options": options,
+            "out_dir": str(out_dir),
+            "ndk_home": str(settings.android_ndk_home) if settings.android_ndk_home else None,
+            "api_level": settings.android_api_level,
+        }
+        cmd = [sys.executable, "-m", "harness.compile.child"]
+        log.debug("compile child: %s", request)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )
+        try:
+            stdout, stderr = proc.communicate(json.dumps(request), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise JobError(
+                "compile",
+                f"compiling {model.name} for {backend}/{target} ran past {timeout_s:.0f} s "
+                "(EDGEFARM_COMPILE_TIMEOUT_S raises the limit)",
+            ) from None
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            result: dict[str, Any] = json.loads(line[len(RESULT_MARKER):])
+            break
+    else:
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            raise JobError(
+                "compile",
+                f"TVM crashed ({name}) while compiling {model.name} for {backend}/{target}: "
+                f"{one_line(stderr) or 'no message'}",
+            )
+        raise JobError(
+            "compile",
+            f"the compiler process exited with status {proc.returncode} without a result: "
+            f"{one_line(stderr) or 'no message'}",
+        )
+    if result.get("status") != "ok":
+        raise JobError(result.get("stage", "compile"), result.get("message", "compile failed"))
+    return result

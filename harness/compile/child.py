@@ -1,0 +1,123 @@
+"""The compile child process: one request as JSON on stdin, one result line on stdout.
+
+Run by :mod:`harness.compile.build`; not a user command. Everything TVM raises becomes a
+``{"status": "error", "stage": ..., "message": ...}`` result with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from harness.compile.backends import get_backend, register_all
+from harness.compile.ndk import find_clang, link_archive
+from harness.compile.targets import get_target
+from harness.errors import EdgefarmError, JobError, one_line
+from harness.modelio import load, parse_input_spec, to_relax
+
+RESULT_MARKER = "EDGEFARM-COMPILE-RESULT "
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+def _cc_version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()[0] if out.stdout else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def compile_request(request: dict[str, Any]) -> dict[str, Any]:
+    """Import, lower, build and export one model; returns the result dict."""
+    import tvm
+    import tvm_ffi
+
+    register_all()
+    backend = get_backend(request["backend"])
+    target = get_target(request["target"])
+    out_dir = Path(request["out_dir"])
+    stages: dict[str, float] = {}
+
+    start = time.perf_counter()
+    model = load(Path(request["model_path"]), [parse_input_spec(s) for s in request["inputs"]])
+    mod = to_relax(model)
+    stages["import_ms"] = _ms(start)
+
+    t = time.perf_counter()
+    try:
+        mod = backend.lower(mod, request["options"])
+    except EdgefarmError:
+        raise
+    except Exception as exc:
+        raise JobError("partition", f"TVM failed while partitioning: {one_line(str(exc))}") from None
+    stages["lower_ms"] = _ms(t)
+
+    t = time.perf_counter()
+    try:
+        with tvm.transform.PassContext(opt_level=int(request["options"].get("opt_level", 3))):
+            executable = tvm.compile(mod, target=target.tvm_target())
+    except Exception as exc:
+        raise JobError("compile", f"TVM failed to build: {one_line(str(exc))}") from None
+    stages["build_ms"] = _ms(t)
+
+    include_dirs = [Path(tvm_ffi.libinfo.find_include_path()),
+                    Path(tvm_ffi.libinfo.find_dlpack_include_path())]
+    result: dict[str, Any] = {"status": "ok", "toolchain": {}}
+    t = time.perf_counter()
+    if target.needs_ndk:
+        archive = out_dir / "lib.tar"
+        try:
+            executable.export_library(str(archive))
+        except Exception as exc:
+            raise JobError("compile", f"TVM failed to export objects: {one_line(str(exc))}") from None
+        stages["export_ms"] = _ms(t)
+        result["archive"] = archive.name
+        t = time.perf_counter()
+        ndk = request.get("ndk_home")
+        clang = find_clang(Path(ndk) if ndk else None, int(request["api_level"]))
+        link_archive(archive, out_dir / target.library, clang=clang, include_dirs=include_dirs)
+        result["toolchain"]["cc"] = _cc_version(str(clang))
+        stages["link_ms"] = _ms(t)
+    else:
+        try:
+            executable.export_library(
+                str(out_dir / target.library), options=[f"-I{d}" for d in include_dirs]
+            )
+        except Exception as exc:
+            raise JobError("link", f"linking the host library failed: {one_line(str(exc))}") from None
+        stages["export_ms"] = _ms(t)
+        result["toolchain"]["cc"] = _cc_version("g++")
+    result["library"] = target.library
+    result["stages_ms"] = stages
+    result["compile_ms"] = _ms(start)
+    return result
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    request = json.loads(sys.stdin.read())
+    try:
+        result = compile_request(request)
+    except JobError as exc:
+        result = {"status": "error", "stage": exc.stage, "message": exc.message}
+    except EdgefarmError as exc:
+        result = {"status": "error", "stage": "compile", "message": exc.message}
+    except Exception as exc:  # a defect of ours: keep the traceback on stderr for --debug
+        traceback.print_exc()
+        result = {"status": "error", "stage": "compile",
+                  "message": f"internal error ({type(exc).__name__}): {one_line(str(exc))}"}
+    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

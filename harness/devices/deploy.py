@@ -1,0 +1,117 @@
+"""Putting things on a device: the runtime bundle, artifacts, and per-run directories.
+
+Layout under the device's work root (``/data/local/tmp/edgefarm`` on a phone)::
+
+    runtime/<bundle hash>/   the runner and the TVM runtime libraries for that ABI
+    artifacts/<cache key>/   a compiled model library
+    runs/<run id>/           inputs and outputs of one run; removed afterwards
+
+A directory counts as present only when its ``.complete`` marker exists; the marker is pushed
+last, and each file is pushed under a temporary name and renamed, so an interrupted push never
+leaves something that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.compile.cache import Artifact
+from harness.devices.base import Device
+from harness.errors import HarnessBug, JobError
+
+log = logging.getLogger(__name__)
+
+MARKER = ".complete"
+RUNNER_NAME = "edgefarm-runner"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The files a device needs to run artifacts of one target, and their combined hash."""
+
+    target: str
+    files: tuple[Path, ...]  # the runner first
+    hash: str
+
+    @property
+    def runner(self) -> Path:
+        return self.files[0]
+
+
+def _hash_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:24]
+
+
+def runtime_bundle(target: str) -> Bundle:
+    """The runtime bundle for ``target``: built on demand for ``host``; the Android bundle is
+    built with the NDK (see harness/runner/ANDROID.md)."""
+    from harness.runner.build import build_host_runner, runtime_libraries
+
+    if target == "host":
+        runner = build_host_runner()
+        files = [runner, *runtime_libraries()]
+        return Bundle(target, tuple(files), _hash_files(files))
+    if target == "android-arm64":
+        from harness.runner.android import android_bundle_files
+
+        files = android_bundle_files()
+        return Bundle(target, tuple(files), _hash_files(files))
+    raise JobError("run", f"no runtime bundle for target {target!r}")
+
+
+def _complete(device: Device, directory: str) -> bool:
+    return device.exists(posixpath.join(directory, MARKER))
+
+
+def _push_marker(device: Device, directory: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".marker", delete=False) as handle:
+        handle.write("complete\n")
+    try:
+        device.push(Path(handle.name), posixpath.join(directory, MARKER))
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+
+
+def _push_directory(device: Device, files: list[tuple[Path, str]], directory: str) -> None:
+    for local, name in files:
+        if "/" in name or name in ("", ".", ".."):
+            raise HarnessBug(f"refusing to push a file named {name!r}")
+        device.push(local, posixpath.join(directory, name))
+    _push_marker(device, directory)
+
+
+def ensure_bundle(device: Device, bundle: Bundle) -> str:
+    """Push the runtime bundle unless the device already has this exact one. Returns its dir."""
+    directory = posixpath.join(device.work_root, "runtime", bundle.hash)
+    if _complete(device, directory):
+        return directory
+    log.info("%s: pushing runtime bundle %s", device.id, bundle.hash)
+    names = [RUNNER_NAME] + [p.name for p in bundle.files[1:]]
+    _push_directory(device, list(zip(bundle.files, names, strict=True)), directory)
+    return directory
+
+
+def ensure_artifact(device: Device, artifact: Artifact) -> str:
+    """Push the artifact's library unless already there. Returns the artifact's dir."""
+    directory = posixpath.join(device.work_root, "artifacts", artifact.key)
+    if _complete(device, directory):
+        return directory
+    log.info("%s: pushing artifact %s", device.id, artifact.key)
+    _push_directory(device, [(artifact.library, artifact.library.name)], directory)
+    return directory
+
+
+def new_run_dir(device: Device) -> str:
+    return posixpath.join(device.work_root, "runs", uuid.uuid4().hex[:16])

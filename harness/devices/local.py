@@ -1,0 +1,147 @@
+"""The ``local`` device: this machine, measured with the same protocol as a phone.
+
+Files are "pushed" by atomic copy into a work root under ``EDGEFARM_HOME`` and commands run as
+subprocesses, so the deployment and run code paths are the same as for a phone.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness.config import get_settings
+from harness.devices.base import DeviceFacts, ShellResult
+from harness.errors import InfrastructureError
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_model() -> str:
+    for line in _read(Path("/proc/cpuinfo")).splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+class LocalDevice:
+    """This machine as a device (``local``)."""
+
+    def __init__(self, work_root: Path | None = None) -> None:
+        self._root = (work_root or get_settings().home / "local-device").resolve()
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def id(self) -> str:
+        return "local"
+
+    @property
+    def work_root(self) -> str:
+        return str(self._root)
+
+    def facts(self) -> DeviceFacts:
+        uname = platform.uname()
+        return DeviceFacts(
+            id="local",
+            kind="local",
+            manufacturer="",
+            model=_cpu_model(),
+            soc=uname.machine,
+            abi=uname.machine,
+            fingerprint=f"{uname.system} {uname.release}",
+            target="host",
+            extra={"cpus": os.cpu_count() or 0, "hostname": uname.node},
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Thermal zones and CPU frequencies where Linux exposes them (often not in VMs)."""
+        thermal = {}
+        for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+            temp = _read(zone / "temp")
+            if temp.lstrip("-").isdigit():
+                thermal[_read(zone / "type") or zone.name] = int(temp) / 1000.0
+        cpus = {}
+        for cpu in sorted(Path("/sys/devices/system/cpu").glob("cpu[0-9]*")):
+            freq = _read(cpu / "cpufreq" / "scaling_cur_freq")
+            if freq.isdigit():
+                cpus[cpu.name] = {
+                    "cur_khz": int(freq),
+                    "governor": _read(cpu / "cpufreq" / "scaling_governor"),
+                }
+        load1, _, _ = os.getloadavg()
+        return {"thermal_c": thermal, "cpu": cpus, "loadavg_1m": load1}
+
+    def _local_path(self, remote: str) -> Path:
+        path = Path(remote).resolve()
+        if path != self._root and self._root not in path.parents:
+            raise InfrastructureError(f"local: path {remote} is outside the work root {self._root}")
+        return path
+
+    def push(self, local: Path, remote: str, *, timeout_s: float | None = None) -> None:
+        dest = self._local_path(remote)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+        try:
+            shutil.copyfile(local, tmp)
+            shutil.copymode(local, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InfrastructureError(f"local: copying {local} to {remote} failed: {exc}") from None
+
+    def pull(self, remote: str, local: Path, *, timeout_s: float | None = None) -> None:
+        try:
+            shutil.copyfile(self._local_path(remote), local)
+        except OSError as exc:
+            raise InfrastructureError(f"local: reading {remote} failed: {exc.strerror}") from None
+
+    def exists(self, remote: str) -> bool:
+        return self._local_path(remote).exists()
+
+    def remove(self, remote: str) -> None:
+        path = self._local_path(remote)
+        if path == self._root:
+            return
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def shell(
+        self, argv: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ShellResult:
+        # No shell at all here: argv is executed directly, so nothing needs quoting.
+        full_env = {**os.environ, **(env or {})}
+        try:
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+                cwd=cwd, start_new_session=True,
+            )
+        except OSError as exc:
+            raise InfrastructureError(f"local: cannot start {argv[0]}: {exc.strerror}") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise InfrastructureError(
+                f"local: {Path(argv[0]).name} did not finish within {timeout_s:.0f} s and was killed",
+                stage="run",
+            ) from None
+        return ShellResult(exit_code=proc.returncode, stdout=stdout, stderr=stderr)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self._root).free
+
+    def close(self) -> None:
+        pass

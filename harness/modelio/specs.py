@@ -1,0 +1,141 @@
+"""Input specs: ``NAME:1x3x224x224[:float32]`` from the command line, and tensor descriptions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.errors import JobError
+
+# The dtypes edgefarm moves between host, runner and reference (numpy names).
+DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
+_DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16"}
+
+Dim = int | str  # a static size, or the name of a dynamic dimension ("?" when unnamed)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, shape (static ints or dynamic names), numpy dtype."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d >= 0 for d in self.shape)
+
+    def static_shape(self) -> tuple[int, ...]:
+        if not self.is_static:
+            raise JobError("prepare", f"input {self.name!r} has dynamic shape {self.shape_str()}")
+        return tuple(int(d) for d in self.shape)
+
+    def shape_str(self) -> str:
+        return "x".join(str(d) for d in self.shape) or "scalar"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the user said about one input: its static shape and, optionally, its dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.name}:{'x'.join(map(str, self.shape))}"
+        return f"{text}:{self.dtype}" if self.dtype else text
+
+
+def normalize_dtype(text: str) -> str:
+    dtype = _DTYPE_ALIASES.get(text.strip().lower(), text.strip().lower())
+    if dtype not in DTYPES:
+        raise JobError("prepare", f"unknown dtype {text!r}; use one of {', '.join(DTYPES)}")
+    return dtype
+
+
+_SPEC = re.compile(r"^(?P<name>.+?):(?P<shape>\d+(?:x\d+)*|scalar)(?::(?P<dtype>[A-Za-z0-9]+))?$")
+
+
+def parse_input_spec(text: str) -> InputSpec:
+    """Parse ``NAME:1x3x224x224[:float32]`` (``NAME:scalar`` for a 0-d input).
+
+    The name may itself contain colons (ONNX names often do): the shape is the last
+    ``AxBxC`` group, optionally followed by a dtype.
+    """
+    match = _SPEC.match(text.strip())
+    if match is None:
+        raise JobError(
+            "prepare",
+            f"cannot read input spec {text!r}; write NAME:1x3x224x224 or NAME:1x3x224x224:float32",
+        )
+    shape_text = match["shape"]
+    shape = () if shape_text == "scalar" else tuple(int(d) for d in shape_text.split("x"))
+    if any(d == 0 for d in shape):
+        raise JobError("prepare", f"input spec {text!r} has a zero-sized dimension")
+    dtype = normalize_dtype(match["dtype"]) if match["dtype"] else None
+    return InputSpec(name=match["name"], shape=shape, dtype=dtype)
+
+
+def resolve_inputs(
+    declared: list[TensorSpec], given: list[InputSpec], *, model_name: str
+) -> list[TensorSpec]:
+    """Combine the model's declared inputs with the user's specs into static TensorSpecs.
+
+    Every given spec must name a declared input; a given shape must agree with the declared
+    static dimensions and rank; every dynamic dimension left without a spec is a JobError that
+    names the input and the dimension.
+    """
+    by_name = {spec.name: spec for spec in given}
+    names = [d.name for d in declared]
+    for spec in given:
+        if spec.name not in names:
+            raise JobError(
+                "prepare",
+                f"--input names {spec.name!r}, but {model_name} has inputs "
+                f"{', '.join(repr(n) for n in names) or '(none)'}",
+            )
+    if len(by_name) != len(given):
+        raise JobError("prepare", "an input is given more than once with --input")
+    resolved: list[TensorSpec] = []
+    for decl in declared:
+        spec = by_name.get(decl.name)
+        if spec is None:
+            for axis, dim in enumerate(decl.shape):
+                if not (isinstance(dim, int) and dim >= 0):
+                    raise JobError(
+                        "prepare",
+                        f"input {decl.name!r} of {model_name} has dynamic dimension {axis} "
+                        f"({dim!r}) in shape {decl.shape_str()}; give its size with "
+                        f"--input {decl.name}:{_example_shape(decl.shape)}",
+                    )
+            resolved.append(decl)
+            continue
+        if len(spec.shape) != len(decl.shape):
+            raise JobError(
+                "prepare",
+                f"input {decl.name!r} has rank {len(decl.shape)} (shape {decl.shape_str()}), "
+                f"but --input gives rank {len(spec.shape)} ({spec})",
+            )
+        for axis, (want, got) in enumerate(zip(decl.shape, spec.shape, strict=True)):
+            if isinstance(want, int) and want >= 0 and want != got:
+                raise JobError(
+                    "prepare",
+                    f"input {decl.name!r} dimension {axis} is fixed at {want} in the model "
+                    f"(shape {decl.shape_str()}), but --input gives {got}",
+                )
+        if spec.dtype is not None and spec.dtype != decl.dtype:
+            raise JobError(
+                "prepare",
+                f"input {decl.name!r} is {decl.dtype} in the model, but --input says {spec.dtype}",
+            )
+        resolved.append(TensorSpec(decl.name, spec.shape, decl.dtype))
+    return resolved
+
+
+def _example_shape(shape: tuple[Dim, ...]) -> str:
+    return "x".join(str(d) if isinstance(d, int) and d >= 0 else "1" for d in shape) or "scalar"
