@@ -277,7 +277,9 @@ def _measure_into(
 
             doc["state_before"] = device.state()
             progress("run", f"running {label}")
-            timeout = max(settings.run_timeout_s, protocol.max_seconds * 2 + 60)
+            # The runner stops timing by itself at max_seconds; the timeout covers load, warm-up
+            # and a runner that hangs.
+            timeout = settings.run_timeout_s + protocol.max_seconds
             result = device.shell(command, timeout_s=timeout, env=env, cwd=run_dir)
             doc["state_after"] = device.state()
             report = parse_runner_output(

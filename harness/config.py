@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     min_iterations: int = 20
     min_seconds: float = 1.0
     max_seconds: float = 60.0
-    run_timeout_s: float = 300.0
+    run_timeout_s: float = 120.0  # beyond the protocol's max_seconds
     compile_timeout_s: float = 1800.0
     seed: int = 0
 

@@ -92,11 +92,11 @@ def resolve_inputs(
     """
     by_name = {spec.name: spec for spec in given}
     names = [d.name for d in declared]
-    for spec in given:
-        if spec.name not in names:
+    for wanted in given:
+        if wanted.name not in names:
             raise JobError(
                 "prepare",
-                f"--input names {spec.name!r}, but {model_name} has inputs "
+                f"--input names {wanted.name!r}, but {model_name} has inputs "
                 f"{', '.join(repr(n) for n in names) or '(none)'}",
             )
     if len(by_name) != len(given):

@@ -28,6 +28,13 @@ def parse(data: bytes, *, source: str) -> Any:
             tensor.ShapeAsNumpy()
         subgraph.InputsAsNumpy()
         subgraph.OutputsAsNumpy()
+        # Weights sit at the end of the file: a truncated file loses them first.
+        for i in range(model.BuffersLength()):
+            buffer = model.Buffers(i)
+            if buffer.DataLength():
+                buffer.DataAsNumpy()
+            if buffer.Offset() > 1 and buffer.Offset() + buffer.Size() > len(data):
+                raise JobError("import", f"{source} is truncated: buffer {i} lies past its end")
     except JobError:
         raise
     except Exception as exc:  # flatbuffers raises IndexError/struct.error on truncation

@@ -1,0 +1,248 @@
+"""The ``edgefarm`` command (typer + rich). Entry point: :func:`main`.
+
+Logging is configured here and only here. No traceback reaches the user unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness import __version__
+from harness.errors import EdgefarmError, JobError
+
+app = typer.Typer(
+    name="edgefarm",
+    help="Benchmark ML models on phones (and this machine) with TVM and onnxruntime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 170)
+log = logging.getLogger("harness.cli")
+
+_state: dict[str, bool] = {"debug": False}
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show logs and tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(debug)
+    if version:
+        out.print(f"edgefarm {__version__}")
+        raise typer.Exit(0)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def results_table(documents: list[dict[str, Any]]) -> Table:
+    """The readable summary of result documents."""
+    table = Table(title="edgefarm results", show_lines=False)
+    for column, justify in [
+        ("model", "left"), ("device", "left"), ("backend", "left"), ("status", "left"),
+        ("median ms", "right"), ("95% CI ms", "right"), ("p90 ms", "right"), ("cv", "right"),
+        ("n", "right"), ("load ms", "right"), ("first ms", "right"), ("RSS MB", "right"),
+        ("max err", "right"), ("cosine", "right"), ("top-1", "right"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for doc in documents:
+        lat = doc.get("latency_ms") or {}
+        acc = doc.get("accuracy") or {}
+        rss = doc.get("peak_rss_kb")
+        status = "[green]ok[/]" if doc["status"] == "ok" else "[red]failed[/]"
+        ci = lat.get("ci95")
+        table.add_row(
+            str(doc["model"].get("name")), str(doc["device"].get("id")), doc["backend"], status,
+            _fmt(lat.get("median")), f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-",
+            _fmt(lat.get("p90")), _fmt(lat.get("cv"), 2), _fmt(lat.get("n")),
+            _fmt(doc.get("load_ms"), 1), _fmt(doc.get("first_ms")),
+            _fmt(rss / 1024.0 if rss else None, 1),
+            _fmt(acc.get("max_abs_err")), _fmt(acc.get("cosine"), 6),
+            _fmt(acc.get("top1_agree"), 2),
+        )
+    return table
+
+
+def print_failures(documents: list[dict[str, Any]]) -> None:
+    for doc in documents:
+        if doc["status"] != "ok" and doc.get("error"):
+            err = doc["error"]
+            console.print(
+                f"[red]failed[/] {doc['model'].get('name')} / {doc['device'].get('id')} / "
+                f"{doc['backend']} at [bold]{err['stage']}[/]: {err['message']}",
+                highlight=False, soft_wrap=True,
+            )
+
+
+def _parse_options(values: list[str]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for text in values:
+        key, sep, raw = text.partition("=")
+        backend, dot, name = key.partition(".")
+        if not sep or not dot or not backend or not name:
+            raise JobError("compile", f"--option {text!r}: write BACKEND.KEY=VALUE, e.g. ort.threads=1")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options.setdefault(backend, {})[name] = value
+    return options
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="An ONNX, TFLite or PyTorch .pt2 model file.")],
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="Input spec NAME:1x3x224x224[:float32]; repeatable."),
+    ] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="tvm-cpu, ort; repeatable. Default: tvm-cpu."),
+    ] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", "-d", help="local, tcp:HOST:PORT, usb:SERIAL; repeatable."),
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first.")] = 5,
+    min_iterations: Annotated[int, typer.Option(min=1, help="Timed calls, at least.")] = 20,
+    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds, at least.")] = 1.0,
+    max_seconds: Annotated[float, typer.Option(min=0.001, help="Stop timing after this.")] = 60.0,
+    inputs_npz: Annotated[
+        Path | None, typer.Option("--inputs", help="An .npz of input arrays (default: random).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Backend option BACKEND.KEY=VALUE; repeatable."),
+    ] = None,
+    profile: Annotated[bool, typer.Option(help="Per-operator times (TVM backends).")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the result documents here.")
+    ] = None,
+) -> None:
+    """Compile and measure MODEL; print a table; exit 0 only if every measurement succeeded."""
+    from harness.bench import BenchPlan, Protocol, run_bench
+    from harness.modelio import parse_input_spec
+
+    try:
+        specs = [parse_input_spec(text) for text in input or []]
+        options = _parse_options(option or [])
+    except JobError as exc:
+        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    if max_seconds < min_seconds:
+        console.print("[red]error:[/] --max-seconds is below --min-seconds", highlight=False)
+        raise typer.Exit(2)
+    plan = BenchPlan(
+        model_path=model,
+        inputs=specs,
+        backends=backend or ["tvm-cpu"],
+        devices=device or ["local"],
+        protocol=Protocol(warmup=warmup, min_iterations=min_iterations,
+                          min_seconds=min_seconds, max_seconds=max_seconds, profile=profile),
+        inputs_npz=inputs_npz,
+        seed=seed,
+        options=options,
+    )
+    with console.status("starting", spinner="dots") as status:
+        def progress(event: str, message: str) -> None:
+            status.update(f"[bold]{event}[/]: {message}")
+            if _state["debug"]:
+                log.info("%s: %s", event, message)
+
+        documents = run_bench(plan, progress)
+    out.print(results_table(documents))
+    for doc in documents:
+        if doc.get("profile"):
+            out.print(profile_table(doc))
+    print_failures(documents)
+    if json_path is not None:
+        json_path.write_text(json.dumps(documents, indent=2) + "\n")
+        console.print(f"wrote {len(documents)} result(s) to {json_path}", highlight=False)
+    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)
+
+
+def profile_table(doc: dict[str, Any], limit: int = 20) -> Table:
+    table = Table(title=f"per-operator profile: {doc['backend']} on {doc['device'].get('id')}")
+    for column in ("operator", "calls", "total ms", "mean ms"):
+        table.add_column(column, justify="left" if column == "operator" else "right")
+    for entry in doc["profile"][:limit]:
+        table.add_row(entry["name"], str(entry["calls"]), _fmt(entry["total_ms"]),
+                      _fmt(entry["mean_ms"]))
+    return table
+
+
+@app.command()
+def examples(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="resnet8, ds-cnn, mobilenet-v1-0.25, autoencoder")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory.")] = Path("."),
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+) -> None:
+    """Write the MLPerf Tiny example models (ONNX) and print their paths."""
+    from harness.examples import EXAMPLES, write_example
+
+    chosen = names or list(EXAMPLES)
+    unknown = [n for n in chosen if n not in EXAMPLES]
+    if unknown:
+        console.print(f"[red]error:[/] unknown example(s) {', '.join(unknown)}; "
+                      f"known: {', '.join(EXAMPLES)}", highlight=False)
+        raise typer.Exit(2)
+    output.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        out.print(str(write_example(name, output, seed=seed)), highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point: no raw traceback reaches the user."""
+    try:
+        app()
+    except EdgefarmError as exc:
+        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        if _state["debug"]:
+            console.print_exception()
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # our defect; say so in one line
+        if _state["debug"]:
+            console.print_exception()
+        console.print(
+            f"[red]internal error[/] ({type(exc).__name__}): {exc} — rerun with --debug for the "
+            "traceback and report it",
+            highlight=False,
+        )
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

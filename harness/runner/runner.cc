@@ -1,0 +1,918 @@
+// edgefarm-runner: times one Relax VM function of a module exported by TVM.
+//
+// It loads the module, creates the Relax VM, reads .npy inputs, warms up, times single calls
+// until both a minimum count and a minimum duration are reached, writes the last call's outputs
+// as .npy files and prints exactly one JSON object on stdout. Every failure is reported as
+// {"status":"error","stage":...,"message":...} with exit status 2 (64 for a usage error), never
+// as a crash, so the harness can tell the user's mistakes from the farm's.
+//
+// Only the tvm/ffi headers (and dlpack) are used: the wheel's tvm/runtime headers include files
+// the wheel does not ship. The TVM runtime is linked so that its static initialisers register
+// the loaders and the Relax VM; the link line must keep it (--no-as-needed).
+
+#include <dlpack/dlpack.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <tvm/ffi/any.h>
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/list.h>
+#include <tvm/ffi/container/shape.h>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/dtype.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/extra/module.h>
+#include <tvm/ffi/function.h>
+#include <tvm/ffi/string.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cerrno>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace edgefarm {
+namespace {
+
+namespace ffi = tvm::ffi;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kRunnerVersion = "1";
+constexpr int kExitError = 2;
+constexpr int kExitUsage = 64;
+// TVM's kernels are compiled assuming 64-byte aligned buffers (its kAllocAlignment).
+constexpr size_t kAlignment = 64;
+// The Relax VM allocator kinds of vm_initialization: 1 = naive, 2 = pooled.
+constexpr int kPooledAllocator = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Errors and JSON
+// ---------------------------------------------------------------------------------------------
+
+// A failure with the stage it belongs to; turned into the error JSON by main.
+class StageError : public std::exception {
+ public:
+  StageError(std::string stage, std::string message)
+      : stage_(std::move(stage)), message_(std::move(message)) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+  const std::string& stage() const { return stage_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string stage_;
+  std::string message_;
+};
+
+// Collapses whitespace (TVM messages span lines) and caps the length.
+std::string OneLine(const std::string& text, size_t limit = 2000) {
+  std::string out;
+  out.reserve(text.size());
+  bool space = false;
+  for (char c : text) {
+    if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+      space = !out.empty();
+    } else {
+      if (space) out.push_back(' ');
+      space = false;
+      out.push_back(c);
+    }
+  }
+  if (out.size() > limit) out = out.substr(0, limit - 3) + "...";
+  return out;
+}
+
+// The message of a TVM error without its C++ backtrace: "Kind: message".
+std::string DescribeTvmError(const ffi::Error& err) {
+  std::string kind = err.kind();
+  std::string message = err.message();
+  return OneLine(kind.empty() ? message : kind + ": " + message);
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          // Bytes >= 0x80 pass through; messages are UTF-8 or ASCII paths.
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+std::string JsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.6f", v);
+  return buf;
+}
+
+std::string JsonShape(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ",";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) { return JsonShape(shape); }
+
+void PrintJson(const std::string& json) {
+  std::fwrite(json.data(), 1, json.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+int ReportError(const std::string& stage, const std::string& message) {
+  std::string json = "{\"status\":\"error\",\"runner_version\":" + JsonString(kRunnerVersion) +
+                     ",\"stage\":" + JsonString(stage) +
+                     ",\"message\":" + JsonString(OneLine(message)) + "}";
+  PrintJson(json);
+  return stage == "usage" ? kExitUsage : kExitError;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+constexpr const char* kUsage =
+    "usage: edgefarm-runner --module PATH [--entry NAME] [--input PATH]... [--output-dir DIR]\n"
+    "                       [--warmup N] [--min-iterations N] [--min-seconds S]\n"
+    "                       [--max-seconds S] [--max-iterations N]\n"
+    "                       [--profile] [--profile-iterations N]\n"
+    "\n"
+    "Loads a TVM Relax module (.so), calls ENTRY (default main) with the .npy inputs in order,\n"
+    "warms up N calls (default 5), then times single calls until both --min-iterations\n"
+    "(default 20) and --min-seconds (default 1) are reached; it stops at --max-seconds\n"
+    "(default 60) once one call is timed, or at --max-iterations (default: no limit).\n"
+    "Outputs of the last call go to DIR/out0.npy, out1.npy, ... Prints one JSON object.\n"
+    "--profile times every packed call in separate iterations after the timed ones\n"
+    "(as many as were timed, or --profile-iterations N).\n";
+
+struct Options {
+  std::string module_path;
+  std::string entry = "main";
+  std::vector<std::string> inputs;
+  std::string output_dir;
+  int64_t warmup = 5;
+  int64_t min_iterations = 20;
+  double min_seconds = 1.0;
+  double max_seconds = 60.0;
+  int64_t max_iterations = 0;  // 0: no limit
+  bool profile = false;
+  int64_t profile_iterations = 0;  // 0: as many as timed
+};
+
+int64_t ParseCount(const std::string& flag, const std::string& text, int64_t min_value) {
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || v < min_value) {
+    throw StageError("usage", flag + " expects a whole number >= " + std::to_string(min_value) +
+                                  ", got '" + text + "'");
+  }
+  return static_cast<int64_t>(v);
+}
+
+double ParseSeconds(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || errno != 0 || !std::isfinite(v) || v < 0) {
+    throw StageError("usage", flag + " expects a number of seconds >= 0, got '" + text + "'");
+  }
+  return v;
+}
+
+// Returns false when --help was asked for.
+bool ParseArgs(int argc, char** argv, Options* opt) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_inline_value = false;
+    if (arg.rfind("--", 0) == 0) {
+      size_t eq = arg.find('=');
+      if (eq != std::string::npos) {
+        value = arg.substr(eq + 1);
+        arg = arg.substr(0, eq);
+        has_inline_value = true;
+      }
+    }
+    auto next = [&]() -> std::string {
+      if (has_inline_value) return value;
+      if (i + 1 >= argc) throw StageError("usage", arg + " needs a value; see --help");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      return false;
+    } else if (arg == "--module") {
+      opt->module_path = next();
+    } else if (arg == "--entry") {
+      opt->entry = next();
+    } else if (arg == "--input") {
+      opt->inputs.push_back(next());
+    } else if (arg == "--output-dir") {
+      opt->output_dir = next();
+    } else if (arg == "--warmup") {
+      opt->warmup = ParseCount(arg, next(), 0);
+    } else if (arg == "--min-iterations") {
+      opt->min_iterations = ParseCount(arg, next(), 1);
+    } else if (arg == "--min-seconds") {
+      opt->min_seconds = ParseSeconds(arg, next());
+    } else if (arg == "--max-seconds") {
+      opt->max_seconds = ParseSeconds(arg, next());
+    } else if (arg == "--max-iterations") {
+      opt->max_iterations = ParseCount(arg, next(), 1);
+    } else if (arg == "--profile") {
+      if (has_inline_value) throw StageError("usage", "--profile takes no value");
+      opt->profile = true;
+    } else if (arg == "--profile-iterations") {
+      opt->profile_iterations = ParseCount(arg, next(), 1);
+    } else {
+      throw StageError("usage", "unknown argument '" + std::string(argv[i]) + "'; see --help");
+    }
+  }
+  if (opt->module_path.empty()) {
+    throw StageError("usage", "--module PATH is required (the .so exported by TVM)");
+  }
+  if (opt->entry.empty()) throw StageError("usage", "--entry must not be empty");
+  if (opt->max_iterations > 0 && opt->max_iterations < opt->min_iterations) {
+    throw StageError("usage", "--max-iterations (" + std::to_string(opt->max_iterations) +
+                                  ") is below --min-iterations (" +
+                                  std::to_string(opt->min_iterations) + ")");
+  }
+  if (opt->max_seconds < opt->min_seconds) {
+    throw StageError("usage", "--max-seconds is below --min-seconds");
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npy files
+// ---------------------------------------------------------------------------------------------
+
+struct DtypeInfo {
+  const char* name;   // TVM's name
+  char kind;          // numpy kind: f, i, u, b
+  int itemsize;       // bytes
+  DLDataType dl;
+};
+
+const std::vector<DtypeInfo>& Dtypes() {
+  static const std::vector<DtypeInfo> table = {
+      {"float16", 'f', 2, {kDLFloat, 16, 1}}, {"float32", 'f', 4, {kDLFloat, 32, 1}},
+      {"float64", 'f', 8, {kDLFloat, 64, 1}}, {"int8", 'i', 1, {kDLInt, 8, 1}},
+      {"int16", 'i', 2, {kDLInt, 16, 1}},     {"int32", 'i', 4, {kDLInt, 32, 1}},
+      {"int64", 'i', 8, {kDLInt, 64, 1}},     {"uint8", 'u', 1, {kDLUInt, 8, 1}},
+      {"uint16", 'u', 2, {kDLUInt, 16, 1}},   {"uint32", 'u', 4, {kDLUInt, 32, 1}},
+      {"uint64", 'u', 8, {kDLUInt, 64, 1}},   {"bool", 'b', 1, {kDLBool, 8, 1}},
+  };
+  return table;
+}
+
+const DtypeInfo* DtypeFromDL(DLDataType dt) {
+  for (const DtypeInfo& d : Dtypes()) {
+    if (d.dl.code == dt.code && d.dl.bits == dt.bits && d.dl.lanes == dt.lanes) return &d;
+  }
+  return nullptr;
+}
+
+std::string DtypeName(DLDataType dt) {
+  if (const DtypeInfo* d = DtypeFromDL(dt)) return d->name;
+  return std::string(ffi::DLDataTypeToString(dt));
+}
+
+std::string NpyDescr(const DtypeInfo& d) {
+  // Single bytes have no byte order in numpy's spelling.
+  return std::string(d.itemsize == 1 ? "|" : "<") + d.kind + std::to_string(d.itemsize);
+}
+
+struct HostArray {
+  const DtypeInfo* dtype = nullptr;
+  std::vector<int64_t> shape;
+  std::vector<char> data;
+};
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Checked product of the shape; false on overflow.
+bool NumElements(const std::vector<int64_t>& shape, int64_t* out) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return false;
+    if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) return false;
+    n *= d;
+  }
+  *out = n;
+  return true;
+}
+
+// Finds the value text of 'key' in a numpy header dict; empty if missing.
+std::string HeaderValue(const std::string& header, const std::string& key) {
+  std::string quoted[] = {"'" + key + "'", "\"" + key + "\""};
+  for (const std::string& q : quoted) {
+    size_t pos = header.find(q);
+    if (pos == std::string::npos) continue;
+    pos = header.find(':', pos + q.size());
+    if (pos == std::string::npos) return "";
+    ++pos;
+    while (pos < header.size() && header[pos] == ' ') ++pos;
+    if (pos >= header.size()) return "";
+    if (header[pos] == '(') {
+      size_t end = header.find(')', pos);
+      return end == std::string::npos ? "" : header.substr(pos, end - pos + 1);
+    }
+    if (header[pos] == '\'' || header[pos] == '"') {
+      size_t end = header.find(header[pos], pos + 1);
+      return end == std::string::npos ? "" : header.substr(pos, end - pos + 1);
+    }
+    size_t end = header.find_first_of(",}", pos);
+    std::string v = header.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    while (!v.empty() && v.back() == ' ') v.pop_back();
+    return v;
+  }
+  return "";
+}
+
+HostArray ReadNpy(const std::string& path, size_t index) {
+  const std::string who = "input " + std::to_string(index) + " (" + path + ")";
+  auto fail = [&](const std::string& why) -> StageError {
+    return StageError("input", who + " " + why);
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw fail("cannot be opened: check the --input path and that the file was pushed");
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  static const char kMagic[] = "\x93NUMPY";
+  if (bytes.size() < 10 || std::memcmp(bytes.data(), kMagic, 6) != 0) {
+    throw fail("is not a .npy file (bad magic); write inputs with numpy.save");
+  }
+  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+  int major = u[6];
+  size_t header_len = 0;
+  size_t header_start = 0;
+  if (major == 1) {
+    header_len = static_cast<size_t>(u[8]) | (static_cast<size_t>(u[9]) << 8);
+    header_start = 10;
+  } else if (major == 2 || major == 3) {
+    if (bytes.size() < 12) throw fail("is truncated inside its header; write it again");
+    header_len = static_cast<size_t>(u[8]) | (static_cast<size_t>(u[9]) << 8) |
+                 (static_cast<size_t>(u[10]) << 16) | (static_cast<size_t>(u[11]) << 24);
+    header_start = 12;
+  } else {
+    throw fail("has unsupported .npy format version " + std::to_string(major) +
+               "; write it with numpy.save");
+  }
+  if (header_len > bytes.size() - header_start) {
+    throw fail("is truncated inside its header; write it again with numpy.save");
+  }
+  std::string header(bytes.data() + header_start, header_len);
+
+  std::string descr = HeaderValue(header, "descr");
+  std::string fortran = HeaderValue(header, "fortran_order");
+  std::string shape_text = HeaderValue(header, "shape");
+  if (descr.size() < 3 || shape_text.empty() || fortran.empty()) {
+    throw fail("has an unreadable .npy header; write it with numpy.save");
+  }
+  if (fortran != "False") {
+    throw fail(
+        "is stored in Fortran order; save a C-contiguous array "
+        "(numpy.save(path, numpy.ascontiguousarray(a)))");
+  }
+  descr = descr.substr(1, descr.size() - 2);  // strip quotes
+  const DtypeInfo* dtype = nullptr;
+  if (descr.size() >= 3) {
+    char order = descr[0];
+    char kind = descr[1];
+    std::string size_text = descr.substr(2);
+    bool size_ok = !size_text.empty() &&
+                   std::all_of(size_text.begin(), size_text.end(), IsDigit) &&
+                   size_text.size() < 4;
+    int itemsize = size_ok ? std::atoi(size_text.c_str()) : 0;
+    if (order == '>' && itemsize > 1) {
+      throw fail("is big-endian ('" + descr + "'); save it little-endian (a.astype('<" +
+                 std::string(1, kind) + size_text + "'))");
+    }
+    if (order == '<' || order == '|' || order == '=' || order == '>') {
+      for (const DtypeInfo& d : Dtypes()) {
+        if (d.kind == kind && d.itemsize == itemsize) dtype = &d;
+      }
+    }
+  }
+  if (dtype == nullptr) {
+    throw fail("has unsupported dtype '" + descr +
+               "'; use float32, float16, float64, int8/16/32/64, uint8/16/32/64 or bool");
+  }
+
+  std::vector<int64_t> shape;
+  std::string inner = shape_text.substr(1, shape_text.size() - 2);
+  std::stringstream ss(inner);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t b = item.find_first_not_of(' ');
+    if (b == std::string::npos) continue;  // trailing comma of a 1-tuple
+    size_t e = item.find_last_not_of(' ');
+    std::string dim = item.substr(b, e - b + 1);
+    if (!dim.empty() && dim.back() == 'L') dim.pop_back();  // Python 2 long suffix
+    if (dim.empty() || dim.size() > 18 || !std::all_of(dim.begin(), dim.end(), IsDigit)) {
+      throw fail("has an unreadable shape " + shape_text + " in its header");
+    }
+    shape.push_back(std::atoll(dim.c_str()));
+  }
+  int64_t numel = 0;
+  if (!NumElements(shape, &numel) ||
+      numel > std::numeric_limits<int64_t>::max() / dtype->itemsize) {
+    throw fail("has an impossible shape " + shape_text);
+  }
+  size_t data_start = header_start + header_len;
+  size_t want = static_cast<size_t>(numel) * static_cast<size_t>(dtype->itemsize);
+  size_t have = bytes.size() - data_start;
+  if (have < want) {
+    throw fail("is truncated: its header says " + std::string(dtype->name) + ShapeText(shape) +
+               " (" + std::to_string(want) + " bytes) but it holds " + std::to_string(have) +
+               " bytes; copy or write it again");
+  }
+  if (have > want) {
+    throw fail("has " + std::to_string(have - want) +
+               " bytes after its data; it is not a plain .npy array (an .npz or object array?)");
+  }
+  HostArray out;
+  out.dtype = dtype;
+  out.shape = std::move(shape);
+  out.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(data_start), bytes.end());
+  return out;
+}
+
+void WriteNpy(const std::string& path, const DtypeInfo& dtype, const std::vector<int64_t>& shape,
+              const char* data, size_t nbytes) {
+  std::string shape_text = "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    shape_text += std::to_string(shape[i]);
+    if (shape.size() == 1 || i + 1 < shape.size()) shape_text += ", ";
+  }
+  if (shape.size() == 1) shape_text.pop_back();  // "(n, " -> "(n,"
+  shape_text += ")";
+  std::string header = "{'descr': '" + NpyDescr(dtype) +
+                       "', 'fortran_order': False, 'shape': " + shape_text + ", }";
+  // Pad so that the data starts on a 64-byte boundary, as numpy does; end with a newline.
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header.push_back('\n');
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw StageError("output", "cannot create " + path + ": check --output-dir exists and is writable");
+  const char magic[] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
+  out.write(magic, sizeof(magic));
+  uint16_t len = static_cast<uint16_t>(header.size());
+  char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
+  out.write(len_bytes, 2);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  out.write(data, static_cast<std::streamsize>(nbytes));
+  out.flush();
+  if (!out) throw StageError("output", "writing " + path + " failed (disk full?)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensors
+// ---------------------------------------------------------------------------------------------
+
+// Host memory for input tensors, aligned as TVM's kernels assume.
+struct AlignedCPUAlloc {
+  void AllocData(DLTensor* tensor) {
+    size_t size = ffi::GetDataSize(*tensor);
+    size_t rounded = std::max(kAlignment, (size + kAlignment - 1) / kAlignment * kAlignment);
+    void* ptr = std::aligned_alloc(kAlignment, rounded);
+    if (ptr == nullptr) {
+      throw StageError("input", "out of memory allocating " + std::to_string(size) + " bytes");
+    }
+    tensor->data = ptr;
+  }
+  void FreeData(DLTensor* tensor) { std::free(tensor->data); }
+};
+
+ffi::Tensor MakeTensor(const HostArray& array) {
+  ffi::Tensor t = ffi::Tensor::FromNDAlloc(AlignedCPUAlloc(), ffi::ShapeView(array.shape.data(), array.shape.size()),
+                                           array.dtype->dl, DLDevice{kDLCPU, 0});
+  if (!array.data.empty()) std::memcpy(t.data_ptr(), array.data.data(), array.data.size());
+  return t;
+}
+
+struct OutputInfo {
+  std::string file;  // empty: not written
+  std::string dtype;
+  std::vector<int64_t> shape;
+};
+
+// Flattens nested tuples depth-first, in order.
+void FlattenOutputs(const ffi::Any& value, std::vector<ffi::Any>* out) {
+  if (const auto* arr = value.as<ffi::ArrayObj>()) {
+    for (size_t i = 0; i < arr->size(); ++i) FlattenOutputs((*arr)[static_cast<int64_t>(i)], out);
+  } else if (const auto* list = value.as<ffi::ListObj>()) {
+    for (size_t i = 0; i < list->size(); ++i) {
+      FlattenOutputs((*list)[static_cast<int64_t>(i)], out);
+    }
+  } else {
+    out->push_back(value);
+  }
+}
+
+OutputInfo SaveOutput(const ffi::Any& value, size_t index, const std::string& dir) {
+  OutputInfo info;
+  std::string file = "out" + std::to_string(index) + ".npy";
+  std::string path = dir.empty() ? "" : dir + "/" + file;
+  std::string where = "output " + std::to_string(index);
+  if (auto opt = value.as<ffi::Tensor>()) {
+    const ffi::Tensor& t = *opt;
+    const DLTensor* dl = t.GetDLTensorPtr();
+    info.dtype = DtypeName(dl->dtype);
+    info.shape.assign(dl->shape, dl->shape + dl->ndim);
+    const DtypeInfo* dtype = DtypeFromDL(dl->dtype);
+    if (!path.empty()) {
+      if (dtype == nullptr) {
+        throw StageError("output", where + " has dtype " + info.dtype +
+                                       " which .npy cannot hold; cast the model's output");
+      }
+      if (dl->device.device_type != kDLCPU) {
+        throw StageError("output", where + " is not on the CPU; the runner only reads CPU outputs");
+      }
+      if (!t.IsContiguous()) {
+        throw StageError("output", where + " is not contiguous; the runner writes compact outputs");
+      }
+      const char* data = static_cast<const char*>(dl->data) + dl->byte_offset;
+      WriteNpy(path, *dtype, info.shape, data, ffi::GetDataSize(*dl));
+      info.file = file;
+    }
+    return info;
+  }
+  // Non-tensor leaves (a shape, a scalar) are written as small arrays, so every output has a file.
+  std::vector<int64_t> values;
+  std::vector<int64_t> shape;
+  const DtypeInfo* dtype = nullptr;
+  std::vector<char> bytes;
+  if (auto shp = value.as<ffi::Shape>()) {
+    values.assign(shp->begin(), shp->end());
+    shape = {static_cast<int64_t>(values.size())};
+    dtype = DtypeFromDL(DLDataType{kDLInt, 64, 1});
+    bytes.resize(values.size() * sizeof(int64_t));
+    if (!values.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
+  } else if (value.type_index() == ffi::TypeIndex::kTVMFFIBool) {
+    dtype = DtypeFromDL(DLDataType{kDLBool, 8, 1});
+    bytes.push_back(value.cast<bool>() ? 1 : 0);
+  } else if (value.type_index() == ffi::TypeIndex::kTVMFFIInt) {
+    dtype = DtypeFromDL(DLDataType{kDLInt, 64, 1});
+    int64_t v = value.cast<int64_t>();
+    bytes.resize(sizeof(v));
+    std::memcpy(bytes.data(), &v, sizeof(v));
+  } else if (value.type_index() == ffi::TypeIndex::kTVMFFIFloat) {
+    dtype = DtypeFromDL(DLDataType{kDLFloat, 64, 1});
+    double v = value.cast<double>();
+    bytes.resize(sizeof(v));
+    std::memcpy(bytes.data(), &v, sizeof(v));
+  } else {
+    throw StageError("output", where + " is a " + value.GetTypeKey() +
+                                   ", not a tensor, tuple, shape or scalar; the runner cannot save it");
+  }
+  info.dtype = dtype->name;
+  info.shape = shape;
+  if (!path.empty()) {
+    WriteNpy(path, *dtype, shape, bytes.data(), bytes.size());
+    info.file = file;
+  }
+  return info;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------------
+
+double ElapsedMs(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+int64_t PeakRssKb() {
+  // ru_maxrss is in kilobytes on Linux and Android.
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_maxrss > 0) {
+    return static_cast<int64_t>(usage.ru_maxrss);
+  }
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return 0;
+}
+
+struct OpStats {
+  int64_t calls = 0;
+  double total_ms = 0;
+  size_t first_seen = 0;
+};
+
+// Times every packed call the VM makes through its instrument hook. The VM calls it twice per
+// call: (func, name, true, None, args...) before and (func, name, false, result, args...) after;
+// returning 0 (kNoOp) lets the call run. Calls into other VM functions nest, hence the stack.
+class Profiler {
+ public:
+  ffi::Function Callback() {
+    return ffi::Function::FromPacked([this](ffi::PackedArgs args, ffi::Any* rv) {
+      Clock::time_point now = Clock::now();
+      std::string name = args[1].cast<std::string>();
+      bool before = args[2].cast<bool>();
+      if (before) {
+        stack_.push_back(now);
+      } else if (!stack_.empty()) {
+        auto it = stats_.find(name);
+        if (it == stats_.end()) {
+          it = stats_.emplace(name, OpStats{}).first;
+          it->second.first_seen = order_++;
+        }
+        OpStats& s = it->second;
+        s.calls += 1;
+        s.total_ms += ElapsedMs(stack_.back(), now);
+        stack_.pop_back();
+      }
+      *rv = static_cast<int64_t>(0);
+    });
+  }
+  std::string Json() const {
+    std::vector<std::pair<std::string, OpStats>> rows(stats_.begin(), stats_.end());
+    std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+      if (a.second.total_ms != b.second.total_ms) return a.second.total_ms > b.second.total_ms;
+      return a.second.first_seen < b.second.first_seen;
+    });
+    std::string out = "[";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const OpStats& s = rows[i].second;
+      if (i) out += ",";
+      out += "{\"name\":" + JsonString(rows[i].first) + ",\"calls\":" + std::to_string(s.calls) +
+             ",\"total_ms\":" + JsonNumber(s.total_ms) +
+             ",\"mean_ms\":" + JsonNumber(s.calls ? s.total_ms / s.calls : 0.0) + "}";
+    }
+    return out + "]";
+  }
+
+ private:
+  std::vector<Clock::time_point> stack_;
+  std::map<std::string, OpStats> stats_;
+  size_t order_ = 0;
+};
+
+int Run(const Options& opt) {
+  // --- load: library, VM, initialisation --------------------------------------------------
+  struct stat st;
+  if (stat(opt.module_path.c_str(), &st) != 0) {
+    throw StageError("load", "module file " + opt.module_path +
+                                 " does not exist; push the artifact or fix --module");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw StageError("load", "module path " + opt.module_path + " is not a regular file");
+  }
+  // dlopen searches the library path for names without a slash: always pass an absolute path.
+  std::string module_abs = opt.module_path;
+  if (char* resolved = realpath(opt.module_path.c_str(), nullptr)) {
+    module_abs = resolved;
+    std::free(resolved);
+  }
+  Clock::time_point load_start = Clock::now();
+  ffi::Function entry;
+  std::optional<ffi::Module> vm;
+  int64_t arity = -1;
+  try {
+    // Always the shared-library loader: the artifact's name need not end in .so.
+    auto loader = ffi::Function::GetGlobal("ffi.Module.load_from_file.so");
+    if (!loader) {
+      throw StageError("load",
+                       "the TVM runtime did not register its library loader; the runner was "
+                       "linked without libtvm_runtime (rebuild it)");
+    }
+    ffi::Module lib = (*loader)(module_abs, "so").cast<ffi::Module>();
+    ffi::Optional<ffi::Function> load_exec = lib->GetFunction("vm_load_executable", true);
+    if (!load_exec) {
+      throw StageError("load", opt.module_path +
+                                   " holds no Relax VM executable (no vm_load_executable); "
+                                   "export it with tvm.compile(...).export_library(path)");
+    }
+    vm = (*load_exec)().cast<ffi::Module>();
+    ffi::Optional<ffi::Function> init = (*vm)->GetFunction("vm_initialization", false);
+    if (!init) throw StageError("load", "the VM module has no vm_initialization function");
+    // Same as tvm.runtime.vm.VirtualMachine(exec, tvm.cpu()): one CPU device (which is also the
+    // host device for shape functions), pooled allocator.
+    (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+    ffi::Optional<ffi::Function> fn = (*vm)->GetFunction(ffi::String(opt.entry), false);
+    if (!fn) {
+      throw StageError("load", "the module has no function '" + opt.entry +
+                                   "'; pass the right --entry (default main)");
+    }
+    entry = *fn;
+    if (auto get_arity = (*vm)->GetFunction("get_function_arity", false)) {
+      arity = (*get_arity)(opt.entry).cast<int64_t>();
+    }
+  } catch (const ffi::Error& e) {
+    throw StageError("load", "loading " + opt.module_path +
+                                 " failed (is it a TVM Relax library built for this machine?): " +
+                                 DescribeTvmError(e));
+  }
+  double load_ms = ElapsedMs(load_start, Clock::now());
+
+  // --- inputs -------------------------------------------------------------------------------
+  std::vector<HostArray> arrays;
+  for (size_t i = 0; i < opt.inputs.size(); ++i) arrays.push_back(ReadNpy(opt.inputs[i], i));
+  if (arity >= 0 && static_cast<int64_t>(arrays.size()) != arity) {
+    throw StageError("input", "'" + opt.entry + "' takes " + std::to_string(arity) +
+                                  " input(s) but " + std::to_string(arrays.size()) +
+                                  " --input file(s) were given; pass one .npy per input, in order");
+  }
+  std::vector<ffi::Tensor> tensors;
+  std::string input_desc;  // for run errors
+  std::string inputs_json = "[";
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    tensors.push_back(MakeTensor(arrays[i]));
+    std::string base = opt.inputs[i];
+    size_t slash = base.find_last_of('/');
+    if (slash != std::string::npos) base = base.substr(slash + 1);
+    if (i) {
+      inputs_json += ",";
+      input_desc += ", ";
+    }
+    inputs_json += "{\"file\":" + JsonString(base) + ",\"dtype\":" +
+                   JsonString(arrays[i].dtype->name) + ",\"shape\":" + JsonShape(arrays[i].shape) +
+                   "}";
+    input_desc += "input " + std::to_string(i) + " " + arrays[i].dtype->name +
+                  ShapeText(arrays[i].shape);
+  }
+  inputs_json += "]";
+  arrays.clear();  // the tensors hold the data now
+  std::vector<ffi::AnyView> args(tensors.begin(), tensors.end());
+
+  // --- run ----------------------------------------------------------------------------------
+  ffi::Any result;
+  auto call = [&]() {
+    entry.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+  };
+  auto timed_call = [&]() -> double {
+    Clock::time_point t0 = Clock::now();
+    call();
+    Clock::time_point t1 = Clock::now();
+    return ElapsedMs(t0, t1);
+  };
+  double first_ms = 0;
+  std::vector<double> samples;
+  std::string profile_json;
+  int64_t profile_iterations = 0;
+  try {
+    try {
+      first_ms = timed_call();
+    } catch (const ffi::Error& e) {
+      throw StageError("run", "calling '" + opt.entry + "' with " +
+                                  (input_desc.empty() ? std::string("no inputs") : input_desc) +
+                                  " failed; check the inputs' shapes and dtypes against the "
+                                  "model's: " + DescribeTvmError(e));
+    }
+    if (opt.warmup == 0) samples.push_back(first_ms);
+    for (int64_t i = 1; i < opt.warmup; ++i) call();
+
+    const double min_ms = opt.min_seconds * 1000.0;
+    const double max_ms = opt.max_seconds * 1000.0;
+    samples.reserve(static_cast<size_t>(std::max<int64_t>(opt.min_iterations, 1024)));
+    Clock::time_point start = Clock::now();
+    while (true) {
+      int64_t n = static_cast<int64_t>(samples.size());
+      double elapsed = ElapsedMs(start, Clock::now());
+      if (n >= opt.min_iterations && elapsed >= min_ms) break;
+      if (n >= 1 && elapsed >= max_ms) break;
+      if (opt.max_iterations > 0 && n >= opt.max_iterations) break;
+      samples.push_back(timed_call());
+    }
+  } catch (const StageError&) {
+    throw;
+  } catch (const ffi::Error& e) {
+    throw StageError("run", "calling '" + opt.entry + "' failed after the first call succeeded: " +
+                                DescribeTvmError(e));
+  }
+
+  // --- outputs (of the last timed call, before profiling touches anything) -----------------
+  std::vector<OutputInfo> outputs;
+  try {
+    std::vector<ffi::Any> leaves;
+    FlattenOutputs(result, &leaves);
+    for (size_t i = 0; i < leaves.size(); ++i) {
+      outputs.push_back(SaveOutput(leaves[i], i, opt.output_dir));
+    }
+  } catch (const ffi::Error& e) {
+    throw StageError("output", "reading the outputs failed: " + DescribeTvmError(e));
+  }
+  result = nullptr;
+
+  // --- profile (separate iterations, so the samples above are undisturbed) -------------------
+  if (opt.profile) {
+    Profiler profiler;
+    try {
+      ffi::Optional<ffi::Function> set_instrument = (*vm)->GetFunction("set_instrument", false);
+      if (!set_instrument) {
+        throw StageError("run", "this TVM runtime's VM has no set_instrument; drop --profile");
+      }
+      (*set_instrument)(profiler.Callback());
+      profile_iterations =
+          opt.profile_iterations > 0 ? opt.profile_iterations : static_cast<int64_t>(samples.size());
+      for (int64_t i = 0; i < profile_iterations; ++i) call();
+      result = nullptr;
+    } catch (const ffi::Error& e) {
+      throw StageError("run", "profiling '" + opt.entry + "' failed: " + DescribeTvmError(e));
+    }
+    profile_json = profiler.Json();
+  }
+
+  // --- report ---------------------------------------------------------------------------------
+  std::string json = "{\"status\":\"ok\",\"runner_version\":" + JsonString(kRunnerVersion);
+  json += ",\"module\":" + JsonString(opt.module_path);
+  json += ",\"entry\":" + JsonString(opt.entry);
+  json += ",\"load_ms\":" + JsonNumber(load_ms);
+  json += ",\"first_ms\":" + JsonNumber(first_ms);
+  json += ",\"warmup\":" + std::to_string(opt.warmup);
+  json += ",\"samples_ms\":[";
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (i) json += ",";
+    json += JsonNumber(samples[i]);
+  }
+  json += "],\"peak_rss_kb\":" + std::to_string(PeakRssKb());
+  json += ",\"outputs\":[";
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (i) json += ",";
+    json += "{\"file\":" + (outputs[i].file.empty() ? std::string("null")
+                                                    : JsonString(outputs[i].file)) +
+            ",\"dtype\":" + JsonString(outputs[i].dtype) +
+            ",\"shape\":" + JsonShape(outputs[i].shape) + "}";
+  }
+  json += "],\"inputs\":" + inputs_json;
+  if (opt.profile) {
+    json += ",\"profile_iterations\":" + std::to_string(profile_iterations);
+    json += ",\"profile\":" + profile_json;
+  }
+  json += "}";
+  PrintJson(json);
+  return 0;
+}
+
+}  // namespace
+}  // namespace edgefarm
+
+int main(int argc, char** argv) {
+  using edgefarm::ReportError;
+  using edgefarm::StageError;
+  edgefarm::Options opt;
+  try {
+    if (!edgefarm::ParseArgs(argc, argv, &opt)) {
+      std::fputs(edgefarm::kUsage, stdout);
+      return 0;
+    }
+  } catch (const StageError& e) {
+    std::fputs(edgefarm::kUsage, stderr);
+    return ReportError(e.stage(), e.message());
+  }
+  try {
+    return edgefarm::Run(opt);
+  } catch (const StageError& e) {
+    return ReportError(e.stage(), e.message());
+  } catch (const tvm::ffi::Error& e) {
+    return ReportError("run", edgefarm::DescribeTvmError(e));
+  } catch (const std::bad_alloc&) {
+    return ReportError("run", "out of memory; the model or its inputs do not fit on this device");
+  } catch (const std::exception& e) {
+    return ReportError("run", std::string("unexpected failure: ") + e.what());
+  }
+}

@@ -1,0 +1,129 @@
+"""Small ONNX models the tests generate: real graphs of the shapes real exporters produce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _w(rng: np.random.Generator, *shape: int, scale: float | None = None) -> np.ndarray:
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    s = scale if scale is not None else np.sqrt(2.0 / max(fan_in, 1))
+    return (rng.standard_normal(shape) * s).astype(np.float32)
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+           outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto],
+           name: str) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, inits)
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def mobilenet_like(seed: int = 0) -> onnx.ModelProto:
+    """Conv s2 -> depthwise 3x3 -> pointwise 1x1 -> residual add -> pool -> dense -> softmax."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 16, 3, 3, 3), "c1_w"),
+        numpy_helper.from_array(np.zeros(16, np.float32), "c1_b"),
+        numpy_helper.from_array(_w(rng, 16, 1, 3, 3), "dw_w"),
+        numpy_helper.from_array(_w(rng, 16, 16, 1, 1), "pw_w"),
+        numpy_helper.from_array(_w(rng, 16, 10, scale=0.3), "fc_w"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "c1_w", "c1_b"], ["c1"], strides=[2, 2],
+                         pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Clip", ["c1", "", ""], ["r1"], name="relu6_1"),
+        helper.make_node("Conv", ["r1", "dw_w"], ["dw"], group=16, pads=[1, 1, 1, 1],
+                         kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["dw"], ["r2"]),
+        helper.make_node("Conv", ["r2", "pw_w"], ["pw"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["pw", "r1"], ["res"]),
+        helper.make_node("GlobalAveragePool", ["res"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 10])],
+        inits, "mobilenet_like",
+    )
+
+
+def mlp(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 64, 128), "w1"),
+        numpy_helper.from_array(np.full(128, 0.01, np.float32), "b1"),
+        numpy_helper.from_array(_w(rng, 128, 10), "w2"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["hr"]),
+        helper.make_node("MatMul", ["hr", "w2"], ["o"]),
+        helper.make_node("Add", ["o", "b2"], ["y"]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        inits, "mlp",
+    )
+
+
+def dynamic_batch(seed: int = 0) -> onnx.ModelProto:
+    """A dynamic batch dimension and the Shape->Gather->Concat->Reshape chain exporters emit."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 4, 3, 3, 3), "cw"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+        numpy_helper.from_array(_w(rng, 4 * 8 * 8, 5), "fw"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["images", "cw"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Shape", ["r"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+        helper.make_node("Concat", ["b", "minus_one"], ["new_shape"], axis=0),
+        helper.make_node("Reshape", ["r", "new_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fw"], ["scores"]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 5])],
+        inits, "dynamic_batch",
+    )
+
+
+def unsupported_op(seed: int = 0) -> onnx.ModelProto:
+    """``Det`` in the middle: onnxruntime runs it, TVM's ONNX importer does not."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(_w(rng, 4, 4), "w")]
+    nodes = [
+        helper.make_node("MatMul", ["m", "w"], ["mw"]),
+        helper.make_node("Det", ["mw"], ["d"]),
+        helper.make_node("Relu", ["d"], ["out"]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])],
+        inits, "unsupported_op",
+    )
+
+
+def save(model: onnx.ModelProto, directory: Path, name: str) -> Path:
+    path = directory / f"{name}.onnx"
+    onnx.save_model(model, str(path))
+    return path
