@@ -61,17 +61,26 @@ class Protocol:
 
     def runner_args(self) -> list[str]:
         return [
-            "--warmup", str(self.warmup),
-            "--min-iterations", str(self.min_iterations),
-            "--min-seconds", repr(float(self.min_seconds)),
-            "--max-seconds", repr(float(self.max_seconds)),
-            "--max-iterations", str(max(self.max_iterations, self.min_iterations)),
+            "--warmup",
+            str(self.warmup),
+            "--min-iterations",
+            str(self.min_iterations),
+            "--min-seconds",
+            repr(float(self.min_seconds)),
+            "--max-seconds",
+            repr(float(self.max_seconds)),
+            "--max-iterations",
+            str(max(self.max_iterations, self.min_iterations)),
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "min_iterations": self.min_iterations,
-                "min_seconds": self.min_seconds, "max_seconds": self.max_seconds,
-                "max_iterations": self.max_iterations}
+        return {
+            "warmup": self.warmup,
+            "min_iterations": self.min_iterations,
+            "min_seconds": self.min_seconds,
+            "max_seconds": self.max_seconds,
+            "max_iterations": self.max_iterations,
+        }
 
 
 @dataclass
@@ -130,7 +139,9 @@ def make_model_inputs(
 
 
 def _base_document(
-    model: PreparedModel | None, model_path: Path | None, device: str | dict[str, Any],
+    model: PreparedModel | None,
+    model_path: Path | None,
+    device: str | dict[str, Any],
     backend: str,
 ) -> dict[str, Any]:
     if model is not None:
@@ -162,8 +173,12 @@ def _fail(doc: dict[str, Any], stage: Stage | str, message: str) -> dict[str, An
 
 
 def failed_document(
-    *, model: PreparedModel | None, model_path: Path | None, device: str | dict[str, Any],
-    backend: str, error: EdgefarmError,
+    *,
+    model: PreparedModel | None,
+    model_path: Path | None,
+    device: str | dict[str, Any],
+    backend: str,
+    error: EdgefarmError,
 ) -> dict[str, Any]:
     """A ``failed`` result document for a measurement that never got to run."""
     doc = _base_document(model, model_path, device, backend)
@@ -198,8 +213,18 @@ def measure(
     facts = device.facts()
     doc = _base_document(model, None, device_facts or facts.to_dict(), backend.name)
     try:
-        _measure_into(doc, model, device, facts.target, backend, inputs, reference, protocol,
-                      options, progress)
+        _measure_into(
+            doc,
+            model,
+            device,
+            facts.target,
+            backend,
+            inputs,
+            reference,
+            protocol,
+            options,
+            progress,
+        )
     except EdgefarmError as exc:
         if isinstance(exc, HarnessBug):
             raise
@@ -208,9 +233,16 @@ def measure(
 
 
 def _measure_into(
-    doc: dict[str, Any], model: PreparedModel, device: Device, target: str, backend: Backend,
-    inputs: dict[str, np.ndarray], reference: Reference, protocol: Protocol,
-    options: dict[str, Any] | None, progress: Progress,
+    doc: dict[str, Any],
+    model: PreparedModel,
+    device: Device,
+    target: str,
+    backend: Backend,
+    inputs: dict[str, np.ndarray],
+    reference: Reference,
+    protocol: Protocol,
+    options: dict[str, Any] | None,
+    progress: Progress,
 ) -> None:
     settings = get_settings()
     label = f"{backend.name} on {device.id}"
@@ -225,20 +257,25 @@ def _measure_into(
         if backend.kind == "tvm":
             progress("compile", f"compiling {model.name} for {backend.name}/{target}")
             artifact = compile_artifact(model, backend, target=target, options=options)
-            provenance.update({
-                "compile_options": artifact.manifest["options"],
-                "artifact_key": artifact.key,
-                "compile_ms": artifact.compile_ms,
-                "cache_hit": artifact.cache_hit,
-                "library_bytes": artifact.manifest["sizes"]["library_bytes"],
-            })
+            provenance.update(
+                {
+                    "compile_options": artifact.manifest["options"],
+                    "artifact_key": artifact.key,
+                    "compile_ms": artifact.compile_ms,
+                    "cache_hit": artifact.cache_hit,
+                    "library_bytes": artifact.manifest["sizes"]["library_bytes"],
+                }
+            )
             progress("deploy", f"deploying to {device.id}")
             bundle = runtime_bundle(target)
             bundle_dir = ensure_bundle(device, bundle)
             artifact_dir = ensure_artifact(device, artifact)
             provenance["runtime_bundle"] = bundle.hash
-            command = [posixpath.join(bundle_dir, RUNNER_NAME), "--module",
-                       posixpath.join(artifact_dir, artifact.library.name)]
+            command = [
+                posixpath.join(bundle_dir, RUNNER_NAME),
+                "--module",
+                posixpath.join(artifact_dir, artifact.library.name),
+            ]
             env["LD_LIBRARY_PATH"] = bundle_dir
             if protocol.profile:
                 command.append("--profile")
@@ -252,11 +289,18 @@ def _measure_into(
             import onnxruntime
 
             resolved = backend.resolve_options(options)
-            provenance.update({"compile_options": resolved,
-                               "onnxruntime_version": onnxruntime.__version__})
-            command = [sys.executable, "-m", "harness.runner.ort_runner",
-                       "--threads", str(int(resolved["threads"])),
-                       "--graph-optimization", str(resolved["graph_optimization"])]
+            provenance.update(
+                {"compile_options": resolved, "onnxruntime_version": onnxruntime.__version__}
+            )
+            command = [
+                sys.executable,
+                "-m",
+                "harness.runner.ort_runner",
+                "--threads",
+                str(int(resolved["threads"])),
+                "--graph-optimization",
+                str(resolved["graph_optimization"]),
+            ]
 
         run_dir = new_run_dir(device)
         try:
@@ -289,13 +333,15 @@ def _measure_into(
                 raise JobError("run", f"the runner failed at {report.stage}: {report.message}")
             provenance["runner_version"] = report.runner_version
             stats = summarize(report.samples_ms)
-            doc.update({
-                "latency_ms": stats.to_dict(),
-                "load_ms": report.load_ms,
-                "first_ms": report.first_ms,
-                "peak_rss_kb": report.peak_rss_kb,
-                "samples_ms": list(report.samples_ms),
-            })
+            doc.update(
+                {
+                    "latency_ms": stats.to_dict(),
+                    "load_ms": report.load_ms,
+                    "first_ms": report.first_ms,
+                    "peak_rss_kb": report.peak_rss_kb,
+                    "samples_ms": list(report.samples_ms),
+                }
+            )
             if report.profile is not None:
                 doc["profile"] = sorted(
                     (p.model_dump() for p in report.profile),
@@ -348,9 +394,9 @@ def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[dict[str, An
         inputs = make_model_inputs(model, seed=plan.seed, npz=plan.inputs_npz)
     except JobError as exc:
         return [
-            failed_document(model=None, model_path=plan.model_path, device=d, backend=b,
-                            error=exc)
-            for d in plan.devices for b in plan.backends
+            failed_document(model=None, model_path=plan.model_path, device=d, backend=b, error=exc)
+            for d in plan.devices
+            for b in plan.backends
         ]
     progress("reference", f"computing reference outputs with {reference_name(model)}")
     reference = compute_reference(model, inputs)
@@ -360,30 +406,52 @@ def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[dict[str, An
         try:
             device = open_device(address)
         except EdgefarmError as exc:
-            documents += [failed_document(model=model, model_path=plan.model_path,
-                                          device=address, backend=b, error=exc)
-                          for b in plan.backends]
+            documents += [
+                failed_document(
+                    model=model, model_path=plan.model_path, device=address, backend=b, error=exc
+                )
+                for b in plan.backends
+            ]
             continue
         try:
             facts = device.facts().to_dict()
             for name, backend in zip(plan.backends, backends, strict=True):
                 if isinstance(backend, EdgefarmError):
-                    documents.append(failed_document(model=model, model_path=plan.model_path,
-                                                     device=facts, backend=name, error=backend))
+                    documents.append(
+                        failed_document(
+                            model=model,
+                            model_path=plan.model_path,
+                            device=facts,
+                            backend=name,
+                            error=backend,
+                        )
+                    )
                     continue
                 started = time.perf_counter()
-                doc = measure(model, device, backend, inputs=inputs, reference=reference,
-                              protocol=plan.protocol, options=plan.options.get(name),
-                              progress=progress, device_facts=facts)
+                doc = measure(
+                    model,
+                    device,
+                    backend,
+                    inputs=inputs,
+                    reference=reference,
+                    protocol=plan.protocol,
+                    options=plan.options.get(name),
+                    progress=progress,
+                    device_facts=facts,
+                )
                 doc["wall_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
                 documents.append(doc)
         except EdgefarmError as exc:
             if isinstance(exc, HarnessBug):
                 raise
             done = {(d["device"].get("id"), d["backend"]) for d in documents}
-            documents += [failed_document(model=model, model_path=plan.model_path,
-                                          device=address, backend=b, error=exc)
-                          for b in plan.backends if (address, b) not in done]
+            documents += [
+                failed_document(
+                    model=model, model_path=plan.model_path, device=address, backend=b, error=exc
+                )
+                for b in plan.backends
+                if (address, b) not in done
+            ]
         finally:
             device.close()
     return documents

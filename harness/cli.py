@@ -65,10 +65,21 @@ def results_table(documents: list[dict[str, Any]]) -> Table:
     """The readable summary of result documents."""
     table = Table(title="edgefarm results", show_lines=False)
     for column, justify in [
-        ("model", "left"), ("device", "left"), ("backend", "left"), ("status", "left"),
-        ("median ms", "right"), ("95% CI ms", "right"), ("p90 ms", "right"), ("cv", "right"),
-        ("n", "right"), ("load ms", "right"), ("first ms", "right"), ("RSS MB", "right"),
-        ("max err", "right"), ("cosine", "right"), ("top-1", "right"),
+        ("model", "left"),
+        ("device", "left"),
+        ("backend", "left"),
+        ("status", "left"),
+        ("median ms", "right"),
+        ("95% CI ms", "right"),
+        ("p90 ms", "right"),
+        ("cv", "right"),
+        ("n", "right"),
+        ("load ms", "right"),
+        ("first ms", "right"),
+        ("RSS MB", "right"),
+        ("max err", "right"),
+        ("cosine", "right"),
+        ("top-1", "right"),
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for doc in documents:
@@ -78,12 +89,20 @@ def results_table(documents: list[dict[str, Any]]) -> Table:
         status = "[green]ok[/]" if doc["status"] == "ok" else "[red]failed[/]"
         ci = lat.get("ci95")
         table.add_row(
-            str(doc["model"].get("name")), str(doc["device"].get("id")), doc["backend"], status,
-            _fmt(lat.get("median")), f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-",
-            _fmt(lat.get("p90")), _fmt(lat.get("cv"), 2), _fmt(lat.get("n")),
-            _fmt(doc.get("load_ms"), 1), _fmt(doc.get("first_ms")),
+            str(doc["model"].get("name")),
+            str(doc["device"].get("id")),
+            doc["backend"],
+            status,
+            _fmt(lat.get("median")),
+            f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-",
+            _fmt(lat.get("p90")),
+            _fmt(lat.get("cv"), 2),
+            _fmt(lat.get("n")),
+            _fmt(doc.get("load_ms"), 1),
+            _fmt(doc.get("first_ms")),
             _fmt(rss / 1024.0 if rss else None, 1),
-            _fmt(acc.get("max_abs_err")), _fmt(acc.get("cosine"), 6),
+            _fmt(acc.get("max_abs_err")),
+            _fmt(acc.get("cosine"), 6),
             _fmt(acc.get("top1_agree"), 2),
         )
     return table
@@ -96,7 +115,8 @@ def print_failures(documents: list[dict[str, Any]]) -> None:
             console.print(
                 f"[red]failed[/] {doc['model'].get('name')} / {doc['device'].get('id')} / "
                 f"{doc['backend']} at [bold]{err['stage']}[/]: {err['message']}",
-                highlight=False, soft_wrap=True,
+                highlight=False,
+                soft_wrap=True,
             )
 
 
@@ -106,7 +126,9 @@ def _parse_options(values: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, raw = text.partition("=")
         backend, dot, name = key.partition(".")
         if not sep or not dot or not backend or not name:
-            raise JobError("compile", f"--option {text!r}: write BACKEND.KEY=VALUE, e.g. ort.threads=1")
+            raise JobError(
+                "compile", f"--option {text!r}: write BACKEND.KEY=VALUE, e.g. ort.threads=1"
+            )
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
@@ -165,13 +187,19 @@ def bench(
         inputs=specs,
         backends=backend or ["tvm-cpu"],
         devices=device or ["local"],
-        protocol=Protocol(warmup=warmup, min_iterations=min_iterations,
-                          min_seconds=min_seconds, max_seconds=max_seconds, profile=profile),
+        protocol=Protocol(
+            warmup=warmup,
+            min_iterations=min_iterations,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            profile=profile,
+        ),
         inputs_npz=inputs_npz,
         seed=seed,
         options=options,
     )
     with console.status("starting", spinner="dots") as status:
+
         def progress(event: str, message: str) -> None:
             status.update(f"[bold]{event}[/]: {message}")
             if _state["debug"]:
@@ -194,8 +222,9 @@ def profile_table(doc: dict[str, Any], limit: int = 20) -> Table:
     for column in ("operator", "calls", "total ms", "mean ms"):
         table.add_column(column, justify="left" if column == "operator" else "right")
     for entry in doc["profile"][:limit]:
-        table.add_row(entry["name"], str(entry["calls"]), _fmt(entry["total_ms"]),
-                      _fmt(entry["mean_ms"]))
+        table.add_row(
+            entry["name"], str(entry["calls"]), _fmt(entry["total_ms"]), _fmt(entry["mean_ms"])
+        )
     return table
 
 
@@ -213,12 +242,50 @@ def examples(
     chosen = names or list(EXAMPLES)
     unknown = [n for n in chosen if n not in EXAMPLES]
     if unknown:
-        console.print(f"[red]error:[/] unknown example(s) {', '.join(unknown)}; "
-                      f"known: {', '.join(EXAMPLES)}", highlight=False)
+        console.print(
+            f"[red]error:[/] unknown example(s) {', '.join(unknown)}; known: {', '.join(EXAMPLES)}",
+            highlight=False,
+        )
         raise typer.Exit(2)
     output.mkdir(parents=True, exist_ok=True)
     for name in chosen:
         out.print(str(write_example(name, output, seed=seed)), highlight=False)
+
+
+@app.command()
+def demo(
+    backend: Annotated[
+        list[str] | None, typer.Option("--backend", "-b", help="Default: tvm-cpu and ort.")
+    ] = None,
+    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds per run.")] = 0.5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """Measure the four MLPerf Tiny example models on this machine, TVM beside onnxruntime."""
+    from harness.bench import BenchPlan, Protocol, run_bench
+    from harness.config import get_settings
+    from harness.examples import EXAMPLES, write_example
+
+    directory = get_settings().home / "examples"
+    directory.mkdir(parents=True, exist_ok=True)
+    documents: list[dict[str, Any]] = []
+    with console.status("starting", spinner="dots") as status:
+        for name in EXAMPLES:
+            path = write_example(name, directory)
+
+            def progress(event: str, message: str) -> None:
+                status.update(f"[bold]{event}[/]: {message}")
+
+            plan = BenchPlan(
+                model_path=path,
+                backends=backend or ["tvm-cpu", "ort"],
+                protocol=Protocol(min_seconds=min_seconds),
+            )
+            documents += run_bench(plan, progress)
+    out.print(results_table(documents))
+    print_failures(documents)
+    if json_path is not None:
+        json_path.write_text(json.dumps(documents, indent=2) + "\n")
+    raise typer.Exit(0 if all(d["status"] == "ok" for d in documents) else 1)
 
 
 def main() -> None:

@@ -15,9 +15,13 @@ def _w(rng: np.random.Generator, *shape: int, scale: float | None = None) -> np.
     return (rng.standard_normal(shape) * s).astype(np.float32)
 
 
-def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
-           outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto],
-           name: str) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    inits: list[onnx.TensorProto],
+    name: str,
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, name, inputs, outputs, inits)
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
@@ -36,11 +40,18 @@ def mobilenet_like(seed: int = 0) -> onnx.ModelProto:
         numpy_helper.from_array(np.zeros(10, np.float32), "fc_b"),
     ]
     nodes = [
-        helper.make_node("Conv", ["input", "c1_w", "c1_b"], ["c1"], strides=[2, 2],
-                         pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node(
+            "Conv",
+            ["input", "c1_w", "c1_b"],
+            ["c1"],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            kernel_shape=[3, 3],
+        ),
         helper.make_node("Clip", ["c1", "", ""], ["r1"], name="relu6_1"),
-        helper.make_node("Conv", ["r1", "dw_w"], ["dw"], group=16, pads=[1, 1, 1, 1],
-                         kernel_shape=[3, 3]),
+        helper.make_node(
+            "Conv", ["r1", "dw_w"], ["dw"], group=16, pads=[1, 1, 1, 1], kernel_shape=[3, 3]
+        ),
         helper.make_node("Relu", ["dw"], ["r2"]),
         helper.make_node("Conv", ["r2", "pw_w"], ["pw"], kernel_shape=[1, 1]),
         helper.make_node("Add", ["pw", "r1"], ["res"]),
@@ -53,7 +64,8 @@ def mobilenet_like(seed: int = 0) -> onnx.ModelProto:
         nodes,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 10])],
-        inits, "mobilenet_like",
+        inits,
+        "mobilenet_like",
     )
 
 
@@ -76,7 +88,8 @@ def mlp(seed: int = 0) -> onnx.ModelProto:
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-        inits, "mlp",
+        inits,
+        "mlp",
     )
 
 
@@ -102,7 +115,8 @@ def dynamic_batch(seed: int = 0) -> onnx.ModelProto:
         nodes,
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 5])],
-        inits, "dynamic_batch",
+        inits,
+        "dynamic_batch",
     )
 
 
@@ -119,7 +133,8 @@ def unsupported_op(seed: int = 0) -> onnx.ModelProto:
         nodes,
         [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 4, 4])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])],
-        inits, "unsupported_op",
+        inits,
+        "unsupported_op",
     )
 
 

@@ -102,8 +102,12 @@ def compile_artifact(
 
 
 def _run_child(
-    model: PreparedModel, backend: str, target: str, options: dict[str, Any],
-    out_dir: Path, timeout_s: float,
+    model: PreparedModel,
+    backend: str,
+    target: str,
+    options: dict[str, Any],
+    out_dir: Path,
+    timeout_s: float,
 ) -> dict[str, Any]:
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="edgefarm-compile-") as tmp:
@@ -125,8 +129,12 @@ def _run_child(
         cmd = [sys.executable, "-m", "harness.compile.child"]
         log.debug("compile child: %s", request)
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         try:
             stdout, stderr = proc.communicate(json.dumps(request), timeout=timeout_s)
@@ -140,7 +148,7 @@ def _run_child(
             ) from None
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARKER):])
+            result: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
             break
     else:
         if proc.returncode < 0:

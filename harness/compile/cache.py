@@ -30,8 +30,13 @@ COMPILE_VERSION = "1"
 
 
 def artifact_key(
-    *, model_sha256: str, input_spec: str, backend: str, target: str,
-    options: dict[str, Any], tvm_version: str,
+    *,
+    model_sha256: str,
+    input_spec: str,
+    backend: str,
+    target: str,
+    options: dict[str, Any],
+    tvm_version: str,
 ) -> str:
     """The cache key: sha256 over a canonical JSON of everything that shapes the build."""
     material = json.dumps(
@@ -105,9 +110,7 @@ class ArtifactCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def get_or_build(
-        self, key: str, build: Callable[[Path], dict[str, Any]]
-    ) -> Artifact:
+    def get_or_build(self, key: str, build: Callable[[Path], dict[str, Any]]) -> Artifact:
         """Return the cached artifact, or call ``build(tmpdir)`` once and publish its result.
 
         ``build`` writes the library into ``tmpdir`` and returns the manifest, which must name

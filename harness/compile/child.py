@@ -58,7 +58,9 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     except EdgefarmError:
         raise
     except Exception as exc:
-        raise JobError("partition", f"TVM failed while partitioning: {one_line(str(exc))}") from None
+        raise JobError(
+            "partition", f"TVM failed while partitioning: {one_line(str(exc))}"
+        ) from None
     stages["lower_ms"] = _ms(t)
 
     t = time.perf_counter()
@@ -69,8 +71,10 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
         raise JobError("compile", f"TVM failed to build: {one_line(str(exc))}") from None
     stages["build_ms"] = _ms(t)
 
-    include_dirs = [Path(tvm_ffi.libinfo.find_include_path()),
-                    Path(tvm_ffi.libinfo.find_dlpack_include_path())]
+    include_dirs = [
+        Path(tvm_ffi.libinfo.find_include_path()),
+        Path(tvm_ffi.libinfo.find_dlpack_include_path()),
+    ]
     result: dict[str, Any] = {"status": "ok", "toolchain": {}}
     t = time.perf_counter()
     if target.needs_ndk:
@@ -78,7 +82,9 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
         try:
             executable.export_library(str(archive))
         except Exception as exc:
-            raise JobError("compile", f"TVM failed to export objects: {one_line(str(exc))}") from None
+            raise JobError(
+                "compile", f"TVM failed to export objects: {one_line(str(exc))}"
+            ) from None
         stages["export_ms"] = _ms(t)
         result["archive"] = archive.name
         t = time.perf_counter()
@@ -93,7 +99,9 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
                 str(out_dir / target.library), options=[f"-I{d}" for d in include_dirs]
             )
         except Exception as exc:
-            raise JobError("link", f"linking the host library failed: {one_line(str(exc))}") from None
+            raise JobError(
+                "link", f"linking the host library failed: {one_line(str(exc))}"
+            ) from None
         stages["export_ms"] = _ms(t)
         result["toolchain"]["cc"] = _cc_version("g++")
     result["library"] = target.library
@@ -113,8 +121,11 @@ def main() -> int:
         result = {"status": "error", "stage": "compile", "message": exc.message}
     except Exception as exc:  # a defect of ours: keep the traceback on stderr for --debug
         traceback.print_exc()
-        result = {"status": "error", "stage": "compile",
-                  "message": f"internal error ({type(exc).__name__}): {one_line(str(exc))}"}
+        result = {
+            "status": "error",
+            "stage": "compile",
+            "message": f"internal error ({type(exc).__name__}): {one_line(str(exc))}",
+        }
     sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
     return 0
 

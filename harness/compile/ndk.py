@@ -24,7 +24,12 @@ def find_clang(ndk_home: Path | None, api_level: int) -> Path:
             "and set ANDROID_NDK_HOME (or EDGEFARM_ANDROID_NDK_HOME) to its directory",
         )
     clang = (
-        ndk_home / "toolchains" / "llvm" / "prebuilt" / HOST_TAG / "bin"
+        ndk_home
+        / "toolchains"
+        / "llvm"
+        / "prebuilt"
+        / HOST_TAG
+        / "bin"
         / f"aarch64-linux-android{api_level}-clang++"
     )
     if not clang.exists():
@@ -37,24 +42,44 @@ def find_clang(ndk_home: Path | None, api_level: int) -> Path:
 
 
 def link_archive(
-    archive: Path, output: Path, *, clang: Path, include_dirs: list[Path],
-    extra_args: list[str] | None = None, timeout_s: float = 600.0,
+    archive: Path,
+    output: Path,
+    *,
+    clang: Path,
+    include_dirs: list[Path],
+    extra_args: list[str] | None = None,
+    timeout_s: float = 600.0,
 ) -> None:
     """Link the objects (and C sources, for BYOC) of an exported ``.tar`` into a shared library."""
     with tempfile.TemporaryDirectory(prefix="edgefarm-link-") as tmp:
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
-        inputs = sorted(str(p) for p in Path(tmp).iterdir()
-                        if p.suffix in (".o", ".c", ".cc", ".cpp"))
-        cmd = [str(clang), "-shared", "-fPIC", "-O2", "-static-libstdc++",
-               *[f"-I{d}" for d in include_dirs], "-o", str(output), *inputs,
-               *(extra_args or [])]
+        inputs = sorted(
+            str(p) for p in Path(tmp).iterdir() if p.suffix in (".o", ".c", ".cc", ".cpp")
+        )
+        cmd = [
+            str(clang),
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-static-libstdc++",
+            *[f"-I{d}" for d in include_dirs],
+            "-o",
+            str(output),
+            *inputs,
+            *(extra_args or []),
+        ]
         log.info("linking %s", " ".join(cmd))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise JobError("link", f"the NDK link of {archive.name} ran past {timeout_s:.0f} s") from None
+            raise JobError(
+                "link", f"the NDK link of {archive.name} ran past {timeout_s:.0f} s"
+            ) from None
         if proc.returncode != 0:
-            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln),
-                         proc.stderr.strip()[-300:])
-            raise JobError("link", f"the NDK's clang failed to link {archive.name}: {one_line(first)}")
+            first = next(
+                (ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[-300:]
+            )
+            raise JobError(
+                "link", f"the NDK's clang failed to link {archive.name}: {one_line(first)}"
+            )

@@ -1,4 +1,4 @@
-"""Devices: the Device protocol and its transports (``local``, ``tcp:HOST:PORT``, ``usb:SERIAL``)."""
+"""Devices: the Device protocol and its transports (local, tcp:HOST:PORT, usb:SERIAL)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,4 @@ def open_device(address: str) -> Device:
         from harness.devices.adb import AdbDevice
 
         return AdbDevice.open(address)
-    raise JobError(
-        "run", f"unknown device {address!r}; use local, tcp:HOST:PORT or usb:SERIAL"
-    )
+    raise JobError("run", f"unknown device {address!r}; use local, tcp:HOST:PORT or usb:SERIAL")

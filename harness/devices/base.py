@@ -81,8 +81,14 @@ class Device(Protocol):
 
     def pull(self, remote: str, local: Path, *, timeout_s: float | None = None) -> None: ...
 
-    def shell(self, argv: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
-              cwd: str | None = None) -> ShellResult:
+    def shell(
+        self,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ShellResult:
         """Run ``argv`` (every element quoted by the implementation) and wait at most
         ``timeout_s``; a timeout is an InfrastructureError."""
         ...

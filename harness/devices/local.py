@@ -117,15 +117,24 @@ class LocalDevice:
             path.unlink(missing_ok=True)
 
     def shell(
-        self, argv: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
+        self,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
         cwd: str | None = None,
     ) -> ShellResult:
         # No shell at all here: argv is executed directly, so nothing needs quoting.
         full_env = {**os.environ, **(env or {})}
         try:
             proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
-                cwd=cwd, start_new_session=True,
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
             )
         except OSError as exc:
             raise InfrastructureError(f"local: cannot start {argv[0]}: {exc.strerror}") from None
@@ -135,7 +144,8 @@ class LocalDevice:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise InfrastructureError(
-                f"local: {Path(argv[0]).name} did not finish within {timeout_s:.0f} s and was killed",
+                f"local: {Path(argv[0]).name} did not finish within {timeout_s:.0f} s "
+                "and was killed",
                 stage="run",
             ) from None
         return ShellResult(exit_code=proc.returncode, stdout=stdout, stderr=stderr)

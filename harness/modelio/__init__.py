@@ -82,7 +82,9 @@ def prepare(model: ModelFile, given: list[InputSpec] | None = None) -> PreparedM
         graph = onnx_io.parse(model.data, source=source)
         inputs = resolve_inputs(onnx_io.declared_inputs(graph), given, model_name=source)
         if not inputs:
-            raise JobError("import", f"{source} has no inputs; edgefarm benchmarks models with inputs")
+            raise JobError(
+                "import", f"{source} has no inputs; edgefarm benchmarks models with inputs"
+            )
         graph = onnx_io.prepare(graph, inputs, source=source)
         outputs = onnx_io.declared_outputs(graph)
     elif model.format == "tflite":

@@ -83,9 +83,13 @@ def _check_pt2(data: bytes, *, source: str) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
     except zipfile.BadZipFile:
-        raise JobError("import", f"{source} looks like a zip archive but is corrupt or truncated")
-    if not any(n.endswith(("archive_format", "serialized_exported_program.json")) or
-               "/models/" in n for n in names):
+        raise JobError(
+            "import", f"{source} looks like a zip archive but is corrupt or truncated"
+        ) from None
+    if not any(
+        n.endswith(("archive_format", "serialized_exported_program.json")) or "/models/" in n
+        for n in names
+    ):
         raise JobError(
             "import",
             f"{source} is a zip archive but not a PyTorch ExportedProgram (.pt2) written by "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
@@ -75,15 +74,15 @@ def _value_info_spec(value: onnx.ValueInfoProto, *, what: str) -> TensorSpec:
                 dims.append(int(dim.dim_value))
             else:
                 dims.append(dim.dim_param or "?")
-    return TensorSpec(value.name, tuple(dims), _dtype_of(tensor_type.elem_type, what=f"{what} {value.name!r}"))
+    return TensorSpec(
+        value.name, tuple(dims), _dtype_of(tensor_type.elem_type, what=f"{what} {value.name!r}")
+    )
 
 
 def declared_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
     """The graph inputs that are real inputs (initializers listed as inputs are weights)."""
     weights = {t.name for t in model.graph.initializer}
-    return [
-        _value_info_spec(v, what="input") for v in model.graph.input if v.name not in weights
-    ]
+    return [_value_info_spec(v, what="input") for v in model.graph.input if v.name not in weights]
 
 
 def declared_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
@@ -151,5 +150,3 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec], *, source: str) -
         raise JobError(
             "import", f"{source}: TVM failed to import the ONNX graph: {one_line(str(exc))}"
         ) from None
-
-

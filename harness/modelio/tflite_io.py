@@ -8,8 +8,16 @@ from harness.errors import JobError, one_line
 from harness.modelio.specs import Dim, TensorSpec
 
 # tflite.TensorType enum values -> numpy dtype names.
-_TFLITE_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
-                  7: "int16", 9: "int8"}
+_TFLITE_DTYPES = {
+    0: "float32",
+    1: "float16",
+    2: "int32",
+    3: "uint8",
+    4: "int64",
+    6: "bool",
+    7: "int16",
+    9: "int8",
+}
 
 
 def parse(data: bytes, *, source: str) -> Any:

@@ -8,9 +8,16 @@ from typing import Any
 from harness.errors import JobError, one_line
 from harness.modelio.specs import Dim, TensorSpec
 
-_TORCH_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.int8": "int8",
-                 "torch.uint8": "uint8", "torch.int16": "int16", "torch.int32": "int32",
-                 "torch.int64": "int64", "torch.bool": "bool"}
+_TORCH_DTYPES = {
+    "torch.float32": "float32",
+    "torch.float16": "float16",
+    "torch.int8": "int8",
+    "torch.uint8": "uint8",
+    "torch.int16": "int16",
+    "torch.int32": "int32",
+    "torch.int64": "int64",
+    "torch.bool": "bool",
+}
 
 
 def _torch() -> Any:

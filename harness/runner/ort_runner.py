@@ -24,8 +24,16 @@ RUNNER_VERSION = "ort-1"
 
 
 def _error(stage: str, message: str, code: int = 2) -> int:
-    print(json.dumps({"status": "error", "runner_version": RUNNER_VERSION, "stage": stage,
-                      "message": " ".join(message.split())[:500]}))
+    print(
+        json.dumps(
+            {
+                "status": "error",
+                "runner_version": RUNNER_VERSION,
+                "stage": stage,
+                "message": " ".join(message.split())[:500],
+            }
+        )
+    )
     return code
 
 
@@ -44,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--max-iterations", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=0, help="0: onnxruntime's default")
-    parser.add_argument("--graph-optimization", default="all",
-                        choices=["disable", "basic", "extended", "all"])
+    parser.add_argument(
+        "--graph-optimization", default="all", choices=["disable", "basic", "extended", "all"]
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit:
@@ -82,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             return _error("input", f"cannot read {Path(path).name}: {exc}")
         feeds[meta.name] = array
-        described.append({"file": Path(path).name, "dtype": str(array.dtype),
-                          "shape": list(array.shape)})
+        described.append(
+            {"file": Path(path).name, "dtype": str(array.dtype), "shape": list(array.shape)}
+        )
 
     try:
         t = time.perf_counter()
@@ -112,17 +122,30 @@ def main(argv: list[str] | None = None) -> int:
         for i, value in enumerate(outputs):
             array = np.asarray(value)
             np.save(out_dir / f"out{i}.npy", array)
-            written.append({"file": f"out{i}.npy", "dtype": str(array.dtype),
-                            "shape": list(array.shape)})
+            written.append(
+                {"file": f"out{i}.npy", "dtype": str(array.dtype), "shape": list(array.shape)}
+            )
     except OSError as exc:
         return _error("output", f"cannot write outputs to {out_dir}: {exc.strerror}")
 
-    print(json.dumps({
-        "status": "ok", "runner_version": RUNNER_VERSION, "module": Path(args.module).name,
-        "entry": "main", "load_ms": load_ms, "first_ms": first_ms, "warmup": args.warmup,
-        "samples_ms": samples, "peak_rss_kb": _peak_rss_kb(), "outputs": written,
-        "inputs": described, "threads": args.threads or os.cpu_count(),
-    }))
+    print(
+        json.dumps(
+            {
+                "status": "ok",
+                "runner_version": RUNNER_VERSION,
+                "module": Path(args.module).name,
+                "entry": "main",
+                "load_ms": load_ms,
+                "first_ms": first_ms,
+                "warmup": args.warmup,
+                "samples_ms": samples,
+                "peak_rss_kb": _peak_rss_kb(),
+                "outputs": written,
+                "inputs": described,
+                "threads": args.threads or os.cpu_count(),
+            }
+        )
+    )
     return 0
 
 

@@ -12,18 +12,29 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tflite_builder import cnn_tflite
 
-import testmodels
 from harness.bench import BenchPlan, Protocol, run_bench
 from harness.config import get_settings
 from harness.modelio import parse_input_spec
 
+import testmodels
+from tflite_builder import cnn_tflite
+
 FAST = Protocol(warmup=2, min_iterations=10, min_seconds=0.05, max_seconds=5.0)
 
 RESULT_KEYS = {
-    "model", "device", "backend", "status", "error", "latency_ms", "load_ms", "first_ms",
-    "peak_rss_kb", "accuracy", "samples_ms", "provenance",
+    "model",
+    "device",
+    "backend",
+    "status",
+    "error",
+    "latency_ms",
+    "load_ms",
+    "first_ms",
+    "peak_rss_kb",
+    "accuracy",
+    "samples_ms",
+    "provenance",
 }
 
 
@@ -34,11 +45,18 @@ def _bench(path: Path, **kwargs: Any) -> list[dict[str, Any]]:
 
 def _check_ok(doc: dict[str, Any], min_iterations: int = FAST.min_iterations) -> None:
     assert doc["status"] == "ok", doc["error"]
-    assert RESULT_KEYS <= set(doc)
+    assert set(doc) >= RESULT_KEYS
     lat = doc["latency_ms"]
     assert set(lat) == {"min", "median", "mean", "std", "p90", "p99", "cv", "ci95", "n"}
     assert lat["n"] == len(doc["samples_ms"]) >= min_iterations
-    assert 0 < lat["min"] <= lat["ci95"][0] <= lat["median"] <= lat["ci95"][1] <= max(doc["samples_ms"])
+    assert (
+        0
+        < lat["min"]
+        <= lat["ci95"][0]
+        <= lat["median"]
+        <= lat["ci95"][1]
+        <= max(doc["samples_ms"])
+    )
     assert np.isclose(lat["median"], np.median(doc["samples_ms"]))
     assert doc["load_ms"] > 0 and doc["first_ms"] > 0 and doc["peak_rss_kb"] > 1000
     acc = doc["accuracy"]
@@ -67,8 +85,8 @@ def test_mobilenet_like_tvm_and_ort_side_by_side(tmp_path: Path) -> None:
 
 def test_second_run_hits_the_cache(tmp_path: Path) -> None:
     path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
-    first, = _bench(path)
-    second, = _bench(path)
+    (first,) = _bench(path)
+    (second,) = _bench(path)
     _check_ok(first)
     _check_ok(second)
     assert second["provenance"]["cache_hit"] is True
@@ -122,11 +140,11 @@ def test_user_inputs_from_npz(tmp_path: Path) -> None:
     path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
     npz = tmp_path / "in.npz"
     np.savez(npz, x=np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64))
-    doc, = _bench(path, inputs_npz=npz)
+    (doc,) = _bench(path, inputs_npz=npz)
     _check_ok(doc)
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((2, 64), np.float32))
-    doc, = _bench(path, inputs_npz=bad)
+    (doc,) = _bench(path, inputs_npz=bad)
     assert doc["status"] == "failed" and doc["error"]["stage"] == "prepare"
     assert "'x'" in doc["error"]["message"]
 
@@ -143,8 +161,9 @@ def test_runner_hang_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         # A real hang: the real runner process is frozen with SIGSTOP once it has started.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not stopped:
-            found = subprocess.run(["pgrep", "-f", "edgefarm-runner --module"],
-                                   capture_output=True, text=True).stdout.split()
+            found = subprocess.run(
+                ["pgrep", "-f", "edgefarm-runner --module"], capture_output=True, text=True
+            ).stdout.split()
             for pid in found:
                 os.kill(int(pid), signal.SIGSTOP)
                 stopped.append(int(pid))
@@ -154,24 +173,27 @@ def test_runner_hang_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     thread.start()
     slow = Protocol(warmup=1, min_iterations=10, min_seconds=3.0, max_seconds=3.0)
     started = time.monotonic()
-    doc, = run_bench(BenchPlan(model_path=path, protocol=slow))
+    (doc,) = run_bench(BenchPlan(model_path=path, protocol=slow))
     thread.join()
     assert stopped, "the runner was never seen"
     assert doc["status"] == "failed" and doc["error"]["stage"] == "run"
     assert "did not finish within 5 s" in doc["error"]["message"]
     assert time.monotonic() - started < 30
     for pid in stopped:  # killed, not left behind
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
 
 
 def test_broken_artifact_on_the_device_fails_at_run(tmp_path: Path, edgefarm_home: Path) -> None:
     path = testmodels.save(testmodels.mlp(seed=7), tmp_path, "mlp7")
-    ok, = _bench(path)
+    (ok,) = _bench(path)
     _check_ok(ok)
     key = ok["provenance"]["artifact_key"]
     on_device = edgefarm_home / "local-device" / "artifacts" / key / "lib.so"
     on_device.write_bytes(b"\x7fELF garbage")
-    doc, = _bench(path)
+    (doc,) = _bench(path)
     assert doc["status"] == "failed" and doc["error"]["stage"] == "run"
     assert "load" in doc["error"]["message"]
 
@@ -203,6 +225,6 @@ def test_pt2_model_against_pytorch(tmp_path: Path) -> None:
     program = torch.export.export(Net().eval(), (torch.randn(1, 3, 16, 16),))
     path = tmp_path / "net.pt2"
     torch.export.save(program, str(path))
-    doc, = _bench(path)
+    (doc,) = _bench(path)
     _check_ok(doc)
     assert doc["model"]["format"] == "pt2" and doc["accuracy"]["reference"] == "pytorch"

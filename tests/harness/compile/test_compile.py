@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import testmodels
 from harness.compile import ArtifactCache, compile_artifact, get_backend
 from harness.compile.targets import TARGETS
 from harness.config import get_settings
 from harness.errors import JobError
 from harness.modelio import load
+
+import testmodels
 
 
 @pytest.fixture
@@ -45,8 +46,9 @@ def test_build_then_cache_hit(mlp_model, tmp_path: Path) -> None:  # type: ignor
 def test_key_changes_with_options_and_inputs(mlp_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cache = ArtifactCache(tmp_path / "cache")
     a = compile_artifact(mlp_model, get_backend("tvm-cpu"), target="host", cache=cache)
-    b = compile_artifact(mlp_model, get_backend("tvm-cpu"), target="host", cache=cache,
-                         options={"opt_level": 2})
+    b = compile_artifact(
+        mlp_model, get_backend("tvm-cpu"), target="host", cache=cache, options={"opt_level": 2}
+    )
     assert a.key != b.key and not b.cache_hit
 
 
@@ -63,8 +65,9 @@ def test_concurrent_builders_build_once(mlp_model, tmp_path: Path) -> None:  # t
     results = []
 
     def build() -> None:
-        results.append(compile_artifact(mlp_model, get_backend("tvm-cpu"), target="host",
-                                        cache=cache))
+        results.append(
+            compile_artifact(mlp_model, get_backend("tvm-cpu"), target="host", cache=cache)
+        )
 
     threads = [threading.Thread(target=build) for _ in range(2)]
     for t in threads:
@@ -77,8 +80,12 @@ def test_concurrent_builders_build_once(mlp_model, tmp_path: Path) -> None:  # t
 
 def test_android_without_ndk_says_what_to_do(mlp_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(JobError) as info:
-        compile_artifact(mlp_model, get_backend("tvm-cpu"), target="android-arm64",
-                         cache=ArtifactCache(tmp_path / "cache"))
+        compile_artifact(
+            mlp_model,
+            get_backend("tvm-cpu"),
+            target="android-arm64",
+            cache=ArtifactCache(tmp_path / "cache"),
+        )
     assert info.value.stage == "link"
     assert "ANDROID_NDK_HOME" in info.value.message
     assert not list((tmp_path / "cache" / "artifacts").iterdir())  # nothing half-published
@@ -88,8 +95,12 @@ def test_android_with_an_empty_ndk_dir(mlp_model, tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("ANDROID_NDK_HOME", str(tmp_path))
     get_settings.cache_clear()
     with pytest.raises(JobError, match="aarch64-linux-android28-clang"):
-        compile_artifact(mlp_model, get_backend("tvm-cpu"), target="android-arm64",
-                         cache=ArtifactCache(tmp_path / "cache"))
+        compile_artifact(
+            mlp_model,
+            get_backend("tvm-cpu"),
+            target="android-arm64",
+            cache=ArtifactCache(tmp_path / "cache"),
+        )
 
 
 def test_android_objects_are_aarch64(mlp_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -111,8 +122,13 @@ def test_android_objects_are_aarch64(mlp_model, tmp_path: Path) -> None:  # type
 
 def test_timeout(mlp_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(JobError, match="ran past") as info:
-        compile_artifact(mlp_model, get_backend("tvm-cpu"), target="host",
-                         cache=ArtifactCache(tmp_path / "cache"), timeout_s=0.05)
+        compile_artifact(
+            mlp_model,
+            get_backend("tvm-cpu"),
+            target="host",
+            cache=ArtifactCache(tmp_path / "cache"),
+            timeout_s=0.05,
+        )
     assert info.value.stage == "compile"
 
 
@@ -136,7 +152,8 @@ def test_unknown_backend() -> None:
 def test_unsupported_op_fails_at_import(tmp_path: Path) -> None:
     model = load(testmodels.save(testmodels.unsupported_op(), tmp_path, "det"))
     with pytest.raises(JobError, match="Det") as info:
-        compile_artifact(model, get_backend("tvm-cpu"), target="host",
-                         cache=ArtifactCache(tmp_path / "cache"))
+        compile_artifact(
+            model, get_backend("tvm-cpu"), target="host", cache=ArtifactCache(tmp_path / "cache")
+        )
     assert info.value.stage == "import"
     assert os.listdir(tmp_path / "cache" / "artifacts") == []

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import onnx
 import pytest
+
+from harness.errors import JobError
+from harness.modelio import InputSpec, load, parse_input_spec, read_model, to_relax
+
+import testmodels
 from tflite_builder import (
     cnn_tflite,
     dynamic_batch_tflite,
     mlp_tflite,
     unsupported_op_tflite,
 )
-
-import testmodels
-from harness.errors import JobError
-from harness.modelio import InputSpec, load, parse_input_spec, read_model, to_relax
 
 
 class TestInputSpec:
