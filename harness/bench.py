@@ -284,7 +284,7 @@ def _measure_into(
                 raise JobError(
                     "run",
                     f"the {backend.name} baseline runs on the local device only (phones have no "
-                    "Python); use a tvm-* backend on {device.id}",
+                    f"Python); use a tvm-* backend on {device.id}",
                 )
             import onnxruntime
 

@@ -101,9 +101,38 @@ std::string DescribeTvmError(const ffi::Error& err) {
   return OneLine(kind.empty() ? message : kind + ": " + message);
 }
 
+// Length of the valid UTF-8 sequence at s[i], or 0 if it is not one.
+size_t Utf8SequenceLength(const std::string& s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = byte(i);
+  size_t n = 0;
+  uint32_t min_cp = 0;
+  uint32_t cp = 0;
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2, cp = c & 0x1F, min_cp = 0x80;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3, cp = c & 0x0F, min_cp = 0x800;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4, cp = c & 0x07, min_cp = 0x10000;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    unsigned char cc = byte(i + k);
+    if ((cc & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3F);
+  }
+  if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+
+// A JSON string literal. Paths and file headers can hold any bytes: invalid UTF-8 becomes
+// U+FFFD so that the report always decodes.
 std::string JsonString(const std::string& s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
     switch (c) {
       case '"':
         out += "\\\"";
@@ -121,13 +150,17 @@ std::string JsonString(const std::string& s) {
         out += "\\t";
         break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7F) {
           char buf[8];
           std::snprintf(buf, sizeof(buf), "\\u%04x", c);
           out += buf;
-        } else {
-          // Bytes >= 0x80 pass through; messages are UTF-8 or ASCII paths.
+        } else if (c < 0x80) {
           out.push_back(static_cast<char>(c));
+        } else if (size_t n = Utf8SequenceLength(s, i)) {
+          out.append(s, i, n);
+          i += n - 1;
+        } else {
+          out += "\\ufffd";
         }
     }
   }
@@ -183,7 +216,8 @@ constexpr const char* kUsage =
     "(default 60) once one call is timed, or at --max-iterations (default: no limit).\n"
     "Outputs of the last call go to DIR/out0.npy, out1.npy, ... Prints one JSON object.\n"
     "--profile times every packed call in separate iterations after the timed ones\n"
-    "(as many as were timed, or --profile-iterations N).\n";
+    "(as many as were timed, or --profile-iterations N).\n"
+    "Threads: TVM_NUM_THREADS (TVM's default: one per physical core).\n";
 
 struct Options {
   std::string module_path;
@@ -323,10 +357,21 @@ std::string NpyDescr(const DtypeInfo& d) {
   return std::string(d.itemsize == 1 ? "|" : "<") + d.kind + std::to_string(d.itemsize);
 }
 
+// Host memory for input tensors, aligned as TVM's kernels assume. A failed allocation leaves
+// data null (the caller checks): throwing inside the Tensor's constructor would leak it.
+struct AlignedCPUAlloc {
+  void AllocData(DLTensor* tensor) {
+    size_t size = ffi::GetDataSize(*tensor);
+    size_t rounded = std::max(kAlignment, (size + kAlignment - 1) / kAlignment * kAlignment);
+    tensor->data = std::aligned_alloc(kAlignment, rounded);
+  }
+  void FreeData(DLTensor* tensor) { std::free(tensor->data); }
+};
+
 struct HostArray {
   const DtypeInfo* dtype = nullptr;
   std::vector<int64_t> shape;
-  std::vector<char> data;
+  std::optional<ffi::Tensor> tensor;
 };
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
@@ -370,6 +415,8 @@ std::string HeaderValue(const std::string& header, const std::string& key) {
   return "";
 }
 
+// Reads a .npy file straight into a new CPU tensor (no intermediate copy, so the input does
+// not inflate the peak RSS the runner reports).
 HostArray ReadNpy(const std::string& path, size_t index) {
   const std::string who = "input " + std::to_string(index) + " (" + path + ")";
   auto fail = [&](const std::string& why) -> StageError {
@@ -377,31 +424,41 @@ HostArray ReadNpy(const std::string& path, size_t index) {
   };
   std::ifstream in(path, std::ios::binary);
   if (!in) throw fail("cannot be opened: check the --input path and that the file was pushed");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.seekg(0, std::ios::end);
+  std::streamoff end = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (end < 0) throw fail("cannot be read (is it a regular file?)");
+  const size_t file_size = static_cast<size_t>(end);
+
+  unsigned char prefix[12] = {0};
+  size_t prefix_len = std::min<size_t>(file_size, sizeof(prefix));
+  in.read(reinterpret_cast<char*>(prefix), static_cast<std::streamsize>(prefix_len));
   static const char kMagic[] = "\x93NUMPY";
-  if (bytes.size() < 10 || std::memcmp(bytes.data(), kMagic, 6) != 0) {
+  if (prefix_len < 10 || std::memcmp(prefix, kMagic, 6) != 0) {
     throw fail("is not a .npy file (bad magic); write inputs with numpy.save");
   }
-  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
-  int major = u[6];
+  int major = prefix[6];
   size_t header_len = 0;
   size_t header_start = 0;
   if (major == 1) {
-    header_len = static_cast<size_t>(u[8]) | (static_cast<size_t>(u[9]) << 8);
+    header_len = static_cast<size_t>(prefix[8]) | (static_cast<size_t>(prefix[9]) << 8);
     header_start = 10;
   } else if (major == 2 || major == 3) {
-    if (bytes.size() < 12) throw fail("is truncated inside its header; write it again");
-    header_len = static_cast<size_t>(u[8]) | (static_cast<size_t>(u[9]) << 8) |
-                 (static_cast<size_t>(u[10]) << 16) | (static_cast<size_t>(u[11]) << 24);
+    if (prefix_len < 12) throw fail("is truncated inside its header; write it again");
+    header_len = static_cast<size_t>(prefix[8]) | (static_cast<size_t>(prefix[9]) << 8) |
+                 (static_cast<size_t>(prefix[10]) << 16) | (static_cast<size_t>(prefix[11]) << 24);
     header_start = 12;
   } else {
     throw fail("has unsupported .npy format version " + std::to_string(major) +
                "; write it with numpy.save");
   }
-  if (header_len > bytes.size() - header_start) {
+  if (header_len > file_size - header_start) {
     throw fail("is truncated inside its header; write it again with numpy.save");
   }
-  std::string header(bytes.data() + header_start, header_len);
+  std::string header(header_len, '\0');
+  in.seekg(static_cast<std::streamoff>(header_start), std::ios::beg);
+  in.read(&header[0], static_cast<std::streamsize>(header_len));
+  if (!in) throw fail("could not be read (I/O error)");
 
   std::string descr = HeaderValue(header, "descr");
   std::string fortran = HeaderValue(header, "fortran_order");
@@ -461,7 +518,7 @@ HostArray ReadNpy(const std::string& path, size_t index) {
   }
   size_t data_start = header_start + header_len;
   size_t want = static_cast<size_t>(numel) * static_cast<size_t>(dtype->itemsize);
-  size_t have = bytes.size() - data_start;
+  size_t have = file_size - data_start;
   if (have < want) {
     throw fail("is truncated: its header says " + std::string(dtype->name) + ShapeText(shape) +
                " (" + std::to_string(want) + " bytes) but it holds " + std::to_string(have) +
@@ -474,7 +531,17 @@ HostArray ReadNpy(const std::string& path, size_t index) {
   HostArray out;
   out.dtype = dtype;
   out.shape = std::move(shape);
-  out.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(data_start), bytes.end());
+  ffi::ShapeView shape_view(out.shape.data(), out.shape.size());
+  ffi::Tensor tensor = ffi::Tensor::FromNDAlloc(AlignedCPUAlloc(), shape_view, dtype->dl,
+                                                DLDevice{kDLCPU, 0});
+  if (tensor.data_ptr() == nullptr) {
+    throw fail("does not fit in memory (" + std::to_string(want) + " bytes)");
+  }
+  if (want > 0) {
+    in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(want));
+    if (static_cast<size_t>(in.gcount()) != want) throw fail("could not be read (I/O error)");
+  }
+  out.tensor = std::move(tensor);
   return out;
 }
 
@@ -494,7 +561,10 @@ void WriteNpy(const std::string& path, const DtypeInfo& dtype, const std::vector
   header.append((64 - total % 64) % 64, ' ');
   header.push_back('\n');
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw StageError("output", "cannot create " + path + ": check --output-dir exists and is writable");
+  if (!out) {
+    throw StageError("output",
+                     "cannot create " + path + ": check --output-dir exists and is writable");
+  }
   const char magic[] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
   out.write(magic, sizeof(magic));
   uint16_t len = static_cast<uint16_t>(header.size());
@@ -507,29 +577,8 @@ void WriteNpy(const std::string& path, const DtypeInfo& dtype, const std::vector
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensors
+// Outputs
 // ---------------------------------------------------------------------------------------------
-
-// Host memory for input tensors, aligned as TVM's kernels assume.
-struct AlignedCPUAlloc {
-  void AllocData(DLTensor* tensor) {
-    size_t size = ffi::GetDataSize(*tensor);
-    size_t rounded = std::max(kAlignment, (size + kAlignment - 1) / kAlignment * kAlignment);
-    void* ptr = std::aligned_alloc(kAlignment, rounded);
-    if (ptr == nullptr) {
-      throw StageError("input", "out of memory allocating " + std::to_string(size) + " bytes");
-    }
-    tensor->data = ptr;
-  }
-  void FreeData(DLTensor* tensor) { std::free(tensor->data); }
-};
-
-ffi::Tensor MakeTensor(const HostArray& array) {
-  ffi::Tensor t = ffi::Tensor::FromNDAlloc(AlignedCPUAlloc(), ffi::ShapeView(array.shape.data(), array.shape.size()),
-                                           array.dtype->dl, DLDevice{kDLCPU, 0});
-  if (!array.data.empty()) std::memcpy(t.data_ptr(), array.data.data(), array.data.size());
-  return t;
-}
 
 struct OutputInfo {
   std::string file;  // empty: not written
@@ -604,7 +653,7 @@ OutputInfo SaveOutput(const ffi::Any& value, size_t index, const std::string& di
     std::memcpy(bytes.data(), &v, sizeof(v));
   } else {
     throw StageError("output", where + " is a " + value.GetTypeKey() +
-                                   ", not a tensor, tuple, shape or scalar; the runner cannot save it");
+                                   ", not a tensor, tuple, shape or scalar; it cannot be saved");
   }
   info.dtype = dtype->name;
   info.shape = shape;
@@ -761,7 +810,7 @@ int Run(const Options& opt) {
   std::string input_desc;  // for run errors
   std::string inputs_json = "[";
   for (size_t i = 0; i < arrays.size(); ++i) {
-    tensors.push_back(MakeTensor(arrays[i]));
+    tensors.push_back(*arrays[i].tensor);
     std::string base = opt.inputs[i];
     size_t slash = base.find_last_of('/');
     if (slash != std::string::npos) base = base.substr(slash + 1);
@@ -776,7 +825,7 @@ int Run(const Options& opt) {
                   ShapeText(arrays[i].shape);
   }
   inputs_json += "]";
-  arrays.clear();  // the tensors hold the data now
+  arrays.clear();
   std::vector<ffi::AnyView> args(tensors.begin(), tensors.end());
 
   // --- run ----------------------------------------------------------------------------------
@@ -847,8 +896,8 @@ int Run(const Options& opt) {
         throw StageError("run", "this TVM runtime's VM has no set_instrument; drop --profile");
       }
       (*set_instrument)(profiler.Callback());
-      profile_iterations =
-          opt.profile_iterations > 0 ? opt.profile_iterations : static_cast<int64_t>(samples.size());
+      profile_iterations = opt.profile_iterations > 0 ? opt.profile_iterations
+                                                      : static_cast<int64_t>(samples.size());
       for (int64_t i = 0; i < profile_iterations; ++i) call();
       result = nullptr;
     } catch (const ffi::Error& e) {

@@ -1,0 +1,523 @@
+"""Phones over ADB (adb-shell): ``tcp:HOST:PORT`` (a phone in ``adb tcpip`` mode, or an
+emulated phone) and ``usb:SERIAL``.
+
+adb-shell's exceptions share no base class; every one of them, and every socket error, becomes
+an InfrastructureError that names the device and the operation. Every argument sent to the
+phone's shell is quoted with :func:`shlex.quote`; paths are confined to the work root.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shlex
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from harness.config import get_settings
+from harness.devices.adbkeys import load_signer
+from harness.devices.base import DeviceFacts, ShellResult
+from harness.errors import InfrastructureError, JobError
+
+log = logging.getLogger(__name__)
+
+WORK_ROOT = "/data/local/tmp/edgefarm"
+_EXIT_MARKER = "__edgefarm_exit="
+_T = TypeVar("_T")
+
+# The NNAPI feature level each Android SDK level brings (NNAPI appeared in API 27).
+_NNAPI_FEATURE_LEVELS = {27: 1, 28: 2, 29: 3, 30: 4, 31: 5, 32: 5, 33: 6, 34: 7, 35: 8}
+
+
+def nnapi_feature_level(sdk_level: int | None) -> int | None:
+    """NNAPI feature level of an SDK level; None when the phone has no NNAPI (below API 27)."""
+    if sdk_level is None or sdk_level < 27:
+        return None
+    return _NNAPI_FEATURE_LEVELS.get(sdk_level, max(_NNAPI_FEATURE_LEVELS.values()))
+
+
+_PROP_LINE = re.compile(r"^\[(?P<key>[^\]]+)\]: \[(?P<value>.*)\]$")
+
+
+def parse_getprop(text: str) -> dict[str, str]:
+    props = {}
+    for line in text.splitlines():
+        match = _PROP_LINE.match(line.strip())
+        if match:
+            props[match["key"]] = match["value"]
+    return props
+
+
+def facts_from_props(device_id: str, props: dict[str, str]) -> DeviceFacts:
+    """Device facts from ``getprop`` output."""
+    sdk_text = props.get("ro.build.version.sdk", "")
+    sdk = int(sdk_text) if sdk_text.isdigit() else None
+    abi = props.get("ro.product.cpu.abi", "")
+    emulated = props.get("ro.edgefarm.emulated") == "1"
+    exec_abi = props.get("ro.edgefarm.exec_abi", abi)
+    target = "host" if exec_abi in ("x86_64", "x86-64") else "android-arm64"
+    soc = (
+        props.get("ro.soc.model")
+        or props.get("ro.board.platform")
+        or props.get("ro.hardware")
+        or ""
+    )
+    return DeviceFacts(
+        id=device_id,
+        kind="adb",
+        manufacturer=props.get("ro.product.manufacturer", ""),
+        model=props.get("ro.product.model", ""),
+        soc=soc,
+        abi=abi,
+        android_release=props.get("ro.build.version.release", ""),
+        sdk_level=sdk,
+        fingerprint=props.get("ro.build.fingerprint", ""),
+        nnapi_feature_level=nnapi_feature_level(sdk),
+        emulated=emulated,
+        target=target,
+        extra={
+            "soc_manufacturer": props.get("ro.soc.manufacturer", ""),
+            "platform": props.get("ro.board.platform", ""),
+            "serialno": props.get("ro.serialno", ""),
+            **({"exec_abi": exec_abi} if emulated else {}),
+        },
+    )
+
+
+# One round trip for the whole state snapshot: thermal zones, battery, CPU frequencies.
+_STATE_SCRIPT = r"""
+for z in /sys/class/thermal/thermal_zone*; do
+  [ -r "$z/temp" ] || continue
+  echo "T $(tr ' ' '_' < "$z/type" 2>/dev/null) $(cat "$z/temp" 2>/dev/null)"
+done
+b=/sys/class/power_supply/battery
+if [ -r "$b/capacity" ]; then
+  echo "B $(cat $b/capacity) $(cat $b/temp 2>/dev/null) $(cat $b/status 2>/dev/null)"
+fi
+for c in /sys/devices/system/cpu/cpu[0-9]*; do
+  f=$c/cpufreq
+  [ -r "$f/scaling_cur_freq" ] || continue
+  echo "C ${c##*/} $(cat $f/scaling_cur_freq) $(cat $f/scaling_governor 2>/dev/null)" \
+       "$(cat $f/cpuinfo_max_freq 2>/dev/null)"
+done
+true
+"""
+
+
+def parse_state(text: str) -> dict[str, Any]:
+    thermal: dict[str, float] = {}
+    cpus: dict[str, dict[str, Any]] = {}
+    battery: dict[str, Any] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "T" and parts[2].lstrip("-").isdigit():
+            value = int(parts[2])
+            # Most zones report millidegrees; a few report degrees.
+            thermal[parts[1]] = value / 1000.0 if abs(value) > 200 else float(value)
+        elif len(parts) >= 2 and parts[0] == "B":
+            if parts[1].isdigit():
+                battery["level_pct"] = int(parts[1])
+            if len(parts) >= 3 and parts[2].lstrip("-").isdigit():
+                battery["temp_c"] = int(parts[2]) / 10.0
+            if len(parts) >= 4:
+                battery["status"] = parts[3]
+        elif len(parts) >= 3 and parts[0] == "C" and parts[2].isdigit():
+            cpus[parts[1]] = {
+                "cur_khz": int(parts[2]),
+                "governor": parts[3] if len(parts) >= 4 else "",
+                **({"max_khz": int(parts[4])} if len(parts) >= 5 and parts[4].isdigit() else {}),
+            }
+    hottest = max(thermal.values()) if thermal else battery.get("temp_c")
+    return {"thermal_c": thermal, "battery": battery, "cpu": cpus, "max_temp_c": hottest}
+
+
+def _adb_exceptions() -> tuple[type[BaseException], ...]:
+    from adb_shell import exceptions as e
+
+    return (
+        e.AdbCommandFailureException,
+        e.AdbConnectionError,
+        e.AdbTimeoutError,
+        e.DeviceAuthError,
+        e.InvalidChecksumError,
+        e.InvalidCommandError,
+        e.InvalidResponseError,
+        e.InvalidTransportError,
+        e.PushFailedError,
+        e.TcpTimeoutException,
+        e.UsbDeviceNotFoundError,
+        e.UsbReadFailedError,
+        e.UsbWriteFailedError,
+        e.DevicePathInvalidError,
+        OSError,
+        EOFError,
+        ValueError,
+        IndexError,
+        TimeoutError,
+    )
+
+
+class AdbDevice:
+    """A phone reached over ADB. Connects lazily; reconnects after a failed operation."""
+
+    def __init__(self, address: str, *, timeout_s: float | None = None) -> None:
+        settings = get_settings()
+        self._address = address
+        self._timeout_s = timeout_s or settings.adb_timeout_s
+        self._transfer_timeout_s = settings.adb_transfer_timeout_s
+        self._config_dir = settings.config_path
+        self._adb: Any = None
+        self._facts: DeviceFacts | None = None
+        kind, _, rest = address.partition(":")
+        if kind == "tcp":
+            host, sep, port = rest.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise JobError("run", f"bad device address {address!r}; write tcp:HOST:PORT")
+            self._host, self._port = host, int(port)
+        elif kind == "usb":
+            if not rest:
+                raise JobError("run", f"bad device address {address!r}; write usb:SERIAL")
+            self._serial = rest
+        else:
+            raise JobError("run", f"unknown device transport in {address!r}")
+        self._kind = kind
+
+    @classmethod
+    def open(cls, address: str) -> AdbDevice:
+        device = cls(address)
+        device.connect()
+        return device
+
+    @property
+    def id(self) -> str:
+        return self._address
+
+    @property
+    def work_root(self) -> str:
+        return WORK_ROOT
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self._adb is not None:
+            return
+        if self._kind == "tcp":
+            from adb_shell.adb_device import AdbDeviceTcp
+
+            adb: Any = AdbDeviceTcp(
+                self._host, self._port, default_transport_timeout_s=self._timeout_s
+            )
+        else:
+            try:
+                from adb_shell.adb_device import AdbDeviceUsb
+            except ImportError:
+                raise InfrastructureError(
+                    f"{self.id}: USB needs libusb1: pip install 'adb-shell[usb]'"
+                ) from None
+            adb = AdbDeviceUsb(serial=self._serial, default_transport_timeout_s=self._timeout_s)
+        signer = load_signer(self._config_dir)
+        from adb_shell.exceptions import DeviceAuthError
+
+        try:
+            adb.connect(
+                rsa_keys=[signer],
+                transport_timeout_s=self._timeout_s,
+                auth_timeout_s=self._timeout_s,
+                read_timeout_s=self._timeout_s,
+            )
+        except DeviceAuthError as exc:
+            self._drop(adb)
+            raise InfrastructureError(
+                f"{self.id}: the phone refused authentication ({exc}); allow USB debugging for "
+                f"the key in {self._config_dir / 'adbkey.pub'} on the phone"
+            ) from None
+        except (ConnectionRefusedError, socket.gaierror) as exc:
+            self._drop(adb)
+            raise InfrastructureError(f"{self.id}: unreachable ({exc.strerror or exc})") from None
+        except _adb_exceptions() as exc:
+            self._drop(adb)
+            raise InfrastructureError(
+                f"{self.id}: connecting failed: {type(exc).__name__}: {exc or 'no answer'}"
+            ) from None
+        if not adb.available:
+            self._drop(adb)
+            raise InfrastructureError(f"{self.id}: connected but the phone is not available")
+        self._adb = adb
+
+    @staticmethod
+    def _drop(adb: Any) -> None:
+        try:
+            adb.close()
+        except Exception:  # closing a broken transport may raise anything; nothing to do
+            log.debug("closing a failed ADB transport raised", exc_info=True)
+
+    def close(self) -> None:
+        if self._adb is not None:
+            self._drop(self._adb)
+            self._adb = None
+
+    def _call(self, what: str, fn: Callable[[Any], _T], *, stage: str | None = "run") -> _T:
+        """Run ``fn(adb)``; any transport failure closes the connection and is reported."""
+        self.connect()
+        try:
+            return fn(self._adb)
+        except _adb_exceptions() as exc:
+            self.close()
+            kind = type(exc).__name__
+            if "Timeout" in kind or isinstance(exc, TimeoutError | socket.timeout):
+                message = f"{self.id}: {what} timed out (the phone stopped answering)"
+            else:
+                message = f"{self.id}: {what} failed, connection lost ({kind}: {exc or 'closed'})"
+            raise InfrastructureError(message, stage=stage) from None  # type: ignore[arg-type]
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _confined(self, remote: str) -> str:
+        """``remote`` normalised, refusing anything outside the work root."""
+        path = posixpath.normpath(remote)
+        if path != WORK_ROOT and not path.startswith(WORK_ROOT + "/"):
+            raise JobError("run", f"{self.id}: refusing path {remote!r} outside {WORK_ROOT}")
+        return path
+
+    # -- shell -----------------------------------------------------------------------------
+
+    def _raw_shell(self, command: str, timeout_s: float, what: str) -> tuple[int, str]:
+        """Run a shell command line; returns (exit code, combined output)."""
+        wrapped = f"{command}; echo {_EXIT_MARKER}$?"
+        output = self._call(
+            what,
+            lambda adb: adb.shell(
+                wrapped,
+                timeout_s=timeout_s,
+                read_timeout_s=timeout_s,
+                transport_timeout_s=self._timeout_s,
+                decode=False,
+            ),
+        )
+        text = output.decode("utf-8", errors="replace") if isinstance(output, bytes) else output
+        head, sep, tail = text.rpartition(_EXIT_MARKER)
+        if not sep:
+            raise InfrastructureError(
+                f"{self.id}: {what}: the shell ended without an exit status (killed?)", stage="run"
+            )
+        code = tail.strip()
+        return (int(code) if code.lstrip("-").isdigit() else 255), head
+
+    def shell(
+        self,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ShellResult:
+        """Run ``argv`` on the phone with every element quoted; killed on the phone at the
+        timeout (toybox ``timeout``), and given up on by us a few seconds later."""
+        for key in env or {}:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise JobError("run", f"bad environment variable name {key!r}")
+        parts = []
+        if cwd is not None:
+            parts.append(f"cd {shlex.quote(self._confined(cwd))} &&")
+        parts.append("timeout -s KILL " + str(max(1, int(timeout_s))))
+        if env:
+            parts.append("env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
+        parts.append(" ".join(shlex.quote(a) for a in argv))
+        command = " ".join(parts)
+        started = time.monotonic()
+        code, output = self._raw_shell(command, timeout_s + 10, f"running {Path(argv[0]).name}")
+        if code == 137 and time.monotonic() - started >= timeout_s - 0.5:
+            raise InfrastructureError(
+                f"{self.id}: {Path(argv[0]).name} did not finish within {timeout_s:.0f} s and "
+                "was killed",
+                stage="run",
+            )
+        return ShellResult(exit_code=code, stdout=output, stderr="")
+
+    def run_script(self, script: str, *, timeout_s: float | None = None) -> tuple[int, str]:
+        """Run a fixed script of ours (never built from user input)."""
+        return self._raw_shell(script.strip(), timeout_s or self._timeout_s, "a shell command")
+
+    # -- files -----------------------------------------------------------------------------
+
+    def push(self, local: Path, remote: str, *, timeout_s: float | None = None) -> None:
+        """Push under a temporary name, then rename: a broken push never looks complete."""
+        dest = self._confined(remote)
+        tmp = f"{dest}.partial-{uuid.uuid4().hex[:8]}"
+        size = local.stat().st_size
+        timeout = timeout_s or max(self._timeout_s, self._transfer_timeout_s)
+        code, out = self._raw_shell(
+            f"mkdir -p {shlex.quote(posixpath.dirname(dest))}", self._timeout_s, "mkdir"
+        )
+        if code != 0:
+            raise self._disk_error(out, f"creating {posixpath.dirname(dest)}")
+        mode = 0o100755 if local.stat().st_mode & 0o111 else 0o100644
+        from adb_shell.exceptions import PushFailedError
+
+        try:
+            self._call(
+                f"pushing {local.name} ({size} bytes)",
+                lambda adb: adb.push(
+                    str(local),
+                    tmp,
+                    st_mode=mode,
+                    mtime=int(time.time()),
+                    transport_timeout_s=timeout,
+                    read_timeout_s=timeout,
+                ),
+            )
+        except InfrastructureError:
+            self._cleanup(tmp)
+            raise
+        except PushFailedError as exc:  # pragma: no cover - converted in _call
+            raise self._disk_error(str(exc), f"pushing {local.name}") from None
+        code, out = self._raw_shell(
+            f"mv -f {shlex.quote(tmp)} {shlex.quote(dest)}", self._timeout_s, "rename"
+        )
+        if code != 0:
+            self._cleanup(tmp)
+            raise InfrastructureError(f"{self.id}: renaming {tmp} failed: {out.strip()}")
+
+    def _disk_error(self, message: str, what: str) -> InfrastructureError:
+        if "space" in message.lower():
+            return InfrastructureError(f"{self.id}: disk full while {what}: {message.strip()}")
+        return InfrastructureError(f"{self.id}: {what} failed: {message.strip()}")
+
+    def _cleanup(self, remote: str) -> None:
+        try:
+            self._raw_shell(f"rm -f {shlex.quote(remote)}", self._timeout_s, "cleanup")
+        except InfrastructureError:
+            log.info("%s: could not remove %s (the phone is gone?)", self.id, remote)
+
+    def pull(self, remote: str, local: Path, *, timeout_s: float | None = None) -> None:
+        src = self._confined(remote)
+        timeout = timeout_s or max(self._timeout_s, self._transfer_timeout_s)
+        tmp = local.with_name(f".{local.name}.partial")
+        try:
+            self._call(
+                f"pulling {posixpath.basename(src)}",
+                lambda adb: adb.pull(
+                    src, str(tmp), transport_timeout_s=timeout, read_timeout_s=timeout
+                ),
+            )
+            tmp.replace(local)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def exists(self, remote: str) -> bool:
+        path = self._confined(remote)
+        mode, _size, _mtime = self._call(f"stat {path}", lambda adb: adb.stat(path))
+        return bool(mode)
+
+    def remove(self, remote: str) -> None:
+        path = self._confined(remote)
+        if path == WORK_ROOT:
+            raise JobError("run", f"{self.id}: refusing to remove the whole work root")
+        self._raw_shell(f"rm -rf {shlex.quote(path)}", self._timeout_s, f"removing {path}")
+
+    def list_dir(self, remote: str) -> list[tuple[str, int, int]]:
+        """(name, size, mtime) of the entries of a directory under the work root."""
+        path = self._confined(remote)
+        entries = self._call(f"listing {path}", lambda adb: adb.list(path))
+        return [
+            (e.filename.decode(errors="replace"), int(e.size), int(e.mtime))
+            for e in entries
+            if e.filename not in (b".", b"..")
+        ]
+
+    def free_bytes(self) -> int:
+        code, out = self._raw_shell(
+            f"mkdir -p {WORK_ROOT} && df -k {WORK_ROOT}", self._timeout_s, "df"
+        )
+        lines = [ln.split() for ln in out.strip().splitlines() if ln.strip()]
+        if code != 0 or len(lines) < 2 or len(lines[-1]) < 4 or not lines[-1][3].isdigit():
+            raise InfrastructureError(f"{self.id}: cannot read free space: {out.strip()[:200]}")
+        return int(lines[-1][3]) * 1024
+
+    # -- facts and state -------------------------------------------------------------------
+
+    def facts(self) -> DeviceFacts:
+        if self._facts is None:
+            code, out = self._raw_shell("getprop", self._timeout_s, "getprop")
+            props = parse_getprop(out)
+            if code != 0 or not props:
+                raise InfrastructureError(f"{self.id}: getprop returned nothing usable")
+            self._facts = facts_from_props(self.id, props)
+        return self._facts
+
+    def state(self) -> dict[str, Any]:
+        _code, out = self._raw_shell(_STATE_SCRIPT.strip(), self._timeout_s, "reading state")
+        return parse_state(out)
+
+    def wait_cool(
+        self,
+        *,
+        max_temp_c: float | None = None,
+        max_wait_s: float | None = None,
+        poll_s: float = 2.0,
+    ) -> dict[str, Any]:
+        """Wait (bounded) until the hottest sensor is below ``max_temp_c``.
+
+        Returns what happened: ``waited_s``, ``cooled`` (reached the threshold), the
+        temperatures at start and end.
+        """
+        settings = get_settings()
+        limit = settings.cooldown_max_temp_c if max_temp_c is None else max_temp_c
+        budget = settings.cooldown_max_wait_s if max_wait_s is None else max_wait_s
+        started = time.monotonic()
+        first = self.state().get("max_temp_c")
+        current = first
+        while current is not None and current > limit and time.monotonic() - started < budget:
+            time.sleep(min(poll_s, max(0.0, budget - (time.monotonic() - started))))
+            current = self.state().get("max_temp_c")
+        waited = time.monotonic() - started
+        cooled = current is None or current <= limit
+        return {
+            "waited_s": round(waited, 3) if first is not None and first > limit else 0.0,
+            "cooled": cooled,
+            "start_temp_c": first,
+            "end_temp_c": current,
+            "threshold_c": limit,
+        }
+
+    def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
+        """Reachable, shell works, free space, runtime bundle present. Never raises."""
+        report: dict[str, Any] = {
+            "reachable": False,
+            "shell": False,
+            "free_bytes": None,
+            "bundle_present": None,
+            "ok": False,
+            "problem": None,
+        }
+        try:
+            self.connect()
+            report["reachable"] = True
+            code, out = self._raw_shell("echo edgefarm-ok", self._timeout_s, "shell check")
+            report["shell"] = code == 0 and "edgefarm-ok" in out
+            report["free_bytes"] = self.free_bytes()
+            if bundle_hash is not None:
+                report["bundle_present"] = self.exists(
+                    posixpath.join(WORK_ROOT, "runtime", bundle_hash, ".complete")
+                )
+            report["ok"] = bool(report["shell"]) and report["free_bytes"] > 64 * 1024 * 1024
+            if not report["ok"]:
+                report["problem"] = "shell broken" if not report["shell"] else "low disk space"
+        except InfrastructureError as exc:
+            report["problem"] = exc.message
+        return report
+
+
+@contextmanager
+def adb_device(address: str) -> Iterator[AdbDevice]:
+    device = AdbDevice.open(address)
+    try:
+        yield device
+    finally:
+        device.close()
