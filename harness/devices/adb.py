@@ -455,36 +455,25 @@ class AdbDevice:
         _code, out = self._raw_shell(_STATE_SCRIPT.strip(), self._timeout_s, "reading state")
         return parse_state(out)
 
-    def wait_cool(
-        self,
-        *,
-        max_temp_c: float | None = None,
-        max_wait_s: float | None = None,
-        poll_s: float = 2.0,
-    ) -> dict[str, Any]:
-        """Wait (bounded) until the hottest sensor is below ``max_temp_c``.
+    def usage(self, remote_dir: str) -> list[tuple[str, int, float]]:
+        path = self._confined(remote_dir)
+        script = (
+            f"cd {shlex.quote(path)} 2>/dev/null || exit 0; for d in */; do "
+            '[ -d "$d" ] || continue; '
+            'echo "$(du -sk "$d" | cut -f1) $(stat -c %Y "$d.complete" 2>/dev/null || echo 0) $d"; '
+            "done"
+        )
+        _code, out = self._raw_shell(script, self._timeout_s, f"measuring {path}")
+        entries = []
+        for line in out.splitlines():
+            parts = line.split(maxsplit=2)
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                entries.append((parts[2].rstrip("/"), int(parts[0]) * 1024, float(parts[1])))
+        return entries
 
-        Returns what happened: ``waited_s``, ``cooled`` (reached the threshold), the
-        temperatures at start and end.
-        """
-        settings = get_settings()
-        limit = settings.cooldown_max_temp_c if max_temp_c is None else max_temp_c
-        budget = settings.cooldown_max_wait_s if max_wait_s is None else max_wait_s
-        started = time.monotonic()
-        first = self.state().get("max_temp_c")
-        current = first
-        while current is not None and current > limit and time.monotonic() - started < budget:
-            time.sleep(min(poll_s, max(0.0, budget - (time.monotonic() - started))))
-            current = self.state().get("max_temp_c")
-        waited = time.monotonic() - started
-        cooled = current is None or current <= limit
-        return {
-            "waited_s": round(waited, 3) if first is not None and first > limit else 0.0,
-            "cooled": cooled,
-            "start_temp_c": first,
-            "end_temp_c": current,
-            "threshold_c": limit,
-        }
+    def touch(self, remote: str) -> None:
+        path = self._confined(remote)
+        self._raw_shell(f"touch {shlex.quote(path)}", self._timeout_s, f"touching {path}")
 
     def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
         """Reachable, shell works, free space, runtime bundle present. Never raises."""

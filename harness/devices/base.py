@@ -7,6 +7,7 @@ device; nothing else escapes.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -103,4 +104,39 @@ class Device(Protocol):
         """Free space under the work root."""
         ...
 
+    def usage(self, remote_dir: str) -> list[tuple[str, int, float]]:
+        """(name, bytes, last used as a Unix time) of each subdirectory of ``remote_dir``;
+        last use is the mtime of its ``.complete`` marker."""
+        ...
+
+    def touch(self, remote: str) -> None:
+        """Set the mtime of ``remote`` to now."""
+        ...
+
     def close(self) -> None: ...
+
+
+def wait_cool(
+    device: Device, *, max_temp_c: float, max_wait_s: float, poll_s: float = 2.0
+) -> dict[str, Any]:
+    """Wait, at most ``max_wait_s``, until the device's hottest sensor is at or below
+    ``max_temp_c``. Returns what happened (recorded with the result): ``waited_s``,
+    ``cooled``, ``start_temp_c``, ``end_temp_c``, ``threshold_c``. A device with no
+    temperature sensors counts as cool."""
+    started = time.monotonic()
+    first = device.state().get("max_temp_c")
+    current = first
+    while current is not None and current > max_temp_c:
+        left = max_wait_s - (time.monotonic() - started)
+        if left <= 0:
+            break
+        time.sleep(min(poll_s, left))
+        current = device.state().get("max_temp_c")
+    hot = first is not None and first > max_temp_c
+    return {
+        "waited_s": round(time.monotonic() - started, 3) if hot else 0.0,
+        "cooled": current is None or current <= max_temp_c,
+        "start_temp_c": first,
+        "end_temp_c": current,
+        "threshold_c": max_temp_c,
+    }

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.compile.cache import Artifact
+from harness.config import get_settings
 from harness.devices.base import Device
 from harness.errors import HarnessBug, JobError
 
@@ -103,14 +104,47 @@ def ensure_bundle(device: Device, bundle: Bundle) -> str:
     return directory
 
 
-def ensure_artifact(device: Device, artifact: Artifact) -> str:
-    """Push the artifact's library unless already there. Returns the artifact's dir."""
+def ensure_artifact(device: Device, artifact: Artifact, *, cap_bytes: int | None = None) -> str:
+    """Push the artifact's library unless already there; returns the artifact's directory.
+
+    The device's artifact cache is kept under ``cap_bytes`` (default: the settings' cap) by
+    removing the least recently used artifacts other than this one.
+    """
     directory = posixpath.join(device.work_root, "artifacts", artifact.key)
     if _complete(device, directory):
+        device.touch(posixpath.join(directory, MARKER))  # recently used
         return directory
     log.info("%s: pushing artifact %s", device.id, artifact.key)
+    if cap_bytes is None:
+        cap_bytes = get_settings().device_cache_cap_mb * 1024 * 1024
+    evict_artifacts(
+        device,
+        keep=artifact.key,
+        cap_bytes=cap_bytes,
+        incoming_bytes=artifact.library.stat().st_size,
+    )
     _push_directory(device, [(artifact.library, artifact.library.name)], directory)
     return directory
+
+
+def evict_artifacts(
+    device: Device, *, keep: str, cap_bytes: int, incoming_bytes: int = 0
+) -> list[str]:
+    """Remove least recently used artifacts until the cache plus ``incoming_bytes`` fits
+    ``cap_bytes``. Incomplete ones (no marker: an interrupted push) go first. Returns the
+    keys removed."""
+    root = posixpath.join(device.work_root, "artifacts")
+    entries = [e for e in device.usage(root) if e[0] != keep]
+    total = sum(size for _, size, _ in entries) + incoming_bytes
+    removed = []
+    for name, size, last_used in sorted(entries, key=lambda e: e[2]):
+        if total <= cap_bytes and last_used > 0:
+            break
+        device.remove(posixpath.join(root, name))
+        removed.append(name)
+        total -= size
+        log.info("%s: evicted artifact %s (%d bytes)", device.id, name, size)
+    return removed
 
 
 def new_run_dir(device: Device) -> str:

@@ -78,7 +78,12 @@ class LocalDevice:
                     "governor": _read(cpu / "cpufreq" / "scaling_governor"),
                 }
         load1, _, _ = os.getloadavg()
-        return {"thermal_c": thermal, "cpu": cpus, "loadavg_1m": load1}
+        return {
+            "thermal_c": thermal,
+            "cpu": cpus,
+            "loadavg_1m": load1,
+            "max_temp_c": max(thermal.values()) if thermal else None,
+        }
 
     def _local_path(self, remote: str) -> Path:
         path = Path(remote).resolve()
@@ -149,6 +154,20 @@ class LocalDevice:
                 stage="run",
             ) from None
         return ShellResult(exit_code=proc.returncode, stdout=stdout, stderr=stderr)
+
+    def usage(self, remote_dir: str) -> list[tuple[str, int, float]]:
+        root = self._local_path(remote_dir)
+        if not root.is_dir():
+            return []
+        entries = []
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            size = sum(f.stat().st_size for f in sub.rglob("*") if f.is_file())
+            marker = sub / ".complete"
+            entries.append((sub.name, size, marker.stat().st_mtime if marker.exists() else 0.0))
+        return entries
+
+    def touch(self, remote: str) -> None:
+        self._local_path(remote).touch()
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self._root).free
