@@ -24,6 +24,7 @@ from harness.compile import compile_artifact, get_backend, tvm_version
 from harness.compile.backends import Backend
 from harness.config import get_settings
 from harness.devices import Device, open_device
+from harness.devices.base import wait_cool
 from harness.devices.deploy import (
     RUNNER_NAME,
     ensure_artifact,
@@ -307,19 +308,28 @@ def _measure_into(
             if backend.kind != "tvm":
                 model_file = tmp / f"model.{model.format}"
                 model_file.write_bytes(model.file.data)
-                device.push(model_file, posixpath.join(run_dir, model_file.name))
+                device.push(model_file, posixpath.join(run_dir, model_file.name), atomic=False)
                 command += ["--module", posixpath.join(run_dir, model_file.name)]
             for i, spec in enumerate(model.inputs):
                 local = tmp / f"in{i}.npy"
                 np.save(local, np.ascontiguousarray(inputs[spec.name]))
                 remote = posixpath.join(run_dir, f"in{i}.npy")
-                device.push(local, remote)
+                # A run directory is private and removed afterwards: no need for atomic pushes.
+                device.push(local, remote, atomic=False)
                 command += ["--input", remote]
             # Outputs land beside the inputs (out0.npy ...): the run directory exists by now.
             out_dir = run_dir
             command += ["--output-dir", out_dir, *protocol.runner_args()]
 
-            doc["state_before"] = device.state()
+            cooldown = wait_cool(
+                device,
+                max_temp_c=settings.cooldown_max_temp_c,
+                max_wait_s=settings.cooldown_max_wait_s,
+            )
+            if cooldown["waited_s"]:
+                progress("cooldown", f"{device.id} waited {cooldown['waited_s']:.0f} s to cool")
+            doc["state_before"] = cooldown.pop("state")
+            doc["cooldown"] = cooldown
             progress("run", f"running {label}")
             # The runner stops timing by itself at max_seconds; the timeout covers load, warm-up
             # and a runner that hangs.

@@ -288,6 +288,139 @@ def demo(
     raise typer.Exit(0 if all(d["status"] == "ok" for d in documents) else 1)
 
 
+@app.command()
+def devices(
+    device: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--device", "-d", help="Address; repeatable. Default: EDGEFARM_DEVICES + local."
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the listing here.")
+    ] = None,
+) -> None:
+    """List devices with their facts, health and thermal state."""
+    from harness.config import get_settings
+    from harness.devices import open_device
+    from harness.devices.deploy import runtime_bundle
+
+    addresses = device or [*get_settings().devices, "local"]
+    rows: list[dict[str, Any]] = []
+    with console.status("reading devices", spinner="dots"):
+        for address in addresses:
+            row: dict[str, Any] = {"id": address}
+            try:
+                dev = open_device(address)
+            except EdgefarmError as exc:
+                row["health"] = {"ok": False, "problem": exc.message}
+                rows.append(row)
+                continue
+            try:
+                facts = dev.facts()
+                row["facts"] = facts.to_dict()
+                bundle_hash = None
+                try:
+                    bundle_hash = runtime_bundle(facts.target).hash
+                except EdgefarmError as exc:
+                    log.info("no runtime bundle for %s: %s", facts.target, exc)
+                row["health"] = device_health(dev, bundle_hash)
+                row["state"] = dev.state()
+            except EdgefarmError as exc:
+                row["health"] = {"ok": False, "problem": exc.message}
+            finally:
+                dev.close()
+            rows.append(row)
+    table = Table(title="edgefarm devices")
+    for column in (
+        "device",
+        "model",
+        "SoC",
+        "ABI",
+        "Android",
+        "SDK",
+        "NNAPI FL",
+        "target",
+        "health",
+        "free GB",
+        "max °C",
+    ):
+        table.add_column(column)
+    for row in rows:
+        facts = row.get("facts", {})
+        health = row.get("health", {})
+        free = health.get("free_bytes")
+        state = row.get("state", {})
+        table.add_row(
+            row["id"],
+            str(facts.get("model", "-")),
+            str(facts.get("soc", "-")),
+            str(facts.get("abi", "-")),
+            str(facts.get("android_release") or "-"),
+            _fmt(facts.get("sdk_level")),
+            _fmt(facts.get("nnapi_feature_level")),
+            str(facts.get("target", "-")),
+            "[green]good[/]" if health.get("ok") else f"[red]bad[/] {health.get('problem') or ''}",
+            _fmt(free / 1e9 if free else None, 1),
+            _fmt(state.get("max_temp_c"), 1),
+        )
+    out.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(rows, indent=2) + "\n")
+    raise typer.Exit(0 if all(r.get("health", {}).get("ok") for r in rows) else 1)
+
+
+def device_health(dev: Any, bundle_hash: str | None) -> dict[str, Any]:
+    """Health of any device: the ADB transport has its own check; the local device is
+    healthy when it has disk space."""
+    if hasattr(dev, "health"):
+        result: dict[str, Any] = dev.health(bundle_hash=bundle_hash)
+        return result
+    free = dev.free_bytes()
+    return {
+        "reachable": True,
+        "shell": True,
+        "free_bytes": free,
+        "ok": free > 64 * 2**20,
+        "problem": None if free > 64 * 2**20 else "low disk space",
+    }
+
+
+emulator_app = typer.Typer(
+    help="The emulated phone: an ADB daemon standing in for a phone.", no_args_is_help=True
+)
+app.add_typer(emulator_app, name="emulator")
+
+
+@emulator_app.command("start")
+def emulator_start(
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 5555,
+    profile: Annotated[str, typer.Option(help="dimensity-9200, snapdragon-8-gen-2, pixel-3a.")] = (
+        "dimensity-9200"
+    ),
+    root: Annotated[Path | None, typer.Option(help="Sandbox directory (default: temporary).")] = (
+        None
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    refuse_new_keys: Annotated[
+        bool, typer.Option(help="Refuse keys not authorized before (like a locked phone).")
+    ] = False,
+) -> None:
+    """Run one emulated phone in the foreground until Ctrl-C."""
+    from harness.devices.emulator import PROFILES, serve
+
+    if profile not in PROFILES:
+        console.print(
+            f"[red]error:[/] unknown profile {profile!r}; known: {', '.join(sorted(PROFILES))}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if not _state["debug"]:
+        logging.getLogger("harness.devices.emulator").setLevel(logging.INFO)
+        logging.getLogger().setLevel(logging.INFO)
+    serve(port=port, profile=profile, root=root, accept_new_keys=not refuse_new_keys, host=host)
+
+
 def main() -> None:
     """Console-script entry point: no raw traceback reaches the user."""
     try:

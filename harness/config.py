@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     seed: int = 0
 
     # Devices.
+    devices: list[str] = Field(
+        default_factory=list, description='addresses, e.g. ["tcp:127.0.0.1:5555"]'
+    )
     adb_timeout_s: float = 30.0
     adb_transfer_timeout_s: float = 600.0
     cooldown_max_temp_c: float = 45.0

@@ -76,8 +76,11 @@ class Device(Protocol):
         """A snapshot of thermal/battery/CPU-frequency state (may be empty for local)."""
         ...
 
-    def push(self, local: Path, remote: str, *, timeout_s: float | None = None) -> None:
-        """Copy a local file to ``remote``; atomic: written under a temporary name, renamed."""
+    def push(
+        self, local: Path, remote: str, *, timeout_s: float | None = None, atomic: bool = True
+    ) -> None:
+        """Copy a local file to ``remote``, creating parent directories. With ``atomic``, it is
+        written under a temporary name and renamed, so it never looks complete when it is not."""
         ...
 
     def pull(self, remote: str, local: Path, *, timeout_s: float | None = None) -> None: ...
@@ -121,17 +124,18 @@ def wait_cool(
 ) -> dict[str, Any]:
     """Wait, at most ``max_wait_s``, until the device's hottest sensor is at or below
     ``max_temp_c``. Returns what happened (recorded with the result): ``waited_s``,
-    ``cooled``, ``start_temp_c``, ``end_temp_c``, ``threshold_c``. A device with no
-    temperature sensors counts as cool."""
+    ``cooled``, ``start_temp_c``, ``end_temp_c``, ``threshold_c``, and ``state``, the last
+    snapshot read. A device with no temperature sensors counts as cool."""
     started = time.monotonic()
-    first = device.state().get("max_temp_c")
-    current = first
+    state = device.state()
+    first = current = state.get("max_temp_c")
     while current is not None and current > max_temp_c:
         left = max_wait_s - (time.monotonic() - started)
         if left <= 0:
             break
         time.sleep(min(poll_s, left))
-        current = device.state().get("max_temp_c")
+        state = device.state()
+        current = state.get("max_temp_c")
     hot = first is not None and first > max_temp_c
     return {
         "waited_s": round(time.monotonic() - started, 3) if hot else 0.0,
@@ -139,4 +143,5 @@ def wait_cool(
         "start_temp_c": first,
         "end_temp_c": current,
         "threshold_c": max_temp_c,
+        "state": state,
     }

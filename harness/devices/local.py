@@ -91,7 +91,9 @@ class LocalDevice:
             raise InfrastructureError(f"local: path {remote} is outside the work root {self._root}")
         return path
 
-    def push(self, local: Path, remote: str, *, timeout_s: float | None = None) -> None:
+    def push(
+        self, local: Path, remote: str, *, timeout_s: float | None = None, atomic: bool = True
+    ) -> None:
         dest = self._local_path(remote)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
