@@ -31,6 +31,16 @@ class Settings(BaseSettings):
         default=None, description="keys and tokens; default HOME/config"
     )
 
+    # The farm (see DESIGN.md "Data flow"). Empty: the embedded default under HOME.
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL")
+    broker_url: str | None = Field(default=None, description="Celery broker URL")
+    api_url: str = "http://127.0.0.1:8000"
+    api_token: str | None = None
+    max_upload_mb: int = 512
+    worker_name: str | None = None
+    lease_timeout_s: float = 900.0  # a run not heard from for this long is reaped
+    max_run_attempts: int = 3
+
     # Measurement protocol defaults.
     warmup: int = 5
     min_iterations: int = 20
@@ -59,6 +69,10 @@ class Settings(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return self.cache_dir or self.home / "cache"
+
+    @property
+    def models_path(self) -> Path:
+        return self.home / "models"
 
     @property
     def config_path(self) -> Path:

@@ -1,0 +1,253 @@
+"""The farm's schema (SQLAlchemy 2.0, typed). PostgreSQL in production, SQLite embedded.
+
+The database is the source of truth for jobs and runs; Celery only carries ids. A device's
+``state`` (idle/leased/running: what it is doing) is kept apart from its ``health``
+(good/bad/maintenance/retired: whether it may be used), as in LAVA.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# JSONB on PostgreSQL, JSON elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class DeviceState(enum.StrEnum):
+    idle = "idle"
+    leased = "leased"
+    running = "running"
+
+
+class DeviceHealth(enum.StrEnum):
+    good = "good"
+    bad = "bad"
+    maintenance = "maintenance"
+    retired = "retired"
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+
+
+class RunStatus(enum.StrEnum):
+    queued = "queued"
+    compiling = "compiling"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+    @property
+    def ended(self) -> bool:
+        return self in (RunStatus.done, RunStatus.failed)
+
+
+class ArtifactStatus(enum.StrEnum):
+    building = "building"
+    ready = "ready"
+    failed = "failed"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as short strings with a CHECK constraint, the same on PostgreSQL and SQLite.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        length=16,
+        validate_strings=True,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(255), unique=True)
+    pool: Mapped[str] = mapped_column(String(64), default="default", index=True)
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    soc: Mapped[str] = mapped_column(String(64), default="", index=True)
+    model_name: Mapped[str] = mapped_column(String(128), default="")
+    target: Mapped[str] = mapped_column(String(32), default="host")
+    state: Mapped[DeviceState] = mapped_column(
+        _enum(DeviceState, "device_state"), default=DeviceState.idle
+    )
+    health: Mapped[DeviceHealth] = mapped_column(
+        _enum(DeviceHealth, "device_health"), default=DeviceHealth.good
+    )
+    health_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    worker: Mapped[str | None] = mapped_column(String(255), default=None)
+    current_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", use_alter=True, name="fk_devices_current_run", ondelete="SET NULL"),
+        default=None,
+    )
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def queue(self) -> str:
+        return f"device.{self.id}"
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    input_spec: Mapped[list[Any]] = mapped_column(default=list)  # declared inputs
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cache_key: Mapped[str] = mapped_column(String(64), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(32))
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    compile_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    status: Mapped[ArtifactStatus] = mapped_column(
+        _enum(ArtifactStatus, "artifact_status"), default=ArtifactStatus.building
+    )
+    error_stage: Mapped[str | None] = mapped_column(String(16), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submitted_by: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus, "job_status"), default=JobStatus.queued, index=True
+    )
+    nightly: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    runs: Mapped[list[Run]] = relationship(back_populates="job", order_by="Run.id")
+    model: Mapped[Model] = relationship()
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("job_id", "device_id", "backend", name="uq_run"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    status: Mapped[RunStatus] = mapped_column(
+        _enum(RunStatus, "run_status"), default=RunStatus.queued, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"), default=None)
+    error_stage: Mapped[str | None] = mapped_column(String(16), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    job: Mapped[Job] = relationship(back_populates="runs")
+    device: Mapped[Device] = relationship(foreign_keys=[device_id])
+    result: Mapped[Result | None] = relationship(back_populates="run", uselist=False)
+
+
+class Result(Base):
+    """One measurement's result document, with the statistics that queries filter on as
+    columns. ``run_id`` is unique: a run never produces two results."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        Index("ix_results_history", "model_id", "device_id", "backend", "created_at"),
+        Index("ix_results_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), unique=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    backend: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # ok | failed
+    error_stage: Mapped[str | None] = mapped_column(String(16), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    median_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    mean_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    min_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    p90_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    p99_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    std_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    cv: Mapped[float | None] = mapped_column(Float, default=None)
+    ci_low_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    ci_high_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    n: Mapped[int | None] = mapped_column(Integer, default=None)
+    load_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    first_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    peak_rss_kb: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    accuracy_passed: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    max_abs_err: Mapped[float | None] = mapped_column(Float, default=None)
+    cosine: Mapped[float | None] = mapped_column(Float, default=None)
+    samples_ms: Mapped[list[Any]] = mapped_column(default=list)
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the full result document
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="result")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
