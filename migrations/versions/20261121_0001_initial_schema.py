@@ -44,7 +44,6 @@ def upgrade() -> None:
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['current_run_id'], ['runs.id'], name='fk_devices_current_run', ondelete='SET NULL', use_alter=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('address')
     )
@@ -128,6 +127,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_runs_job_id'), ['job_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_status'), ['status'], unique=False)
 
+    # devices and runs reference each other: the key from devices is added once runs exists.
+    with op.batch_alter_table('devices') as batch:
+        batch.create_foreign_key('fk_devices_current_run', 'runs', ['current_run_id'], ['id'],
+                                 ondelete='SET NULL')
     op.create_table('results',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -191,6 +194,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_runs_job_id'))
         batch_op.drop_index(batch_op.f('ix_runs_device_id'))
 
+    with op.batch_alter_table('devices') as batch:
+        batch.drop_constraint('fk_devices_current_run', type_='foreignkey')
     op.drop_table('runs')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_status'))
