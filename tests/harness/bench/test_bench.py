@@ -149,7 +149,9 @@ def test_user_inputs_from_npz(tmp_path: Path) -> None:
     assert "'x'" in doc["error"]["message"]
 
 
-def test_runner_hang_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runner_hang_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edgefarm_home: Path
+) -> None:
     """A runner that stops responding is killed at the timeout and the run reported failed."""
     path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
     _bench(path)  # compile and deploy first, so only the run itself can time out
@@ -161,8 +163,10 @@ def test_runner_hang_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         # A real hang: the real runner process is frozen with SIGSTOP once it has started.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not stopped:
+            # Only this session's runner: it lives under our own EDGEFARM_HOME.
+            pattern = f"^{edgefarm_home}/local-device/runtime/[0-9a-f]+/edgefarm-runner --module"
             found = subprocess.run(
-                ["pgrep", "-f", "edgefarm-runner --module"], capture_output=True, text=True
+                ["pgrep", "-f", pattern], capture_output=True, text=True
             ).stdout.split()
             for pid in found:
                 os.kill(int(pid), signal.SIGSTOP)
