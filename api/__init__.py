@@ -1,0 +1,1 @@
+"""edgefarm's HTTP API (FastAPI): JSON routes under /api/v1. Imports harness, never workers."""

@@ -205,20 +205,30 @@ def measure(
     options: dict[str, Any] | None = None,
     progress: Progress = _quiet,
     device_facts: dict[str, Any] | None = None,
+    exclusive: bool = False,
 ) -> dict[str, Any]:
     """Measure ``model`` with ``backend`` on ``device``; always returns a result document.
+
+    ``exclusive``: the caller owns the device (a farm worker holding its lease), so runners
+    left over from interrupted runs are ended first and cannot overlap this measurement.
 
     Raises only HarnessBug (our defect); every JobError and InfrastructureError becomes a
     ``failed`` document with its stage.
     """
-    facts = device.facts()
-    doc = _base_document(model, None, device_facts or facts.to_dict(), backend.name)
+    doc = _base_document(model, None, device_facts or {"id": device.id}, backend.name)
     try:
+        if device_facts is None:
+            doc["device"] = device.facts().to_dict()
+        target = str(doc["device"].get("target") or device.facts().target)
+        if exclusive:
+            ended = device.reset()
+            if ended:
+                log.warning("%s: ended leftover runner(s) %s", device.id, ended)
         _measure_into(
             doc,
             model,
             device,
-            facts.target,
+            target,
             backend,
             inputs,
             reference,
@@ -230,6 +240,9 @@ def measure(
         if isinstance(exc, HarnessBug):
             raise
         _fail(doc, _stage_of(exc), exc.message)
+        if isinstance(exc, InfrastructureError):
+            # The farm failed, not the user's input: a farm worker retries such a measurement.
+            doc["error"]["retryable"] = True
     return doc
 
 
@@ -320,6 +333,8 @@ def _measure_into(
             # Outputs land beside the inputs (out0.npy ...): the run directory exists by now.
             out_dir = run_dir
             command += ["--output-dir", out_dir, *protocol.runner_args()]
+            if backend.kind == "tvm":
+                command += ["--pid-file", posixpath.join(run_dir, "runner.pid")]
 
             cooldown = wait_cool(
                 device,

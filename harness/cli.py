@@ -252,40 +252,214 @@ def examples(
         out.print(str(write_example(name, output, seed=seed)), highlight=False)
 
 
+def _settings_from(bench: dict[str, Any], inputs: list[str], options: list[str]) -> dict[str, Any]:
+    return {"inputs": inputs, **bench, "options": _parse_options(options)}
+
+
+def _submit_and_wait(
+    client: Any,
+    model_path: Path,
+    *,
+    devices: dict[str, Any],
+    backends: list[str],
+    settings: dict[str, Any],
+    status: Any,
+) -> list[dict[str, Any]]:
+    from harness.client import job_documents
+
+    model = client.upload_model(model_path)
+    job = client.submit(model_id=model["id"], devices=devices, backends=backends, settings=settings)
+    status.update(f"job {job['id']}: {len(job['runs'])} run(s) queued")
+
+    def on_update(current: dict[str, Any]) -> None:
+        counts: dict[str, int] = {}
+        for run in current["runs"]:
+            counts[run["status"]] = counts.get(run["status"], 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        status.update(f"job {current['id']} ({model['name']}): {summary}")
+
+    return job_documents(client.wait(job["id"], on_update=on_update))
+
+
 @app.command()
-def demo(
-    backend: Annotated[
-        list[str] | None, typer.Option("--backend", "-b", help="Default: tvm-cpu and ort.")
+def submit(
+    model: Annotated[Path, typer.Argument(help="An ONNX, TFLite or PyTorch .pt2 model file.")],
+    input: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="NAME:1x3x224x224[:float32].")
     ] = None,
-    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds per run.")] = 0.5,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    device_selector: Annotated[
+        str,
+        typer.Option(
+            "--device-selector", "-s", help="all | pool=NAME | soc=NAME | model=TEXT | ids=1,2"
+        ),
+    ] = "all",
+    backend: Annotated[list[str] | None, typer.Option("--backend", "-b")] = None,
+    warmup: Annotated[int, typer.Option(min=0)] = 5,
+    min_iterations: Annotated[int, typer.Option(min=1)] = 20,
+    min_seconds: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    max_seconds: Annotated[float, typer.Option(min=0.001)] = 60.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o")] = None,
+    profile: Annotated[bool, typer.Option(help="Per-operator times.")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the results and print them.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write results (--wait).")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="The farm (default: edgefarm up's).")] = None,
+    token: Annotated[str | None, typer.Option(help="API token (default: edgefarm up's).")] = None,
 ) -> None:
-    """Measure the four MLPerf Tiny example models on this machine, TVM beside onnxruntime."""
-    from harness.bench import BenchPlan, Protocol, run_bench
-    from harness.config import get_settings
-    from harness.examples import EXAMPLES, write_example
+    """Submit MODEL to a running farm over HTTP; with --wait, print the results."""
+    from harness.client import FarmClient, parse_selector
 
-    directory = get_settings().home / "examples"
-    directory.mkdir(parents=True, exist_ok=True)
-    documents: list[dict[str, Any]] = []
-    with console.status("starting", spinner="dots") as status:
-        for name in EXAMPLES:
-            path = write_example(name, directory)
-
-            def progress(event: str, message: str) -> None:
-                status.update(f"[bold]{event}[/]: {message}")
-
-            plan = BenchPlan(
-                model_path=path,
-                backends=backend or ["tvm-cpu", "ort"],
-                protocol=Protocol(min_seconds=min_seconds),
+    try:
+        selector = parse_selector(device_selector)
+        settings = _settings_from(
+            {
+                "warmup": warmup,
+                "min_iterations": min_iterations,
+                "min_seconds": min_seconds,
+                "max_seconds": max_seconds,
+                "seed": seed,
+                "profile": profile,
+            },
+            input or [],
+            option or [],
+        )
+    except JobError as exc:
+        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    if not model.is_file():
+        console.print(f"[red]error:[/] model file {model} does not exist", highlight=False)
+        raise typer.Exit(2)
+    client = FarmClient(url, token)
+    try:
+        if not wait:
+            uploaded = client.upload_model(model)
+            job = client.submit(
+                model_id=uploaded["id"],
+                devices=selector,
+                backends=backend or ["tvm-cpu"],
+                settings=settings,
             )
-            documents += run_bench(plan, progress)
+            out.print(
+                f"job {job['id']}: {len(job['runs'])} run(s) queued at {client.url}",
+                highlight=False,
+            )
+            return
+        with console.status("submitting", spinner="dots") as status:
+            documents = _submit_and_wait(
+                client,
+                model,
+                devices=selector,
+                backends=backend or ["tvm-cpu"],
+                settings=settings,
+                status=status,
+            )
+    finally:
+        client.close()
     out.print(results_table(documents))
     print_failures(documents)
     if json_path is not None:
         json_path.write_text(json.dumps(documents, indent=2) + "\n")
-    raise typer.Exit(0 if all(d["status"] == "ok" for d in documents) else 1)
+    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
+) -> None:
+    """Start the embedded farm: API, a worker, two emulated phones; Ctrl-C stops it."""
+    from harness.client import token_file
+    from harness.embedded import EmbeddedFarm
+
+    farm = EmbeddedFarm(port=port, host=host)
+    try:
+        with console.status("starting the farm", spinner="dots"):
+            farm.start()
+            farm.wait_ready()
+        out.print(
+            f"edgefarm is up at [bold]{farm.url}[/] (API docs {farm.url}/docs); "
+            f"token in {token_file()}; devices: "
+            f"{', '.join(f'tcp:127.0.0.1:{p.port}' for p in farm.phones)}, local. "
+            "Ctrl-C stops it.",
+            highlight=False,
+        )
+        farm.serve_forever()
+    finally:
+        farm.stop()
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    example: Annotated[str, typer.Option(help="Which example model.")] = "resnet8",
+    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds per run.")] = 0.5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    stay: Annotated[bool, typer.Option(help="Keep the farm up afterwards.")] = True,
+) -> None:
+    """Start the embedded farm, benchmark an example model on every device with tvm-cpu and
+    ort, print the results, and keep the farm up."""
+    from harness.client import FarmClient
+    from harness.embedded import EmbeddedFarm
+    from harness.examples import EXAMPLES, write_example
+
+    if example not in EXAMPLES:
+        console.print(
+            f"[red]error:[/] unknown example {example!r}; known: {', '.join(EXAMPLES)}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    farm = EmbeddedFarm(port=port)
+    documents: list[dict[str, Any]] = []
+    try:
+        with console.status("starting the farm", spinner="dots") as status:
+            farm.start()
+            farm.wait_ready()
+            directory = get_settings_home() / "examples"
+            directory.mkdir(parents=True, exist_ok=True)
+            path = write_example(example, directory)
+            client = FarmClient(farm.url)
+            bench = {"warmup": 5, "min_iterations": 20, "min_seconds": min_seconds}
+            # tvm-cpu on every device; the ort baseline where it can run (the worker host:
+            # a phone has no Python, see README).
+            documents += _submit_and_wait(
+                client,
+                path,
+                devices={"all": True},
+                backends=["tvm-cpu"],
+                settings={**bench, "inputs": []},
+                status=status,
+            )
+            local = [d["id"] for d in client.devices() if d.get("address") == "local"]
+            if local:
+                documents += _submit_and_wait(
+                    client,
+                    path,
+                    devices={"ids": local},
+                    backends=["ort"],
+                    settings={**bench, "inputs": []},
+                    status=status,
+                )
+            client.close()
+        out.print(results_table(documents))
+        print_failures(documents)
+        if json_path is not None:
+            json_path.write_text(json.dumps(documents, indent=2) + "\n")
+        if stay:
+            out.print(
+                f"the farm stays up at [bold]{farm.url}[/]; Ctrl-C stops it.", highlight=False
+            )
+            farm.serve_forever()
+    finally:
+        farm.stop()
+    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)
+
+
+def get_settings_home() -> Path:
+    from harness.config import get_settings
+
+    return get_settings().home
 
 
 @app.command()
@@ -386,6 +560,40 @@ def device_health(dev: Any, bundle_hash: str | None) -> dict[str, Any]:
     }
 
 
+@app.command()
+def worker(
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", "-d", help="local, tcp:HOST:PORT, usb:SERIAL; repeatable."),
+    ] = None,
+    pool: Annotated[str, typer.Option(help="The device pool these phones join.")] = "default",
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="Also consume the compile queue.")
+    ] = True,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", min=1, help="Processes (default: devices + 1)."),
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    beat: Annotated[bool, typer.Option(help="Also run beat (the reaper's schedule).")] = False,
+) -> None:
+    """Run a farm worker: register this host's phones, consume their queues (and compile)."""
+    import os
+
+    # harness imports no celery: the worker is its own program (workers/cli.py), exec'd.
+    argv = [sys.executable, "-m", "workers", "worker", "--pool", pool, "--loglevel", loglevel]
+    for address in device or []:
+        argv += ["--device", address]
+    argv.append("--compile" if compile else "--no-compile")
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    if beat:
+        argv.append("--beat")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
 emulator_app = typer.Typer(
     help="The emulated phone: an ADB daemon standing in for a phone.", no_args_is_help=True
 )
@@ -419,6 +627,60 @@ def emulator_start(
         logging.getLogger("harness.devices.emulator").setLevel(logging.INFO)
         logging.getLogger().setLevel(logging.INFO)
     serve(port=port, profile=profile, root=root, accept_new_keys=not refuse_new_keys, host=host)
+
+
+token_app = typer.Typer(
+    help="API tokens for the farm's API (stored hashed in the farm's database).",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+def _farm_session() -> Any:
+    """A session on the farm's database (EDGEFARM_DATABASE_URL), committed on success."""
+    from harness.db import make_engine, make_session_factory, session_scope
+
+    return session_scope(make_session_factory(make_engine()))
+
+
+@token_app.command("create")
+def token_create(name: Annotated[str, typer.Argument(help="Who or what uses the token.")]) -> None:
+    """Create a token and print it; it is shown this once only."""
+    from harness.farm.tokens import create_token
+
+    with _farm_session() as session:
+        token = create_token(name, session=session)
+    out.print(token, highlight=False, soft_wrap=True)
+    console.print(f"token {name!r} created; it is not shown again", highlight=False)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens by name (never the tokens themselves)."""
+    from harness.farm.tokens import list_tokens
+
+    with _farm_session() as session:
+        rows = [(t.name, t.created_at, t.revoked_at) for t in list_tokens(session=session)]
+    table = Table(title="edgefarm API tokens")
+    for column in ("name", "created", "revoked"):
+        table.add_column(column)
+    for name, created, revoked in rows:
+        table.add_row(
+            name,
+            f"{created:%Y-%m-%d %H:%M:%S}",
+            f"{revoked:%Y-%m-%d %H:%M:%S}" if revoked else "-",
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke the token(s) called NAME."""
+    from harness.farm.tokens import revoke_token
+
+    with _farm_session() as session:
+        count = revoke_token(name, session=session)
+    console.print(f"revoked {count} token(s) named {name!r}", highlight=False)
 
 
 def main() -> None:

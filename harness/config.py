@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, description="Celery broker URL")
     api_url: str = "http://127.0.0.1:8000"
     api_token: str | None = None
+    api_reads_need_token: bool = False  # writes always need a bearer token
     max_upload_mb: int = 512
     worker_name: str | None = None
     lease_timeout_s: float = 900.0  # a run not heard from for this long is reaped

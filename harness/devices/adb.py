@@ -9,6 +9,7 @@ phone's shell is quoted with :func:`shlex.quote`; paths are confined to the work
 from __future__ import annotations
 
 import logging
+import math
 import posixpath
 import re
 import shlex
@@ -243,12 +244,22 @@ class AdbDevice:
         signer = load_signer(self._config_dir)
         from adb_shell.exceptions import DeviceAuthError
 
+        key_offered = False
+
+        def on_key_offered(_adb: Any) -> None:
+            # adb-shell calls this when the phone did not accept our signature, just before it
+            # offers our public key: from then on only the phone's user can let us in, and a
+            # phone that refuses simply never answers (adb-shell then times out).
+            nonlocal key_offered
+            key_offered = True
+
         try:
             adb.connect(
                 rsa_keys=[signer],
                 transport_timeout_s=self._timeout_s,
                 auth_timeout_s=self._timeout_s,
                 read_timeout_s=self._timeout_s,
+                auth_callback=on_key_offered,
             )
         except DeviceAuthError as exc:
             self._drop(adb)
@@ -261,6 +272,12 @@ class AdbDevice:
             raise InfrastructureError(f"{self.id}: unreachable ({exc.strerror or exc})") from None
         except _adb_exceptions() as exc:
             self._drop(adb)
+            if key_offered:
+                raise InfrastructureError(
+                    f"{self.id}: the phone refused authentication (our key was not accepted "
+                    f"within {self._timeout_s:g} s); allow USB debugging for the key in "
+                    f"{self._config_dir / 'adbkey.pub'} on the phone"
+                ) from None
             raise InfrastructureError(
                 f"{self.id}: connecting failed: {type(exc).__name__}: {exc or 'no answer'}"
             ) from None
@@ -323,7 +340,9 @@ class AdbDevice:
                 wrapped,
                 timeout_s=timeout_s,
                 read_timeout_s=timeout_s,
-                transport_timeout_s=self._timeout_s,
+                # A command may print nothing for its whole run (the runner prints once, at
+                # the end): waiting for its next output is bounded by its own budget.
+                transport_timeout_s=timeout_s,
                 decode=False,
             ),
         )
@@ -352,7 +371,8 @@ class AdbDevice:
         parts = []
         if cwd is not None:
             parts.append(f"cd {shlex.quote(self._confined(cwd))} &&")
-        parts.append("timeout -s KILL " + str(max(1, int(timeout_s))))
+        # Rounded up: a kill before ``timeout_s`` would not be recognised as a timeout below.
+        parts.append("timeout -s KILL " + str(max(1, math.ceil(timeout_s))))
         if env:
             parts.append("env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
         parts.append(" ".join(shlex.quote(a) for a in argv))
@@ -477,6 +497,28 @@ class AdbDevice:
         _code, out = self._raw_shell(_STATE_SCRIPT.strip(), self._timeout_s, "reading state")
         return parse_state(out)
 
+    def reset(self) -> list[int]:
+        """End runners left over from interrupted runs and remove their run directories.
+
+        Only for a caller that owns the phone (a farm worker under its lease): every run
+        directory present is then stale. Each runner wrote its pid to ``runner.pid``. Returns
+        the pids signalled."""
+        runs = posixpath.join(WORK_ROOT, "runs")
+        script = (
+            f"cd {runs} 2>/dev/null || exit 0; "
+            'for f in */runner.pid; do [ -f "$f" ] || continue; p=$(cat "$f"); '
+            'kill -9 "$p" 2>/dev/null && echo "killed $p"; done; '
+            f"cd / && rm -rf {runs}"
+        )
+        _code, out = self._raw_shell(script, self._timeout_s, "ending leftover runners")
+        return [
+            int(w)
+            for ln in out.splitlines()
+            if ln.startswith("killed ")
+            for w in ln.split()[1:2]
+            if w.isdigit()
+        ]
+
     def usage(self, remote_dir: str) -> list[tuple[str, int, float]]:
         path = self._confined(remote_dir)
         script = (
@@ -508,9 +550,10 @@ class AdbDevice:
             "problem": None,
         }
         try:
-            self.connect()
-            report["reachable"] = True
+            # Reachable means it answered: a connection left over from before the phone went
+            # away proves nothing until a round trip over it succeeds.
             code, out = self._raw_shell("echo edgefarm-ok", self._timeout_s, "shell check")
+            report["reachable"] = True
             report["shell"] = code == 0 and "edgefarm-ok" in out
             report["free_bytes"] = self.free_bytes()
             if bundle_hash is not None:

@@ -107,6 +107,11 @@ class Device(Protocol):
         """Free space under the work root."""
         ...
 
+    def reset(self) -> list[int]:
+        """End runners left over from interrupted runs and remove their run directories
+        (for an exclusive owner of the device); returns the pids ended."""
+        ...
+
     def usage(self, remote_dir: str) -> list[tuple[str, int, float]]:
         """(name, bytes, last used as a Unix time) of each subdirectory of ``remote_dir``;
         last use is the mtime of its ``.complete`` marker."""

@@ -157,6 +157,22 @@ class LocalDevice:
             ) from None
         return ShellResult(exit_code=proc.returncode, stdout=stdout, stderr=stderr)
 
+    def reset(self) -> list[int]:
+        """End runners left over from interrupted runs (by their ``runner.pid``) and remove
+        their run directories. Only for a caller that owns the device."""
+        killed = []
+        runs = self._root / "runs"
+        for pid_file in runs.glob("*/runner.pid"):
+            text = pid_file.read_text().strip()
+            if text.isdigit():
+                try:
+                    os.kill(int(text), signal.SIGKILL)
+                    killed.append(int(text))
+                except (ProcessLookupError, PermissionError):
+                    pass
+        shutil.rmtree(runs, ignore_errors=True)
+        return killed
+
     def usage(self, remote_dir: str) -> list[tuple[str, int, float]]:
         root = self._local_path(remote_dir)
         if not root.is_dir():

@@ -13,6 +13,7 @@
 #include <dlpack/dlpack.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/list.h>
@@ -215,6 +216,7 @@ constexpr const char* kUsage =
     "(default 20) and --min-seconds (default 1) are reached; it stops at --max-seconds\n"
     "(default 60) once one call is timed, or at --max-iterations (default: no limit).\n"
     "Outputs of the last call go to DIR/out0.npy, out1.npy, ... Prints one JSON object.\n"
+    "--pid-file PATH writes the runner's pid to PATH at start\n"
     "--profile times every packed call in separate iterations after the timed ones\n"
     "(as many as were timed, or --profile-iterations N).\n"
     "Threads: TVM_NUM_THREADS (TVM's default: one per physical core).\n";
@@ -231,6 +233,7 @@ struct Options {
   int64_t max_iterations = 0;  // 0: no limit
   bool profile = false;
   int64_t profile_iterations = 0;  // 0: as many as timed
+  std::string pid_file;  // where to write our pid, so a later run can end a leftover runner
 };
 
 int64_t ParseCount(const std::string& flag, const std::string& text, int64_t min_value) {
@@ -298,6 +301,8 @@ bool ParseArgs(int argc, char** argv, Options* opt) {
       opt->profile = true;
     } else if (arg == "--profile-iterations") {
       opt->profile_iterations = ParseCount(arg, next(), 1);
+    } else if (arg == "--pid-file") {
+      opt->pid_file = next();
     } else {
       throw StageError("usage", "unknown argument '" + std::string(argv[i]) + "'; see --help");
     }
@@ -952,6 +957,13 @@ int main(int argc, char** argv) {
   } catch (const StageError& e) {
     std::fputs(edgefarm::kUsage, stderr);
     return ReportError(e.stage(), e.message());
+  }
+  if (!opt.pid_file.empty()) {
+    // Best effort: the run goes on without it (the harness then cannot end a leftover runner).
+    if (FILE* f = std::fopen(opt.pid_file.c_str(), "w")) {
+      std::fprintf(f, "%d\n", static_cast<int>(getpid()));
+      std::fclose(f);
+    }
   }
   try {
     return edgefarm::Run(opt);

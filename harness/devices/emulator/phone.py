@@ -788,9 +788,35 @@ class _SyncHost:
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """Kill the command and everything it started (it leads its own session)."""
+    """Kill the command and everything it started.
+
+    The command leads its own session, but not everything it starts stays in its process
+    group: ``timeout`` (which edgefarm wraps every command in) moves its child into a group
+    of its own. So every process of the session is killed, not only the group.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    for pid in _session_members(proc.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _session_members(sid: int) -> list[int]:
+    """The pids whose session id is ``sid`` (from /proc; empty where there is no /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces) start at state; session is
+        # the 4th of them: state ppid pgrp session.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 3 and fields[3] == str(sid):
+            members.append(int(entry.name))
+    return members
 
 
 async def _feed_stdin(stream: _Stream, proc: asyncio.subprocess.Process) -> None:

@@ -1,0 +1,96 @@
+"""The FastAPI application. Nothing is created at import: serve it with
+``uvicorn --factory api.main:create_app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from api.deps import authorize
+from api.errors import install_error_handlers
+from api.routes import benchmarks, devices, health, jobs, models, results
+from harness import __version__
+from harness.config import Settings, get_settings
+from harness.db import make_engine, make_session_factory
+from harness.errors import EdgefarmError
+
+API_PREFIX = "/api/v1"
+
+# Values copied from examples and templates; a token equal to one of them is no secret.
+PLACEHOLDER_TOKENS = frozenset(
+    {
+        "changethis",
+        "changeme",
+        "change-me",
+        "secret",
+        "token",
+        "password",
+        "placeholder",
+        "default",
+        "test",
+        "xxx",
+        "todo",
+        "none",
+        "null",
+        "your-token-here",
+    }
+)
+MIN_TOKEN_LENGTH = 20
+
+
+def check_secrets(settings: Settings) -> None:
+    """Refuse to start with a placeholder EDGEFARM_API_TOKEN (there is no default secret)."""
+    token = settings.api_token
+    if token is None:
+        return
+    if token.strip().lower() in PLACEHOLDER_TOKENS or len(token.strip()) < MIN_TOKEN_LENGTH:
+        raise EdgefarmError(
+            "EDGEFARM_API_TOKEN is a placeholder or shorter than "
+            f"{MIN_TOKEN_LENGTH} characters; unset it, or set a real secret "
+            "(`edgefarm token create NAME` makes database tokens)"
+        )
+
+
+def database_url_of(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{settings.home / 'edgefarm.db'}"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (default: from the environment). The database engine lives
+    from start-up to shutdown (the lifespan)."""
+    settings = settings or get_settings()
+    check_secrets(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(database_url_of(settings))
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="edgefarm",
+        version=__version__,
+        summary="Benchmark ML models on a farm of phones: models, benchmarks, jobs, results.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize)])
+    for module in (models, benchmarks, jobs, results, devices):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app

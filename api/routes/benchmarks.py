@@ -1,0 +1,48 @@
+"""Benchmarks: submitting a job (one run per device and backend)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from api.deps import SessionDep, SettingsDep, WriterDep
+from api.queue import enqueue_job
+from api.schemas import BenchmarkCreate, ErrorPublic, JobPublic, JobSubmitted, NoDevicesPublic
+from harness.farm import queries
+from harness.farm.jobs import create_job
+from harness.farm.selection import select_devices
+
+router = APIRouter(prefix="/benchmarks", tags=["benchmarks"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        404: {"model": ErrorPublic, "description": "no such model"},
+        409: {"model": NoDevicesPublic, "description": "no good device matches"},
+    },
+)
+def submit_benchmark(
+    body: BenchmarkCreate, session: SessionDep, settings: SettingsDep, writer: WriterDep
+) -> JobSubmitted:
+    """Submit a benchmark; its runs are queued for the workers."""
+    if body.model_id is not None:
+        model = queries.get_model(body.model_id, session=session)
+    else:
+        assert body.model_sha256 is not None  # the schema demands one of the two
+        model = queries.get_model_by_sha256(body.model_sha256, session=session)
+    devices = select_devices(body.devices.selector(), session=session)
+    job = create_job(
+        session=session,
+        model=model,
+        devices=devices,
+        backends=body.backends,
+        settings=body.settings.model_dump(exclude_none=True),
+        submitted_by=writer.name,
+        defaults=settings,
+    )
+    # The workers must find the job and its runs when the message arrives: commit first.
+    session.commit()
+    enqueued = enqueue_job(job.id, settings=settings)
+    public = JobPublic.of(job, with_results=False)
+    return JobSubmitted(**public.model_dump(), enqueued=enqueued)

@@ -1,0 +1,326 @@
+"""The API's request and response bodies (``XCreate`` in, ``XPublic`` / ``XsPublic`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.db import Device, DeviceHealth, DeviceState, Job, JobStatus, Model, Result, Run
+from harness.farm.selection import DeviceSelector
+
+MAX_ID = 2**31 - 1  # row ids are PostgreSQL integers
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class StrictBody(BaseModel):
+    """A request body: unknown fields are refused (422 naming the field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Listing(Public):
+    count: int = Field(description="how many match, over all pages")
+    next: str | None = Field(description="the next page's URL, if there is one")
+
+
+# Models.
+
+
+class TensorSpecPublic(Public):
+    name: str
+    shape: list[int | str] = Field(description="sizes; names for dynamic dimensions")
+    dtype: str
+
+
+class ModelPublic(Public):
+    id: int
+    sha256: str
+    name: str
+    format: str
+    size_bytes: int
+    inputs: list[TensorSpecPublic]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, model: Model) -> ModelPublic:
+        return cls(
+            id=model.id,
+            sha256=model.sha256,
+            name=model.name,
+            format=model.format,
+            size_bytes=model.size_bytes,
+            inputs=[TensorSpecPublic.model_validate(entry) for entry in model.input_spec],
+            created_at=model.created_at,
+        )
+
+
+class ModelsPublic(Listing):
+    data: list[ModelPublic]
+
+
+# Devices.
+
+
+class RunRef(Public):
+    id: int
+    job_id: int
+    backend: str
+    status: str
+
+
+class DevicePublic(Public):
+    id: int
+    address: str
+    pool: str
+    soc: str
+    model_name: str
+    target: str
+    facts: dict[str, Any]
+    state: DeviceState
+    health: DeviceHealth
+    health_reason: str | None
+    worker: str | None
+    current_run: RunRef | None
+    lease_expires_at: datetime | None
+    last_seen_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, device: Device, current_run: Run | None) -> DevicePublic:
+        return cls(
+            id=device.id,
+            address=device.address,
+            pool=device.pool,
+            soc=device.soc,
+            model_name=device.model_name,
+            target=device.target,
+            facts=device.facts,
+            state=device.state,
+            health=device.health,
+            health_reason=device.health_reason,
+            worker=device.worker,
+            current_run=RunRef.model_validate(current_run) if current_run else None,
+            lease_expires_at=device.lease_expires_at,
+            last_seen_at=device.last_seen_at,
+            created_at=device.created_at,
+        )
+
+
+class DevicesPublic(Listing):
+    data: list[DevicePublic]
+
+
+class DeviceUpdate(StrictBody):
+    pool: str | None = Field(default=None, min_length=1, max_length=64)
+    health: DeviceHealth | None = None
+    health_reason: str | None = Field(
+        default=None, max_length=2000, description='why; "" clears it'
+    )
+
+
+class DeviceSummary(Public):
+    id: int
+    address: str
+    pool: str
+    soc: str
+    model: str
+    health: str
+
+
+# Benchmarks and jobs.
+
+
+class DeviceSelectorCreate(StrictBody):
+    """Which devices: every given criterion must hold; ``all`` alone takes every good
+    device. Only devices whose health is ``good`` are picked."""
+
+    pool: str | None = Field(default=None, min_length=1)
+    soc: str | None = Field(default=None, min_length=1, description="case-insensitive")
+    model: str | None = Field(
+        default=None, min_length=1, description="case-insensitive substring of the model name"
+    )
+    ids: list[RowId] | None = Field(default=None, min_length=1)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DeviceSelectorCreate:
+        given = [k for k in ("pool", "soc", "model", "ids") if getattr(self, k) is not None]
+        if self.all and given:
+            raise ValueError(f"all takes every good device; give it alone, not with {given}")
+        if not self.all and not given:
+            raise ValueError("say which devices: pool, soc, model, ids, or all: true")
+        return self
+
+    def selector(self) -> DeviceSelector:
+        return DeviceSelector(
+            pool=self.pool,
+            soc=self.soc,
+            model=self.model,
+            ids=tuple(self.ids) if self.ids is not None else None,
+            all=self.all,
+        )
+
+
+class BenchmarkSettings(StrictBody):
+    """The measurement protocol; what is left out takes the farm's defaults."""
+
+    inputs: list[str] = Field(
+        default_factory=list,
+        description="input specs NAME:1x3x224x224[:dtype]; needed for dynamic dimensions",
+    )
+    warmup: int | None = Field(default=None, ge=0)
+    min_iterations: int | None = Field(default=None, ge=1)
+    min_seconds: float | None = Field(default=None, ge=0)
+    max_seconds: float | None = Field(default=None, gt=0)
+    seed: int | None = Field(default=None, ge=0)
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per backend, e.g. {"tvm-cpu": {"opt_level": 2}}'
+    )
+    profile: bool = False
+
+
+class BenchmarkCreate(StrictBody):
+    model_id: RowId | None = None
+    model_sha256: str | None = Field(default=None, pattern="^[0-9a-fA-F]{64}$")
+    devices: DeviceSelectorCreate
+    backends: list[str] = Field(min_length=1, description="tvm-cpu, ort, ...")
+    settings: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
+
+    @model_validator(mode="after")
+    def _one_model(self) -> BenchmarkCreate:
+        if (self.model_id is None) == (self.model_sha256 is None):
+            raise ValueError("give the model by model_id or by model_sha256 (one of them)")
+        return self
+
+
+class ResultPublic(Public):
+    id: int
+    run_id: int
+    job_id: int
+    model_id: int
+    device_id: int
+    backend: str
+    status: str
+    created_at: datetime
+    document: dict[str, Any] = Field(description="the result document (see the README)")
+
+    @classmethod
+    def of(cls, result: Result) -> ResultPublic:
+        return cls.model_validate(result)
+
+
+class ResultsPublic(Listing):
+    data: list[ResultPublic]
+
+
+class RunError(Public):
+    stage: str | None
+    message: str
+
+
+class RunPublic(Public):
+    id: int
+    device_id: int
+    backend: str
+    status: str
+    attempts: int
+    artifact_id: int | None
+    error: RunError | None
+    created_at: datetime
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: ResultPublic | None
+
+    @classmethod
+    def of(cls, run: Run, *, with_result: bool) -> RunPublic:
+        error = (
+            RunError(stage=run.error_stage, message=run.error_message)
+            if run.error_message is not None
+            else None
+        )
+        result = run.result if with_result else None
+        return cls(
+            id=run.id,
+            device_id=run.device_id,
+            backend=run.backend,
+            status=run.status,
+            attempts=run.attempts,
+            artifact_id=run.artifact_id,
+            error=error,
+            created_at=run.created_at,
+            enqueued_at=run.enqueued_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            result=ResultPublic.of(result) if result is not None else None,
+        )
+
+
+class JobFields(Public):
+    id: int
+    status: JobStatus
+    model_id: int
+    submitted_by: str
+    nightly: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPublic(JobFields):
+    settings: dict[str, Any]
+    runs: list[RunPublic]
+
+    @classmethod
+    def of(cls, job: Job, *, with_results: bool = True) -> JobPublic:
+        return cls(
+            **JobFields.model_validate(job).model_dump(),
+            settings=job.settings,
+            runs=[RunPublic.of(run, with_result=with_results) for run in job.runs],
+        )
+
+
+class JobSubmitted(JobPublic):
+    enqueued: bool = Field(
+        description="false: the broker was unreachable; the runs stay queued and are "
+        "enqueued again by the workers' reaper"
+    )
+
+
+class JobSummaryPublic(JobFields):
+    runs: dict[str, int] = Field(description="how many runs are in each status")
+
+    @classmethod
+    def of(cls, job: Job) -> JobSummaryPublic:
+        counts: dict[str, int] = {}
+        for run in job.runs:
+            counts[str(run.status)] = counts.get(str(run.status), 0) + 1
+        return cls(**JobFields.model_validate(job).model_dump(), runs=counts)
+
+
+class JobsPublic(Listing):
+    data: list[JobSummaryPublic]
+
+
+# Errors and health.
+
+
+class ErrorPublic(BaseModel):
+    detail: str
+
+
+class NoDevicesPublic(BaseModel):
+    detail: str
+    devices: list[DeviceSummary] = Field(description="the farm's devices, to pick again")
+
+
+class HealthPublic(BaseModel):
+    database: Literal["ok", "down"]
+    broker: Literal["ok", "down"]
+    detail: str | None = Field(default=None, description="what is down, and why")

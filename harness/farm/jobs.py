@@ -1,0 +1,192 @@
+"""Benchmark jobs: a model, devices and backends in; a Job with one queued Run per
+(device, backend) out. Everything a run will need is validated here, before anything is
+queued: backends, their options, and the input specs against the model's declared inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from harness.compile.backends import Backend, get_backend
+from harness.config import Settings, get_settings
+from harness.db import Device, Job, JobStatus, Model, Run, RunStatus
+from harness.errors import JobError
+from harness.farm import InvalidRequest
+from harness.farm.models import spec_from_dict
+from harness.modelio import InputSpec, parse_input_spec
+from harness.modelio.specs import resolve_inputs
+
+SETTING_KEYS = (
+    "inputs",
+    "warmup",
+    "min_iterations",
+    "min_seconds",
+    "max_seconds",
+    "seed",
+    "options",
+    "profile",
+)
+
+
+def _int(given: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    value = given.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRequest(
+            f"settings.{key} must be an integer >= {minimum}, not {value!r}",
+            field=("settings", key),
+        )
+    return value
+
+
+def _float(given: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
+    value = given.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"settings.{key} must be a number", field=("settings", key))
+    if not math.isfinite(value) or value < minimum:
+        raise InvalidRequest(
+            f"settings.{key} must be >= {minimum}, not {value!r}", field=("settings", key)
+        )
+    return float(value)
+
+
+def _backends(names: Sequence[str], model: Model) -> list[Backend]:
+    if not names:
+        raise InvalidRequest("give at least one backend", field=("backends",))
+    backends: list[Backend] = []
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise InvalidRequest(f"backend {name!r} is given twice", field=("backends", i))
+        try:
+            backend = get_backend(name)
+            backend.check_format(model.format, model_name=model.name)
+        except JobError as exc:
+            raise InvalidRequest(exc.message, field=("backends", i)) from None
+        backends.append(backend)
+    return backends
+
+
+def _inputs(texts: Any, model: Model) -> list[InputSpec]:
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InvalidRequest(
+            'settings.inputs is a list like ["NAME:1x3x224x224"]', field=("settings", "inputs")
+        )
+    specs: list[InputSpec] = []
+    for i, text in enumerate(texts):
+        try:
+            specs.append(parse_input_spec(text))
+        except JobError as exc:
+            raise InvalidRequest(exc.message, field=("settings", "inputs", i)) from None
+    declared = [spec_from_dict(entry) for entry in model.input_spec]
+    try:
+        resolve_inputs(declared, specs, model_name=model.name)
+    except JobError as exc:
+        # The harness's messages speak of the CLI's --input; here it is settings.inputs.
+        message = exc.message.replace("--input", "settings.inputs")
+        raise InvalidRequest(message, field=("settings", "inputs")) from None
+    return specs
+
+
+def _options(given: Any, backends: list[Backend]) -> dict[str, dict[str, Any]]:
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise InvalidRequest(
+            "settings.options maps a backend to its options", field=("settings", "options")
+        )
+    by_name = {b.name: b for b in backends}
+    for name in given:
+        if name not in by_name:
+            raise InvalidRequest(
+                f"settings.options names backend {name!r}, which this request does not use "
+                f"(backends: {', '.join(by_name)})",
+                field=("settings", "options", name),
+            )
+    resolved: dict[str, dict[str, Any]] = {}
+    for backend in backends:
+        options = given.get(backend.name) or {}
+        if not isinstance(options, Mapping):
+            raise InvalidRequest(
+                f"settings.options.{backend.name} must be an object",
+                field=("settings", "options", backend.name),
+            )
+        try:
+            resolved[backend.name] = backend.resolve_options(dict(options))
+        except JobError as exc:
+            raise InvalidRequest(exc.message, field=("settings", "options", backend.name)) from None
+    return resolved
+
+
+def job_settings(
+    given: Mapping[str, Any] | None,
+    *,
+    model: Model,
+    backends: Sequence[str],
+    defaults: Settings | None = None,
+) -> dict[str, Any]:
+    """The job's settings as stored: ``given`` validated, completed with the farm's
+    defaults, and each backend's options resolved against its own defaults."""
+    given = given or {}
+    defaults = defaults or get_settings()
+    unknown = sorted(set(given) - set(SETTING_KEYS))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown setting {unknown[0]!r}; settings are {', '.join(SETTING_KEYS)}",
+            field=("settings", unknown[0]),
+        )
+    chosen = _backends(list(backends), model)
+    specs = _inputs(given.get("inputs", []), model)
+    min_seconds = _float(given, "min_seconds", defaults.min_seconds, 0.0)
+    max_seconds = _float(given, "max_seconds", defaults.max_seconds, 0.001)
+    if max_seconds < min_seconds:
+        raise InvalidRequest(
+            f"settings.max_seconds ({max_seconds}) is below settings.min_seconds ({min_seconds})",
+            field=("settings", "max_seconds"),
+        )
+    profile = given.get("profile", False)
+    if not isinstance(profile, bool):
+        raise InvalidRequest("settings.profile is true or false", field=("settings", "profile"))
+    return {
+        "inputs": [str(spec) for spec in specs],
+        "warmup": _int(given, "warmup", defaults.warmup, 0),
+        "min_iterations": _int(given, "min_iterations", defaults.min_iterations, 1),
+        "min_seconds": min_seconds,
+        "max_seconds": max_seconds,
+        "seed": _int(given, "seed", defaults.seed, 0),
+        "options": _options(given.get("options"), chosen),
+        "profile": profile,
+    }
+
+
+def create_job(
+    *,
+    session: Session,
+    model: Model,
+    devices: Sequence[Device],
+    backends: Sequence[str],
+    settings: Mapping[str, Any] | None,
+    submitted_by: str,
+    defaults: Settings | None = None,
+    nightly: bool = False,
+) -> Job:
+    """Create a queued Job and one queued Run per (device, backend), flushed (ids assigned)
+    but not committed. :class:`~harness.farm.InvalidRequest` names the offending field."""
+    if not devices:
+        raise InvalidRequest("no devices given", field=("devices",))
+    stored = job_settings(settings, model=model, backends=backends, defaults=defaults)
+    job = Job(
+        submitted_by=submitted_by,
+        model_id=model.id,
+        settings=stored,
+        status=JobStatus.queued,
+        nightly=nightly,
+    )
+    session.add(job)
+    for device in devices:
+        for backend in backends:
+            job.runs.append(Run(device_id=device.id, backend=backend, status=RunStatus.queued))
+    session.flush()
+    return job

@@ -1,0 +1,140 @@
+"""Which devices a benchmark runs on, and the device settings an operator may change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from harness.db import Device, DeviceHealth
+from harness.errors import EdgefarmError
+from harness.farm import InvalidRequest, NotFound
+
+
+@dataclass(frozen=True)
+class DeviceSelector:
+    """Criteria that all have to hold (``all`` alone takes every good device).
+
+    ``soc`` compares case-insensitively; ``model`` is a case-insensitive substring of the
+    device's model name (``"pixel"`` matches ``"Pixel 3a"``); ``ids`` are device ids, each of
+    which must name a good device.
+    """
+
+    pool: str | None = None
+    soc: str | None = None
+    model: str | None = None
+    ids: tuple[int, ...] | None = None
+    all: bool = False
+
+    def criteria(self) -> dict[str, Any]:
+        given = {"pool": self.pool, "soc": self.soc, "model": self.model}
+        out: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if self.ids is not None:
+            out["ids"] = list(self.ids)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.criteria(), "all": True} if self.all else self.criteria()
+
+    def describe(self) -> str:
+        if self.all:
+            return "all good devices"
+        return ", ".join(f"{k}={v}" for k, v in self.criteria().items())
+
+
+def device_summary(device: Device) -> dict[str, Any]:
+    """What a user needs to pick devices: id, address, pool, soc, model, health."""
+    return {
+        "id": device.id,
+        "address": device.address,
+        "pool": device.pool,
+        "soc": device.soc,
+        "model": device.model_name,
+        "health": str(device.health),
+    }
+
+
+class NoDevicesMatch(EdgefarmError):
+    """No good device fits the selector. Carries the farm's devices (the API answers 409
+    with them, so that the user can pick again)."""
+
+    def __init__(self, message: str, devices: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.devices = devices
+
+
+def _all_devices(session: Session) -> list[dict[str, Any]]:
+    return [device_summary(d) for d in session.scalars(select(Device).order_by(Device.id))]
+
+
+def select_devices(selector: DeviceSelector, *, session: Session) -> list[Device]:
+    """The good devices that ``selector`` matches, by id; :class:`NoDevicesMatch` when none
+    does (or when an id in ``selector.ids`` is unknown or not good)."""
+    criteria = selector.criteria()
+    if selector.all and criteria:
+        raise InvalidRequest(
+            "devices.all takes every good device; give it alone, without "
+            f"{', '.join(sorted(criteria))}",
+            field=("devices", "all"),
+        )
+    if not selector.all and not criteria:
+        raise InvalidRequest(
+            "say which devices: pool, soc, model, ids, or all: true", field=("devices",)
+        )
+    if selector.ids is not None and not selector.ids:
+        raise InvalidRequest("devices.ids is empty", field=("devices", "ids"))
+    query = select(Device).where(Device.health == DeviceHealth.good).order_by(Device.id)
+    if selector.pool is not None:
+        query = query.where(Device.pool == selector.pool)
+    if selector.soc is not None:
+        query = query.where(func.lower(Device.soc) == selector.soc.lower())
+    if selector.model is not None:
+        query = query.where(
+            func.lower(Device.model_name).contains(selector.model.lower(), autoescape=True)
+        )
+    if selector.ids is not None:
+        query = query.where(Device.id.in_(selector.ids))
+    devices = list(session.scalars(query))
+    if selector.ids is not None:
+        missing = sorted(set(selector.ids) - {d.id for d in devices})
+        if missing:
+            raise NoDevicesMatch(
+                f"device(s) {', '.join(map(str, missing))} do not exist, are not good, or do "
+                f"not match the other criteria ({selector.describe()})",
+                _all_devices(session),
+            )
+    if not devices:
+        message = (
+            "the farm has no good device"
+            if selector.all
+            else f"no good device matches {selector.describe()}"
+        )
+        raise NoDevicesMatch(message, _all_devices(session))
+    return devices
+
+
+def update_device(
+    device_id: int,
+    *,
+    session: Session,
+    pool: str | None = None,
+    health: DeviceHealth | None = None,
+    health_reason: str | None = None,
+) -> Device:
+    """Change a device's pool and health (``None``: unchanged). Marking a device good clears
+    its health reason unless one is given; an empty reason clears it."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound("device", "id", device_id)
+    if pool is not None:
+        device.pool = pool
+    if health is not None:
+        device.health = health
+        if health == DeviceHealth.good and health_reason is None:
+            device.health_reason = None
+    if health_reason is not None:
+        device.health_reason = health_reason or None
+    session.flush()
+    return device

@@ -1,0 +1,101 @@
+"""Rows the API tests insert directly, and shared constants."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alembic.config import Config
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from harness.db import Device, Job, JobStatus, Model, Result, Run, RunStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DATABASE = "test"
+DATABASE_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["url"] = url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+BROKER_DB = 3
+BROKER_URL = f"redis://127.0.0.1:6379/{BROKER_DB}"
+CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+ClientFactory = Callable[..., TestClient]
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def add_model(session: Session, name: str | None = None) -> Model:
+    data = uuid.uuid4().bytes
+    model = Model(
+        sha256=hashlib.sha256(data).hexdigest(),
+        name=name or f"model-{uid()}",
+        format="onnx",
+        size_bytes=len(data),
+        input_spec=[{"name": "x", "shape": [1, 64], "dtype": "float32"}],
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def add_result(
+    session: Session,
+    *,
+    model: Model,
+    device: Device,
+    backend: str = "tvm-cpu",
+    status: str = "ok",
+    created_at: datetime | None = None,
+    median_ms: float = 1.0,
+) -> Result:
+    """A job, its run (done or failed) and the run's result, inserted directly."""
+    job = Job(submitted_by="tests", model_id=model.id, status=JobStatus.done)
+    session.add(job)
+    session.flush()
+    run = Run(
+        job_id=job.id,
+        device_id=device.id,
+        backend=backend,
+        status=RunStatus.done if status == "ok" else RunStatus.failed,
+    )
+    session.add(run)
+    session.flush()
+    document = {
+        "model": {"name": model.name, "sha256": model.sha256},
+        "device": {"id": device.address},
+        "backend": backend,
+        "status": status,
+        "latency_ms": {"median": median_ms},
+    }
+    result = Result(
+        run_id=run.id,
+        job_id=job.id,
+        model_id=model.id,
+        device_id=device.id,
+        backend=backend,
+        status=status,
+        median_ms=median_ms,
+        document=document,
+        created_at=created_at or datetime.now(UTC),
+    )
+    session.add(result)
+    session.commit()
+    return result
+
+
+def hours_ago(hours: float) -> datetime:
+    return datetime.now(UTC) - timedelta(hours=hours)
