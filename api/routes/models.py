@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import IdPath, SessionDep, SettingsDep, WriterDep, next_url
 from api.schemas import ErrorPublic, ModelPublic, ModelsPublic
 from api.upload import FIELD, receive_upload
-from harness.farm import queries
-from harness.farm.models import store_model
+from harness.farm import NotFound, queries
+from harness.farm.models import model_path, store_model
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -87,3 +88,22 @@ def list_models(
 def get_model(model_id: IdPath, session: SessionDep) -> ModelPublic:
     """One model, with its declared inputs."""
     return ModelPublic.of(queries.get_model(model_id, session=session))
+
+
+@router.get(
+    "/{model_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": ErrorPublic}},
+)
+def download_model(model_id: IdPath, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """The model's bytes (worker hosts without the API's disk fetch models here)."""
+    model = queries.get_model(model_id, session=session)
+    path = model_path(model, settings.models_path)
+    if not path.is_file():
+        raise NotFound("model file", "id", model_id)
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{model.name}.{model.format}",
+        headers={"X-Edgefarm-Sha256": model.sha256},
+    )

@@ -42,6 +42,7 @@ ROUTES = [
     Route("GET", "/api/v1/models"),
     Route("POST", "/api/v1/models", MULTIPART),
     Route("GET", "/api/v1/models/{id}"),
+    Route("GET", "/api/v1/models/{id}/file"),
     Route(
         "POST",
         "/api/v1/benchmarks",

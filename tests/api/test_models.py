@@ -116,3 +116,12 @@ def test_upload_needs_the_file_field(client: TestClient, auth: dict[str, str]) -
     response = client.post(URL, content=b"raw", headers=auth)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "file"]
+
+
+def test_download_returns_the_stored_bytes(client: TestClient, auth: dict[str, str]) -> None:
+    data = onnx_bytes(testmodels.mlp(seed=11))
+    _status, uploaded = upload(client, data, auth, "mlp.onnx")
+    response = client.get(f"/api/v1/models/{uploaded['id']}/file")
+    assert response.status_code == 200
+    assert response.content == data
+    assert response.headers["x-edgefarm-sha256"] == hashlib.sha256(data).hexdigest()
