@@ -19,7 +19,7 @@ from harness.compile.backends import get_backend, register_all
 from harness.compile.ndk import find_clang, link_archive
 from harness.compile.targets import get_target
 from harness.errors import EdgefarmError, JobError, one_line
-from harness.modelio import load, parse_input_spec, to_relax
+from harness.modelio import model_from_bytes, parse_input_spec, prepare, to_relax
 
 RESULT_MARKER = "EDGEFARM-COMPILE-RESULT "
 
@@ -48,7 +48,10 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     stages: dict[str, float] = {}
 
     start = time.perf_counter()
-    model = load(Path(request["model_path"]), [parse_input_spec(s) for s in request["inputs"]])
+    path = Path(request["model_path"])
+    # Named as the caller knows the model: a stored file's name is its sha256.
+    file = model_from_bytes(path.read_bytes(), name=request["model_name"], path=path)
+    model = prepare(file, [parse_input_spec(s) for s in request["inputs"]])
     mod = to_relax(model)
     stages["import_ms"] = _ms(start)
 

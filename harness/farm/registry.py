@@ -1,0 +1,60 @@
+"""The device registry: a worker host announces the phones attached to it.
+
+Registering opens the device and reads its facts, so a row always describes what is really
+there. The row is keyed by address; registering again (a worker restarting) updates it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from harness.db import Device, DeviceHealth, utcnow
+from harness.devices import open_device
+
+log = logging.getLogger(__name__)
+
+# Health an operator set on purpose; a worker coming up does not override it.
+_OPERATOR_HEALTH = (DeviceHealth.maintenance, DeviceHealth.retired)
+
+
+def register_device(
+    address: str, *, session: Session, pool: str = "default", worker: str | None = None
+) -> Device:
+    """Open the device at ``address``, read its facts and upsert its row (health good unless
+    an operator set maintenance/retired). Raises what opening it raises: InfrastructureError
+    when it cannot be reached, JobError for a malformed address."""
+    device = open_device(address)
+    try:
+        facts = device.facts()
+    finally:
+        device.close()
+    row = session.scalar(select(Device).where(Device.address == address))
+    if row is None:
+        row = Device(address=address)
+        session.add(row)
+    row.pool = pool
+    row.facts = facts.to_dict()
+    row.soc = facts.soc[:64]
+    row.model_name = facts.model[:128]
+    row.target = facts.target
+    row.worker = worker
+    row.last_seen_at = utcnow()
+    if row.health not in _OPERATOR_HEALTH:
+        row.health = DeviceHealth.good
+        row.health_reason = None
+    session.flush()
+    log.info("registered %s as device %s (%s, %s)", address, row.id, facts.model, row.target)
+    return row
+
+
+def mark_unreachable(address: str, reason: str, *, session: Session) -> Device | None:
+    """Set the health of the device at ``address`` to bad with ``reason``, if it is known."""
+    row = session.scalar(select(Device).where(Device.address == address))
+    if row is not None and row.health not in _OPERATOR_HEALTH:
+        row.health = DeviceHealth.bad
+        row.health_reason = reason
+        session.flush()
+    return row

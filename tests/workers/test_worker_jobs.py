@@ -1,0 +1,155 @@
+"""Jobs through a real worker: compile once, measure on two phones, record once."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+from workerfarm import Farm, WorkerProcess, register, wait_for
+
+from harness.config import get_settings
+from harness.db import ArtifactStatus, DeviceHealth, DeviceState, RunStatus
+from harness.devices.emulator import EmulatedPhone
+
+import testmodels
+
+INPUTS = ["input:1x3x32x32"]
+
+
+@pytest.fixture(scope="module")
+def devices(farm: Farm, phones: list[EmulatedPhone]) -> list[int]:
+    return [register(farm, f"tcp:{phone.serial}") for phone in phones]
+
+
+@pytest.fixture(scope="module")
+def worker(
+    farm: Farm,
+    phones: list[EmulatedPhone],
+    devices: list[int],
+    start_worker: Callable[..., WorkerProcess],
+) -> Iterator[WorkerProcess]:
+    args = [arg for phone in phones for arg in ("--device", f"tcp:{phone.serial}")]
+    yield start_worker(farm, *args, "--beat", "--concurrency", "3")
+
+
+@pytest.fixture(scope="module")
+def fresh_model(farm: Farm) -> int:
+    """A model no other test has compiled (its own weights, so its own artifact key)."""
+    seed = random.Random().randrange(1_000, 1_000_000)
+    return farm.add_model(testmodels.mobilenet_like(seed), f"mnet-{seed}")
+
+
+def test_two_phones_compile_once_and_both_runs_end_with_results(
+    farm: Farm, devices: list[int], worker: WorkerProcess, fresh_model: int
+) -> None:
+    job_id = farm.submit(fresh_model, devices, ["tvm-cpu"], INPUTS)
+    runs = farm.wait_done(job_id, timeout_s=180)
+
+    assert [r.status for r in runs] == [RunStatus.done, RunStatus.done]
+    assert all(r.attempts == 1 and r.error_stage is None for r in runs)
+    assert all(r.started_at and r.finished_at and r.enqueued_at for r in runs)
+    results = farm.results(job_id)
+    assert sorted(r.run_id for r in results) == [r.id for r in runs]
+    for result in results:
+        assert result.status == "ok" and result.accuracy_passed is True
+        assert result.median_ms is not None and result.median_ms > 0
+        assert result.n == len(result.samples_ms) >= 10
+        assert result.ci_low_ms <= result.median_ms <= result.ci_high_ms  # type: ignore[operator]
+        assert result.document["status"] == "ok"
+        # The phone found the artifact start_job had built: nothing was compiled twice.
+        assert result.document["provenance"]["cache_hit"] is True
+    # One Artifact row for the two phones (same backend, same target), built once.
+    (artifact,) = farm.artifacts(fresh_model)
+    assert artifact.status == ArtifactStatus.ready and artifact.target == "host"
+    assert {r.artifact_id for r in runs} == {artifact.id}
+    assert artifact.compile_ms and artifact.compile_ms > 0 and artifact.size_bytes
+    key = artifact.cache_key
+    assert artifact.provenance["key"] == key
+    assert {r.document["provenance"]["artifact_key"] for r in results} == {key}
+    built = list((get_settings().cache_path / "artifacts").glob(f"*{key}*"))
+    assert [p.name for p in built] == [key]
+    for device_id in devices:
+        device = farm.device(device_id)
+        assert device.state == DeviceState.idle and device.current_run_id is None
+        assert device.health == DeviceHealth.good and device.last_seen_at is not None
+    job = farm.job(job_id)
+    assert job.started_at and job.finished_at and job.finished_at >= job.started_at
+
+    # A second job of the same model reuses the artifact: same row, not built again.
+    second = farm.submit(fresh_model, devices, ["tvm-cpu"], INPUTS)
+    runs2 = farm.wait_done(second, timeout_s=120)
+    assert [r.status for r in runs2] == [RunStatus.done, RunStatus.done]
+    (again,) = farm.artifacts(fresh_model)
+    assert again.id == artifact.id
+    assert again.provenance["created_at"] == artifact.provenance["created_at"]
+    assert {r.artifact_id for r in runs2} == {artifact.id}
+
+
+def test_unsupported_operator_fails_each_run_at_import_with_one_result(
+    farm: Farm, devices: list[int], worker: WorkerProcess
+) -> None:
+    model_id = farm.add_model(testmodels.unsupported_op(), "det")
+    job_id = farm.submit(model_id, devices, ["tvm-cpu"], ["m:2x4x4"])
+    runs = farm.wait_done(job_id, timeout_s=120)
+
+    assert [r.status for r in runs] == [RunStatus.failed, RunStatus.failed]
+    for run in runs:
+        assert run.error_stage == "import" and "Det" in (run.error_message or "")
+        assert run.attempts == 0  # never reached a phone
+    results = farm.results(job_id)
+    assert sorted(r.run_id for r in results) == [r.id for r in runs]
+    for result in results:
+        assert result.status == "failed" and result.error_stage == "import"
+        assert result.document["error"]["stage"] == "import"
+        assert result.document["model"]["name"] == "det"
+    (artifact,) = farm.artifacts(model_id)
+    assert artifact.status == ArtifactStatus.failed and artifact.error_stage == "import"
+
+
+def test_a_redelivered_message_for_a_done_run_does_nothing(
+    farm: Farm, devices: list[int], worker: WorkerProcess
+) -> None:
+    model_id = farm.add_model(testmodels.mobilenet_like(), "mnet")
+    job_id = farm.submit(model_id, devices[:1], ["tvm-cpu"], INPUTS)
+    (run,) = farm.wait_done(job_id, timeout_s=120)
+    assert run.status == RunStatus.done
+    (result,) = farm.results(job_id)
+
+    # The same message again, twice, as a broker would redeliver it.
+    before = _runs_finished(worker)
+    for _ in range(2):
+        farm.client.send_task("edgefarm.run", args=[run.id], queue=f"device.{run.device_id}")
+    wait_for("the worker to take both", lambda: _runs_finished(worker) >= before + 2, 30)
+    again = farm.run(run.id)
+    assert (again.status, again.attempts, again.finished_at) == (
+        RunStatus.done,
+        1,
+        run.finished_at,
+    )
+    assert [(r.id, r.created_at) for r in farm.results(job_id)] == [(result.id, result.created_at)]
+
+
+def _runs_finished(worker: WorkerProcess) -> int:
+    """How many edgefarm.run tasks the worker has finished (Celery logs each)."""
+    return sum(
+        1
+        for line in worker.log().splitlines()
+        if "Task edgefarm.run[" in line and "succeeded" in line
+    )
+
+
+def test_the_user_s_mistake_is_recorded_at_once_without_retries(
+    farm: Farm, devices: list[int], worker: WorkerProcess
+) -> None:
+    """The ort baseline on a phone (which has no Python) is the user's error (JobError):
+    one attempt, one failed Result, the phone stays healthy."""
+    model_id = farm.add_model(testmodels.mobilenet_like(), "mnet")
+    job_id = farm.submit(model_id, devices[:1], ["ort"], INPUTS)
+    (run,) = farm.wait_done(job_id, timeout_s=60)
+    assert run.status == RunStatus.failed and run.error_stage == "run"
+    assert run.attempts == 1 and run.artifact_id is None
+    assert "local device only" in (run.error_message or "")
+    (result,) = farm.results(job_id)
+    assert result.status == "failed" and "retryable" not in result.document["error"]
+    assert farm.device(devices[0]).health == DeviceHealth.good

@@ -1,0 +1,117 @@
+"""Device leases on both databases: PostgreSQL (SELECT ... FOR UPDATE) and SQLite (a
+conditional UPDATE), including two takers at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+from workerfarm import TABLES, alembic_config
+
+from harness.db import Device, DeviceState, Job, Model, Run, make_engine, utcnow
+from harness.farm.leases import acquire_lease, expire_leases, release_lease
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("database_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'farm.db'}"
+        command.upgrade(alembic_config(url), "head")
+    engine = make_engine(url)
+    if request.param == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    yield engine
+    engine.dispose()
+
+
+def _farm(engine: Engine) -> tuple[sessionmaker[Session], int, list[int]]:
+    """A device and two runs on it."""
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    with sessions() as session:
+        device = Device(address="tcp:10.0.0.1:5555")
+        model = Model(sha256="0" * 64, name="m", format="onnx", size_bytes=1)
+        session.add_all([device, model])
+        session.flush()
+        job = Job(submitted_by="tests", model_id=model.id)
+        job.runs += [Run(device_id=device.id, backend=b) for b in ("tvm-cpu", "ort")]
+        session.add(job)
+        session.commit()
+        return sessions, device.id, [r.id for r in job.runs]
+
+
+def _device(sessions: sessionmaker[Session], device_id: int) -> Device:
+    with sessions() as session:
+        device = session.get(Device, device_id)
+        assert device is not None
+        return device
+
+
+def test_one_run_at_a_time(engine: Engine) -> None:
+    sessions, device_id, (first, second) = _farm(engine)
+    with sessions() as session:
+        assert acquire_lease(session, device_id, first, 60.0)
+        session.commit()
+    device = _device(sessions, device_id)
+    assert (device.state, device.current_run_id) == (DeviceState.leased, first)
+    assert device.lease_expires_at is not None
+
+    with sessions() as session:
+        assert not acquire_lease(session, device_id, second, 60.0)  # busy
+        assert acquire_lease(session, device_id, first, 60.0)  # the holder may take it again
+        assert not release_lease(session, device_id, second)  # not the holder: nothing happens
+        session.commit()
+    assert _device(sessions, device_id).current_run_id == first
+
+    with sessions() as session:
+        assert release_lease(session, device_id, first)
+        session.commit()
+    device = _device(sessions, device_id)
+    assert (device.state, device.current_run_id) == (DeviceState.idle, None)
+    with sessions() as session:
+        assert acquire_lease(session, device_id, second, 60.0)
+        session.commit()
+
+
+def test_expired_leases_are_released(engine: Engine) -> None:
+    sessions, device_id, (first, _second) = _farm(engine)
+    with sessions() as session:
+        assert acquire_lease(session, device_id, first, 5.0)
+        session.commit()
+    with sessions() as session:
+        assert expire_leases(session, utcnow()) == []  # not yet
+        assert expire_leases(session, utcnow() + timedelta(seconds=6)) == [device_id]
+        session.commit()
+    assert _device(sessions, device_id).state == DeviceState.idle
+
+
+def test_two_takers_at_once_one_wins(engine: Engine) -> None:
+    """The first taker's transaction is still open when the second tries: PostgreSQL makes
+    the second wait on the row lock, SQLite on its write lock; either way it then finds the
+    device taken."""
+    sessions, device_id, (first, second) = _farm(engine)
+    outcome: dict[str, bool] = {}
+    with sessions() as holder:
+        assert acquire_lease(holder, device_id, first, 60.0)  # not committed yet
+
+        def other() -> None:
+            with sessions() as session:
+                outcome["second"] = acquire_lease(session, device_id, second, 60.0)
+                session.commit()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive()  # blocked behind the open transaction
+        holder.commit()
+    thread.join(timeout=30.0)
+    assert outcome == {"second": False}
+    assert _device(sessions, device_id).current_run_id == first

@@ -1,0 +1,5 @@
+"""``python -m workers worker ...`` (see :mod:`workers.cli`)."""
+
+from workers.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The Celery app ``edgefarm``: Redis in production, kombu's SQLAlchemy transport embedded.
+
+Postgres (or the embedded SQLite) is the source of truth for jobs and runs; Celery only
+carries ids. Queues: ``compile`` (starting and finishing jobs, the reaper) and one
+``device.<id>`` per phone, consumed by the worker host the phone is attached to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from celery import Celery
+
+from harness.config import get_settings
+from harness.farm.broker import broker_url
+from workers.settings import get_worker_settings
+
+COMPILE_QUEUE = "compile"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def device_queue(device_id: int) -> str:
+    return f"device.{device_id}"
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    worker_settings = get_worker_settings()
+    url = broker_url(settings)
+    transport_options: dict[str, Any] = {}
+    if url.startswith(("redis", "sentinel")):
+        # A message is unacknowledged until its task returns; Redis hands it out again only
+        # after this long, which must exceed the longest task or it would run twice at once.
+        # (kombu's SQLAlchemy transport has no such option: it passes its options on to
+        # create_engine.)
+        transport_options["visibility_timeout"] = worker_settings.visibility_timeout(settings)
+    app = Celery(
+        "edgefarm",
+        include=["workers.tasks.jobs", "workers.tasks.runs", "workers.tasks.maintenance"],
+    )
+    app.conf.update(
+        broker_url=url,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,  # a killed pool process's message is delivered again
+        worker_prefetch_multiplier=1,
+        # A run in progress when the broker connection drops finishes and records its result
+        # (the database, not the broker, knows it is done).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=COMPILE_QUEUE,
+        # ``edgefarm.run`` goes to the queue of its device, given when it is sent.
+        task_routes={
+            "edgefarm.start_job": {"queue": COMPILE_QUEUE},
+            "edgefarm.finish_job": {"queue": COMPILE_QUEUE},
+            "edgefarm.reap": {"queue": COMPILE_QUEUE},
+        },
+        beat_schedule={
+            "reap": {
+                "task": "edgefarm.reap",
+                "schedule": worker_settings.reap_interval_s,
+                # A reap nobody picked up in time is superseded by the next one.
+                "options": {"queue": COMPILE_QUEUE, "expires": worker_settings.reap_interval_s},
+            }
+        },
+        worker_hijack_root_logger=True,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+app = make_app()
+
+
+def task(**options: Any) -> Callable[[_F], _F]:
+    """``app.task`` with its type: tasks are sent by name (``send_task``), never called."""
+    return cast(Callable[[_F], _F], app.task(**options))

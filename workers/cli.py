@@ -1,0 +1,168 @@
+"""``python -m workers worker|beat``: a worker host's entry point (``edgefarm worker`` execs it).
+
+A worker registers the phones attached to this host (one ``device.<id>`` queue each), then
+consumes those queues and, unless ``--no-compile``, the ``compile`` queue. ``--beat`` embeds
+the scheduler that sends the reaper; a farm needs exactly one beat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.config import get_settings
+from harness.db import database_url, make_engine, make_session_factory
+from harness.errors import EdgefarmError, one_line
+
+log = logging.getLogger("workers.cli")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+cli = typer.Typer(
+    name="workers", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def ensure_schema(url: str) -> None:
+    """The embedded SQLite database is migrated here (``alembic upgrade head``); any other
+    database must have been migrated by its operator: say so if it was not."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    ini = ROOT / "alembic.ini"
+    if not ini.is_file():
+        return  # an installed package without the migrations: trust the operator
+    config = Config(str(ini))
+    config.attributes["url"] = url
+    config.attributes["configure_logger"] = False
+    if url.startswith("sqlite"):
+        command.upgrade(config, "head")
+        return
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except Exception as exc:  # unreachable database, bad URL
+        _fail(f"cannot reach the database: {one_line(str(getattr(exc, 'orig', None) or exc))}")
+    finally:
+        engine.dispose()
+    if current != heads:
+        _fail(
+            f"the database is at revision {sorted(current) or 'none'}, not {sorted(heads)}: "
+            "run `alembic upgrade head` first"
+        )
+
+
+def worker_name() -> str:
+    return get_settings().worker_name or f"edgefarm-{os.getpid()}@{socket.gethostname()}"
+
+
+def register_devices(addresses: list[str], *, pool: str, worker: str) -> list[str]:
+    """Register each device (printing its id and queue); the queues to consume. A device
+    that cannot be opened is marked bad and its queue still consumed if it is known, so that
+    its runs end with a clear message instead of waiting forever."""
+    from harness.farm.registry import mark_unreachable, register_device
+
+    engine = make_engine()
+    factory = make_session_factory(engine)
+    queues: list[str] = []
+    try:
+        for address in addresses:
+            with factory() as session:
+                try:
+                    device = register_device(address, session=session, pool=pool, worker=worker)
+                except EdgefarmError as exc:
+                    session.rollback()
+                    known = mark_unreachable(address, exc.message, session=session)
+                    session.commit()
+                    typer.echo(f"warning: {address}: {exc.message}", err=True)
+                    if known is not None:
+                        queues.append(known.queue)
+                    continue
+                session.commit()
+                typer.echo(
+                    f"device {device.id}: {address} {device.model_name} ({device.target}) "
+                    f"-> queue {device.queue}"
+                )
+                queues.append(device.queue)
+    finally:
+        engine.dispose()  # the pool's processes open their own connections
+    return queues
+
+
+@cli.command()
+def worker(
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", "-d", help="local, tcp:HOST:PORT, usb:SERIAL; repeatable."),
+    ] = None,
+    pool: Annotated[str, typer.Option(help="The device pool these phones join.")] = "default",
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="Also consume the compile queue.")
+    ] = True,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", min=1, help="Processes (default: devices + 1)."),
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    beat: Annotated[bool, typer.Option(help="Also run beat (the reaper's schedule).")] = False,
+) -> None:
+    """Register this host's devices and consume their queues (and compile)."""
+    url = database_url()
+    ensure_schema(url)
+    name = worker_name()
+    queues = register_devices(device or [], pool=pool, worker=name)
+    if compile:
+        queues.insert(0, "compile")
+    if not queues:
+        _fail("nothing to consume: give --device, or drop --no-compile")
+    from workers.celery_app import app
+
+    argv = [
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--prefetch-multiplier",
+        "1",
+        "--concurrency",
+        str(concurrency or max(1, len(queues))),
+        "--loglevel",
+        loglevel.upper(),
+        "--hostname",
+        name,
+        "--pool",
+        "prefork",
+    ]
+    if beat:
+        argv += ["--beat", "--scheduler", "celery.beat:Scheduler"]
+    typer.echo(f"worker {name}: consuming {', '.join(queues)}")
+    sys.stdout.flush()
+    app.worker_main(argv)
+
+
+@cli.command("beat")
+def beat_command(
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run beat alone: it sends the reaper every EDGEFARM_REAP_INTERVAL_S."""
+    from workers.celery_app import app
+
+    app.start(["beat", "--loglevel", loglevel.upper(), "--scheduler", "celery.beat:Scheduler"])
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,199 @@
+"""Starting a job (compile each distinct artifact once, then send its runs to their phones)
+and finishing it once every run has ended. Queue ``compile``."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from celery import Task
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from harness.compile import Artifact as BuiltArtifact
+from harness.compile import compile_artifact, get_backend
+from harness.compile.build import artifact_key_for
+from harness.config import get_settings
+from harness.db import Artifact, Job, JobStatus, Run, RunStatus, utcnow
+from harness.errors import InfrastructureError, JobError, Stage, one_line
+from harness.farm.results import record_artifact
+from harness.modelio import PreparedModel
+from workers.celery_app import task
+from workers.db import db_session
+from workers.dispatch import send_finish_job, send_run
+from workers.heartbeat import Heartbeat
+from workers.lifecycle import end_run, failed_run_document, finish_if_done
+from workers.measurement import backend_options, prepare_job_model
+from workers.settings import get_worker_settings
+
+log = logging.getLogger(__name__)
+
+START_JOB_RETRIES = 5
+
+
+def _pending(job: Job) -> list[Run]:
+    """Runs start_job still has to deal with: not ended and never sent to a phone."""
+    return [r for r in job.runs if not r.status.ended and r.enqueued_at is None]
+
+
+def _artifact(
+    session: Session, job: Job, model: PreparedModel, backend_name: str, target: str
+) -> Artifact | None:
+    """The Artifact row of (backend, target) for the job's model, compiled now unless the
+    local artifact cache already has it; None for a backend that does not compile."""
+    backend = get_backend(backend_name)
+    if backend.kind != "tvm":
+        return None
+    backend.check_format(model.format, model_name=model.name)
+    options = backend.resolve_options(backend_options(job, backend_name))
+    key = artifact_key_for(model, backend, target, options)
+    session.commit()  # no transaction stays open through a build of many minutes
+    log.info("job %s: artifact %s (%s for %s)", job.id, key, backend_name, target)
+    built: BuiltArtifact | None = None
+    error: JobError | None = None
+    try:
+        built = compile_artifact(model, backend, target=target, options=options)
+    except JobError as exc:
+        error = exc
+    row = record_artifact(
+        session=session,
+        model_id=job.model_id,
+        key=key,
+        backend=backend_name,
+        target=target,
+        options=options,
+        built=built,
+        error=error,
+    )
+    if error is not None:
+        raise error
+    return row
+
+
+@task(
+    bind=True,
+    name="edgefarm.start_job",
+    acks_late=True,
+    autoretry_for=(InfrastructureError,),
+    retry_backoff=True,
+    retry_backoff_max=int(get_worker_settings().retry_backoff_max_s),
+    max_retries=START_JOB_RETRIES,
+)
+def start_job(self: Task, job_id: int) -> None:
+    """Compile what the job's runs need, once per (backend, device target), and send each
+    run to its phone's queue. Runs whose artifact cannot be built end failed at once."""
+    try:
+        _start_job(job_id)
+    except InfrastructureError as exc:
+        if self.request.retries < START_JOB_RETRIES:
+            raise
+        _fail_pending(job_id, exc.message, exc.stage or "compile")
+    except Exception as exc:
+        # Our defect: the runs end with it rather than wait for a start that cannot succeed.
+        _fail_pending(job_id, f"internal error ({type(exc).__name__}): {exc}", "compile")
+        raise
+
+
+def _start_job(job_id: int) -> None:
+    settings = get_settings()
+    with db_session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            log.info("job %s is gone", job_id)
+            return
+        pending = _pending(job)
+        if not pending:
+            if finish_if_done(session, job):
+                session.commit()
+            return
+        now = utcnow()
+        if job.status == JobStatus.queued:
+            job.status = JobStatus.running
+        job.started_at = job.started_at or now
+        for run in pending:
+            run.status = RunStatus.compiling
+            run.heartbeat_at = now
+        session.commit()
+        run_ids = [r.id for r in pending]
+
+        def beat(s: Session) -> None:
+            s.execute(
+                update(Run)
+                .where(Run.id.in_(run_ids), Run.status == RunStatus.compiling)
+                .values(heartbeat_at=utcnow())
+            )
+
+        interval = get_worker_settings().heartbeat_interval_s(settings)
+        with Heartbeat(f"job {job_id}", beat, interval):
+            try:
+                model = prepare_job_model(job)
+            except JobError as exc:
+                for run in pending:
+                    end_run(session, run, failed_run_document(run, exc))
+                session.commit()
+                send_finish_job(job_id)
+                return
+            groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+            for run in pending:
+                groups[(run.backend, run.device.target)].append(run)
+            ended = False
+            for (backend, target), runs in groups.items():
+                artifact: Artifact | None = None
+                error: JobError | None = None
+                try:
+                    artifact = _artifact(session, job, model, backend, target)
+                except JobError as exc:
+                    error = exc
+                sent: list[Run] = []
+                for run in runs:
+                    session.refresh(run)
+                    if run.status.ended or run.enqueued_at is not None:
+                        continue  # another start_job of this job got there first
+                    if error is not None:
+                        end_run(session, run, failed_run_document(run, error, model=model))
+                        ended = True
+                        continue
+                    run.artifact_id = artifact.id if artifact is not None else None
+                    run.status = RunStatus.queued
+                    run.enqueued_at = utcnow()
+                    sent.append(run)
+                session.commit()
+                for run in sent:
+                    send_run(run.id, run.device_id)
+        if ended:
+            # After the commit, so that the last run to end, here or on a phone, finishes it.
+            send_finish_job(job_id)
+
+
+def _fail_pending(job_id: int, reason: str, stage: Stage) -> None:
+    """End the job's runs that start_job could not get to a phone, saying why."""
+    log.error("job %s: giving up on its runs: %s", job_id, reason)
+    message = f"the farm could not prepare this run: {one_line(reason)}"
+    failure = InfrastructureError(message, stage=stage)
+    with db_session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        for run in _pending(job):
+            end_run(session, run, failed_run_document(run, failure))
+        session.commit()
+    send_finish_job(job_id)
+
+
+@task(
+    bind=True,
+    name="edgefarm.finish_job",
+    acks_late=True,
+    autoretry_for=(InfrastructureError,),
+    retry_backoff=True,
+    retry_backoff_max=int(get_worker_settings().retry_backoff_max_s),
+    max_retries=10,
+)
+def finish_job(self: Task, job_id: int) -> None:
+    """Mark the job done once all its runs ended (idempotent; early calls do nothing)."""
+    with db_session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        if job.status != JobStatus.done and finish_if_done(session, job):
+            session.commit()

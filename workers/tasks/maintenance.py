@@ -1,0 +1,179 @@
+"""The reaper (``edgefarm.reap``, sent by beat every ``reap_interval_s``): it repairs what lost
+messages and dead workers leave behind, from the database's state alone.
+
+* A ``running`` run silent for longer than ``lease_timeout_s``: its worker died. Its lease is
+  released and it is queued again, or, after ``max_run_attempts``, ends failed.
+* A run waiting for its job's start (queued and never sent, or ``compiling``) that nobody
+  touched for long: the ``start_job`` message or its worker was lost; start_job is sent again.
+* A queued run sent long ago whose device is idle: its message was lost (a broker restarted
+  empty); it is sent again.
+* Leases nobody renews are released; jobs whose runs all ended are finished.
+
+Every change is a conditional UPDATE of the state it was decided on, so a worker that comes
+back to life, a second reaper or a run task in flight cannot be overruled by a stale decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from harness.config import get_settings
+from harness.db import Device, DeviceState, Job, JobStatus, Run, RunStatus, utcnow
+from harness.errors import InfrastructureError
+from harness.farm.leases import expire_leases, release_lease
+from harness.farm.results import record_result
+from workers.celery_app import task
+from workers.db import db_session
+from workers.dispatch import send_finish_job, send_run, send_start_job
+from workers.lifecycle import failed_run_document, finish_if_done
+from workers.settings import get_worker_settings
+
+log = logging.getLogger(__name__)
+
+ENDED = (RunStatus.done, RunStatus.failed)
+
+
+def _dead_runs(
+    session: Session, now: datetime, stale_before: datetime
+) -> tuple[list[tuple[int, int]], set[int]]:
+    """Runs whose worker died: queued again (returned, to send) or ended failed (their jobs
+    returned, to finish)."""
+    settings = get_settings()
+    resend: list[tuple[int, int]] = []
+    ended_jobs: set[int] = set()
+    silent = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < stale_before)
+    for run in session.scalars(select(Run).where(Run.status == RunStatus.running, silent)).all():
+        still_dead = and_(
+            Run.id == run.id,
+            Run.status == RunStatus.running,
+            Run.attempts == run.attempts,
+            silent,
+        )
+        address = run.device.address
+        if run.attempts >= settings.max_run_attempts:
+            error = InfrastructureError(
+                f"{address}: the worker running it died {run.attempts} times "
+                f"(no sign of life for {settings.lease_timeout_s:g} s)",
+                stage="run",
+            )
+            changed = session.execute(
+                update(Run)
+                .where(still_dead)
+                .values(
+                    status=RunStatus.failed,
+                    error_stage="run",
+                    error_message=error.message,
+                    finished_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount == 1:  # type: ignore[attr-defined]
+                record_result(run, failed_run_document(run, error), session=session)
+                release_lease(session, run.device_id, run.id)
+                ended_jobs.add(run.job_id)
+                log.warning("run %s: %s", run.id, error.message)
+            continue
+        changed = session.execute(
+            update(Run)
+            .where(still_dead)
+            .values(status=RunStatus.queued, enqueued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount == 1:  # type: ignore[attr-defined]
+            release_lease(session, run.device_id, run.id)
+            resend.append((run.id, run.device_id))
+            log.warning(
+                "run %s: its worker on %s died during attempt %s; queued again",
+                run.id,
+                address,
+                run.attempts,
+            )
+    return resend, ended_jobs
+
+
+def _unstarted_jobs(session: Session, now: datetime) -> set[int]:
+    """Jobs whose start_job was lost (or died): runs never sent to a phone, untouched for
+    long. Their runs' ``heartbeat_at`` is set, so the next reap does not send again."""
+    settings, worker_settings = get_settings(), get_worker_settings()
+    last_touched = func.coalesce(Run.heartbeat_at, Run.created_at)
+    forgotten = and_(
+        Run.enqueued_at.is_(None),
+        or_(
+            and_(
+                Run.status == RunStatus.compiling,
+                last_touched < now - timedelta(seconds=settings.lease_timeout_s),
+            ),
+            and_(
+                Run.status == RunStatus.queued,
+                last_touched < now - timedelta(seconds=worker_settings.queued_timeout_s),
+            ),
+        ),
+    )
+    rows = session.execute(select(Run.id, Run.job_id).where(forgotten)).all()
+    if not rows:
+        return set()
+    session.execute(
+        update(Run)
+        .where(Run.id.in_([r.id for r in rows]), forgotten)
+        .values(heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    jobs = {r.job_id for r in rows}
+    log.warning("jobs %s were never started (start_job lost); starting them again", sorted(jobs))
+    return jobs
+
+
+def _lost_runs(session: Session, now: datetime) -> list[tuple[int, int]]:
+    """Queued runs sent long ago whose device sits idle: their message was lost."""
+    cutoff = now - timedelta(seconds=get_worker_settings().queued_timeout_s)
+    lost = and_(
+        Run.status == RunStatus.queued,
+        Run.enqueued_at.is_not(None),
+        Run.enqueued_at < cutoff,
+        exists().where(Device.id == Run.device_id, Device.state == DeviceState.idle),
+    )
+    rows = session.execute(select(Run.id, Run.device_id).where(lost)).all()
+    if not rows:
+        return []
+    session.execute(
+        update(Run)
+        .where(Run.id.in_([r.id for r in rows]), lost)
+        .values(enqueued_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    log.warning("runs %s lost their messages; sending them again", [r.id for r in rows])
+    return [(r.id, r.device_id) for r in rows]
+
+
+def _finished_jobs(session: Session) -> set[int]:
+    """Jobs not marked done although every run of theirs ended."""
+    unfinished_run = exists().where(Run.job_id == Job.id, Run.status.not_in(ENDED))
+    jobs = session.scalars(select(Job).where(Job.status != JobStatus.done, ~unfinished_run))
+    return {job.id for job in jobs if finish_if_done(session, job)}
+
+
+@task(name="edgefarm.reap", acks_late=True)
+def reap() -> None:
+    """Repair what lost messages and dead workers left (see the module doc). Periodic: a reap
+    that fails is not retried, the next one does its work."""
+    settings = get_settings()
+    now = utcnow()
+    with db_session() as session:
+        resend, ended_jobs = _dead_runs(
+            session, now, now - timedelta(seconds=settings.lease_timeout_s)
+        )
+        restart = _unstarted_jobs(session, now)
+        resend += _lost_runs(session, now)
+        expire_leases(session, now)
+        finished = _finished_jobs(session)
+        session.commit()
+    for job_id in sorted(restart):
+        send_start_job(job_id)
+    for run_id, device_id in resend:
+        send_run(run_id, device_id)
+    for job_id in sorted(ended_jobs - finished):
+        send_finish_job(job_id)

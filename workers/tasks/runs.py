@@ -1,0 +1,276 @@
+"""One run: a (device, backend) measurement of a job, on the queue of its device.
+
+Ownership of a run is decided by the database, never by the message: a message *claims* the
+run with one conditional UPDATE (queued, or running but silent for longer than the lease
+timeout) that increments ``attempts``; whoever made attempt N is the only one that may end the
+run or hand it back while ``attempts`` is still N. So a redelivered message, the reaper's
+re-sent message and a worker thought dead that was only slow never record a run twice, and a
+run that has ended is left alone.
+
+Steps: claim the run and lease its device (one short transaction); prepare the model, inputs
+and reference; open the device; measure (a heartbeat thread keeps the run and the lease
+fresh); record the result, end the run and release the lease (one transaction); send
+finish_job. A failure of the farm (device unreachable, gone mid-run) hands the run back for
+another attempt with backoff, up to ``max_run_attempts``; the user's errors are recorded at
+once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import Task
+from celery.exceptions import MaxRetriesExceededError
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from harness.bench import measure
+from harness.compile import get_backend
+from harness.config import get_settings
+from harness.db import DeviceHealth, Run, RunStatus, utcnow
+from harness.devices import Device as DeviceHandle
+from harness.devices import open_device
+from harness.errors import HarnessBug, InfrastructureError, JobError
+from harness.farm.leases import acquire_lease, mark_running, release_lease, renew_lease
+from workers.celery_app import task
+from workers.db import db_session
+from workers.dispatch import send_finish_job
+from workers.heartbeat import Heartbeat
+from workers.lifecycle import end_run, failed_run_document
+from workers.measurement import backend_options, job_protocol, prepare_run
+from workers.settings import get_worker_settings
+
+log = logging.getLogger(__name__)
+
+
+class _Superseded(Exception):
+    """Another attempt of the run has started, or the run ended meanwhile."""
+
+
+def _claim(session: Session, run_id: int, now: datetime, stale_before: datetime) -> bool:
+    """Start an attempt of the run if it is queued, or running but silent since
+    ``stale_before`` (its worker died). One conditional UPDATE: of two claimants, one wins."""
+    result = session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.enqueued_at.is_not(None),
+            or_(
+                Run.status == RunStatus.queued,
+                and_(
+                    Run.status == RunStatus.running,
+                    or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < stale_before),
+                ),
+            ),
+        )
+        .values(
+            status=RunStatus.running,
+            attempts=Run.attempts + 1,
+            heartbeat_at=now,
+            started_at=func.coalesce(Run.started_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _current(session: Session, run_id: int, attempt: int) -> Run:
+    """The run, re-read, if attempt ``attempt`` still owns it."""
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None or run.status.ended or run.attempts != attempt:
+        raise _Superseded
+    return run
+
+
+@task(
+    bind=True,
+    name="edgefarm.run",
+    acks_late=True,
+    autoretry_for=(InfrastructureError,),
+    retry_backoff=True,
+    retry_backoff_max=int(get_worker_settings().retry_backoff_max_s),
+    # Bounds the waits for a busy device; attempts on the device are bounded by the
+    # database's ``runs.attempts`` (settings.max_run_attempts).
+    max_retries=get_worker_settings().busy_max_retries(),
+)
+def run(self: Task, run_id: int) -> None:
+    """Measure run ``run_id`` on its device and record its result (see the module doc)."""
+    settings = get_settings()
+    with db_session() as session:
+        runrow = session.get(Run, run_id)
+        if runrow is None or runrow.status.ended:
+            return  # gone, or done already: a redelivered message does nothing
+        if runrow.enqueued_at is None:
+            log.info("run %s is not ready yet (its job is being started)", run_id)
+            return
+        now = utcnow()
+        stale_before = now - timedelta(seconds=settings.lease_timeout_s)
+        if not _claim(session, run_id, now, stale_before):
+            session.rollback()
+            runrow = session.get(Run, run_id, populate_existing=True)
+            if runrow is None or runrow.status.ended or runrow.enqueued_at is None:
+                return
+            _wait(self, session, runrow, "it is in progress elsewhere")
+            return
+        device_id = runrow.device_id
+        if not acquire_lease(session, device_id, run_id, settings.lease_timeout_s, now=now):
+            session.rollback()
+            runrow = session.get(Run, run_id, populate_existing=True)
+            if runrow is None or runrow.status.ended:
+                return
+            _wait(self, session, runrow, f"device {device_id} is busy")
+            return
+        session.commit()
+        attempt = session.get(Run, run_id, populate_existing=True).attempts  # type: ignore[union-attr]
+        log.info(
+            "run %s: attempt %s on device %s (pid %s)", run_id, attempt, device_id, os.getpid()
+        )
+        try:
+            _attempt(self, session, run_id, attempt)
+        except _Superseded:
+            log.info("run %s: attempt %s was superseded; its outcome is dropped", run_id, attempt)
+
+
+def _wait(self: Task, session: Session, runrow: Run, why: str) -> None:
+    """Come back later, without counting an attempt. A queued run's ``enqueued_at`` is
+    refreshed: its message is alive, the reaper need not send another."""
+    worker_settings = get_worker_settings()
+    if runrow.status == RunStatus.queued:
+        runrow.enqueued_at = utcnow()
+        session.commit()
+    log.info("run %s waits: %s", runrow.id, why)
+    try:
+        raise self.retry(
+            countdown=worker_settings.busy_retry_s,
+            max_retries=worker_settings.busy_max_retries(),
+        )
+    except MaxRetriesExceededError:
+        log.warning("run %s waited too long (%s); left to the reaper", runrow.id, why)
+
+
+def _attempt(self: Task, session: Session, run_id: int, attempt: int) -> None:
+    settings = get_settings()
+    runrow = _current(session, run_id, attempt)
+    device_id = runrow.device_id
+
+    def beat(s: Session) -> None:
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.running, Run.attempts == attempt)
+            .values(heartbeat_at=utcnow())
+        )
+        renew_lease(s, device_id, run_id, settings.lease_timeout_s)
+
+    interval = get_worker_settings().heartbeat_interval_s(settings)
+    document: dict[str, Any] | None = None
+    failure: InfrastructureError | None = None
+    with Heartbeat(f"run {run_id}", beat, interval):
+        try:
+            document = _measure(session, runrow, attempt)
+        except InfrastructureError as exc:
+            failure = exc
+        except (_Superseded, SQLAlchemyError):
+            raise  # not the measurement's fault: the run stays as it is
+        except Exception as exc:
+            # Our defect: the run ends with it (recorded) instead of failing again and again.
+            bug = HarnessBug(f"internal error ({type(exc).__name__}): {exc}")
+            _record(session, run_id, attempt, failed_run_document(runrow, bug))
+            raise
+    if document is not None and (document.get("error") or {}).get("retryable"):
+        # measure() turned a failure of the farm (phone gone mid-run) into a document.
+        error = document["error"]
+        failure = InfrastructureError(str(error.get("message")), stage=error.get("stage"))
+    if failure is not None:
+        _hand_back(self, session, run_id, attempt, failure, document=document)
+        return
+    assert document is not None
+    _record(session, run_id, attempt, document)
+
+
+def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
+    """The result document of the measurement; InfrastructureError when the device could not
+    be used at all (the caller hands the run back)."""
+    job = runrow.job
+    try:
+        backend = get_backend(runrow.backend)
+        prepared = prepare_run(job)
+    except JobError as exc:
+        return failed_run_document(runrow, exc)
+    try:
+        device: DeviceHandle = open_device(runrow.device.address)
+    except JobError as exc:  # a malformed address
+        return failed_run_document(runrow, exc, model=prepared.model)
+    try:
+        _current(session, runrow.id, attempt)
+        mark_running(session, runrow.device_id, runrow.id)
+        session.commit()
+        return measure(
+            prepared.model,
+            device,
+            backend,
+            inputs=prepared.inputs,
+            reference=prepared.reference,
+            protocol=job_protocol(job),
+            options=backend_options(job, runrow.backend),
+            exclusive=True,  # under our lease: runners of interrupted attempts are ended first
+        )
+    finally:
+        device.close()
+
+
+def _record(
+    session: Session,
+    run_id: int,
+    attempt: int,
+    document: dict[str, Any],
+    *,
+    device_problem: str | None = None,
+) -> None:
+    """Record the result, end the run, release the lease (and set the device's health): one
+    transaction. Then finish_job."""
+    runrow = _current(session, run_id, attempt)
+    end_run(session, runrow, document)
+    release_lease(session, runrow.device_id, run_id)
+    device = runrow.device
+    device.last_seen_at = utcnow()
+    if device_problem is not None and device.health == DeviceHealth.good:
+        device.health, device.health_reason = DeviceHealth.bad, device_problem
+    elif runrow.status == RunStatus.done and device.health == DeviceHealth.bad:
+        device.health, device.health_reason = DeviceHealth.good, None  # it works again
+    job_id = runrow.job_id
+    session.commit()
+    send_finish_job(job_id)
+
+
+def _hand_back(
+    self: Task,
+    session: Session,
+    run_id: int,
+    attempt: int,
+    exc: InfrastructureError,
+    *,
+    document: dict[str, Any] | None = None,
+) -> None:
+    """The farm failed this attempt: release the lease and retry with backoff, or, after
+    ``max_run_attempts``, end the run failed and mark the device bad."""
+    settings = get_settings()
+    session.rollback()
+    runrow = _current(session, run_id, attempt)
+    if attempt >= settings.max_run_attempts:
+        log.warning("run %s: attempt %s failed, giving up: %s", run_id, attempt, exc.message)
+        document = document or failed_run_document(runrow, exc)
+        _record(session, run_id, attempt, document, device_problem=exc.message)
+        return
+    release_lease(session, runrow.device_id, run_id)
+    runrow.status = RunStatus.queued
+    runrow.enqueued_at = utcnow()
+    session.commit()
+    countdown = min(get_worker_settings().retry_backoff_max_s, 2.0**attempt)
+    log.warning(
+        "run %s: attempt %s failed (%s); retrying in %.0f s", run_id, attempt, exc, countdown
+    )
+    raise self.retry(exc=exc, countdown=countdown, max_retries=self.request.retries + 1)
