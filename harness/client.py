@@ -174,20 +174,25 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def job_documents(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """The result documents of a finished job's runs, in run order."""
+    """The result documents of a finished job's runs, in run order (a run that ended with no
+    result recorded gets a ``failed`` document saying so)."""
     documents = []
     for run in job.get("runs", []):
-        doc = run.get("result")
-        if doc is None:
-            doc = {
-                "model": {"name": job.get("model", {}).get("name")},
-                "device": {"id": run.get("device", {}).get("address", run.get("device_id"))},
+        result = run.get("result")
+        if result is not None:
+            documents.append(result["document"])
+            continue
+        error = run.get("error") or {}
+        documents.append(
+            {
+                "model": {"name": f"model {job.get('model_id')}"},
+                "device": {"id": f"device {run.get('device_id')}"},
                 "backend": run.get("backend"),
                 "status": "failed",
                 "error": {
-                    "stage": run.get("error_stage") or "run",
-                    "message": run.get("error_message") or "no result recorded",
+                    "stage": error.get("stage") or "run",
+                    "message": error.get("message") or f"run ended {run.get('status')}",
                 },
             }
-        documents.append(doc)
+        )
     return documents

@@ -42,6 +42,26 @@ class Settings(BaseSettings):
     lease_timeout_s: float = 900.0  # a run not heard from for this long is reaped
     max_run_attempts: int = 3
 
+    # Workers (read only by the Celery side; see workers/settings.py for derived values).
+    reap_interval_s: float = Field(default=30.0, gt=0, description="how often beat sends reap")
+    queued_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="a queued run nobody has touched for this long, on an idle device, is "
+        "taken to have lost its message and is sent again",
+    )
+    busy_retry_s: float = Field(default=5.0, gt=0, description="wait when the device is leased")
+    busy_max_wait_s: float = Field(
+        default=6 * 3600.0, gt=0, description="give a run's message back to the reaper after"
+    )
+    retry_backoff_max_s: float = Field(default=120.0, gt=0)
+    heartbeat_s: float | None = Field(
+        default=None, gt=0, description="default: a quarter of the lease timeout, at most 10 s"
+    )
+    visibility_timeout_s: float | None = Field(
+        default=None, gt=0, description="Redis redelivery; default: well above the longest task"
+    )
+
     # Measurement protocol defaults.
     warmup: int = 5
     min_iterations: int = 20

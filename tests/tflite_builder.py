@@ -199,6 +199,7 @@ _OPS: dict[str, _OpKind] = {
     "DYNAMIC_UPDATE_SLICE": _OpKind("DynamicUpdateSliceOptions", _dynamic_update_slice_options),
 }
 
+
 def _write_options(b: flatbuffers.Builder, opcode: str, options: Options) -> int | None:
     """Write ``opcode``'s options table (None if it has none); unknown options are an error."""
     write = _OPS[opcode].write_options
@@ -454,23 +455,39 @@ def cnn_tflite(seed: int = 0) -> bytes:
 
     w, b = _weight_and_bias(g, rng, "conv1", "filter", (8, 3, 3, 3))
     y = g.op(
-        "CONV_2D", [image, w, b], "conv1", [1, 16, 16, 8],
-        padding="SAME", strides=(1, 1), activation="RELU6",
+        "CONV_2D",
+        [image, w, b],
+        "conv1",
+        [1, 16, 16, 8],
+        padding="SAME",
+        strides=(1, 1),
+        activation="RELU6",
     )
 
     side = conv_out_size(16, 3, 2, "SAME")  # 8: SAME pads 0 rows before and 1 after
     w, b = _weight_and_bias(g, rng, "dw", "filter", (1, 3, 3, 8), channels=8)
     y = g.op(
-        "DEPTHWISE_CONV_2D", [y, w, b], "dw", [1, side, side, 8],
-        padding="SAME", strides=(2, 2), depth_multiplier=1, activation="RELU",
+        "DEPTHWISE_CONV_2D",
+        [y, w, b],
+        "dw",
+        [1, side, side, 8],
+        padding="SAME",
+        strides=(2, 2),
+        depth_multiplier=1,
+        activation="RELU",
     )
 
     w, b = _weight_and_bias(g, rng, "conv2", "filter", (16, 1, 1, 8))
     y = g.op("CONV_2D", [y, w, b], "conv2", [1, side, side, 16], padding="VALID")
 
     y = g.op(
-        "AVERAGE_POOL_2D", [y], "pool", [1, 1, 1, 16],
-        filter_size=(side, side), strides=(side, side), padding="VALID",
+        "AVERAGE_POOL_2D",
+        [y],
+        "pool",
+        [1, 1, 1, 16],
+        filter_size=(side, side),
+        strides=(side, side),
+        padding="VALID",
     )
     shape = g.const("flat/shape", np.array([1, 16], np.int32))
     y = g.op("RESHAPE", [y, shape], "flat", [1, 16], new_shape=[1, 16])

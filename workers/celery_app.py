@@ -14,7 +14,7 @@ from celery import Celery
 
 from harness.config import get_settings
 from harness.farm.broker import broker_url
-from workers.settings import get_worker_settings
+from workers import settings as worker_settings
 
 COMPILE_QUEUE = "compile"
 
@@ -27,7 +27,6 @@ def device_queue(device_id: int) -> str:
 
 def make_app() -> Celery:
     settings = get_settings()
-    worker_settings = get_worker_settings()
     url = broker_url(settings)
     transport_options: dict[str, Any] = {}
     if url.startswith(("redis", "sentinel")):
@@ -64,9 +63,9 @@ def make_app() -> Celery:
         beat_schedule={
             "reap": {
                 "task": "edgefarm.reap",
-                "schedule": worker_settings.reap_interval_s,
+                "schedule": settings.reap_interval_s,
                 # A reap nobody picked up in time is superseded by the next one.
-                "options": {"queue": COMPILE_QUEUE, "expires": worker_settings.reap_interval_s},
+                "options": {"queue": COMPILE_QUEUE, "expires": settings.reap_interval_s},
             }
         },
         worker_hijack_root_logger=True,

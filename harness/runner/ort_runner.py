@@ -38,6 +38,15 @@ def _error(stage: str, message: str, code: int = 2) -> int:
 
 
 def _peak_rss_kb() -> int:
+    """VmHWM: this address space's peak. ru_maxrss would include the parent's peak, which
+    Linux carries across exec."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # kB on Linux
 
 

@@ -678,15 +678,17 @@ double ElapsedMs(Clock::time_point a, Clock::time_point b) {
 }
 
 int64_t PeakRssKb() {
-  // ru_maxrss is in kilobytes on Linux and Android.
-  struct rusage usage;
-  if (getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_maxrss > 0) {
-    return static_cast<int64_t>(usage.ru_maxrss);
-  }
+  // VmHWM is this address space's high-water mark, which starts afresh at exec. ru_maxrss is
+  // not: Linux carries the largest RSS of the process's earlier images across execve, so a
+  // runner started by a big Python process would report that process's memory.
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
     if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  struct rusage usage;  // no /proc: ru_maxrss, in kilobytes on Linux and Android
+  if (getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_maxrss > 0) {
+    return static_cast<int64_t>(usage.ru_maxrss);
   }
   return 0;
 }

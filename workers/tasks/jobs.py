@@ -18,13 +18,13 @@ from harness.db import Artifact, Job, JobStatus, Run, RunStatus, utcnow
 from harness.errors import InfrastructureError, JobError, Stage, one_line
 from harness.farm.results import record_artifact
 from harness.modelio import PreparedModel
+from workers import settings as worker_settings
 from workers.celery_app import task
 from workers.db import db_session
 from workers.dispatch import send_finish_job, send_run
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document, finish_if_done
 from workers.measurement import backend_options, prepare_job_model
-from workers.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _artifact(
     acks_late=True,
     autoretry_for=(InfrastructureError,),
     retry_backoff=True,
-    retry_backoff_max=int(get_worker_settings().retry_backoff_max_s),
+    retry_backoff_max=int(get_settings().retry_backoff_max_s),
     max_retries=START_JOB_RETRIES,
 )
 def start_job(self: Task, job_id: int) -> None:
@@ -123,7 +123,7 @@ def _start_job(job_id: int) -> None:
                 .values(heartbeat_at=utcnow())
             )
 
-        interval = get_worker_settings().heartbeat_interval_s(settings)
+        interval = worker_settings.heartbeat_interval_s(settings)
         with Heartbeat(f"job {job_id}", beat, interval):
             try:
                 model = prepare_job_model(job)
@@ -186,7 +186,7 @@ def _fail_pending(job_id: int, reason: str, stage: Stage) -> None:
     acks_late=True,
     autoretry_for=(InfrastructureError,),
     retry_backoff=True,
-    retry_backoff_max=int(get_worker_settings().retry_backoff_max_s),
+    retry_backoff_max=int(get_settings().retry_backoff_max_s),
     max_retries=10,
 )
 def finish_job(self: Task, job_id: int) -> None:

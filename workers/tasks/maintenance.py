@@ -30,7 +30,6 @@ from workers.celery_app import task
 from workers.db import db_session
 from workers.dispatch import send_finish_job, send_run, send_start_job
 from workers.lifecycle import failed_run_document, finish_if_done
-from workers.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def _dead_runs(
 def _unstarted_jobs(session: Session, now: datetime) -> set[int]:
     """Jobs whose start_job was lost (or died): runs never sent to a phone, untouched for
     long. Their runs' ``heartbeat_at`` is set, so the next reap does not send again."""
-    settings, worker_settings = get_settings(), get_worker_settings()
+    settings = get_settings()
     last_touched = func.coalesce(Run.heartbeat_at, Run.created_at)
     forgotten = and_(
         Run.enqueued_at.is_(None),
@@ -109,7 +108,7 @@ def _unstarted_jobs(session: Session, now: datetime) -> set[int]:
             ),
             and_(
                 Run.status == RunStatus.queued,
-                last_touched < now - timedelta(seconds=worker_settings.queued_timeout_s),
+                last_touched < now - timedelta(seconds=settings.queued_timeout_s),
             ),
         ),
     )
@@ -129,7 +128,7 @@ def _unstarted_jobs(session: Session, now: datetime) -> set[int]:
 
 def _lost_runs(session: Session, now: datetime) -> list[tuple[int, int]]:
     """Queued runs sent long ago whose device sits idle: their message was lost."""
-    cutoff = now - timedelta(seconds=get_worker_settings().queued_timeout_s)
+    cutoff = now - timedelta(seconds=get_settings().queued_timeout_s)
     lost = and_(
         Run.status == RunStatus.queued,
         Run.enqueued_at.is_not(None),

@@ -36,13 +36,13 @@ from harness.devices import Device as DeviceHandle
 from harness.devices import open_device
 from harness.errors import HarnessBug, InfrastructureError, JobError
 from harness.farm.leases import acquire_lease, mark_running, release_lease, renew_lease
+from workers import settings as worker_settings
 from workers.celery_app import task
 from workers.db import db_session
 from workers.dispatch import send_finish_job
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document
 from workers.measurement import backend_options, job_protocol, prepare_run
-from workers.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,10 @@ def _current(session: Session, run_id: int, attempt: int) -> Run:
     acks_late=True,
     autoretry_for=(InfrastructureError,),
     retry_backoff=True,
-    retry_backoff_max=int(get_worker_settings().retry_backoff_max_s),
+    retry_backoff_max=int(get_settings().retry_backoff_max_s),
     # Bounds the waits for a busy device; attempts on the device are bounded by the
     # database's ``runs.attempts`` (settings.max_run_attempts).
-    max_retries=get_worker_settings().busy_max_retries(),
+    max_retries=worker_settings.busy_max_retries(),
 )
 def run(self: Task, run_id: int) -> None:
     """Measure run ``run_id`` on its device and record its result (see the module doc)."""
@@ -138,14 +138,13 @@ def run(self: Task, run_id: int) -> None:
 def _wait(self: Task, session: Session, runrow: Run, why: str) -> None:
     """Come back later, without counting an attempt. A queued run's ``enqueued_at`` is
     refreshed: its message is alive, the reaper need not send another."""
-    worker_settings = get_worker_settings()
     if runrow.status == RunStatus.queued:
         runrow.enqueued_at = utcnow()
         session.commit()
     log.info("run %s waits: %s", runrow.id, why)
     try:
         raise self.retry(
-            countdown=worker_settings.busy_retry_s,
+            countdown=get_settings().busy_retry_s,
             max_retries=worker_settings.busy_max_retries(),
         )
     except MaxRetriesExceededError:
@@ -165,7 +164,7 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int) -> None:
         )
         renew_lease(s, device_id, run_id, settings.lease_timeout_s)
 
-    interval = get_worker_settings().heartbeat_interval_s(settings)
+    interval = worker_settings.heartbeat_interval_s(settings)
     document: dict[str, Any] | None = None
     failure: InfrastructureError | None = None
     with Heartbeat(f"run {run_id}", beat, interval):
@@ -269,7 +268,7 @@ def _hand_back(
     runrow.status = RunStatus.queued
     runrow.enqueued_at = utcnow()
     session.commit()
-    countdown = min(get_worker_settings().retry_backoff_max_s, 2.0**attempt)
+    countdown = min(get_settings().retry_backoff_max_s, 2.0**attempt)
     log.warning(
         "run %s: attempt %s failed (%s); retrying in %.0f s", run_id, attempt, exc, countdown
     )

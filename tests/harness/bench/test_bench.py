@@ -232,3 +232,16 @@ def test_pt2_model_against_pytorch(tmp_path: Path) -> None:
     (doc,) = _bench(path)
     _check_ok(doc)
     assert doc["model"]["format"] == "pt2" and doc["accuracy"]["reference"] == "pytorch"
+
+
+def test_peak_rss_is_the_runners_own_not_its_parents(tmp_path: Path) -> None:
+    """Linux carries ru_maxrss across exec; a big parent must not inflate the runner's peak."""
+    path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
+    ballast = bytearray(400 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: RSS grows ~400 MB
+    tvm_doc, ort_doc = _bench(path, backends=["tvm-cpu", "ort"])
+    del ballast
+    _check_ok(tvm_doc)
+    _check_ok(ort_doc)
+    assert tvm_doc["peak_rss_kb"] < 100 * 1024
+    assert ort_doc["peak_rss_kb"] < 350 * 1024

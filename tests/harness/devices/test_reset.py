@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import testmodels
 from harness.bench import Protocol, compute_reference, make_model_inputs, measure
 from harness.compile import get_backend
 from harness.devices.adb import AdbDevice
 from harness.devices.emulator import EmulatedPhone
 from harness.modelio import load
+
+import testmodels
 
 
 def _alive(pid: int) -> bool:
@@ -32,8 +33,8 @@ def test_exclusive_measure_ends_a_leftover_runner(tmp_path: Path) -> None:
             # What an interrupted run leaves on a phone: its run directory, and a process
             # still going whose pid the runner wrote to runner.pid.
             code, _ = device.run_script(
-                "mkdir -p /data/local/tmp/edgefarm/runs/old && "
-                "(sleep 300 >/dev/null 2>&1 & echo $! > /data/local/tmp/edgefarm/runs/old/runner.pid)"
+                "d=/data/local/tmp/edgefarm/runs/old && mkdir -p $d && "
+                "(sleep 300 >/dev/null 2>&1 & echo $! > $d/runner.pid)"
             )
             assert code == 0
             pid_file = phone.root / "data/local/tmp/edgefarm/runs/old/runner.pid"

@@ -10,6 +10,7 @@ import pytest
 import tflite
 import tvm
 from ai_edge_litert.interpreter import Interpreter
+
 from tflite_builder import (
     UNSUPPORTED_BY_TVM,
     TFLiteGraph,
@@ -130,18 +131,32 @@ def ops_tflite(seed: int = 0) -> bytes:
     g = TFLiteGraph()
     x = g.input("x", [1, 6, 6, 4])
     added = g.op(
-        "ADD", [x, g.const("shift", rng.standard_normal(4).astype(np.float32))], "add",
-        [1, 6, 6, 4], activation="RELU",
+        "ADD",
+        [x, g.const("shift", rng.standard_normal(4).astype(np.float32))],
+        "add",
+        [1, 6, 6, 4],
+        activation="RELU",
     )
     dw = g.op(
         "DEPTHWISE_CONV_2D",
-        [added, g.const("dw/filter", rng.standard_normal((1, 3, 3, 8)).astype(np.float32)),
-         g.const("dw/bias", rng.standard_normal(8).astype(np.float32))],
-        "dw", [1, 6, 6, 8], padding="SAME", depth_multiplier=2,
+        [
+            added,
+            g.const("dw/filter", rng.standard_normal((1, 3, 3, 8)).astype(np.float32)),
+            g.const("dw/bias", rng.standard_normal(8).astype(np.float32)),
+        ],
+        "dw",
+        [1, 6, 6, 8],
+        padding="SAME",
+        depth_multiplier=2,
     )
     pool = g.op(
-        "AVERAGE_POOL_2D", [dw], "pool", [1, 3, 3, 8],
-        filter_size=(3, 3), strides=(2, 2), padding="SAME",
+        "AVERAGE_POOL_2D",
+        [dw],
+        "pool",
+        [1, 3, 3, 8],
+        filter_size=(3, 3),
+        strides=(2, 2),
+        padding="SAME",
     )
     mean = g.op("MEAN", [pool, g.const("axes", np.array([1, 2], np.int32))], "mean", [1, 8])
     flat = g.op("RESHAPE", [mean], "flat", [2, 4], new_shape=[2, 4])
@@ -299,6 +314,7 @@ def test_unsupported_op_runs_in_litert() -> None:
 
 
 # --- TVM's Relax TFLite frontend --------------------------------------------------------------
+
 
 def tvm_import(buf: bytes, name: str, shape: tuple[Any, ...]) -> Any:
     from tvm.relax.frontend.tflite import from_tflite
