@@ -108,9 +108,11 @@ def test_runs_lost_with_the_broker_are_sent_again_and_all_end(
     # in the phone's queue, nobody consuming it.
     compiler = start_worker(farm)
     job_b = farm.submit(model_id, [device_id], ["tvm-cpu"], INPUTS)
+    # The run's message itself, not only enqueued_at: the row is committed before the send.
     wait_for(
         "job B's run to be sent to its phone",
-        lambda: farm.runs(job_b)[0].enqueued_at is not None,
+        lambda: farm.runs(job_b)[0].enqueued_at is not None
+        and private_redis.queue_lengths().get(f"device.{device_id}") == 1,
         60,
     )
     compiler.stop()
