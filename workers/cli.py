@@ -115,43 +115,92 @@ def worker(
         bool, typer.Option("--compile/--no-compile", help="Also consume the compile queue.")
     ] = True,
     concurrency: Annotated[
-        int | None,
-        typer.Option("--concurrency", "-c", min=1, help="Processes (default: devices + 1)."),
-    ] = None,
+        int,
+        typer.Option("--concurrency", "-c", min=1, help="Compile processes (builds at once)."),
+    ] = 1,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     beat: Annotated[bool, typer.Option(help="Also run beat (the reaper's schedule).")] = False,
 ) -> None:
-    """Register this host's devices and consume their queues (and compile)."""
+    """Register this host's devices and consume their queues (and compile).
+
+    Each phone's queue gets a Celery worker of its own with one process, so a phone is never
+    offered two runs at once and never waits behind another phone's run; compiles get their
+    own worker with ``--concurrency`` processes. This process supervises them: a signal is
+    passed on to all, and when one dies the others are stopped too.
+    """
     url = database_url()
     ensure_schema(url)
     name = worker_name()
-    queues = register_devices(device or [], pool=pool, worker=name)
+    groups = [(q, [q], 1) for q in register_devices(device or [], pool=pool, worker=name)]
     if compile:
-        queues.insert(0, "compile")
-    if not queues:
+        groups.insert(0, ("compile", ["compile"], concurrency))
+    if not groups:
         _fail("nothing to consume: give --device, or drop --no-compile")
-    from workers.celery_app import app
-
-    argv = [
-        "worker",
-        "--queues",
-        ",".join(queues),
-        "--prefetch-multiplier",
-        "1",
-        "--concurrency",
-        str(concurrency or max(1, len(queues))),
-        "--loglevel",
-        loglevel.upper(),
-        "--hostname",
-        name,
-        "--pool",
-        "prefork",
-    ]
-    if beat:
-        argv += ["--beat", "--scheduler", "celery.beat:Scheduler"]
-    typer.echo(f"worker {name}: consuming {', '.join(queues)}")
+    commands = []
+    for index, (label, queues, processes) in enumerate(groups):
+        argv = [
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--prefetch-multiplier",
+            "1",
+            "--concurrency",
+            str(processes),
+            "--loglevel",
+            loglevel.upper(),
+            "--hostname",
+            f"{label}.{name}",
+            "--pool",
+            "prefork",
+        ]
+        if beat and index == 0:
+            argv += ["--beat", "--scheduler", "celery.beat:Scheduler"]
+        commands.append(argv)
+        typer.echo(f"worker {label}.{name}: consuming {', '.join(queues)}")
     sys.stdout.flush()
-    app.worker_main(argv)
+    if len(commands) == 1:
+        from workers.celery_app import app
+
+        app.worker_main(commands[0])
+        return
+    sys.exit(
+        _supervise(
+            [
+                [sys.executable, "-m", "celery", "-A", "workers.celery_app", *argv]
+                for argv in commands
+            ]
+        )
+    )
+
+
+def _supervise(commands: list[list[str]]) -> int:
+    """Run the commands as children in this process group; pass SIGTERM/SIGINT on; when one
+    exits, stop the rest. Returns the first exit status (0 after a requested stop)."""
+    import signal
+    import subprocess
+    import time
+
+    children = [subprocess.Popen(cmd, cwd=ROOT) for cmd in commands]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while any(child.poll() is None for child in children):
+        ended = [c for c in children if c.poll() is not None]
+        if ended and not stopping:
+            status = ended[0].returncode or 1
+            log.error("a worker exited (%s); stopping the others", ended[0].returncode)
+            forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return 0 if stopping and status == 0 else status
 
 
 @cli.command("beat")

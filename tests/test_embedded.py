@@ -1,0 +1,135 @@
+"""The embedded farm as a user runs it: `edgefarm up` in one terminal, `edgefarm submit` in
+another with the same EDGEFARM_HOME, no service installed or configured."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import testmodels
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFARM_")}
+    env.update({"EDGEFARM_HOME": str(home), "COLUMNS": "200"})
+    return env
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
+    home = tmp_path / "home"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "up", "--port", str(port)],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"edgefarm up exited: {proc.stdout.read() if proc.stdout else ''}")
+        farm_json = home / "farm.json"
+        if farm_json.exists():
+            try:
+                devices = httpx.get(f"{url}/api/v1/devices", timeout=5).json()["data"]
+                if len([d for d in devices if d["health"] == "good"]) >= 3:
+                    break
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+        time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the embedded farm did not come up within 180 s")
+    yield home, url, proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_up_then_submit_from_another_process(
+    farm: tuple[Path, str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    home, url, proc = farm
+    assert json.loads((home / "farm.json").read_text())["api_url"] == url
+    assert (home / "config" / "api-token").stat().st_mode & 0o777 == 0o600
+    assert (home / "edgefarm.db").exists()
+    devices = httpx.get(f"{url}/api/v1/devices").json()["data"]
+    profiles = {d["facts"].get("model") for d in devices if d["address"] != "local"}
+    assert len(profiles) == 2 and all("emulated" in p for p in profiles)
+
+    model = testmodels.save(testmodels.mobilenet_like(), tmp_path, "mnet")
+    out = tmp_path / "results.json"
+    submit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "submit",
+            str(model),
+            "-s",
+            "all",
+            "-b",
+            "tvm-cpu",
+            "--wait",
+            "--json",
+            str(out),
+            "--min-seconds",
+            "0.05",
+            "--min-iterations",
+            "5",
+            "--warmup",
+            "1",
+        ],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    docs = json.loads(out.read_text())
+    assert len(docs) == 3
+    assert {d["status"] for d in docs} == {"ok"}
+    assert all(d["accuracy"]["passed"] for d in docs)
+    assert {d["device"]["id"] for d in docs} >= {"local"}
+    assert "edgefarm results" in submit.stdout
+    assert (home / "broker.db").exists()  # Celery went over kombu's SQLAlchemy transport
+
+    # Without a token a write is refused; reads stay open.
+    refused = httpx.post(f"{url}/api/v1/benchmarks", json={})
+    assert refused.status_code == 401
+
+    # A second `edgefarm up` on the same home refuses to start a second farm.
+    again = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "up", "--port", str(_free_port())],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode != 0 and "already up" in again.stdout + again.stderr
+
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    assert not (home / "farm.json").exists()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/healthz", timeout=2)
