@@ -43,6 +43,22 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str], None]  # (event, message)
 
+# The result document's top-level names. Stable: the API, the web pages and users build on them.
+RESULT_KEYS = (
+    "model",
+    "device",
+    "backend",
+    "status",
+    "error",
+    "latency_ms",
+    "load_ms",
+    "first_ms",
+    "peak_rss_kb",
+    "accuracy",
+    "samples_ms",
+    "provenance",
+)
+
 
 def _quiet(event: str, message: str) -> None:
     log.info("%s: %s", event, message)

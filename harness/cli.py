@@ -560,38 +560,24 @@ def device_health(dev: Any, bundle_hash: str | None) -> dict[str, Any]:
     }
 
 
-@app.command()
-def worker(
-    device: Annotated[
-        list[str] | None,
-        typer.Option("--device", "-d", help="local, tcp:HOST:PORT, usb:SERIAL; repeatable."),
-    ] = None,
-    pool: Annotated[str, typer.Option(help="The device pool these phones join.")] = "default",
-    compile: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="Also consume the compile queue.")
-    ] = True,
-    concurrency: Annotated[
-        int | None,
-        typer.Option("--concurrency", "-c", min=1, help="Processes (default: devices + 1)."),
-    ] = None,
-    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
-    beat: Annotated[bool, typer.Option(help="Also run beat (the reaper's schedule).")] = False,
-) -> None:
-    """Run a farm worker: register this host's phones, consume their queues (and compile)."""
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+def worker(ctx: typer.Context) -> None:
+    """Run a farm worker: register this host's phones, consume their queues (and compile).
+    Options: see `edgefarm worker --help`."""
     import os
 
-    # harness imports no celery: the worker is its own program (workers/cli.py), exec'd.
-    argv = [sys.executable, "-m", "workers", "worker", "--pool", pool, "--loglevel", loglevel]
-    for address in device or []:
-        argv += ["--device", address]
-    argv.append("--compile" if compile else "--no-compile")
-    if concurrency is not None:
-        argv += ["--concurrency", str(concurrency)]
-    if beat:
-        argv.append("--beat")
+    # harness imports no celery: the worker is its own program (workers/cli.py), exec'd with
+    # the arguments as given, so its options are defined in one place.
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    os.execv(sys.executable, [sys.executable, "-m", "workers", "worker", *ctx.args])
 
 
 emulator_app = typer.Typer(

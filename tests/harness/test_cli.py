@@ -8,23 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import bench
+
 import testmodels
 
 FAST = ["--warmup", "1", "--min-iterations", "5", "--min-seconds", "0.05"]
-DOC_KEYS = {
-    "model",
-    "device",
-    "backend",
-    "status",
-    "error",
-    "latency_ms",
-    "load_ms",
-    "first_ms",
-    "peak_rss_kb",
-    "accuracy",
-    "samples_ms",
-    "provenance",
-}
+DOC_KEYS = set(bench.RESULT_KEYS)
 
 
 def edgefarm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -111,8 +111,10 @@ def test_runs_lost_with_the_broker_are_sent_again_and_all_end(
     # The run's message itself, not only enqueued_at: the row is committed before the send.
     wait_for(
         "job B's run to be sent to its phone",
-        lambda: farm.runs(job_b)[0].enqueued_at is not None
-        and private_redis.queue_lengths().get(f"device.{device_id}") == 1,
+        lambda: (
+            farm.runs(job_b)[0].enqueued_at is not None
+            and private_redis.queue_lengths().get(f"device.{device_id}") == 1
+        ),
         60,
     )
     compiler.stop()

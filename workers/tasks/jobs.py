@@ -25,6 +25,7 @@ from workers.dispatch import send_finish_job, send_run
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document, finish_if_done
 from workers.measurement import backend_options, prepare_job_model
+from workers.tasks import retry_on_infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,7 @@ def _artifact(
 @task(
     bind=True,
     name="edgefarm.start_job",
-    acks_late=True,
-    autoretry_for=(InfrastructureError,),
-    retry_backoff=True,
-    retry_backoff_max=int(get_settings().retry_backoff_max_s),
+    **retry_on_infrastructure(),
     max_retries=START_JOB_RETRIES,
 )
 def start_job(self: Task, job_id: int) -> None:
@@ -183,10 +181,7 @@ def _fail_pending(job_id: int, reason: str, stage: Stage) -> None:
 @task(
     bind=True,
     name="edgefarm.finish_job",
-    acks_late=True,
-    autoretry_for=(InfrastructureError,),
-    retry_backoff=True,
-    retry_backoff_max=int(get_settings().retry_backoff_max_s),
+    **retry_on_infrastructure(),
     max_retries=10,
 )
 def finish_job(self: Task, job_id: int) -> None:

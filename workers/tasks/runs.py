@@ -43,6 +43,7 @@ from workers.dispatch import send_finish_job
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document
 from workers.measurement import backend_options, job_protocol, prepare_run
+from workers.tasks import retry_on_infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,7 @@ def _current(session: Session, run_id: int, attempt: int) -> Run:
 @task(
     bind=True,
     name="edgefarm.run",
-    acks_late=True,
-    autoretry_for=(InfrastructureError,),
-    retry_backoff=True,
-    retry_backoff_max=int(get_settings().retry_backoff_max_s),
+    **retry_on_infrastructure(),
     # Bounds the waits for a busy device; attempts on the device are bounded by the
     # database's ``runs.attempts`` (settings.max_run_attempts).
     max_retries=worker_settings.busy_max_retries(),

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.bench import BenchPlan, Protocol, run_bench
+from harness.bench import RESULT_KEYS, BenchPlan, Protocol, run_bench
 from harness.config import get_settings
 from harness.modelio import parse_input_spec
 
@@ -21,21 +21,6 @@ import testmodels
 from tflite_builder import cnn_tflite
 
 FAST = Protocol(warmup=2, min_iterations=10, min_seconds=0.05, max_seconds=5.0)
-
-RESULT_KEYS = {
-    "model",
-    "device",
-    "backend",
-    "status",
-    "error",
-    "latency_ms",
-    "load_ms",
-    "first_ms",
-    "peak_rss_kb",
-    "accuracy",
-    "samples_ms",
-    "provenance",
-}
 
 
 def _bench(path: Path, **kwargs: Any) -> list[dict[str, Any]]:
@@ -45,7 +30,7 @@ def _bench(path: Path, **kwargs: Any) -> list[dict[str, Any]]:
 
 def _check_ok(doc: dict[str, Any], min_iterations: int = FAST.min_iterations) -> None:
     assert doc["status"] == "ok", doc["error"]
-    assert set(doc) >= RESULT_KEYS
+    assert set(doc) >= set(RESULT_KEYS)
     lat = doc["latency_ms"]
     assert set(lat) == {"min", "median", "mean", "std", "p90", "p99", "cv", "ci95", "n"}
     assert lat["n"] == len(doc["samples_ms"]) >= min_iterations
