@@ -286,7 +286,12 @@ def _measure_into(
         env: dict[str, str] = {}
         if backend.kind == "tvm":
             progress("compile", f"compiling {model.name} for {backend.name}/{target}")
+            # BYOC: the device's NNAPI feature level bounds what may be offloaded.
+            options = backend.device_options(doc["device"], options)
             artifact = compile_artifact(model, backend, target=target, options=options)
+            partition = artifact.manifest.get("extra", {}).get("partition")
+            if partition is not None:
+                doc["partition"] = partition
             provenance.update(
                 {
                     "compile_options": artifact.manifest["options"],

@@ -15,7 +15,7 @@ def _w(rng: np.random.Generator, *shape: int, scale: float | None = None) -> np.
     return (rng.standard_normal(shape) * s).astype(np.float32)
 
 
-def _model(
+def make_model(
     nodes: list[onnx.NodeProto],
     inputs: list[onnx.ValueInfoProto],
     outputs: list[onnx.ValueInfoProto],
@@ -60,7 +60,7 @@ def mobilenet_like(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
     ]
-    return _model(
+    return make_model(
         nodes,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 10])],
@@ -84,7 +84,7 @@ def mlp(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("MatMul", ["hr", "w2"], ["o"]),
         helper.make_node("Add", ["o", "b2"], ["y"]),
     ]
-    return _model(
+    return make_model(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
@@ -111,7 +111,7 @@ def dynamic_batch(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Reshape", ["r", "new_shape"], ["flat"]),
         helper.make_node("MatMul", ["flat", "fw"], ["scores"]),
     ]
-    return _model(
+    return make_model(
         nodes,
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 5])],
@@ -129,7 +129,7 @@ def unsupported_op(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Det", ["mw"], ["d"]),
         helper.make_node("Relu", ["d"], ["out"]),
     ]
-    return _model(
+    return make_model(
         nodes,
         [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 4, 4])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])],

@@ -65,6 +65,8 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
             "partition", f"TVM failed while partitioning: {one_line(str(exc))}"
         ) from None
     stages["lower_ms"] = _ms(t)
+    # BYOC backends describe what they offloaded (the partition report) for the manifest.
+    extra = backend.artifact_extra(mod)
 
     t = time.perf_counter()
     try:
@@ -93,13 +95,22 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         ndk = request.get("ndk_home")
         clang = find_clang(Path(ndk) if ndk else None, int(request["api_level"]))
-        link_archive(archive, out_dir / target.library, clang=clang, include_dirs=include_dirs)
+        link_archive(
+            archive,
+            out_dir / target.library,
+            clang=clang,
+            include_dirs=include_dirs,
+            # BYOC: the generated C's header and the phone's accelerator library.
+            extra_args=backend.link_options(android=True, options=request["options"]),
+        )
         result["toolchain"]["cc"] = _cc_version(str(clang))
         stages["link_ms"] = _ms(t)
     else:
+        # BYOC backends add the generated C's header and the host reference driver.
+        link = backend.link_options(android=False, options=request["options"])
         try:
             executable.export_library(
-                str(out_dir / target.library), options=[f"-I{d}" for d in include_dirs]
+                str(out_dir / target.library), options=[f"-I{d}" for d in include_dirs] + link
             )
         except Exception as exc:
             raise JobError(
@@ -108,6 +119,8 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
         stages["export_ms"] = _ms(t)
         result["toolchain"]["cc"] = _cc_version("g++")
     result["library"] = target.library
+    if extra:
+        result["extra"] = extra
     result["stages_ms"] = stages
     result["compile_ms"] = _ms(start)
     return result

@@ -17,16 +17,6 @@ import psycopg
 import pytest
 import redis
 from alembic import command
-from apidata import (
-    BROKER_DB,
-    BROKER_URL,
-    DATABASE,
-    DATABASE_URL,
-    PG_ADMIN,
-    ClientFactory,
-    alembic_config,
-    uid,
-)
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
@@ -41,6 +31,17 @@ from harness.db import (
     session_scope,
 )
 from harness.farm.tokens import create_token
+
+from apidata import (
+    BROKER_DB,
+    BROKER_URL,
+    DATABASE,
+    DATABASE_URL,
+    PG_ADMIN,
+    ClientFactory,
+    alembic_config,
+    uid,
+)
 
 
 def create_database(name: str) -> None:

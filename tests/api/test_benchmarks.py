@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import redis
-from apidata import CLOSED_PORT_BROKER, ClientFactory
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 from harness.db import Job, JobStatus, Run, RunStatus
 
 import testmodels
+from apidata import CLOSED_PORT_BROKER, ClientFactory
 
 URL = "/api/v1/benchmarks"
 

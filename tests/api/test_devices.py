@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from apidata import add_model
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from harness.db import Device, DeviceHealth, DeviceState, Job, Run, RunStatus
+
+from apidata import add_model
 
 
 def test_list_and_get(client: TestClient, farm: dict[str, Any], session: Session) -> None:

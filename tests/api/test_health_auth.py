@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from apidata import CLOSED_PORT_BROKER, ClientFactory
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -11,6 +10,8 @@ from api.main import create_app
 from harness.config import Settings
 from harness.errors import EdgefarmError
 from harness.farm.tokens import create_token, revoke_token
+
+from apidata import CLOSED_PORT_BROKER, ClientFactory
 
 DOWN_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 WRITE = ("/api/v1/devices/1", {"health": "good"})

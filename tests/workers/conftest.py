@@ -10,6 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic import command
+
+from harness.devices.emulator import EmulatedPhone
+
 from workerfarm import (
     DATABASE,
     DATABASE_URL,
@@ -20,8 +23,6 @@ from workerfarm import (
     alembic_config,
     empty_farm,
 )
-
-from harness.devices.emulator import EmulatedPhone
 
 
 @pytest.fixture(scope="session")

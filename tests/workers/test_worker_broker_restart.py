@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from workerfarm import Farm, WorkerProcess, empty_farm, register, wait_for
 
 from harness.db import RunStatus
 from harness.devices.emulator import EmulatedPhone
 
 import testmodels
+from workerfarm import Farm, WorkerProcess, empty_farm, register, wait_for
 
 INPUTS = ["input:1x3x32x32"]
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import inspect
-from workerfarm import Farm, WorkerProcess
 
 from harness.db import DeviceState, RunStatus
 from harness.devices.emulator import EmulatedPhone
 
 import testmodels
+from workerfarm import Farm, WorkerProcess
 
 
 def test_one_job_end_to_end_over_sqlite(

@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 
 import pytest
-from workerfarm import Farm, WorkerProcess, register, slow_convnet, wait_for
 
 from harness.db import DeviceHealth, DeviceState, RunStatus
 from harness.devices.emulator import EmulatedPhone
 
 import testmodels
+from workerfarm import Farm, WorkerProcess, register, slow_convnet, wait_for
 
 INPUTS = ["input:1x3x32x32"]
 # Long enough to kill the worker while the phone is measuring.

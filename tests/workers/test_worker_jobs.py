@@ -6,13 +6,13 @@ import random
 from collections.abc import Callable, Iterator
 
 import pytest
-from workerfarm import Farm, WorkerProcess, register, wait_for
 
 from harness.config import get_settings
 from harness.db import ArtifactStatus, DeviceHealth, DeviceState, RunStatus
 from harness.devices.emulator import EmulatedPhone
 
 import testmodels
+from workerfarm import Farm, WorkerProcess, register, wait_for
 
 INPUTS = ["input:1x3x32x32"]
 

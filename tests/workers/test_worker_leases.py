@@ -12,10 +12,11 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
-from workerfarm import TABLES, alembic_config
 
 from harness.db import Device, DeviceState, Job, Model, Run, make_engine, utcnow
 from harness.farm.leases import acquire_lease, expire_leases, release_lease
+
+from workerfarm import TABLES, alembic_config
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

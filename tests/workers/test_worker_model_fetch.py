@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
-from workerfarm import ROOT, wait_for
 
 from harness.config import get_settings
 from harness.db import Model, make_engine, make_session_factory
@@ -22,6 +21,7 @@ from harness.errors import InfrastructureError, JobError
 from workers.measurement import model_file
 
 import testmodels
+from workerfarm import ROOT, wait_for
 
 
 def _free_port() -> int:

@@ -1,0 +1,139 @@
+"""How BYOC artifacts are compiled and linked: the host reference driver, or a phone's library.
+
+Host builds compile the generated C against ``driver/include`` and link the reference driver
+(built once into a static archive, cached by the hash of its sources). Android builds compile
+the same C and link the phone's real library instead: ``-lneuralnetworks`` (the NDK ships its
+stub from API level 27) or the Neuron adapter library given by the ``neuron_lib`` option or
+``EDGEFARM_NEURON_LIB``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.config import get_settings
+from harness.errors import JobError, one_line
+
+log = logging.getLogger(__name__)
+
+DRIVER_DIR = Path(__file__).resolve().parent / "driver"
+INCLUDE_DIR = DRIVER_DIR / "include"
+NEURON_LIB_ENV = "EDGEFARM_NEURON_LIB"
+
+
+def driver_sources() -> list[Path]:
+    return sorted((DRIVER_DIR / "src").glob("*.c"))
+
+
+def _driver_hash() -> str:
+    digest = hashlib.sha256()
+    for path in [
+        *driver_sources(),
+        *sorted(INCLUDE_DIR.glob("*.h")),
+        *(DRIVER_DIR / "src").glob("*.h"),
+    ]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def byoc_version() -> str:
+    """A hash of the BYOC code (this package and the driver) that shapes an artifact."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256(_driver_hash().encode())
+    for path in sorted(package.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def host_driver_archive(cc: str = "gcc") -> Path:
+    """The reference driver as a static archive for the host, built once per source version."""
+    out_dir = get_settings().home / "byoc"
+    archive = out_dir / f"libedgefarm_nn-{_driver_hash()}.a"
+    if archive.exists():
+        return archive
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgefarm-nn-", dir=out_dir) as tmp:
+        objects = []
+        for source in driver_sources():
+            obj = Path(tmp) / (source.stem + ".o")
+            _run(
+                [
+                    cc,
+                    "-std=gnu11",
+                    "-O2",
+                    "-fPIC",
+                    "-fvisibility=hidden",
+                    f"-I{INCLUDE_DIR}",
+                    "-c",
+                    str(source),
+                    "-o",
+                    str(obj),
+                ],
+                what=f"compiling the reference driver ({source.name})",
+            )
+            objects.append(str(obj))
+        staged = Path(tmp) / archive.name
+        _run(["ar", "rcs", str(staged), *objects], what="archiving the reference driver")
+        os.replace(staged, archive)  # atomic: concurrent builds agree on the result
+    log.info("built the BYOC reference driver %s", archive)
+    return archive
+
+
+def _run(cmd: list[str], *, what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise JobError("link", f"{what} failed: {one_line(str(exc))}") from None
+    if proc.returncode != 0:
+        raise JobError("link", f"{what} failed: {one_line(proc.stderr or proc.stdout)}")
+
+
+def host_export_options() -> list[str]:
+    """Extra ``export_library`` options of a host build: driver header and archive."""
+    # export_library may put options before the generated sources: take the whole archive so
+    # that the link does not depend on the order.
+    archive = host_driver_archive()
+    return [
+        f"-I{INCLUDE_DIR}",
+        "-Wl,--whole-archive",
+        str(archive),
+        "-Wl,--no-whole-archive",
+        "-lm",
+        "-lpthread",
+    ]
+
+
+def android_link_args(dialect: str, options: dict[str, Any]) -> list[str]:
+    """Extra NDK link arguments of a phone build: the header, and the vendor library."""
+    args = [f"-I{INCLUDE_DIR}"]
+    if dialect == "nnapi":
+        # libneuralnetworks.so is an NDK system library from API level 27.
+        return [*args, "-lneuralnetworks"]
+    given = options.get("neuron_lib") or os.environ.get(NEURON_LIB_ENV)
+    if not given:
+        raise JobError(
+            "link",
+            "tvm-neuron for a phone links against MediaTek's Neuron adapter library "
+            f"(libneuron_adapter.so): pass the option neuron_lib=PATH or set {NEURON_LIB_ENV}",
+        )
+    lib = Path(str(given))
+    if not lib.is_file():
+        raise JobError(
+            "link",
+            f"the Neuron adapter library {lib} does not exist (option neuron_lib / "
+            f"{NEURON_LIB_ENV})",
+        )
+    return [*args, str(lib), f"-Wl,-rpath-link,{lib.parent}"]
+
+
+def compiler_available(cc: str = "gcc") -> bool:
+    return shutil.which(cc) is not None

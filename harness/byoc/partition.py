@@ -1,0 +1,237 @@
+"""Partitioning a Relax module for an NNAPI-family accelerator, and the report of it.
+
+Steps: fold constants (so a bias ``reshape(const)`` is a constant), match the dialect's pattern
+table with a check that runs the codegen's own translation on every candidate (a refusal keeps
+the operators on the CPU and records why), ``FuseOpsByPattern(bind_constants=False)``,
+``MergeCompositeFunctions``, mark which arguments of each offloaded function are constants
+(their data is read once, when the accelerator model is built) and ``RunCodegen``.
+
+``mode`` selects how candidates are chosen. ``"all"`` offloads every supported match; other
+modes (a cost-guided one) would decide per candidate and record ``cost decision`` refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from harness.byoc.codegen import CONST_PARAMS_ATTR, register_codegens
+from harness.byoc.dialect import DEFAULT_FEATURE_LEVEL, DIALECTS, NEURON_LEVEL, PREFERENCES
+from harness.byoc.patterns import neuron_patterns, nnapi_excluded, nnapi_patterns
+from harness.byoc.report import build_report
+from harness.byoc.translate import (
+    Const,
+    NNModel,
+    Refused,
+    Value,
+    is_const_tensor,
+    tensor_shape,
+    translate_bindings,
+)
+from harness.errors import JobError
+
+log = logging.getLogger(__name__)
+
+MODES = ("all",)
+REPORT_ATTR = "edgefarm_partition_report"
+# NNAPI feature levels edgefarm knows (Android 8.1 .. 15).
+FEATURE_LEVELS = range(1, 9)
+
+
+@dataclass(frozen=True)
+class PartitionOptions:
+    dialect: str
+    feature_level: int
+    preference: str
+    mode: str
+
+    @classmethod
+    def from_backend(cls, dialect: str, options: dict[str, Any]) -> PartitionOptions:
+        """Validated options; a bad value is a JobError (stage partition)."""
+        level_given = options.get("feature_level", DEFAULT_FEATURE_LEVEL)
+        if dialect == "nnapi":
+            if level_given is None:
+                raise JobError(
+                    "partition",
+                    "tvm-nnapi needs an NNAPI feature level, and the target has none (NNAPI "
+                    "exists from Android SDK level 27)",
+                )
+            try:
+                level = int(level_given)
+            except (TypeError, ValueError):
+                raise JobError(
+                    "partition", f"feature_level must be an integer, not {level_given!r}"
+                ) from None
+            if level not in FEATURE_LEVELS:
+                raise JobError(
+                    "partition",
+                    f"NNAPI feature level {level} is unknown (known: "
+                    f"{FEATURE_LEVELS.start}..{FEATURE_LEVELS.stop - 1})",
+                )
+        else:
+            level = NEURON_LEVEL
+        preference = str(options.get("preference", "fast_single_answer"))
+        if preference not in PREFERENCES:
+            raise JobError(
+                "partition",
+                f"unknown preference {preference!r} (one of {', '.join(PREFERENCES)})",
+            )
+        mode = str(options.get("partition", options.get("mode", "all")))
+        if mode not in MODES:
+            raise JobError(
+                "partition", f"partition mode {mode!r} is not available (modes: {', '.join(MODES)})"
+            )
+        return cls(dialect, level, preference, mode)
+
+
+def _matched_bindings(context: Any) -> tuple[list[tuple[Any, Any]], Any]:
+    """The fused bindings of a match in dependency order, and the root's var."""
+    from tvm import relax
+
+    matched = {var: expr for var, expr in context.matched_bindings.items()}
+    root = context.matched_expr
+    root_var = None
+    for var, expr in matched.items():
+        if expr.same_as(root):
+            root_var = var
+    if root_var is None:
+        root_var = context.value_to_bound_var.get(root, None)
+    if root_var is None:
+        root_var = relax.Var("root", root.ty)
+    by_var = {var: expr for var, expr in matched.items()}
+    order: list[tuple[Any, Any]] = []
+    seen: set[Any] = set()
+
+    def visit(var: Any, expr: Any) -> None:
+        if var in seen:
+            return
+        seen.add(var)
+        args: list[Any] = []
+        for arg in expr.args:
+            args.extend(arg.fields if isinstance(arg, relax.Tuple) else [arg])
+        for arg in args:
+            if isinstance(arg, relax.Var) and arg in by_var and arg not in seen:
+                visit(arg, by_var[arg])
+        order.append((var, expr))
+
+    visit(root_var, root)
+    return order, root_var
+
+
+class _Checker:
+    """The FusionPattern check: can the codegen emit this match? Records refusals."""
+
+    def __init__(self, options: PartitionOptions) -> None:
+        self.options = options
+        self.refusals: dict[str, Refused] = {}
+
+    def __call__(self, context: Any) -> bool:
+        from tvm.relax.backend.utils import has_leaking_intermediate_variables
+
+        if has_leaking_intermediate_variables(context):
+            return False
+        bindings, root_var = _matched_bindings(context)
+        model = NNModel(self.options.dialect, self.options.feature_level)
+        outside: dict[Any, Value] = {}
+
+        def lookup(expr: Any) -> Value:
+            if expr not in outside:
+                shape = tensor_shape(expr, "an input")
+                if is_const_tensor(expr):
+                    outside[expr] = Const(-1, shape)
+                else:
+                    outside[expr] = model.new_tensor(shape)
+            return outside[expr]
+
+        try:
+            translate_bindings(model, bindings, lookup, {root_var})
+        except Refused as exc:
+            names = [
+                var.name for var, expr in bindings if exc.call is None or expr.same_as(exc.call)
+            ]
+            for name in names:
+                self.refusals[name] = exc
+            return False
+        return True
+
+
+@dataclass
+class Partitioned:
+    mod: Any
+    report: dict[str, Any]
+
+
+def partition(mod: Any, dialect: str, options: dict[str, Any]) -> Partitioned:
+    """Partition ``mod`` for ``dialect`` (nnapi | neuron) and run its codegen."""
+    from tvm import relax
+
+    opts = PartitionOptions.from_backend(dialect, options)
+    register_codegens()
+    mod = relax.transform.FoldConstant()(mod)
+    checker = _Checker(opts)
+    if dialect == "nnapi":
+        patterns = nnapi_patterns(opts.feature_level, checker)
+        table = "TVM NNAPI"
+        excluded = nnapi_excluded(opts.feature_level)
+    else:
+        patterns = neuron_patterns(checker)
+        table = "edgefarm Neuron"
+        excluded = {}
+    fused = relax.transform.FuseOpsByPattern(
+        patterns, bind_constants=False, annotate_codegen=False
+    )(mod)
+    merged = relax.transform.MergeCompositeFunctions()(fused)
+    merged = _mark_constant_params(merged)
+    report = build_report(
+        mod,
+        merged,
+        refusals=checker.refusals,
+        dialect=DIALECTS[dialect].name,
+        feature_level=opts.feature_level if dialect == "nnapi" else None,
+        mode=opts.mode,
+        table=table,
+        excluded=excluded,
+    )
+    codegen_options = {
+        dialect: {"feature_level": opts.feature_level, "preference": opts.preference}
+    }
+    lowered = relax.transform.RunCodegen(codegen_options)(merged)
+    lowered = lowered.with_attr(REPORT_ATTR, json.dumps(report))
+    log.info(
+        "%s: %d of %d operators offloaded in %d subgraph(s)",
+        dialect,
+        report["ops_offloaded"],
+        report["ops_total"],
+        report["subgraphs"],
+    )
+    return Partitioned(lowered, report)
+
+
+def _mark_constant_params(mod: Any) -> Any:
+    """Annotate each offloaded function with the indices of its constant arguments."""
+    from tvm import relax
+
+    marks: dict[Any, list[int]] = {}
+    main = mod["main"]
+    body = main.body
+    if isinstance(body, relax.SeqExpr):
+        for block in body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
+                    marks[value.op] = [i for i, a in enumerate(value.args) if is_const_tensor(a)]
+    for gv, indices in marks.items():
+        func = mod[gv]
+        if func.attrs and "Codegen" in func.attrs:
+            mod[gv] = func.with_attr(CONST_PARAMS_ATTR, indices)
+    return mod
+
+
+def report_of(mod: Any) -> dict[str, Any] | None:
+    """The partition report a lowered module carries, if any."""
+    if mod.attrs is None or REPORT_ATTR not in mod.attrs:
+        return None
+    report: dict[str, Any] = json.loads(str(mod.attrs[REPORT_ATTR]))
+    return report

@@ -1,0 +1,105 @@
+"""ONNX models for the BYOC tests: each exercises one part of the pattern tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from testmodels import make_model as _model
+
+
+def _w(rng: np.random.Generator, *shape: int, scale: float = 0.3) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _f32(name: str, shape: list[int]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def transposed_matmul(seed: int = 0) -> onnx.ModelProto:
+    """Attention-like q @ k^T (a transposed, non-constant operand) -> softmax -> a Gemm whose
+    weight is transposed (transB=1)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 5, 6), "w"),
+        numpy_helper.from_array(_w(rng, 5), "b"),
+        numpy_helper.from_array(np.array([4, 6], np.int64), "flat"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["attn"], axis=-1),
+        helper.make_node("Reshape", ["attn", "flat"], ["attn2"]),
+        helper.make_node("Gemm", ["attn2", "w", "b"], ["y"], transB=1),
+    ]
+    return _model(
+        nodes,
+        [_f32("q", [1, 4, 8]), _f32("k", [1, 6, 8])],
+        [_f32("y", [4, 5])],
+        inits,
+        "transposed_matmul",
+    )
+
+
+def sin_in_the_middle(seed: int = 0) -> onnx.ModelProto:
+    """dense -> Sin (in neither table) -> dense: two offloaded subgraphs around a CPU op."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 16, 32), "w1"),
+        numpy_helper.from_array(_w(rng, 32), "b1"),
+        numpy_helper.from_array(_w(rng, 32, 8), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Sin", ["hb"], ["s"]),
+        helper.make_node("MatMul", ["s", "w2"], ["o"]),
+        helper.make_node("Relu", ["o"], ["y"]),
+    ]
+    return _model(nodes, [_f32("x", [1, 16])], [_f32("y", [1, 8])], inits, "sin_in_the_middle")
+
+
+def pool_concat(seed: int = 0) -> onnx.ModelProto:
+    """conv+bias+relu -> max pool -> (1x1 conv | 3x3 average pool) -> concat -> global average
+    pool -> dense -> sigmoid."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 8, 3, 3, 3), "c1_w"),
+        numpy_helper.from_array(_w(rng, 8), "c1_b"),
+        numpy_helper.from_array(_w(rng, 4, 8, 1, 1), "c2_w"),
+        numpy_helper.from_array(_w(rng, 12, 3), "fc_w"),
+    ]
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "c1_w", "c1_b"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]
+        ),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "c2_w"], ["c2"], kernel_shape=[1, 1]),
+        helper.make_node("AveragePool", ["p1"], ["a1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["c2", "a1"], ["cat"], axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc_w"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["y"]),
+    ]
+    return _model(nodes, [_f32("x", [1, 3, 16, 16])], [_f32("y", [1, 3])], inits, "pool_concat")
+
+
+def nothing_to_offload() -> onnx.ModelProto:
+    """Sin and Cos only: neither table covers them."""
+    nodes = [
+        helper.make_node("Sin", ["x"], ["s"]),
+        helper.make_node("Cos", ["s"], ["y"]),
+    ]
+    return _model(nodes, [_f32("x", [1, 8])], [_f32("y", [1, 8])], [], "nothing_to_offload")
+
+
+def int_add() -> onnx.ModelProto:
+    """An int32 Add: in NNAPI's table, but the codegen emits float32 only."""
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"])]
+    ints = [helper.make_tensor_value_info(n, TensorProto.INT32, [1, 4]) for n in ("a", "b")]
+    return _model(
+        nodes, ints, [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 4])], [], "int_add"
+    )
