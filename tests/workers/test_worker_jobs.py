@@ -153,3 +153,22 @@ def test_the_user_s_mistake_is_recorded_at_once_without_retries(
     (result,) = farm.results(job_id)
     assert result.status == "failed" and "retryable" not in result.document["error"]
     assert farm.device(devices[0]).health == DeviceHealth.good
+
+
+def test_nnapi_artifacts_are_built_per_feature_level_in_start_job(
+    farm: Farm, devices: list[int], worker: WorkerProcess, fresh_model: int
+) -> None:
+    """The two phones have different NNAPI feature levels (SDK 34 -> 7, SDK 33 -> 6): one
+    tvm-nnapi artifact each, built by start_job, found by the runs in the cache."""
+    job_id = farm.submit(fresh_model, devices, ["tvm-nnapi"], INPUTS)
+    runs = farm.wait_done(job_id, timeout_s=300)
+    assert [r.status for r in runs] == [RunStatus.done, RunStatus.done], [
+        (r.error_stage, r.error_message) for r in runs
+    ]
+    nnapi = [a for a in farm.artifacts(fresh_model) if a.backend == "tvm-nnapi"]
+    assert sorted(a.options["feature_level"] for a in nnapi) == [6, 7]
+    assert {r.artifact_id for r in runs} == {a.id for a in nnapi}
+    for result in farm.results(job_id):
+        assert result.accuracy_passed is True
+        assert result.document["provenance"]["cache_hit"] is True  # not rebuilt in the run
+        assert result.document["partition"]["ops_offloaded"] > 0

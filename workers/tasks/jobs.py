@@ -3,8 +3,10 @@ and finishing it once every run has ended. Queue ``compile``."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
+from typing import Any
 
 from celery import Task
 from sqlalchemy import update
@@ -38,7 +40,12 @@ def _pending(job: Job) -> list[Run]:
 
 
 def _artifact(
-    session: Session, job: Job, model: PreparedModel, backend_name: str, target: str
+    session: Session,
+    job: Job,
+    model: PreparedModel,
+    backend_name: str,
+    target: str,
+    given_options: dict[str, Any] | None,
 ) -> Artifact | None:
     """The Artifact row of (backend, target) for the job's model, compiled now unless the
     local artifact cache already has it; None for a backend that does not compile."""
@@ -46,7 +53,7 @@ def _artifact(
     if backend.kind != "tvm":
         return None
     backend.check_format(model.format, model_name=model.name)
-    options = backend.resolve_options(backend_options(job, backend_name))
+    options = backend.resolve_options(given_options)
     key = artifact_key_for(model, backend, target, options)
     session.commit()  # no transaction stays open through a build of many minutes
     log.info("job %s: artifact %s (%s for %s)", job.id, key, backend_name, target)
@@ -131,15 +138,31 @@ def _start_job(job_id: int) -> None:
                 session.commit()
                 send_finish_job(job_id)
                 return
-            groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
-            for run in pending:
-                groups[(run.backend, run.device.target)].append(run)
+            # One artifact per (backend, target, options as completed by the device): a
+            # phone's NNAPI feature level changes what tvm-nnapi may offload.
+            groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+            group_options: dict[tuple[str, str, str], dict[str, Any] | None] = {}
             ended = False
-            for (backend, target), runs in groups.items():
+            for run in pending:
+                try:
+                    options = get_backend(run.backend).device_options(
+                        run.device.facts or {"id": run.device.address},
+                        backend_options(job, run.backend),
+                    )
+                except JobError as exc:  # e.g. tvm-nnapi on a phone without NNAPI
+                    end_run(session, run, failed_run_document(run, exc, model=model))
+                    ended = True
+                    continue
+                key = (run.backend, run.device.target, json.dumps(options, sort_keys=True))
+                groups[key].append(run)
+                group_options[key] = options
+            session.commit()
+            for key, runs in groups.items():
+                backend, target, _ = key
                 artifact: Artifact | None = None
                 error: JobError | None = None
                 try:
-                    artifact = _artifact(session, job, model, backend, target)
+                    artifact = _artifact(session, job, model, backend, target, group_options[key])
                 except JobError as exc:
                     error = exc
                 sent: list[Run] = []
