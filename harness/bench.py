@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from harness import __version__
+from harness.byoc.calibration import CostStore, measured_costs
 from harness.compile import compile_artifact, get_backend, tvm_version
 from harness.compile.backends import Backend
 from harness.config import get_settings
@@ -222,11 +223,14 @@ def measure(
     progress: Progress = _quiet,
     device_facts: dict[str, Any] | None = None,
     exclusive: bool = False,
+    cost_store: CostStore | None = None,
 ) -> dict[str, Any]:
     """Measure ``model`` with ``backend`` on ``device``; always returns a result document.
 
     ``exclusive``: the caller owns the device (a farm worker holding its lease), so runners
     left over from interrupted runs are ended first and cannot overlap this measurement.
+    ``cost_store``: where ``partition: cost`` finds and keeps per-device-class costs (default:
+    the local store under EDGEFARM_HOME).
 
     Raises only HarnessBug (our defect); every JobError and InfrastructureError becomes a
     ``failed`` document with its stage.
@@ -251,6 +255,7 @@ def measure(
             protocol,
             options,
             progress,
+            cost_store,
         )
     except EdgefarmError as exc:
         if isinstance(exc, HarnessBug):
@@ -273,6 +278,7 @@ def _measure_into(
     protocol: Protocol,
     options: dict[str, Any] | None,
     progress: Progress,
+    cost_store: CostStore | None = None,
 ) -> None:
     settings = get_settings()
     label = f"{backend.name} on {device.id}"
@@ -288,10 +294,26 @@ def _measure_into(
             progress("compile", f"compiling {model.name} for {backend.name}/{target}")
             # BYOC: the device's NNAPI feature level bounds what may be offloaded.
             options = backend.device_options(doc["device"], options)
+            calibration = None
+            if (options or {}).get("partition") == "cost":
+                # Per-candidate costs of this device class: stored, or measured now on it.
+                costs, calibration = measured_costs(
+                    model,
+                    device,
+                    backend,
+                    target=target,
+                    options=options or {},
+                    facts=doc["device"],
+                    store=cost_store or CostStore.local(),
+                    progress=progress,
+                )
+                options = {**(options or {}), "costs": costs}
             artifact = compile_artifact(model, backend, target=target, options=options)
             partition = artifact.manifest.get("extra", {}).get("partition")
             if partition is not None:
                 doc["partition"] = partition
+                if calibration is not None and "cost" in partition:
+                    partition["cost"]["calibration"] = calibration
             provenance.update(
                 {
                     "compile_options": artifact.manifest["options"],
@@ -388,6 +410,9 @@ def _measure_into(
                     "samples_ms": list(report.samples_ms),
                 }
             )
+            if "predicted_ms" in doc.get("partition", {}):
+                # The cost model's prediction beside what this run measured.
+                doc["partition"]["measured_ms"] = stats.median
             if report.profile is not None:
                 doc["profile"] = sorted(
                     (p.model_dump() for p in report.profile),

@@ -137,6 +137,83 @@ def _parse_options(values: list[str]) -> dict[str, dict[str, Any]]:
     return options
 
 
+PARTITION_MODES = ("all", "cost")
+
+
+def _apply_partition(
+    options: dict[str, dict[str, Any]], backends: list[str], mode: str | None
+) -> None:
+    """``--partition MODE``: the ``partition`` option of every offloading backend given."""
+    if mode is None:
+        return
+    from harness.compile import get_backend
+    from harness.compile.backends import ByocBackend
+
+    if mode not in PARTITION_MODES:
+        raise JobError("partition", f"--partition {mode!r}: one of {', '.join(PARTITION_MODES)}")
+    offloading = [b for b in backends if isinstance(get_backend(b), ByocBackend)]
+    if not offloading:
+        raise JobError(
+            "partition", "--partition applies to offloading backends (tvm-nnapi, tvm-neuron)"
+        )
+    for name in offloading:
+        options.setdefault(name, {})["partition"] = mode
+
+
+def partition_table(documents: list[dict[str, Any]]) -> Table | None:
+    """What each offloading measurement sent to the accelerator; None when there is none."""
+    rows = [d for d in documents if d.get("partition")]
+    if not rows:
+        return None
+    table = Table(title="partition")
+    for column in (
+        "device",
+        "backend",
+        "mode",
+        "subgraphs",
+        "ops offloaded",
+        "MACs offloaded",
+        "boundary KiB",
+        "predicted ms",
+        "measured ms",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("device", "backend", "mode") else "right"
+        )
+    for doc in rows:
+        p = doc["partition"]
+        table.add_row(
+            str(doc["device"].get("id")),
+            doc["backend"],
+            str(p.get("mode")),
+            str(p.get("subgraphs")),
+            f"{p.get('ops_offloaded')}/{p.get('ops_total')}",
+            f"{100.0 * float(p.get('macs_offloaded_share') or 0.0):.0f}%",
+            _fmt((p.get("boundary_bytes") or 0) / 1024.0, 1),
+            _fmt(p.get("predicted_ms")),
+            _fmt(p.get("measured_ms")),
+        )
+    return table
+
+
+def print_cpu_ops(documents: list[dict[str, Any]]) -> None:
+    """Operators left on the CPU by offloading backends, counted by (operator, reason)."""
+    for doc in documents:
+        cpu_ops = (doc.get("partition") or {}).get("cpu_ops") or []
+        if not cpu_ops:
+            continue
+        counts: dict[tuple[str, str], int] = {}
+        for entry in cpu_ops:
+            key = (entry["op"], entry["reason"])
+            counts[key] = counts.get(key, 0) + 1
+        listed = ", ".join(f"{op} x{n} ({reason})" for (op, reason), n in sorted(counts.items()))
+        out.print(
+            f"{doc['backend']} on {doc['device'].get('id')} kept on the CPU: {listed}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @app.command()
 def bench(
     model: Annotated[Path, typer.Argument(help="An ONNX, TFLite or PyTorch .pt2 model file.")],
@@ -165,6 +242,13 @@ def bench(
         typer.Option("--option", "-o", help="Backend option BACKEND.KEY=VALUE; repeatable."),
     ] = None,
     profile: Annotated[bool, typer.Option(help="Per-operator times (TVM backends).")] = False,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="tvm-nnapi/tvm-neuron: 'all' offloads everything supported; 'cost' keeps on "
+            "the CPU what the device class's measured costs say the accelerator loses."
+        ),
+    ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the result documents here.")
     ] = None,
@@ -176,6 +260,7 @@ def bench(
     try:
         specs = [parse_input_spec(text) for text in input or []]
         options = _parse_options(option or [])
+        _apply_partition(options, backend or ["tvm-cpu"], partition)
     except JobError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)
         raise typer.Exit(2) from None
@@ -207,6 +292,10 @@ def bench(
 
         documents = run_bench(plan, progress)
     out.print(results_table(documents))
+    parts = partition_table(documents)
+    if parts is not None:
+        out.print(parts)
+        print_cpu_ops(documents)
     for doc in documents:
         if doc.get("profile"):
             out.print(profile_table(doc))
@@ -301,6 +390,9 @@ def submit(
     seed: Annotated[int, typer.Option()] = 0,
     option: Annotated[list[str] | None, typer.Option("--option", "-o")] = None,
     profile: Annotated[bool, typer.Option(help="Per-operator times.")] = False,
+    partition: Annotated[
+        str | None, typer.Option(help="tvm-nnapi/tvm-neuron: all | cost (see edgefarm bench).")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the results and print them.")] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write results (--wait).")
@@ -325,6 +417,7 @@ def submit(
             input or [],
             option or [],
         )
+        _apply_partition(settings["options"], backend or ["tvm-cpu"], partition)
     except JobError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)
         raise typer.Exit(2) from None
@@ -358,6 +451,10 @@ def submit(
     finally:
         client.close()
     out.print(results_table(documents))
+    parts = partition_table(documents)
+    if parts is not None:
+        out.print(parts)
+        print_cpu_ops(documents)
     print_failures(documents)
     if json_path is not None:
         json_path.write_text(json.dumps(documents, indent=2) + "\n")

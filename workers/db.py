@@ -36,6 +36,12 @@ def session_factory() -> sessionmaker[Session]:
     return factory
 
 
+def engine() -> Engine:
+    """This process's engine (see :func:`session_factory`)."""
+    session_factory()
+    return _state["factory"][1]
+
+
 def dispose() -> None:
     """Close this process's connections (before forking a pool, or at exit)."""
     current = _state.pop("factory", None)

@@ -6,8 +6,12 @@ the operators on the CPU and records why), ``FuseOpsByPattern(bind_constants=Fal
 ``MergeCompositeFunctions``, mark which arguments of each offloaded function are constants
 (their data is read once, when the accelerator model is built) and ``RunCodegen``.
 
-``mode`` selects how candidates are chosen. ``"all"`` offloads every supported match; other
-modes (a cost-guided one) would decide per candidate and record ``cost decision`` refusals.
+``mode`` selects how candidates are chosen. ``"all"`` offloads every supported match.
+``"cost"`` first finds the candidates (a match-only pass), lets :mod:`harness.byoc.costmodel`
+choose which to offload from costs measured on the device class (``options["costs"]``, filled
+in by :mod:`harness.byoc.calibration`), then partitions again refusing the others with reason
+``cost decision``. ``"calibrate-cpu"`` and ``"calibrate-accel"`` are internal: they build the
+calibration modules (:mod:`harness.byoc.candidates`) whose functions calibration times.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from harness.errors import JobError
 
 log = logging.getLogger(__name__)
 
-MODES = ("all",)
+MODES = ("all", "cost")
+CALIBRATION_MODES = ("calibrate-cpu", "calibrate-accel")
 REPORT_ATTR = "edgefarm_partition_report"
 # NNAPI feature levels edgefarm knows (Android 8.1 .. 15).
 FEATURE_LEVELS = range(1, 9)
@@ -79,7 +84,7 @@ class PartitionOptions:
                 f"unknown preference {preference!r} (one of {', '.join(PREFERENCES)})",
             )
         mode = str(options.get("partition", options.get("mode", "all")))
-        if mode not in MODES:
+        if mode not in MODES + CALIBRATION_MODES:
             raise JobError(
                 "partition", f"partition mode {mode!r} is not available (modes: {', '.join(MODES)})"
             )
@@ -120,12 +125,28 @@ def _matched_bindings(context: Any) -> tuple[list[tuple[Any, Any]], Any]:
     return order, root_var
 
 
-class _Checker:
-    """The FusionPattern check: can the codegen emit this match? Records refusals."""
+@dataclass
+class Match:
+    """A match the checker accepted: its bindings in order, its root var and the values it
+    takes from outside (constants included)."""
 
-    def __init__(self, options: PartitionOptions) -> None:
+    bindings: list[tuple[Any, Any]]
+    root: Any
+    outside: list[Any]
+
+
+class _Checker:
+    """The FusionPattern check: can the codegen emit this match? Records refusals, and the
+    matches it accepted. ``keep_on_cpu`` (var name -> Refused) refuses every match that
+    touches one of those vars: the cost decision."""
+
+    def __init__(
+        self, options: PartitionOptions, keep_on_cpu: dict[str, Refused] | None = None
+    ) -> None:
         self.options = options
+        self.keep_on_cpu = keep_on_cpu or {}
         self.refusals: dict[str, Refused] = {}
+        self.accepted: list[Match] = []
 
     def __call__(self, context: Any) -> bool:
         from tvm.relax.backend.utils import has_leaking_intermediate_variables
@@ -133,6 +154,11 @@ class _Checker:
         if has_leaking_intermediate_variables(context):
             return False
         bindings, root_var = _matched_bindings(context)
+        kept = [var.name for var, _ in bindings if var.name in self.keep_on_cpu]
+        if kept:
+            for name in kept:
+                self.refusals[name] = self.keep_on_cpu[name]
+            return False
         model = NNModel(self.options.dialect, self.options.feature_level)
         outside: dict[Any, Value] = {}
 
@@ -154,6 +180,7 @@ class _Checker:
             for name in names:
                 self.refusals[name] = exc
             return False
+        self.accepted.append(Match(bindings, root_var, list(outside)))
         return True
 
 
@@ -163,27 +190,57 @@ class Partitioned:
     report: dict[str, Any]
 
 
-def partition(mod: Any, dialect: str, options: dict[str, Any]) -> Partitioned:
-    """Partition ``mod`` for ``dialect`` (nnapi | neuron) and run its codegen."""
+def _fuse(
+    mod: Any, dialect: str, checker: _Checker, *, merge: bool = True
+) -> tuple[Any, str, dict[str, Any]]:
+    """FuseOpsByPattern + MergeCompositeFunctions with the dialect's table. Without ``merge``
+    every match becomes its own offloaded function (and ``main`` is not needed)."""
     from tvm import relax
 
-    opts = PartitionOptions.from_backend(dialect, options)
-    register_codegens()
-    mod = relax.transform.FoldConstant()(mod)
-    checker = _Checker(opts)
     if dialect == "nnapi":
-        patterns = nnapi_patterns(opts.feature_level, checker)
+        patterns = nnapi_patterns(checker.options.feature_level, checker)
         table = "TVM NNAPI"
-        excluded = nnapi_excluded(opts.feature_level)
+        excluded: dict[str, Any] = nnapi_excluded(checker.options.feature_level)
     else:
         patterns = neuron_patterns(checker)
         table = "edgefarm Neuron"
         excluded = {}
     fused = relax.transform.FuseOpsByPattern(
-        patterns, bind_constants=False, annotate_codegen=False
+        patterns, bind_constants=False, annotate_codegen=not merge
     )(mod)
-    merged = relax.transform.MergeCompositeFunctions()(fused)
-    merged = _mark_constant_params(merged)
+    merged = relax.transform.MergeCompositeFunctions()(fused) if merge else fused
+    return _mark_constant_params(merged), table, excluded
+
+
+def find_candidates(mod: Any, opts: PartitionOptions) -> list[Match]:
+    """Every match the codegen accepts in ``mod`` (constants folded), in the order the
+    pattern table took them: the candidates of a cost decision or a calibration."""
+    checker = _Checker(opts)
+    _fuse(mod, opts.dialect, checker)
+    return checker.accepted
+
+
+def partition(mod: Any, dialect: str, options: dict[str, Any]) -> Partitioned:
+    """Partition ``mod`` for ``dialect`` (nnapi | neuron) and run its codegen."""
+    from tvm import relax
+
+    from harness.byoc import candidates as cands
+
+    opts = PartitionOptions.from_backend(dialect, options)
+    register_codegens()
+    mod = relax.transform.FoldConstant()(mod)
+    if opts.mode == "calibrate-cpu":
+        return Partitioned(*cands.calibration_module(mod, find_candidates(mod, opts), opts))
+    if opts.mode == "calibrate-accel":
+        cal, info = cands.calibration_module(mod, find_candidates(mod, opts), opts, accel=True)
+        merged, _, _ = _fuse(cal, dialect, _Checker(opts), merge=False)
+        return Partitioned(_codegen(merged, opts), info)
+
+    decision: cands.CostDecision | None = None
+    if opts.mode == "cost":
+        decision = cands.decide(mod, find_candidates(mod, opts), opts, options.get("costs"))
+    checker = _Checker(opts, decision.keep_on_cpu if decision else None)
+    merged, table, excluded = _fuse(mod, dialect, checker)
     report = build_report(
         mod,
         merged,
@@ -194,10 +251,9 @@ def partition(mod: Any, dialect: str, options: dict[str, Any]) -> Partitioned:
         table=table,
         excluded=excluded,
     )
-    codegen_options = {
-        dialect: {"feature_level": opts.feature_level, "preference": opts.preference}
-    }
-    lowered = relax.transform.RunCodegen(codegen_options)(merged)
+    if decision is not None:
+        report.update(decision.report())
+    lowered = _codegen(merged, opts)
     lowered = lowered.with_attr(REPORT_ATTR, json.dumps(report))
     log.info(
         "%s: %d of %d operators offloaded in %d subgraph(s)",
@@ -209,14 +265,24 @@ def partition(mod: Any, dialect: str, options: dict[str, Any]) -> Partitioned:
     return Partitioned(lowered, report)
 
 
+def _codegen(merged: Any, opts: PartitionOptions) -> Any:
+    from tvm import relax
+
+    codegen_options = {
+        opts.dialect: {"feature_level": opts.feature_level, "preference": opts.preference}
+    }
+    return relax.transform.RunCodegen(codegen_options)(merged)
+
+
 def _mark_constant_params(mod: Any) -> Any:
     """Annotate each offloaded function with the indices of its constant arguments."""
     from tvm import relax
 
     marks: dict[Any, list[int]] = {}
-    main = mod["main"]
-    body = main.body
-    if isinstance(body, relax.SeqExpr):
+    for func in mod.functions.values():
+        body = getattr(func, "body", None)
+        if not isinstance(func, relax.Function) or not isinstance(body, relax.SeqExpr):
+            continue
         for block in body.blocks:
             for binding in block.bindings:
                 value = binding.value

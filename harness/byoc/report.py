@@ -94,7 +94,8 @@ def macs_of(call: Any) -> int:
     return 0
 
 
-def _bytes(expr: Any) -> int:
+def tensor_bytes(expr: Any) -> int:
+    """Bytes of a tensor (or tuple of tensors) with a static shape; 0 when unknown."""
     from tvm import relax
 
     sinfo = expr.ty
@@ -165,9 +166,9 @@ def build_report(
             for arg in value.args:
                 if not is_const_tensor(arg):
                     boundary_tensors += 1
-                    boundary_bytes += _bytes(arg)
+                    boundary_bytes += tensor_bytes(arg)
             boundary_tensors += _count_outputs(value)
-            boundary_bytes += _bytes(value)
+            boundary_bytes += tensor_bytes(value)
             continue
         name = op_name(value)
         if not name:

@@ -362,7 +362,7 @@ def translate_bindings(
     values: dict[Any, Value] = {}
     uses: dict[Any, int] = {}
     for _, call in bindings:
-        for arg in _flat_args(call):
+        for arg in flat_args(call):
             uses[arg] = uses.get(arg, 0) + 1
 
     def get(expr: Any) -> Value:
@@ -408,7 +408,8 @@ def translate_bindings(
     return values
 
 
-def _flat_args(call: Any) -> list[Any]:
+def flat_args(call: Any) -> list[Any]:
+    """The arguments of ``call``, the fields of a tuple argument spread."""
     from tvm import relax
 
     out: list[Any] = []
@@ -466,7 +467,7 @@ def translate_call(
     out_shape = tensor_shape(call, "the result")
     from tvm import relax
 
-    for k, arg in enumerate(_flat_args(call)):
+    for k, arg in enumerate(flat_args(call)):
         # Shapes (reshape) and scalars (clip bounds) are attributes here, not tensors.
         if not isinstance(arg, relax.ShapeExpr) and not _is_prim_value(arg):
             tensor_shape(arg, f"input {k}")
@@ -755,7 +756,7 @@ def _concat(model: NNModel, call: Any, get: Lookup, out_shape: tuple[int, ...]) 
     axis = int(call.attrs.axis) if call.attrs.axis is not None else 0
     axis = axis + rank if axis < 0 else axis
     ins = []
-    for field_expr in _flat_args(call):
+    for field_expr in flat_args(call):
         value = get(field_expr)
         if len(value.shape) != rank:
             raise Refused("shape constraint", "concatenated tensors of different ranks")

@@ -112,7 +112,11 @@ class ByocBackend(Backend):
 
     def artifact_extra(self, mod: Any) -> dict[str, Any] | None:
         from harness.byoc import report_of
+        from harness.byoc.candidates import calibration_of
 
+        calibration = calibration_of(mod)
+        if calibration is not None:
+            return {"calibration": calibration}
         report = report_of(mod)
         return {"partition": report} if report is not None else None
 
@@ -145,6 +149,8 @@ def register_all() -> None:
         "opt_level": 3,
         "preference": "fast_single_answer",
         "partition": "all",
+        # partition "cost": the measured costs the decision uses (filled in by calibration).
+        "costs": None,
     }
     register(
         ByocBackend(

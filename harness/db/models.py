@@ -251,3 +251,30 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class OpCost(Base):
+    """A time measured on a device class for cost-guided partitioning (harness.byoc).
+
+    ``variant`` says where it ran: ``cpu``, or the accelerator with its settings
+    (``nnapi/fl7/fast_single_answer``); ``signature`` is an offload candidate's
+    (harness.byoc.candidates.signature), ``probe:<bytes>`` for a boundary probe, or
+    ``model:<key>`` for a whole model on the CPU (the baseline). ``software`` is the TVM and
+    BYOC code version the time belongs to: a new version measures again.
+    """
+
+    __tablename__ = "op_costs"
+    __table_args__ = (
+        UniqueConstraint("device_class", "variant", "software", "signature", name="uq_op_cost"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_class: Mapped[str] = mapped_column(String(128))
+    variant: Mapped[str] = mapped_column(String(64))
+    software: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(96))
+    median_ms: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    device: Mapped[str] = mapped_column(String(128), default="")  # the device it ran on
+    measured_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -172,3 +172,44 @@ def test_nnapi_artifacts_are_built_per_feature_level_in_start_job(
         assert result.accuracy_passed is True
         assert result.document["provenance"]["cache_hit"] is True  # not rebuilt in the run
         assert result.document["partition"]["ops_offloaded"] > 0
+
+
+def test_cost_guided_partition_calibrates_on_the_phones_and_stores_costs_in_the_farm_db(
+    farm: Farm, devices: list[int], worker: WorkerProcess, fresh_model: int
+) -> None:
+    """partition "cost": start_job builds only the calibration artifacts; each phone's run
+    finds its device class's costs in the farm's database or measures them there, then builds
+    the cost-guided artifact. The result shows predicted against measured latency."""
+    from sqlalchemy import func, select
+
+    from harness.db import OpCost
+
+    options = {"tvm-neuron": {"partition": "cost"}}
+    job_id = farm.submit(fresh_model, devices, ["tvm-neuron"], INPUTS, options=options)
+    runs = farm.wait_done(job_id, timeout_s=420)
+    assert [r.status for r in runs] == [RunStatus.done, RunStatus.done], [
+        (r.error_stage, r.error_message) for r in runs
+    ]
+    assert all(r.artifact_id is None for r in runs)  # built in the run, after calibration
+    classes = set()
+    for result in farm.results(job_id):
+        assert result.accuracy_passed is True
+        report = result.document["partition"]
+        assert report["mode"] == "cost"
+        assert report["predicted_ms"] > 0 and report["measured_ms"] == result.median_ms
+        cost = report["cost"]
+        classes.add(cost["device_class"])
+        assert cost["calibration"]["measured_now"] + cost["calibration"]["reused"] > 0
+        offloaded = sum(len(c["ops"]) for c in cost["candidates"] if c["offloaded"])
+        assert offloaded == report["ops_offloaded"]
+    with farm.sessions() as session:
+        stored = dict(
+            session.execute(
+                select(OpCost.device_class, func.count())
+                .where(OpCost.device_class.in_(classes))
+                .group_by(OpCost.device_class)
+            ).all()
+        )
+    # Both phones' classes have CPU and Neuron times of every candidate, probes, baseline.
+    assert set(stored) == classes
+    assert all(n >= 2 * 3 + 1 for n in stored.values())

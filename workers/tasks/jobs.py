@@ -48,12 +48,21 @@ def _artifact(
     given_options: dict[str, Any] | None,
 ) -> Artifact | None:
     """The Artifact row of (backend, target) for the job's model, compiled now unless the
-    local artifact cache already has it; None for a backend that does not compile."""
+    local artifact cache already has it; None for a backend that does not compile, or for a
+    cost-guided partition (built by the run, after calibration on its phone)."""
     backend = get_backend(backend_name)
     if backend.kind != "tvm":
         return None
     backend.check_format(model.format, model_name=model.name)
     options = backend.resolve_options(given_options)
+    if options.get("partition") == "cost":
+        # The artifact depends on the costs measured on the phone's class, which its run
+        # finds or measures (harness.byoc.calibration); what can be built now is the pair of
+        # calibration builds, so a broken model fails here, for every run at once.
+        session.commit()
+        for mode in ("calibrate-cpu", "calibrate-accel"):
+            compile_artifact(model, backend, target=target, options={**options, "partition": mode})
+        return None
     key = artifact_key_for(model, backend, target, options)
     session.commit()  # no transaction stays open through a build of many minutes
     log.info("job %s: artifact %s (%s for %s)", job.id, key, backend_name, target)

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from harness.bench import measure
+from harness.byoc.calibration import CostStore
 from harness.compile import get_backend
 from harness.config import get_settings
 from harness.db import DeviceHealth, Run, RunStatus, utcnow
@@ -39,6 +40,7 @@ from harness.farm.leases import acquire_lease, mark_running, release_lease, rene
 from workers import settings as worker_settings
 from workers.celery_app import task
 from workers.db import db_session
+from workers.db import engine as db_engine
 from workers.dispatch import send_finish_job
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document
@@ -214,6 +216,8 @@ def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
             protocol=job_protocol(job),
             options=backend_options(job, runrow.backend),
             exclusive=True,  # under our lease: runners of interrupted attempts are ended first
+            # partition "cost": per-device-class costs live in the farm's database.
+            cost_store=CostStore(db_engine()),
         )
     finally:
         device.close()

@@ -131,8 +131,8 @@ def test_bad_partition_options_are_job_errors(tmp_path: Path) -> None:
     assert err.value.stage == "partition"
     with pytest.raises(JobError, match="preference"):
         partition(mod, "neuron", {"preference": "turbo"})
-    with pytest.raises(JobError, match="mode"):
-        partition(mod, "neuron", {"partition": "cost"})
+    with pytest.raises(JobError, match="mode 'greedy' is not available"):
+        partition(mod, "neuron", {"partition": "greedy"})
 
 
 def test_repeated_composites_are_counted_per_call(tmp_path: Path) -> None:
