@@ -766,6 +766,68 @@ def token_revoke(name: Annotated[str, typer.Argument(help="The token's name.")])
     console.print(f"revoked {count} token(s) named {name!r}", highlight=False)
 
 
+costs_app = typer.Typer(
+    help="Per-device-class costs that --partition cost measured (calibration).",
+    no_args_is_help=True,
+)
+app.add_typer(costs_app, name="costs")
+
+
+def _cost_store(farm: bool) -> Any:
+    from harness.byoc.calibration import CostStore
+
+    if farm:
+        from harness.db import make_engine
+
+        return CostStore(make_engine())
+    return CostStore.local()
+
+
+FarmFlag = Annotated[
+    bool,
+    typer.Option(
+        "--farm", help="The farm's database (EDGEFARM_DATABASE_URL), not edgefarm bench's store."
+    ),
+]
+
+
+@costs_app.command("list")
+def costs_list(
+    device_class: Annotated[
+        str | None, typer.Option("--device-class", help="Only this device class.")
+    ] = None,
+    farm: FarmFlag = False,
+) -> None:
+    """Stored times: per device class, where they ran (cpu or the accelerator's settings)."""
+    rows = _cost_store(farm).rows(device_class)
+    table = Table(title=f"edgefarm costs ({len(rows)})")
+    for column in ("device class", "variant", "what", "median ms", "n", "device", "measured"):
+        table.add_column(column, justify="right" if column in ("median ms", "n") else "left")
+    for row in rows:
+        table.add_row(
+            row.device_class,
+            row.variant,
+            row.description or row.signature,
+            _fmt(row.median_ms),
+            str(row.samples),
+            row.device,
+            f"{row.measured_at:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+
+
+@costs_app.command("forget")
+def costs_forget(
+    device_class: Annotated[
+        str | None, typer.Option("--device-class", help="Only this device class.")
+    ] = None,
+    farm: FarmFlag = False,
+) -> None:
+    """Delete stored times; the next cost-guided run measures again."""
+    count = _cost_store(farm).forget(device_class)
+    console.print(f"forgot {count} stored time(s)", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point: no raw traceback reaches the user."""
     try:

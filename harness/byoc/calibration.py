@@ -325,7 +325,9 @@ def measured_costs(
                 e["name"],
                 e["signature"],
                 tuple((tuple(i["shape"]), str(i["dtype"])) for i in e["inputs"]),
-                "+".join(candidates[e["candidate"]]["ops"]),
+                "+".join(candidates[e["candidate"]]["ops"])
+                + " "
+                + ",".join("x".join(map(str, i["shape"])) for i in e["inputs"]),
             )
             for e in info["entries"]
         ]

@@ -90,3 +90,35 @@ def test_examples_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds-cnn.onnx", "resnet8.onnx"]
     assert edgefarm("examples", "alexnet", "-o", str(tmp_path)).returncode == 2
+
+
+def test_partition_cost_prints_prediction_and_stores_costs(tmp_path: Path) -> None:
+    model = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
+    out = tmp_path / "r.json"
+    args = ["bench", str(model), "-b", "tvm-neuron", "--partition", "cost", "--json", str(out)]
+    proc = edgefarm(*args, *FAST)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "partition" in proc.stdout and "predicted ms" in proc.stdout
+    [doc] = json.loads(out.read_text())
+    report = doc["partition"]
+    assert report["mode"] == "cost" and report["measured_ms"] == doc["latency_ms"]["median"]
+    klass = report["cost"]["device_class"]
+    assert klass.startswith("local:")
+
+    listed = edgefarm("costs", "list", "--device-class", klass)
+    assert listed.returncode == 0, listed.stderr
+    assert "cpu/o3" in listed.stdout and "neuron/fast_single_answer" in listed.stdout
+    assert "matmul" in listed.stdout and "probe relu" in listed.stdout
+    forgot = edgefarm("costs", "forget", "--device-class", klass)
+    assert forgot.returncode == 0 and "forgot" in forgot.stderr
+    assert int(forgot.stderr.split()[1]) >= 2 + 3 + 3 + 1
+    assert "(0)" in edgefarm("costs", "list", "--device-class", klass).stdout
+
+
+def test_partition_mode_errors_are_usage_errors(tmp_path: Path) -> None:
+    model = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
+    bad = edgefarm("bench", str(model), "-b", "tvm-nnapi", "--partition", "greedy")
+    assert bad.returncode == 2 and "one of all, cost" in bad.stderr
+    cpu = edgefarm("bench", str(model), "-b", "tvm-cpu", "--partition", "cost")
+    assert cpu.returncode == 2 and "offloading backends" in cpu.stderr
+    assert "Traceback" not in bad.stderr + cpu.stderr
