@@ -1,12 +1,12 @@
 """Benchmark: BYOC offload (tvm-nnapi, tvm-neuron) beside tvm-cpu and onnxruntime.
 
-For a few models (the tests' mobilenet_like, the MLPerf Tiny DS-CNN and ResNet-8) it measures
-tvm-cpu, ort, and the two offloading backends with ``partition`` all and cost, on the local
-device in interleaved rounds, and prints each median latency; then, per offloading run, the
-offload share from the partition report (operators, multiply-accumulates, subgraphs) and the
-cost model's predicted latency against the measured one (for mode all: the prediction the
-cost run made of offloading everything). The first cost run of a model calibrates (times every
-candidate on the device); its count and wall time are printed.
+For a few models (the tests' mobilenet_like and wide_conv, MLPerf Tiny's DS-CNN and ResNet-8)
+it measures tvm-cpu, ort, and the two offloading backends with ``partition`` all and cost, on
+the local device in interleaved rounds, and prints each median latency; then, per offloading
+run, the offload share from the partition report (operators, multiply-accumulates, subgraphs)
+and the cost model's predicted latency against the measured one (for mode all: the prediction
+the cost run made of offloading everything). The first cost run of a model calibrates (times
+every candidate on the device); its count and wall time are printed.
 
 On this machine the "accelerator" is edgefarm's host reference driver: plain, single-threaded
 C loops that check the generated NNAPI/Neuron code end to end. Its latencies say what the
@@ -47,7 +47,10 @@ BYOC = ("tvm-nnapi", "tvm-neuron")
 
 
 def _models(directory: Path) -> dict[str, Path]:
-    makers: dict[str, Callable[[], onnx.ModelProto]] = {"mobilenet_like": testmodels.mobilenet_like}
+    makers: dict[str, Callable[[], onnx.ModelProto]] = {
+        "mobilenet_like": testmodels.mobilenet_like,
+        "wide_conv": testmodels.wide_conv,
+    }
     paths = {name: testmodels.save(make(), directory, name) for name, make in makers.items()}
     for name in ("ds-cnn", "resnet8"):
         paths[name] = write_example(name, directory)

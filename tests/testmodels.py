@@ -138,6 +138,36 @@ def unsupported_op(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def wide_conv(seed: int = 0) -> onnx.ModelProto:
+    """Two wide 3x3 convolutions (64 -> 128 -> 128 channels) on an 8x8 map, then a classifier:
+    much arithmetic per byte crossing a boundary."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 128, 64, 3, 3), "w1"),
+        numpy_helper.from_array(np.zeros(128, np.float32), "b1"),
+        numpy_helper.from_array(_w(rng, 128, 128, 3, 3), "w2"),
+        numpy_helper.from_array(np.zeros(128, np.float32), "b2"),
+        numpy_helper.from_array(_w(rng, 128, 10, scale=0.1), "fc"),
+    ]
+    conv = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], **conv),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], **conv),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["logits"]),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 64, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        inits,
+        "wide_conv",
+    )
+
+
 def save(model: onnx.ModelProto, directory: Path, name: str) -> Path:
     path = directory / f"{name}.onnx"
     onnx.save_model(model, str(path))
