@@ -36,6 +36,7 @@ from harness.devices.deploy import (
 from harness.errors import EdgefarmError, HarnessBug, InfrastructureError, JobError, Stage
 from harness.measure.accuracy import compare
 from harness.measure.inputs import load_inputs_npz, make_inputs
+from harness.measure.protocol import Protocol as Protocol  # re-exported: callers import it here
 from harness.measure.stats import summarize
 from harness.modelio import InputSpec, PreparedModel, load
 from harness.runner.result import RunnerOk, parse_runner_output
@@ -63,42 +64,6 @@ RESULT_KEYS = (
 
 def _quiet(event: str, message: str) -> None:
     log.info("%s: %s", event, message)
-
-
-@dataclass
-class Protocol:
-    """How a measurement is timed."""
-
-    warmup: int = 5
-    min_iterations: int = 20
-    min_seconds: float = 1.0
-    max_seconds: float = 60.0
-    # Caps the raw samples kept for sub-microsecond models; the minimum count still applies.
-    max_iterations: int = 10_000
-    profile: bool = False
-
-    def runner_args(self) -> list[str]:
-        return [
-            "--warmup",
-            str(self.warmup),
-            "--min-iterations",
-            str(self.min_iterations),
-            "--min-seconds",
-            repr(float(self.min_seconds)),
-            "--max-seconds",
-            repr(float(self.max_seconds)),
-            "--max-iterations",
-            str(max(self.max_iterations, self.min_iterations)),
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "warmup": self.warmup,
-            "min_iterations": self.min_iterations,
-            "min_seconds": self.min_seconds,
-            "max_seconds": self.max_seconds,
-            "max_iterations": self.max_iterations,
-        }
 
 
 @dataclass

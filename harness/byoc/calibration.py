@@ -42,6 +42,7 @@ from harness.devices.deploy import (
 )
 from harness.errors import EdgefarmError, JobError
 from harness.measure.inputs import make_inputs
+from harness.measure.protocol import Protocol
 from harness.modelio import PreparedModel
 from harness.runner.result import RunnerOk, parse_runner_output
 
@@ -50,12 +51,11 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
 
 # How each calibration function is timed: short, since a model has tens of them, but with
-# enough calls for a stable median of sub-millisecond kernels.
-WARMUP = 3
-MIN_ITERATIONS = 15
-MIN_SECONDS = 0.25
-MAX_SECONDS = 5.0
-MAX_ITERATIONS = 2000  # the runner reports every sample: keep its answer small
+# enough calls for a stable median of sub-millisecond kernels. At most 2000 samples: the
+# runner reports every one.
+CALIBRATION_PROTOCOL = Protocol(
+    warmup=3, min_iterations=15, min_seconds=0.25, max_seconds=5.0, max_iterations=2000
+)
 
 
 def device_class(facts: dict[str, Any]) -> str:
@@ -233,22 +233,13 @@ def _time_entries(
                     device.push(local, remote, atomic=False)
                     command += ["--input", remote]
                 command += [
-                    "--warmup",
-                    str(WARMUP),
-                    "--min-iterations",
-                    str(MIN_ITERATIONS),
-                    "--min-seconds",
-                    repr(MIN_SECONDS),
-                    "--max-seconds",
-                    repr(MAX_SECONDS),
-                    "--max-iterations",
-                    str(MAX_ITERATIONS),
+                    *CALIBRATION_PROTOCOL.runner_args(),
                     "--pid-file",
                     posixpath.join(run_dir, "runner.pid"),
                 ]
                 result = device.shell(
                     command,
-                    timeout_s=settings.run_timeout_s + MAX_SECONDS,
+                    timeout_s=settings.run_timeout_s + CALIBRATION_PROTOCOL.max_seconds,
                     env={"LD_LIBRARY_PATH": bundle_dir},
                     cwd=run_dir,
                 )

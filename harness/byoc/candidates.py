@@ -20,17 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.byoc.costmodel import Candidate, Costs, Planner, Prediction
-from harness.byoc.report import tensor_bytes
+from harness.byoc.report import short_op, tensor_bytes
 from harness.byoc.translate import Refused, flat_args, is_const_tensor, op_name
 from harness.errors import JobError
 
 CALIBRATION_ATTR = "edgefarm_calibration"
 # Boundary probes: NCHW float32 shapes of 2 KiB, 64 KiB and 512 KiB.
 PROBE_SHAPES = ((1, 8, 8, 8), (1, 16, 32, 32), (1, 32, 64, 64))
-
-
-def _short(name: str) -> str:
-    return name.removeprefix("relax.")
 
 
 def _ty_text(expr: Any) -> str:
@@ -98,7 +94,7 @@ def describe(mod: Any, matches: Sequence[Any]) -> list[Candidate]:
         described.append(
             Candidate(
                 name=root,
-                ops=tuple(_short(op_name(expr)) for _, expr in match.bindings),
+                ops=tuple(short_op(op_name(expr)) for _, expr in match.bindings),
                 signature=signature(match.bindings, match.outside),
                 members=tuple(var.name for var, _ in match.bindings),
                 inputs=tuple(

@@ -28,7 +28,8 @@ _DTYPE_BYTES = {
 }
 
 
-def _short(name: str) -> str:
+def short_op(name: str) -> str:
+    """``relax.nn.conv2d`` -> ``nn.conv2d``."""
     return name.removeprefix("relax.")
 
 
@@ -137,7 +138,7 @@ def build_report(
     by_type: dict[str, dict[str, int]] = {}
     macs_total = 0
     for _, call in op_calls(original["main"]):
-        entry = by_type.setdefault(_short(op_name(call)), {"offloaded": 0, "total": 0})
+        entry = by_type.setdefault(short_op(op_name(call)), {"offloaded": 0, "total": 0})
         entry["total"] += 1
         macs_total += macs_of(call)
 
@@ -150,7 +151,7 @@ def build_report(
     ops_offloaded = 0
     for func in offloaded_funcs.values():
         for _, call in op_calls(func):
-            name = _short(op_name(call))
+            name = short_op(op_name(call))
             by_type.setdefault(name, {"offloaded": 0, "total": 0})["offloaded"] += 1
             ops_offloaded += 1
             macs_offloaded += macs_of(call)
@@ -178,18 +179,20 @@ def build_report(
             pattern, level = excluded[name]
             cpu_ops.append(
                 {
-                    "op": _short(name),
+                    "op": short_op(name),
                     "reason": "unsupported operator",
                     "detail": f"{pattern} needs NNAPI feature level {level}; the target has "
                     f"{feature_level}",
                 }
             )
         elif refusal is not None:
-            cpu_ops.append({"op": _short(name), "reason": refusal.reason, "detail": refusal.detail})
+            cpu_ops.append(
+                {"op": short_op(name), "reason": refusal.reason, "detail": refusal.detail}
+            )
         else:
             cpu_ops.append(
                 {
-                    "op": _short(name),
+                    "op": short_op(name),
                     "reason": "unsupported operator",
                     "detail": f"no pattern of the {table} table covers it here",
                 }
