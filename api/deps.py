@@ -7,17 +7,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, cast
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.schemas import MAX_ID
 from harness.config import Settings
 from harness.db import session_scope
+from harness.farm import queries
 from harness.farm.tokens import verify_token
 
 # Row ids are PostgreSQL integers: a larger number names no row, and would not fit a query.
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id")]
+LimitQuery = Annotated[
+    int, Query(ge=1, le=queries.MAX_LIMIT, description="how many to return at most")
+]
+OffsetQuery = Annotated[
+    int, Query(ge=0, le=queries.MAX_OFFSET, description="how many to skip (see `next`)")
+]
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -48,11 +55,13 @@ class Principal:
 
 
 SETTINGS_PRINCIPAL = "settings"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+# A route that depends on this (through require_token) is marked in the OpenAPI document as
+# needing the token; routes that do not are open.
 bearer = HTTPBearer(
     auto_error=False,
-    description="An API token (`edgefarm token create NAME`); needed for every write.",
+    description="An API token (`edgefarm token create NAME`); needed for every write and for "
+    "model bytes, and for reads too when EDGEFARM_API_READS_NEED_TOKEN is true.",
 )
 
 
@@ -64,15 +73,12 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
-def authorize(
-    request: Request,
+def require_token(
     settings: SettingsDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal | None:
-    """Writes need a live bearer token; reads too when EDGEFARM_API_READS_NEED_TOKEN."""
-    if request.method in SAFE_METHODS and not settings.api_reads_need_token:
-        return None
+) -> Principal:
+    """A live bearer token: EDGEFARM_API_TOKEN or a database token that is not revoked."""
     if credentials is None:
         raise _unauthorized("this needs a bearer token: Authorization: Bearer ef_...")
     token = credentials.credentials
@@ -84,16 +90,10 @@ def authorize(
     return Principal(row.name)
 
 
-PrincipalDep = Annotated[Principal | None, Depends(authorize)]
-
-
-def require_writer(principal: PrincipalDep) -> Principal:
-    if principal is None:  # authorize lets no write through without a token
-        raise _unauthorized("this needs a bearer token: Authorization: Bearer ef_...")
-    return principal
-
-
-WriterDep = Annotated[Principal, Depends(require_writer)]
+# Writes and model bytes take this; the app adds it to every route under /api/v1 when
+# EDGEFARM_API_READS_NEED_TOKEN is true (api.main).
+TokenDep = Annotated[Principal, Depends(require_token)]
+WriterDep = TokenDep
 
 
 def next_url(request: Request, next_offset: int | None) -> str | None:

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from api.deps import authorize
-from api.errors import install_error_handlers
+from api.deps import require_token
+from api.errors import answers, install_error_handlers
 from api.routes import benchmarks, devices, health, jobs, models, results
 from harness import __version__
 from harness.config import Settings, get_settings
@@ -88,7 +88,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize)])
+    # Writes and model bytes always take a token (their routes say so); with closed reads,
+    # every route under /api/v1 does, and the OpenAPI document says that too.
+    closed = settings.api_reads_need_token
+    api = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Depends(require_token)] if closed else [],
+        responses=answers(401) if closed else {},
+    )
     for module in (models, benchmarks, jobs, results, devices):
         api.include_router(module.router)
     app.include_router(api)

@@ -5,12 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.db import Device, DeviceHealth, DeviceState, Job, JobStatus, Model, Result, Run
 from harness.farm.selection import DeviceSelector
+from harness.measure.protocol import (
+    MAX_SECONDS_MIN,
+    MIN_ITERATIONS_MAX,
+    SECONDS_MAX,
+    SEED_MAX,
+    WARMUP_MAX,
+)
 
 MAX_ID = 2**31 - 1  # row ids are PostgreSQL integers
+MAX_SPECS = 256  # input specs of one benchmark
+MAX_SPEC_LENGTH = 1024
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
@@ -170,19 +186,37 @@ class DeviceSelectorCreate(StrictBody):
 class BenchmarkSettings(StrictBody):
     """The measurement protocol; what is left out takes the farm's defaults."""
 
-    inputs: list[str] = Field(
+    inputs: list[Annotated[str, Field(min_length=1, max_length=MAX_SPEC_LENGTH)]] = Field(
         default_factory=list,
-        description="input specs NAME:1x3x224x224[:dtype]; needed for dynamic dimensions",
+        max_length=MAX_SPECS,
+        description="input specs NAME:1x3x224x224[:dtype]; needed for dynamic dimensions. "
+        "Every input must stay within EDGEFARM_MAX_INPUT_ELEMENTS and EDGEFARM_MAX_INPUT_MB, "
+        "all together within EDGEFARM_MAX_INPUTS_MB",
     )
-    warmup: int | None = Field(default=None, ge=0)
-    min_iterations: int | None = Field(default=None, ge=1)
-    min_seconds: float | None = Field(default=None, ge=0)
-    max_seconds: float | None = Field(default=None, gt=0)
-    seed: int | None = Field(default=None, ge=0)
+    warmup: int | None = Field(default=None, ge=0, le=WARMUP_MAX)
+    min_iterations: int | None = Field(default=None, ge=1, le=MIN_ITERATIONS_MAX)
+    min_seconds: float | None = Field(default=None, ge=0, le=SECONDS_MAX, allow_inf_nan=False)
+    max_seconds: float | None = Field(
+        default=None,
+        ge=MAX_SECONDS_MIN,
+        le=SECONDS_MAX,
+        allow_inf_nan=False,
+        description="at least min_seconds",
+    )
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='per backend, e.g. {"tvm-cpu": {"opt_level": 2}}'
     )
     profile: bool = False
+
+    @field_validator("max_seconds")
+    @classmethod
+    def _max_after_min(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # Given together, checked here; one alone is checked against the farm's default.
+        minimum = info.data.get("min_seconds")
+        if value is not None and minimum is not None and value < minimum:
+            raise ValueError(f"max_seconds ({value}) is below min_seconds ({minimum})")
+        return value
 
 
 class BenchmarkCreate(StrictBody):
@@ -313,6 +347,18 @@ class JobsPublic(Listing):
 
 class ErrorPublic(BaseModel):
     detail: str
+
+
+class ValidationIssue(BaseModel):
+    type: str = Field(description="what kind of problem, e.g. missing, less_than_equal")
+    loc: list[str | int] = Field(description='where: ["body", "settings", "warmup"]')
+    msg: str
+    input: Any = Field(default=None, description="the value given (NaN/Infinity as text)")
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorPublic(BaseModel):
+    detail: list[ValidationIssue]
 
 
 class NoDevicesPublic(BaseModel):

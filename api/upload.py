@@ -1,5 +1,6 @@
-"""Receiving a model upload: the multipart body streamed to a temporary file with the size
-limit enforced while reading, so an oversized upload is refused before it is all on disk.
+"""Receiving a model upload: the multipart body streamed into the models store's staging file
+(:class:`harness.farm.models.StagedModel`), hashed and size-checked as it arrives, so an
+upload is never held in memory and an oversized one is refused before it is all on disk.
 
 Starlette's own form parsing spools every file in full before the route runs and has no size
 limit for files; this parser accepts exactly one part, ``file``.
@@ -7,26 +8,20 @@ limit for files; this parser accepts exactly one part, ``file``.
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from harness.farm.models import ModelTooLarge
+from harness.farm.models import ModelTooLarge, StagedModel
 
 FIELD = "file"
 # Multipart framing around the file: boundaries and part headers.
 _OVERHEAD = 64 * 1024
-
-
-@dataclass
-class Upload:
-    filename: str
-    data: bytes
+# A part's headers are a few hundred bytes; more is not a form anyone means to send.
+_MAX_HEADER_BYTES = 16 * 1024
 
 
 def _invalid(kind: str, loc: tuple[str, ...], msg: str) -> RequestValidationError:
@@ -36,10 +31,8 @@ def _invalid(kind: str, loc: tuple[str, ...], msg: str) -> RequestValidationErro
 class _Receiver:
     """python-multipart callbacks writing the ``file`` part to ``sink``."""
 
-    def __init__(self, sink: IO[bytes], max_bytes: int) -> None:
+    def __init__(self, sink: StagedModel) -> None:
         self.sink = sink
-        self.max_bytes = max_bytes
-        self.size = 0
         self.filename: str | None = None
         self.seen_file = False
         self._header_name = b""
@@ -59,11 +52,17 @@ class _Receiver:
     def on_part_begin(self) -> None:
         self._disposition = b""
 
+    def _check_header(self) -> None:
+        if len(self._header_name) + len(self._header_value) > _MAX_HEADER_BYTES:
+            raise _invalid("value_error", ("body", FIELD), "a part's header is too long")
+
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
+        self._check_header()
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        self._check_header()
 
     def on_header_end(self) -> None:
         if self._header_name.lower() == b"content-disposition":
@@ -81,35 +80,33 @@ class _Receiver:
         self.filename = options.get(b"filename", b"").decode("utf-8", "replace")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self.size += end - start
-        if self.size > self.max_bytes:
-            raise ModelTooLarge(None, self.max_bytes)
-        self.sink.write(data[start:end])
+        self.sink.write(memoryview(data)[start:end])
 
 
-async def receive_upload(request: Request, *, max_bytes: int) -> Upload:
-    """The uploaded ``file`` part. :class:`ModelTooLarge` as soon as it passes
-    ``max_bytes``; a body that is not a multipart form with one ``file``: a 422 like
+async def receive_upload(request: Request, sink: StagedModel) -> str:
+    """Stream the uploaded ``file`` part into ``sink``; return its file name.
+    :class:`ModelTooLarge` as soon as it passes the sink's limit (or when Content-Length
+    already says so); a body that is not a multipart form with one ``file``: a 422 like
     FastAPI's own validation errors."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise _invalid(
             "missing", ("body", FIELD), "Field required (send multipart/form-data with a file)"
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes + _OVERHEAD:
-        raise ModelTooLarge(int(declared), max_bytes)
-    with tempfile.TemporaryFile(prefix="edgefarm-upload-") as sink:
-        receiver = _Receiver(sink, max_bytes)
-        parser = MultipartParser(params[b"boundary"], receiver.callbacks())
-        try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-        except MultipartParseError as exc:
-            raise _invalid("value_error", ("body", FIELD), f"malformed multipart: {exc}") from None
-        if not receiver.seen_file:
-            raise _invalid("missing", ("body", FIELD), "Field required")
-        sink.seek(0)
-        data = sink.read()
-    return Upload(filename=receiver.filename or "model", data=data)
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit():
+        if len(declared) > 18:  # beyond any disk, and beyond int()'s patience
+            raise ModelTooLarge(None, sink.max_bytes)
+        if int(declared) > sink.max_bytes + _OVERHEAD:
+            raise ModelTooLarge(int(declared), sink.max_bytes)
+    receiver = _Receiver(sink)
+    parser = MultipartParser(params[b"boundary"], receiver.callbacks())
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise _invalid("value_error", ("body", FIELD), f"malformed multipart: {exc}") from None
+    if not receiver.seen_file:
+        raise _invalid("missing", ("body", FIELD), "Field required")
+    return receiver.filename or "model"

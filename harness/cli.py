@@ -255,30 +255,33 @@ def bench(
 ) -> None:
     """Compile and measure MODEL; print a table; exit 0 only if every measurement succeeded."""
     from harness.bench import BenchPlan, Protocol, run_bench
+    from harness.measure.protocol import ProtocolLimitError
     from harness.modelio import parse_input_spec
 
+    protocol = Protocol(
+        warmup=warmup,
+        min_iterations=min_iterations,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        profile=profile,
+    )
     try:
         specs = [parse_input_spec(text) for text in input or []]
         options = _parse_options(option or [])
         _apply_partition(options, backend or ["tvm-cpu"], partition)
+        protocol.check()
     except JobError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)
         raise typer.Exit(2) from None
-    if max_seconds < min_seconds:
-        console.print("[red]error:[/] --max-seconds is below --min-seconds", highlight=False)
-        raise typer.Exit(2)
+    except ProtocolLimitError as exc:
+        console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
+        raise typer.Exit(2) from None
     plan = BenchPlan(
         model_path=model,
         inputs=specs,
         backends=backend or ["tvm-cpu"],
         devices=device or ["local"],
-        protocol=Protocol(
-            warmup=warmup,
-            min_iterations=min_iterations,
-            min_seconds=min_seconds,
-            max_seconds=max_seconds,
-            profile=profile,
-        ),
+        protocol=protocol,
         inputs_npz=inputs_npz,
         seed=seed,
         options=options,

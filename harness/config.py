@@ -13,6 +13,8 @@ import platformdirs
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from harness.measure.protocol import MAX_SECONDS_MIN, MIN_ITERATIONS_MAX, SECONDS_MAX, WARMUP_MAX
+
 
 def _default_home() -> Path:
     return Path(platformdirs.user_data_dir("edgefarm", appauthor=False))
@@ -37,7 +39,14 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     api_token: str | None = None
     api_reads_need_token: bool = False  # writes always need a bearer token
-    max_upload_mb: int = 512
+    max_upload_mb: int = Field(default=512, ge=1)
+    # What one benchmark may ask a phone to hold: every model input, once its dynamic
+    # dimensions are given, is checked at submission (and again where a model is prepared).
+    max_input_mb: int = Field(default=256, ge=1, description="bytes of one input")
+    max_inputs_mb: int = Field(default=256, ge=1, description="bytes of all inputs together")
+    max_input_elements: int = Field(
+        default=2**26, ge=1, description="elements of one input (random inputs are made in 64 bits)"
+    )
     worker_name: str | None = None
     lease_timeout_s: float = 900.0  # a run not heard from for this long is reaped
     max_run_attempts: int = 3
@@ -62,11 +71,13 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Redis redelivery; default: well above the longest task"
     )
 
-    # Measurement protocol defaults.
-    warmup: int = 5
-    min_iterations: int = 20
-    min_seconds: float = 1.0
-    max_seconds: float = 60.0
+    # Measurement protocol defaults, within harness.measure.protocol's bounds.
+    warmup: int = Field(default=5, ge=0, le=WARMUP_MAX)
+    min_iterations: int = Field(default=20, ge=1, le=MIN_ITERATIONS_MAX)
+    min_seconds: float = Field(default=1.0, ge=0, le=SECONDS_MAX, allow_inf_nan=False)
+    max_seconds: float = Field(
+        default=60.0, ge=MAX_SECONDS_MIN, le=SECONDS_MAX, allow_inf_nan=False
+    )
     run_timeout_s: float = 120.0  # beyond the protocol's max_seconds
     compile_timeout_s: float = 1800.0
     seed: int = 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import SessionDep, SettingsDep, WriterDep
+from api.errors import answers
 from api.queue import enqueue_job
-from api.schemas import BenchmarkCreate, ErrorPublic, JobPublic, JobSubmitted, NoDevicesPublic
+from api.schemas import BenchmarkCreate, JobPublic, JobSubmitted
 from harness.farm import queries
 from harness.farm.jobs import create_job
 from harness.farm.selection import select_devices
@@ -17,10 +18,7 @@ router = APIRouter(prefix="/benchmarks", tags=["benchmarks"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={
-        404: {"model": ErrorPublic, "description": "no such model"},
-        409: {"model": NoDevicesPublic, "description": "no good device matches"},
-    },
+    responses=answers(401, 404, 409, 422, n404="no such model"),
 )
 def submit_benchmark(
     body: BenchmarkCreate, session: SessionDep, settings: SettingsDep, writer: WriterDep

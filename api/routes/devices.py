@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import IdPath, SessionDep, WriterDep, next_url
-from api.schemas import DevicePublic, DevicesPublic, DeviceUpdate, ErrorPublic
+from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, WriterDep, next_url
+from api.errors import answers
+from api.schemas import DevicePublic, DevicesPublic, DeviceUpdate
 from harness.db import Device, DeviceHealth, Run
 from harness.farm import queries
 from harness.farm.selection import update_device
@@ -28,14 +27,14 @@ def _public(devices: list[Device], session: Session) -> list[DevicePublic]:
     ]
 
 
-@router.get("")
+@router.get("", responses=answers(422))
 def list_devices(
     request: Request,
     session: SessionDep,
     pool: str | None = None,
     health: DeviceHealth | None = None,
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = queries.DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = queries.DEFAULT_LIMIT,
+    offset: OffsetQuery = 0,
 ) -> DevicesPublic:
     """List devices by id."""
     page = queries.list_devices(
@@ -48,13 +47,13 @@ def list_devices(
     )
 
 
-@router.get("/{device_id}", responses={404: {"model": ErrorPublic}})
+@router.get("/{device_id}", responses=answers(404, 422, n404="no such device"))
 def get_device(device_id: IdPath, session: SessionDep) -> DevicePublic:
     """One device."""
     return _public([queries.get_device(device_id, session=session)], session)[0]
 
 
-@router.patch("/{device_id}", responses={404: {"model": ErrorPublic}})
+@router.patch("/{device_id}", responses=answers(401, 404, 422, n404="no such device"))
 def patch_device(
     device_id: IdPath, body: DeviceUpdate, session: SessionDep, _writer: WriterDep
 ) -> DevicePublic:

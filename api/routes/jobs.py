@@ -6,22 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from api.deps import IdPath, SessionDep, next_url
-from api.schemas import MAX_ID, ErrorPublic, JobPublic, JobsPublic, JobSummaryPublic
+from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, next_url
+from api.errors import answers
+from api.schemas import MAX_ID, JobPublic, JobsPublic, JobSummaryPublic
 from harness.db import JobStatus
 from harness.farm import queries
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.get("")
+@router.get("", responses=answers(422))
 def list_jobs(
     request: Request,
     session: SessionDep,
     status: JobStatus | None = None,
     model_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = queries.DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = queries.DEFAULT_LIMIT,
+    offset: OffsetQuery = 0,
 ) -> JobsPublic:
     """List jobs, newest first, with how many runs are in each status."""
     page = queries.list_jobs(
@@ -34,7 +35,7 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", responses={404: {"model": ErrorPublic}})
+@router.get("/{job_id}", responses=answers(404, 422, n404="no such job"))
 def get_job(job_id: IdPath, session: SessionDep) -> JobPublic:
     """One job: its runs with status, attempts, error, and result document when done."""
     return JobPublic.of(queries.get_job(job_id, session=session))

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import IdPath, SessionDep, SettingsDep, WriterDep, next_url
-from api.schemas import ErrorPublic, ModelPublic, ModelsPublic
+from api.deps import (
+    IdPath,
+    LimitQuery,
+    OffsetQuery,
+    SessionDep,
+    SettingsDep,
+    TokenDep,
+    WriterDep,
+    next_url,
+)
+from api.errors import answers
+from api.schemas import ModelPublic, ModelsPublic
 from api.upload import FIELD, receive_upload
 from harness.farm import NotFound, queries
-from harness.farm.models import model_path, store_model
+from harness.farm.models import StagedModel, model_path, store_model
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -38,8 +48,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": ModelPublic, "description": "these bytes were uploaded before"},
-        400: {"model": ErrorPublic, "description": "not a model edgefarm can read"},
-        413: {"model": ErrorPublic, "description": "over EDGEFARM_MAX_UPLOAD_MB"},
+        **answers(400, 401, 413, 422, n422="no multipart field `file`, or another field"),
     },
     openapi_extra=_UPLOAD_BODY,
 )
@@ -51,29 +60,24 @@ async def upload_model(
     _writer: WriterDep,
 ) -> ModelPublic:
     """Upload an ONNX, TFLite or .pt2 model as the multipart field `file`."""
-    max_bytes = settings.max_upload_mb * 2**20
-    upload = await receive_upload(request, max_bytes=max_bytes)
-    model, created = await run_in_threadpool(
-        lambda: store_model(
-            upload.data,
-            upload.filename,
-            session=session,
-            max_bytes=max_bytes,
-            directory=settings.models_path,
+    # Received straight into the store's directory, then parsed from there: never in memory.
+    with StagedModel(settings.models_path, settings.max_upload_mb * 2**20) as staged:
+        filename = await receive_upload(request, staged)
+        model, created = await run_in_threadpool(
+            lambda: store_model(staged, filename, session=session)
         )
-    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return ModelPublic.of(model)
 
 
-@router.get("")
+@router.get("", responses=answers(422))
 def list_models(
     request: Request,
     session: SessionDep,
     name: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = queries.DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: LimitQuery = queries.DEFAULT_LIMIT,
+    offset: OffsetQuery = 0,
 ) -> ModelsPublic:
     """List models, newest first."""
     page = queries.list_models(session=session, limit=limit, offset=offset, name=name)
@@ -84,7 +88,7 @@ def list_models(
     )
 
 
-@router.get("/{model_id}", responses={404: {"model": ErrorPublic}})
+@router.get("/{model_id}", responses=answers(404, 422, n404="no such model"))
 def get_model(model_id: IdPath, session: SessionDep) -> ModelPublic:
     """One model, with its declared inputs."""
     return ModelPublic.of(queries.get_model(model_id, session=session))
@@ -93,10 +97,15 @@ def get_model(model_id: IdPath, session: SessionDep) -> ModelPublic:
 @router.get(
     "/{model_id}/file",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": ErrorPublic}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the model file"},
+        **answers(401, 404, 422, n404="no such model, or its file is gone"),
+    },
 )
-def download_model(model_id: IdPath, session: SessionDep, settings: SettingsDep) -> FileResponse:
-    """The model's bytes (worker hosts without the API's disk fetch models here)."""
+def download_model(
+    model_id: IdPath, session: SessionDep, settings: SettingsDep, _reader: TokenDep
+) -> FileResponse:
+    """The model's bytes; needs a token even when reads are open (worker hosts fetch here)."""
     model = queries.get_model(model_id, session=session)
     path = model_path(model, settings.models_path)
     if not path.is_file():

@@ -5,7 +5,6 @@ queued: backends, their options, and the input specs against the model's declare
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,8 +16,9 @@ from harness.db import Device, Job, JobStatus, Model, Run, RunStatus
 from harness.errors import JobError
 from harness.farm import InvalidRequest
 from harness.farm.models import spec_from_dict
+from harness.measure.protocol import SEED_MAX, ProtocolLimitError, check_protocol
 from harness.modelio import InputSpec, parse_input_spec
-from harness.modelio.specs import resolve_inputs
+from harness.modelio.specs import InputLimits, InputTooLarge, check_input_sizes, resolve_inputs
 
 SETTING_KEYS = (
     "inputs",
@@ -32,25 +32,38 @@ SETTING_KEYS = (
 )
 
 
-def _int(given: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
-    value = given.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidRequest(
-            f"settings.{key} must be an integer >= {minimum}, not {value!r}",
-            field=("settings", key),
-        )
-    return value
-
-
-def _float(given: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
+def _number(given: Mapping[str, Any], key: str, default: float) -> Any:
     value = given.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"settings.{key} must be a number", field=("settings", key))
-    if not math.isfinite(value) or value < minimum:
+    return value
+
+
+def _protocol(given: Mapping[str, Any], defaults: Settings) -> dict[str, Any]:
+    """warmup, min_iterations, min_seconds and max_seconds, within the protocol's bounds."""
+    values = {
+        "warmup": _number(given, "warmup", defaults.warmup),
+        "min_iterations": _number(given, "min_iterations", defaults.min_iterations),
+        "min_seconds": _number(given, "min_seconds", defaults.min_seconds),
+        "max_seconds": _number(given, "max_seconds", defaults.max_seconds),
+    }
+    try:
+        check_protocol(**values)
+    except ProtocolLimitError as exc:
+        raise InvalidRequest(f"settings.{exc.message}", field=("settings", exc.field)) from None
+    values["min_seconds"] = float(values["min_seconds"])
+    values["max_seconds"] = float(values["max_seconds"])
+    return values
+
+
+def _seed(given: Mapping[str, Any], default: int) -> int:
+    value = given.get("seed", default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
         raise InvalidRequest(
-            f"settings.{key} must be >= {minimum}, not {value!r}", field=("settings", key)
+            f"settings.seed is an integer from 0 to {SEED_MAX}, not {value!r}",
+            field=("settings", "seed"),
         )
-    return float(value)
+    return value
 
 
 def _backends(names: Sequence[str], model: Model) -> list[Backend]:
@@ -69,7 +82,7 @@ def _backends(names: Sequence[str], model: Model) -> list[Backend]:
     return backends
 
 
-def _inputs(texts: Any, model: Model) -> list[InputSpec]:
+def _inputs(texts: Any, model: Model, limits: InputLimits) -> list[InputSpec]:
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise InvalidRequest(
             'settings.inputs is a list like ["NAME:1x3x224x224"]', field=("settings", "inputs")
@@ -82,11 +95,18 @@ def _inputs(texts: Any, model: Model) -> list[InputSpec]:
             raise InvalidRequest(exc.message, field=("settings", "inputs", i)) from None
     declared = [spec_from_dict(entry) for entry in model.input_spec]
     try:
-        resolve_inputs(declared, specs, model_name=model.name)
+        resolved = resolve_inputs(declared, specs, model_name=model.name)
     except JobError as exc:
         # The harness's messages speak of the CLI's --input; here it is settings.inputs.
         message = exc.message.replace("--input", "settings.inputs")
         raise InvalidRequest(message, field=("settings", "inputs")) from None
+    try:
+        check_input_sizes(resolved, limits)
+    except InputTooLarge as exc:
+        named = [i for i, spec in enumerate(specs) if spec.name == exc.name]
+        raise InvalidRequest(
+            f"settings.inputs: {exc.message}", field=("settings", "inputs", *named[:1])
+        ) from None
     return specs
 
 
@@ -138,24 +158,15 @@ def job_settings(
             field=("settings", unknown[0]),
         )
     chosen = _backends(list(backends), model)
-    specs = _inputs(given.get("inputs", []), model)
-    min_seconds = _float(given, "min_seconds", defaults.min_seconds, 0.0)
-    max_seconds = _float(given, "max_seconds", defaults.max_seconds, 0.001)
-    if max_seconds < min_seconds:
-        raise InvalidRequest(
-            f"settings.max_seconds ({max_seconds}) is below settings.min_seconds ({min_seconds})",
-            field=("settings", "max_seconds"),
-        )
+    specs = _inputs(given.get("inputs", []), model, InputLimits.of(defaults))
+    protocol = _protocol(given, defaults)
     profile = given.get("profile", False)
     if not isinstance(profile, bool):
         raise InvalidRequest("settings.profile is true or false", field=("settings", "profile"))
     return {
         "inputs": [str(spec) for spec in specs],
-        "warmup": _int(given, "warmup", defaults.warmup, 0),
-        "min_iterations": _int(given, "min_iterations", defaults.min_iterations, 1),
-        "min_seconds": min_seconds,
-        "max_seconds": max_seconds,
-        "seed": _int(given, "seed", defaults.seed, 0),
+        **protocol,
+        "seed": _seed(given, defaults.seed),
         "options": _options(given.get("options"), chosen),
         "profile": profile,
     }

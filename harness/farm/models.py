@@ -1,9 +1,11 @@
 """Model storage: uploaded model files, content-addressed by sha256.
 
-A file lives at ``<EDGEFARM_HOME>/models/<sha256>.<format>``, written under a temporary name
-and renamed, so a reader never sees half a file. The row and the file are created together;
-should the transaction roll back after the file was written, the file stays as an orphan
-that the next upload of the same bytes reuses (same name, same content).
+A file lives at ``<EDGEFARM_HOME>/models/<sha256>.<format>``. An upload is received into a
+hidden temporary file in that directory (:class:`StagedModel`: hashed as it is written, refused
+past the size limit), parsed from there, and renamed into place, so a reader never sees half
+a file and the upload is never held in memory. The row and the file are created together;
+should the transaction roll back after the file was placed, the file stays as an orphan that
+the next upload of the same bytes reuses (same name, same content).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from sqlalchemy.orm import Session
 from harness.config import get_settings
 from harness.db import Model
 from harness.errors import JobError
-from harness.modelio import ModelFile, TensorSpec, model_from_bytes, prepare
+from harness.modelio import ModelFile, TensorSpec, prepare
+from harness.modelio.formats import model_from_path
 
 log = logging.getLogger(__name__)
 
@@ -96,51 +99,78 @@ def model_path(model: Model, directory: Path | None = None) -> Path:
     return (directory or models_dir()) / f"{model.sha256}.{model.format}"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from workers running as others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class StagedModel:
+    """An upload being received: a hidden temporary file in the models directory, hashed as
+    it is written; :class:`ModelTooLarge` as soon as it passes ``max_bytes``. Leaving the
+    ``with`` block removes whatever :func:`store_model` did not move into place."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=".part")
+        self.path = Path(name)
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise ModelTooLarge(None, self.max_bytes)
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def finish(self) -> None:
+        """Flush to disk; nothing more will be written."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def place(self, path: Path) -> None:
+        """Move the finished file to ``path`` (readable by workers running as others)."""
+        self.finish()
+        os.chmod(self.path, 0o644)  # mkstemp's 0600 would hide it from other users
+        os.replace(self.path, path)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> StagedModel:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.discard()
 
 
-def _ensure_file(path: Path, data: bytes) -> None:
-    if not (path.is_file() and path.stat().st_size == len(data)):
-        _write_atomically(path, data)
+def _is_stored(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
 
 
-def store_model(
-    data: bytes,
-    filename: str,
-    *,
-    session: Session,
-    max_bytes: int,
-    directory: Path | None = None,
-) -> tuple[Model, bool]:
-    """Validate and store an uploaded model; return its row and whether it is new.
+def store_model(staged: StagedModel, filename: str, *, session: Session) -> tuple[Model, bool]:
+    """Validate a received upload and store it; return its row and whether it is new.
 
-    Over ``max_bytes``: :class:`ModelTooLarge`, nothing stored. Not a model:
-    :class:`NotAModel` naming why. The same bytes uploaded again return the existing row
-    (``created`` False), whatever the file name.
+    Not a model: :class:`NotAModel` naming why, nothing stored. The same bytes uploaded
+    again return the existing row (``created`` False), whatever the file name.
     """
-    if len(data) > max_bytes:
-        raise ModelTooLarge(len(data), max_bytes)
-    sha256 = hashlib.sha256(data).hexdigest()
-    directory = directory or models_dir()
+    staged.finish()
+    sha256 = staged.sha256
+    directory = staged.directory
     existing = session.scalar(select(Model).where(Model.sha256 == sha256))
     if existing is not None:
-        _ensure_file(model_path(existing, directory), data)
+        path = model_path(existing, directory)
+        if not _is_stored(path, staged.size):
+            staged.place(path)
         return existing, False
     name = model_name(filename)
     try:
-        file = model_from_bytes(data, name=name, source=filename or name)
+        file = model_from_path(staged.path, name=name, sha256=sha256, source=filename or name)
     except JobError as exc:
         raise NotAModel(exc.message) from None
     inputs = declared_inputs(file)
@@ -148,10 +178,12 @@ def store_model(
         sha256=sha256,
         name=name,
         format=file.format,
-        size_bytes=len(data),
+        size_bytes=staged.size,
         input_spec=[_spec_dict(spec) for spec in inputs],
     )
-    _ensure_file(model_path(model, directory), data)
+    path = model_path(model, directory)
+    if not _is_stored(path, staged.size):
+        staged.place(path)
     # A concurrent upload of the same bytes may win the unique sha256; then it is ours too.
     try:
         with session.begin_nested():

@@ -1,9 +1,10 @@
 """Reading the farm: models, devices, jobs with their runs and results, result history.
 
-Pagination is by ``limit`` (at most :data:`MAX_LIMIT`) and ``offset`` over a stable order,
-newest first: ``created_at`` descending, then ``id`` descending to break ties. Result history
-filtered by model, device and backend walks ``ix_results_history`` (model_id, device_id,
-backend, created_at) backwards; unfiltered listings walk ``ix_results_created``.
+Pagination is by ``limit`` (at most :data:`MAX_LIMIT`) and ``offset`` (at most
+:data:`MAX_OFFSET`) over a stable order, newest first: ``created_at`` descending, then ``id``
+descending to break ties. Result history filtered by model, device and backend walks
+``ix_results_history`` (model_id, device_id, backend, created_at) backwards; unfiltered
+listings walk ``ix_results_created``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from harness.farm import InvalidRequest, NotFound
 
 MAX_LIMIT = 1000
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers
+# No table holds more rows than there are ids; a larger offset would not fit PostgreSQL's
+# bigint OFFSET at all.
+MAX_OFFSET = MAX_ID
 DEFAULT_LIMIT = 100
 T = TypeVar("T")
 
@@ -46,8 +50,10 @@ class Page(Generic[T]):
 def check_page(limit: int, offset: int) -> None:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit is 1 to {MAX_LIMIT}, not {limit}", field=("query", "limit"))
-    if offset < 0:
-        raise InvalidRequest(f"offset is >= 0, not {offset}", field=("query", "offset"))
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidRequest(
+            f"offset is 0 to {MAX_OFFSET}, not {offset}", field=("query", "offset")
+        )
 
 
 def _page(session: Session, query: Select[T], limit: int, offset: int) -> Page[T]:

@@ -15,8 +15,11 @@ from harness.errors import JobError
 from harness.modelio import onnx_io, tflite_io, torch_io
 from harness.modelio.formats import FORMATS, ModelFile, ModelFormat, model_from_bytes, read_model
 from harness.modelio.specs import (
+    InputLimits,
     InputSpec,
+    InputTooLarge,
     TensorSpec,
+    check_input_sizes,
     normalize_dtype,
     parse_input_spec,
     resolve_inputs,
@@ -24,11 +27,14 @@ from harness.modelio.specs import (
 
 __all__ = [
     "FORMATS",
+    "InputLimits",
     "InputSpec",
+    "InputTooLarge",
     "ModelFile",
     "ModelFormat",
     "PreparedModel",
     "TensorSpec",
+    "check_input_sizes",
     "load",
     "model_from_bytes",
     "normalize_dtype",
@@ -74,13 +80,20 @@ class PreparedModel:
         }
 
 
-def prepare(model: ModelFile, given: list[InputSpec] | None = None) -> PreparedModel:
-    """Parse ``model``, resolve its inputs against ``given`` specs, and prepare its graph."""
+def prepare(
+    model: ModelFile, given: list[InputSpec] | None = None, *, limits: InputLimits | None = None
+) -> PreparedModel:
+    """Parse ``model``, resolve its inputs against ``given`` specs, and prepare its graph.
+
+    Inputs over ``limits`` (default: the settings') are an :class:`InputTooLarge` before
+    anything of their size is made."""
     given = given or []
+    limits = limits or InputLimits.default()
     source = model.name
     if model.format == "onnx":
         graph = onnx_io.parse(model.data, source=source)
         inputs = resolve_inputs(onnx_io.declared_inputs(graph), given, model_name=source)
+        check_input_sizes(inputs, limits)
         if not inputs:
             raise JobError(
                 "import", f"{source} has no inputs; edgefarm benchmarks models with inputs"
@@ -90,19 +103,23 @@ def prepare(model: ModelFile, given: list[InputSpec] | None = None) -> PreparedM
     elif model.format == "tflite":
         graph = tflite_io.parse(model.data, source=source)
         inputs = resolve_inputs(tflite_io.declared_inputs(graph), given, model_name=source)
+        check_input_sizes(inputs, limits)
         outputs = tflite_io.declared_outputs(graph)
     elif model.format == "pt2":
         graph = torch_io.parse(model.data, source=source)
         inputs = resolve_inputs(torch_io.declared_inputs(graph), given, model_name=source)
+        check_input_sizes(inputs, limits)
         outputs = torch_io.declared_outputs(graph)
     else:  # pragma: no cover - detect_format returns only the three
         raise JobError("import", f"{source}: unknown model format {model.format!r}")
     return PreparedModel(file=model, inputs=inputs, outputs=outputs, graph=graph)
 
 
-def load(path: Path, given: list[InputSpec] | None = None) -> PreparedModel:
+def load(
+    path: Path, given: list[InputSpec] | None = None, *, limits: InputLimits | None = None
+) -> PreparedModel:
     """Read, recognise and prepare the model at ``path``."""
-    return prepare(read_model(path), given)
+    return prepare(read_model(path), given, limits=limits)
 
 
 def to_relax(model: PreparedModel) -> Any:

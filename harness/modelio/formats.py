@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from harness.errors import JobError
 
@@ -63,6 +64,29 @@ def read_model(path: Path) -> ModelFile:
         raise JobError("import", f"{path} is {size} bytes; models over 2 GiB are not supported")
     data = path.read_bytes()
     return model_from_bytes(data, name=path.stem, source=str(path), path=path)
+
+
+def model_from_path(path: Path, *, name: str, sha256: str, source: str | None = None) -> ModelFile:
+    """The model at ``path`` whose digest is already known (an upload hashed as it was
+    received). A TFLite file is memory-mapped rather than read: its flatbuffer is parsed in
+    place, so only what is parsed is ever in memory, however large the file."""
+    source = source or name
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise JobError("import", f"{source} is {size} bytes; models over 2 GiB are not supported")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        fmt = detect_format(head, source=source)
+        if fmt == "tflite":
+            # The map reads like bytes for every TFLite reader (len, slices, buffer protocol),
+            # and outlives the file handle.
+            data = cast(bytes, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+        else:
+            handle.seek(0)
+            data = handle.read()
+    if fmt == "pt2":
+        _check_pt2(data, source=source)
+    return ModelFile(name=name, format=fmt, data=data, sha256=sha256, path=path)
 
 
 def model_from_bytes(

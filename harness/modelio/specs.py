@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.errors import JobError
+
+if TYPE_CHECKING:
+    from harness.config import Settings
 
 # The dtypes edgefarm moves between host, runner and reference (numpy names).
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
 _DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16"}
+ITEMSIZE = {
+    "float32": 4,
+    "float16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "bool": 1,
+}
+# The largest size one dimension may be given (int32, as the runtimes index shapes); a longer
+# number is refused before Python converts it (ints over 4300 digits raise ValueError).
+MAX_DIM = 2**31 - 1
 
 Dim = int | str  # a static size, or the name of a dynamic dimension ("?" when unnamed)
 
@@ -71,10 +90,16 @@ def parse_input_spec(text: str) -> InputSpec:
     if match is None:
         raise JobError(
             "prepare",
-            f"cannot read input spec {text!r}; write NAME:1x3x224x224 or NAME:1x3x224x224:float32",
+            f"cannot read input spec {one_line_spec(text)}; write NAME:1x3x224x224 or "
+            "NAME:1x3x224x224:float32",
         )
     shape_text = match["shape"]
-    shape = () if shape_text == "scalar" else tuple(int(d) for d in shape_text.split("x"))
+    digits = [] if shape_text == "scalar" else shape_text.split("x")
+    if any(len(d.lstrip("0")) > len(str(MAX_DIM)) or int(d) > MAX_DIM for d in digits):
+        raise JobError(
+            "prepare", f"input spec {one_line_spec(text)} has a dimension over {MAX_DIM}"
+        )
+    shape = tuple(int(d) for d in digits)
     if any(d == 0 for d in shape):
         raise JobError("prepare", f"input spec {text!r} has a zero-sized dimension")
     dtype = normalize_dtype(match["dtype"]) if match["dtype"] else None
@@ -139,3 +164,79 @@ def resolve_inputs(
 
 def _example_shape(shape: tuple[Dim, ...]) -> str:
     return "x".join(str(d) if isinstance(d, int) and d >= 0 else "1" for d in shape) or "scalar"
+
+
+def one_line_spec(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message, shortened when long (a spec may be any length)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """How large one benchmark's inputs may be: elements and bytes of each input, and bytes
+    of all of them together."""
+
+    max_elements: int
+    max_bytes: int
+    max_total_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> InputLimits:
+        """The limits of ``settings`` (EDGEFARM_MAX_INPUT_ELEMENTS, _MAX_INPUT_MB,
+        _MAX_INPUTS_MB)."""
+        return cls(
+            max_elements=settings.max_input_elements,
+            max_bytes=settings.max_input_mb * 2**20,
+            max_total_bytes=settings.max_inputs_mb * 2**20,
+        )
+
+    @classmethod
+    def default(cls) -> InputLimits:
+        from harness.config import get_settings
+
+        return cls.of(get_settings())
+
+
+class InputTooLarge(JobError):
+    """A resolved input (or all of them) over :class:`InputLimits`; ``name`` is the input's,
+    None when only the total is over."""
+
+    def __init__(self, name: str | None, message: str) -> None:
+        super().__init__("prepare", message)
+        self.name = name
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.6g} MiB"
+
+
+def check_input_sizes(inputs: Sequence[TensorSpec], limits: InputLimits) -> None:
+    """:class:`InputTooLarge` naming the input and its size when a static input is over the
+    limits, or when all together are. Dynamic inputs are not counted (they cannot be
+    allocated anyway)."""
+    total = 0
+    for spec in inputs:
+        if not spec.is_static:
+            continue
+        elements = math.prod(spec.static_shape())
+        size = elements * ITEMSIZE.get(spec.dtype, 8)
+        what = f"input {spec.name!r} ({spec.shape_str()} {spec.dtype}) has {elements} elements"
+        if elements > limits.max_elements:
+            raise InputTooLarge(
+                spec.name,
+                f"{what} ({_mib(size)}); the farm allows at most {limits.max_elements} "
+                "elements per input (EDGEFARM_MAX_INPUT_ELEMENTS)",
+            )
+        if size > limits.max_bytes:
+            raise InputTooLarge(
+                spec.name,
+                f"{what}, {_mib(size)}; the farm allows at most {_mib(limits.max_bytes)} "
+                "per input (EDGEFARM_MAX_INPUT_MB)",
+            )
+        total += size
+    if total > limits.max_total_bytes:
+        raise InputTooLarge(
+            None,
+            f"the inputs together are {_mib(total)}; the farm allows at most "
+            f"{_mib(limits.max_total_bytes)} (EDGEFARM_MAX_INPUTS_MB)",
+        )

@@ -79,6 +79,25 @@ def call(
     return client.request(route.method, url, **kwargs)
 
 
+def operation(spec: dict[str, Any], route: Route) -> dict[str, Any]:
+    """The OpenAPI operation of ``route``."""
+    for path, operations in spec["paths"].items():
+        if re.sub(r"{[^}]+}", "{id}", path) == route.path:
+            found: dict[str, Any] = operations[route.method.lower()]
+            return found
+    raise AssertionError(f"{route} is not in the OpenAPI document")
+
+
+def assert_documented(client: TestClient, route: Route, response: httpx.Response) -> None:
+    """The answer's status is among the route's documented responses, with a JSON schema."""
+    documented = operation(client.get("/openapi.json").json(), route)["responses"]
+    code = str(response.status_code)
+    assert code in documented, f"{route} answered {code}, documented {sorted(documented)}"
+    if response.status_code >= 400:
+        schema = documented[code]["content"]["application/json"]["schema"]
+        assert schema.get("$ref", "").startswith("#/components/schemas/"), (route, schema)
+
+
 def test_routes_lists_every_route(settings: Settings) -> None:
     # The OpenAPI document lists every JSON route (FastAPI includes routers lazily).
     paths = create_app(settings).openapi()["paths"]
@@ -95,6 +114,7 @@ def test_unknown_id_is_404(client: TestClient, auth: dict[str, str], route: Rout
     response = call(client, route, headers=auth)
     assert response.status_code == 404, response.text
     assert str(UNKNOWN_ID) in response.json()["detail"]
+    assert_documented(client, route, response)
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.body is not None], ids=str)
@@ -102,6 +122,7 @@ def test_extra_field_is_422(client: TestClient, auth: dict[str, str], route: Rou
     response = call(client, route, headers=auth, extra=True)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body", "unexpected"]
+    assert_documented(client, route, response)
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.writes], ids=str)
@@ -109,9 +130,34 @@ def test_write_without_token_is_401(client: TestClient, route: Route) -> None:
     response = call(client, route)
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
+    assert_documented(client, route, response)
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.path.startswith("/api/")], ids=str)
 def test_closed_reads_need_a_token_too(make_client: Any, route: Route) -> None:
-    response = call(make_client(api_reads_need_token=True), route)
+    client = make_client(api_reads_need_token=True)
+    response = call(client, route)
     assert response.status_code == 401, response.text
+    assert_documented(client, route, response)
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["open-reads", "closed-reads"])
+def test_openapi_security_is_what_the_routes_do(
+    make_client: Any, broker: Any, closed: bool
+) -> None:
+    """A route is marked as needing the bearer token exactly when it answers 401 without
+    one: writes and model bytes always, reads only when EDGEFARM_API_READS_NEED_TOKEN."""
+    client = make_client(api_reads_need_token=closed)
+    spec = client.get("/openapi.json").json()
+    needing = set()
+    # /healthz takes an optional token (more detail for holders); health documents its own.
+    for route in [r for r in ROUTES if r.path.startswith("/api/")]:
+        answered = call(client, route).status_code
+        marked = operation(spec, route).get("security")
+        assert bool(marked) == (answered == 401), (str(route), answered, marked)
+        if marked:
+            assert marked == [{"HTTPBearer": []}]
+            needing.add(str(route))
+    opened = {"GET /api/v1/models/{id}/file"} | {str(r) for r in ROUTES if r.writes}
+    every = {str(r) for r in ROUTES if r.path.startswith("/api/")}
+    assert needing == (every if closed else opened)

@@ -121,7 +121,12 @@ def test_upload_needs_the_file_field(client: TestClient, auth: dict[str, str]) -
 def test_download_returns_the_stored_bytes(client: TestClient, auth: dict[str, str]) -> None:
     data = onnx_bytes(testmodels.mlp(seed=11))
     _status, uploaded = upload(client, data, auth, "mlp.onnx")
-    response = client.get(f"/api/v1/models/{uploaded['id']}/file")
+    url = f"/api/v1/models/{uploaded['id']}/file"
+    # Models are often private: their bytes need a token even while reads are open.
+    refused = client.get(url)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert client.get(f"/api/v1/models/{uploaded['id']}").status_code == 200
+    response = client.get(url, headers=auth)
     assert response.status_code == 200
     assert response.content == data
     assert response.headers["x-edgefarm-sha256"] == hashlib.sha256(data).hexdigest()
