@@ -28,7 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-auth", action="store_true", help="accept clients without keys")
     parser.add_argument("--quota-bytes", type=int, default=None, help="disk quota for pushes")
-    parser.add_argument("--isolation", default="auto", choices=["auto", "namespace", "rewrite"])
+    parser.add_argument(
+        "--isolation",
+        default="namespace",
+        choices=["namespace", "auto", "rewrite"],
+        help="namespace: confine shell commands, refuse to start if that is impossible "
+        "(default); auto: confine where the kernel allows, else rewrite; rewrite: run them "
+        "unconfined with literal /data, /sdcard and /sys paths rewritten",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -23,7 +23,7 @@ from harness.errors import InfrastructureError
 
 from . import protocol as p
 from .profiles import DEFAULT_PROFILE, DeviceProfile, get_profile
-from .sandbox import Isolation, Sandbox
+from .sandbox import ConfinementError, Isolation, Sandbox
 from .state import PhoneState
 from .sync import SyncStream, serve_sync
 
@@ -344,7 +344,7 @@ class EmulatedPhone:
         authorized_keys: Iterable[str] = (),
         quota_bytes: int | None = None,
         kill_after_bytes: int | None = None,
-        isolation: Isolation = "auto",
+        isolation: Isolation = "namespace",
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         thermal_time_constant_s: float = 30.0,
         tick_s: float = 0.5,
@@ -398,7 +398,8 @@ class EmulatedPhone:
 
     @property
     def isolation(self) -> str:
-        """How shell commands see device paths: "namespace" or "rewrite"."""
+        """How shell commands are isolated: "namespace" (confined) or "rewrite" (not
+        confined: only literal device paths are mapped). Also ``ro.edgefarm.sandbox``."""
         return self.sandbox.isolation if self.sandbox is not None else self._isolation
 
     @property
@@ -412,6 +413,9 @@ class EmulatedPhone:
         props["ro.boot.serialno"] = self._serialno
         props["service.adb.tcp.port"] = str(self.port)
         props["persist.adb.tcp.port"] = str(self.port)
+        # Whoever reads the phone's facts can tell a confined emulated phone from one whose
+        # commands run unconfined on the host.
+        props["ro.edgefarm.sandbox"] = self.isolation
         return props
 
     def banner(self) -> bytes:
@@ -452,7 +456,6 @@ class EmulatedPhone:
 
     def _start(self, root: Path) -> None:
         try:
-            root.mkdir(parents=True, exist_ok=True)
             sandbox = Sandbox(root, isolation=self._isolation)
             sandbox.prepare()
         except OSError as exc:
@@ -461,12 +464,17 @@ class EmulatedPhone:
         self._lock_root(sandbox.state_dir / "lock")
         self._load_state()
         self.state = PhoneState(self.profile, sandbox.root / "sys", time_constant_s=self._tau_s)
-        self.state.materialise()
-        sandbox.write_getprop(self.props())  # written again once the port is known
+        try:
+            self.state.materialise()
+        except OSError as exc:
+            raise InfrastructureError(
+                f"emulated phone cannot write {sandbox.root / 'sys'}: {exc}"
+            ) from None
         try:
             sandbox.start_isolation()
-        except RuntimeError as exc:
-            raise InfrastructureError(f"emulated phone: {exc}") from None
+        except ConfinementError as exc:
+            raise InfrastructureError(f"emulated phone at {sandbox.root}: {exc}") from None
+        sandbox.write_getprop(self.props())  # written again once the port is known
 
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -838,7 +846,7 @@ def serve(
     host: str = "127.0.0.1",
     require_auth: bool = True,
     quota_bytes: int | None = None,
-    isolation: Isolation = "auto",
+    isolation: Isolation = "namespace",
 ) -> None:
     """Run one emulated phone until SIGINT or SIGTERM (for ``edgefarm emulator start``)."""
     stop = threading.Event()
@@ -866,7 +874,11 @@ def serve(
                 phone.root,
             )
             if phone.isolation != "namespace":
-                log.info("shell commands see device paths by rewriting (no user namespaces)")
+                log.warning(
+                    "shell commands are NOT confined: device paths are only rewritten "
+                    "(isolation %s)",
+                    phone.isolation,
+                )
             while not stop.wait(0.5):
                 pass
             log.info("emulated phone %s on port %d stopping", phone.profile.name, phone.port)

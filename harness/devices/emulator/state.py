@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
+from . import fsat
 from .profiles import DeviceProfile
 
 _IDLE_FRACTION = 0.15  # idle cores sit this far up their frequency range
@@ -42,7 +42,7 @@ class PhoneState:
         self.battery_pct = float(profile.battery_capacity)
         self.busy = 0
         self._lock = threading.Lock()
-        self._written: dict[Path, str] = {}
+        self._written: dict[str, str] = {}  # path under sys_root -> what it holds
 
     # -- model ---------------------------------------------------------------------------
 
@@ -110,74 +110,107 @@ class PhoneState:
 
     def materialise(self) -> None:
         """(Re)create the sysfs tree from the profile and write every file."""
-        if self.sys_root.exists():
-            shutil.rmtree(self.sys_root)
-        self.sys_root.mkdir(parents=True)
+        parent_fd = fsat.open_root(self.sys_root.parent)
+        try:
+            fsat.remove_tree(parent_fd, self.sys_root.name)
+            os.mkdir(self.sys_root.name, 0o755, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
         self._written.clear()
-        cpu_root = self.sys_root / "devices/system/cpu"
+        files: list[tuple[str, str]] = []
+        cpu = "devices/system/cpu"
         n = self.profile.cpu_count
         # Cores beyond the host's count show offline, like hot-unplugged cores on a phone, so
         # programs size their thread pools to the cores that really run them.
         host_cpus = min(n, os.cpu_count() or 1)
-        self._put(cpu_root / "possible", _cpu_list(n))
-        self._put(cpu_root / "present", _cpu_list(n))
-        self._put(cpu_root / "online", _cpu_list(host_cpus))
-        self._put(cpu_root / "offline", f"{host_cpus}-{n - 1}" if host_cpus < n else "")
+        files += [
+            (f"{cpu}/possible", _cpu_list(n)),
+            (f"{cpu}/present", _cpu_list(n)),
+            (f"{cpu}/online", _cpu_list(host_cpus)),
+            (f"{cpu}/offline", f"{host_cpus}-{n - 1}" if host_cpus < n else ""),
+        ]
         index = 0
         for cluster in self.profile.clusters:
             first = index
             for _ in range(cluster.count):
-                freq = cpu_root / f"cpu{index}/cpufreq"
-                self._put(cpu_root / f"cpu{index}/online", "1" if index < host_cpus else "0")
-                self._put(freq / "scaling_governor", cluster.governor)
-                self._put(freq / "scaling_available_governors", "schedutil performance powersave")
-                self._put(freq / "scaling_min_freq", str(cluster.min_khz))
-                self._put(
-                    freq / "related_cpus",
-                    " ".join(str(c) for c in range(first, first + cluster.count)),
-                )
+                freq = f"{cpu}/cpu{index}/cpufreq"
+                related = " ".join(str(c) for c in range(first, first + cluster.count))
+                files += [
+                    (f"{cpu}/cpu{index}/online", "1" if index < host_cpus else "0"),
+                    (f"{freq}/scaling_governor", cluster.governor),
+                    (f"{freq}/scaling_available_governors", "schedutil performance powersave"),
+                    (f"{freq}/scaling_min_freq", str(cluster.min_khz)),
+                    (f"{freq}/related_cpus", related),
+                ]
                 index += 1
         for i, zone in enumerate(self.profile.thermal_zones):
-            zdir = self.sys_root / f"class/thermal/thermal_zone{i}"
-            self._put(zdir / "type", zone.type)
-            self._put(zdir / "mode", "enabled")
-        bat = self.sys_root / "class/power_supply/battery"
-        self._put(bat / "type", "Battery")
-        self._put(bat / "present", "1")
-        self._put(bat / "health", "Good")
-        self._put(bat / "technology", self.profile.battery_technology)
+            zdir = f"class/thermal/thermal_zone{i}"
+            files += [(f"{zdir}/type", zone.type), (f"{zdir}/mode", "enabled")]
+        bat = "class/power_supply/battery"
+        files += [
+            (f"{bat}/type", "Battery"),
+            (f"{bat}/present", "1"),
+            (f"{bat}/health", "Good"),
+            (f"{bat}/technology", self.profile.battery_technology),
+        ]
+        with self._lock:
+            self._put_all(files)
         self.write()
 
     def write(self) -> None:
         """Write the files whose content changed."""
         with self._lock:
-            cpu_root = self.sys_root / "devices/system/cpu"
+            files: list[tuple[str, str]] = []
+            cpu = "devices/system/cpu"
             for i, (cur, ceiling, lo, hi) in enumerate(self.cpu_khz()):
-                freq = cpu_root / f"cpu{i}/cpufreq"
-                self._put(freq / "scaling_cur_freq", str(cur))
-                self._put(freq / "scaling_max_freq", str(ceiling))
-                self._put(freq / "cpuinfo_min_freq", str(lo))
-                self._put(freq / "cpuinfo_max_freq", str(hi))
+                freq = f"{cpu}/cpu{i}/cpufreq"
+                files += [
+                    (f"{freq}/scaling_cur_freq", str(cur)),
+                    (f"{freq}/scaling_max_freq", str(ceiling)),
+                    (f"{freq}/cpuinfo_min_freq", str(lo)),
+                    (f"{freq}/cpuinfo_max_freq", str(hi)),
+                ]
             for i in range(len(self.profile.thermal_zones)):
-                zdir = self.sys_root / f"class/thermal/thermal_zone{i}"
-                self._put(zdir / "temp", str(round(self.zone_c(i) * 1000)))
+                temp = str(round(self.zone_c(i) * 1000))
+                files.append((f"class/thermal/thermal_zone{i}/temp", temp))
             battery_index = next(
                 (i for i, z in enumerate(self.profile.thermal_zones) if z.type == "battery"), 0
             )
-            bat = self.sys_root / "class/power_supply/battery"
+            bat = "class/power_supply/battery"
             pct = int(self.battery_pct)
-            self._put(bat / "capacity", str(pct))
-            self._put(bat / "temp", str(round(self.zone_c(battery_index) * 10)))
-            self._put(bat / "status", self.battery_status())
-            self._put(bat / "voltage_now", str(3_500_000 + 7_000 * pct))
+            files += [
+                (f"{bat}/capacity", str(pct)),
+                (f"{bat}/temp", str(round(self.zone_c(battery_index) * 10))),
+                (f"{bat}/status", self.battery_status()),
+                (f"{bat}/voltage_now", str(3_500_000 + 7_000 * pct)),
+            ]
+            self._put_all(files)
 
-    def _put(self, path: Path, value: str) -> None:
-        text = value + "\n"
-        if self._written.get(path) == text:
+    def _put_all(self, files: list[tuple[str, str]]) -> None:
+        """Write ``(path under sys_root, value)`` pairs whose content changed.
+
+        Every directory is reached from ``sys_root``'s descriptor one component at a time,
+        never through a symlink (one found is replaced by the directory it stands in for), and
+        every file is written aside and renamed over its name, so a link planted in the tree
+        can never make the emulator write anywhere else (see :mod:`.fsat`)."""
+        changed = [(path, value + "\n") for path, value in files]
+        changed = [(path, text) for path, text in changed if self._written.get(path) != text]
+        if not changed:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Readers (cat in a shell) must never see a half-written file: write aside, rename.
-        tmp = path.with_name(f".{path.name}.new")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        self._written[path] = text
+        parent_fd = fsat.open_root(self.sys_root.parent)
+        try:
+            root_fd = fsat.open_dir(parent_fd, self.sys_root.name)
+        finally:
+            os.close(parent_fd)
+        dir_fds: dict[str, int] = {}
+        try:
+            for path, text in changed:
+                directory, _, name = path.rpartition("/")
+                if directory not in dir_fds:
+                    dir_fds[directory] = fsat.open_dir(root_fd, directory)
+                fsat.write_file(dir_fds[directory], name, text.encode())
+                self._written[path] = text
+        finally:
+            for fd in dir_fds.values():
+                os.close(fd)
+            os.close(root_fd)

@@ -21,15 +21,15 @@ timeout instead of reporting the error.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import stat as stat_mod
 import struct
-from pathlib import Path
 from typing import Protocol
 
-from .sandbox import PathEscapeError, Sandbox
+from .sandbox import STATE_DIRNAME, PathEscapeError, Resolved, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -161,57 +161,117 @@ async def serve_sync(stream: SyncStream, host: SyncHost) -> None:
         return
 
 
+def _stat_at(found: Resolved, *, follow: bool) -> os.stat_result:
+    if found.name is None:
+        return os.stat(found.dir_fd)
+    return os.stat(found.name, dir_fd=found.dir_fd, follow_symlinks=follow)
+
+
+def _open_at(found: Resolved, flags: int, mode: int = 0o644) -> int:
+    """Open the resolved file. ``O_NOFOLLOW``: walk() followed the links it meant to; one
+    that appeared since then is refused (ELOOP), not followed to the host."""
+    name = found.name if found.name is not None else "."
+    return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=found.dir_fd)
+
+
+def _open_regular(found: Resolved) -> int:
+    """Open a file to pull. O_NONBLOCK: a FIFO planted on the phone must not hang the
+    emulator's event loop (it serves every connection); only regular files are pulled."""
+    fd = _open_at(found, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 async def _simple(ident: int, path: str, writer: _Writer, sandbox: Sandbox) -> bool:
-    follow = ident in (ID_STA2, ID_RECV)  # STAT (v1), LST2 and LIST entries use lstat
+    follow = ident in (ID_STA2, ID_RECV, ID_LIST)  # STAT (v1) and LST2 use lstat
     try:
-        host_path = sandbox.resolve(path, follow_last=follow or ident == ID_LIST)
+        with sandbox.walk(path, follow_last=follow) as found:
+            if ident == ID_RECV:
+                try:
+                    fd = _open_regular(found)
+                except OSError as exc:
+                    writer.add(_fail(f"open failed: {_errno_message(exc)}"))
+                    return False
+            elif ident == ID_LIST:
+                _list(found, writer, at_root=found.host_path == sandbox.root)
+                return True
+            else:
+                try:
+                    result: os.stat_result | OSError = _stat_at(found, follow=follow)
+                except OSError as exc:
+                    result = exc
+                _stat_reply(ident, writer, result)
+                return True
     except PathEscapeError as exc:
         writer.add(_fail(str(exc)))
         return False
+    except OSError as exc:  # a directory on the way is missing or not a directory
+        if ident == ID_RECV:
+            writer.add(_fail(f"open failed: {_errno_message(exc)}"))
+            return False
+        if ident == ID_LIST:
+            writer.add(_DENT.pack(ID_DONE, 0, 0, 0, 0))
+        else:
+            _stat_reply(ident, writer, exc)
+        return True
+    return await _recv(fd, writer)
+
+
+def _stat_reply(ident: int, writer: _Writer, st: os.stat_result | OSError) -> None:
+    """STAT (v1) answers zeros when the path is missing; STA2/LST2 answer its errno."""
     if ident == ID_STAT:
-        try:
-            st = os.lstat(host_path)
-            writer.add(_STAT_V1.pack(ID_STAT, st.st_mode, _u32(st.st_size), _u32(int(st.st_mtime))))
-        except OSError:
+        if isinstance(st, OSError):
             writer.add(_STAT_V1.pack(ID_STAT, 0, 0, 0))
-    elif ident in (ID_STA2, ID_LST2):
-        try:
-            st = os.stat(host_path) if ident == ID_STA2 else os.lstat(host_path)
-            writer.add(
-                _STAT_V2.pack(
-                    ident,
-                    0,
-                    st.st_dev,
-                    st.st_ino,
-                    st.st_mode,
-                    st.st_nlink,
-                    st.st_uid,
-                    st.st_gid,
-                    st.st_size,
-                    int(st.st_atime),
-                    int(st.st_mtime),
-                    int(st.st_ctime),
-                )
-            )
-        except OSError as exc:
-            writer.add(_STAT_V2.pack(ident, exc.errno or errno.EIO, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-    elif ident == ID_LIST:
-        _list(host_path, writer)
-    else:
-        return await _recv(host_path, writer)
-    return True
+        else:
+            writer.add(_STAT_V1.pack(ID_STAT, st.st_mode, _u32(st.st_size), _u32(int(st.st_mtime))))
+        return
+    if isinstance(st, OSError):
+        writer.add(_STAT_V2.pack(ident, st.errno or errno.EIO, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        return
+    writer.add(
+        _STAT_V2.pack(
+            ident,
+            0,
+            st.st_dev,
+            st.st_ino,
+            st.st_mode,
+            st.st_nlink,
+            st.st_uid,
+            st.st_gid,
+            st.st_size,
+            int(st.st_atime),
+            int(st.st_mtime),
+            int(st.st_ctime),
+        )
+    )
 
 
-def _list(host_path: Path, writer: _Writer) -> None:
+def _list(found: Resolved, writer: _Writer, *, at_root: bool) -> None:
+    entries: list[tuple[str, os.stat_result]] = []
     try:
-        names = [".", "..", *sorted(os.listdir(host_path))]
+        fd = _open_at(found, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        names = []
-    for name in names:
+        fd = -1
+    if fd >= 0:
         try:
-            st = os.lstat(host_path / name)
+            names = sorted(os.listdir(fd))
+            entries.append((".", os.stat(fd)))
+            entries.append(("..", os.stat("..", dir_fd=fd, follow_symlinks=False)))
+            for name in names:
+                if at_root and name == STATE_DIRNAME:
+                    continue  # the emulator's own state is not part of the phone
+                try:
+                    entries.append((name, os.stat(name, dir_fd=fd, follow_symlinks=False)))
+                except OSError:
+                    continue
         except OSError:
-            continue
+            pass
+        finally:
+            os.close(fd)
+    for name, st in entries:
         raw = name.encode("utf-8", "surrogateescape")
         writer.add(
             _DENT.pack(ID_DENT, st.st_mode, _u32(st.st_size), _u32(int(st.st_mtime)), len(raw))
@@ -220,13 +280,8 @@ def _list(host_path: Path, writer: _Writer) -> None:
     writer.add(_DENT.pack(ID_DONE, 0, 0, 0, 0))
 
 
-async def _recv(host_path: Path, writer: _Writer) -> bool:
-    try:
-        f = open(host_path, "rb")  # noqa: SIM115 - closed below, across awaits
-    except OSError as exc:
-        writer.add(_fail(f"open failed: {_errno_message(exc)}"))
-        return False
-    with f:
+async def _recv(fd: int, writer: _Writer) -> bool:
+    with os.fdopen(fd, "rb") as f:
         while True:
             try:
                 chunk = f.read(SYNC_DATA_MAX)
@@ -241,6 +296,27 @@ async def _recv(host_path: Path, writer: _Writer) -> bool:
     return True
 
 
+def _open_for_send(
+    sandbox: Sandbox, path: str, *, is_link: bool
+) -> tuple[contextlib.ExitStack, Resolved]:
+    """Resolve a SEND target (parents made), holding its directory open for the transfer,
+    and remove what is there unless it is a directory."""
+    stack = contextlib.ExitStack()
+    try:
+        found = stack.enter_context(
+            sandbox.walk(path, follow_last=False, create_parents=True, for_writing=True)
+        )
+        assert found.name is not None  # for_writing refuses a bare directory
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(found.name, dir_fd=found.dir_fd, follow_symlinks=False)
+            if not stat_mod.S_ISDIR(st.st_mode):
+                os.unlink(found.name, dir_fd=found.dir_fd)
+    except BaseException:
+        stack.close()
+        raise
+    return stack, found
+
+
 async def _send(
     spec: str, reader: _Reader, writer: _Writer, stream: SyncStream, host: SyncHost
 ) -> bool:
@@ -250,29 +326,34 @@ async def _send(
     else:
         mode = int(mode_text)
     failure: str | None = None
-    target: Path | None = None
     is_link = stat_mod.S_ISLNK(mode)
-    try:
-        target = host.sandbox.resolve(path, follow_last=False)
-    except PathEscapeError as exc:
-        failure = str(exc)
-
-    out = None
+    held = contextlib.ExitStack()
+    found: Resolved | None = None
+    out: int | None = None
     link_target = bytearray()
     quota = host.quota_bytes
     used = 0
     written = 0
-    if target is not None and not is_link:
+    try:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            used = host.sandbox.used_bytes(exclude=target) if quota is not None else 0
-            out = open(target, "wb")  # noqa: SIM115 - closed below, across awaits
+            held, found = _open_for_send(host.sandbox, path, is_link=is_link)
+            if not is_link:
+                used = host.sandbox.used_bytes() if quota is not None else 0
+                out = _open_at(found, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except PathEscapeError as exc:
+            failure = str(exc)
         except OSError as exc:
             failure = f"couldn't create file: {_errno_message(exc)}"
 
-    try:
+        def abandon() -> None:
+            nonlocal out
+            if out is not None:
+                os.close(out)
+                out = None
+            if found is not None and found.name is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(found.name, dir_fd=found.dir_fd)
+
         while True:
             ident, size = _REQ.unpack(await reader.exactly(8))
             if ident == ID_DONE:
@@ -292,43 +373,35 @@ async def _send(
             if is_link:
                 link_target += chunk
                 continue
-            assert out is not None and target is not None
+            assert out is not None
             if quota is not None and used + written + size > quota:
                 failure = "write failed: No space left on device"
-                out.close()
-                out = None
-                target.unlink(missing_ok=True)
+                abandon()
                 continue
             try:
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
                 written += size
             except OSError as exc:
                 failure = f"write failed: {_errno_message(exc)}"
-                out.close()
-                out = None
-                target.unlink(missing_ok=True)
-    except BaseException:
-        if out is not None:
-            out.close()
-        raise
+                abandon()
 
-    if failure is None and target is not None:
-        try:
-            if is_link:
-                if target.is_symlink() or target.is_file():
-                    target.unlink()
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(bytes(link_target).rstrip(b"\0"), target)
-            else:
-                assert out is not None
-                out.close()
-                out = None
-                os.chmod(target, mode & 0o777 or 0o644)
-                os.utime(target, (mtime, mtime))
-        except OSError as exc:
-            failure = f"couldn't finish {path}: {_errno_message(exc)}"
-    if out is not None:
-        out.close()
+        if failure is None and found is not None and found.name is not None:
+            try:
+                if is_link:
+                    target = bytes(link_target).rstrip(b"\0")
+                    os.symlink(target, found.name, dir_fd=found.dir_fd)
+                else:
+                    assert out is not None
+                    os.fchmod(out, mode & 0o777 or 0o644)
+                    os.utime(out, (mtime, mtime))
+            except OSError as exc:
+                failure = f"couldn't finish {path}: {_errno_message(exc)}"
+    finally:
+        if out is not None:
+            os.close(out)
+        held.close()
     if failure is not None:
         log.info("sync SEND %s failed: %s", path, failure)
         writer.add(_fail(failure))
