@@ -13,30 +13,40 @@ thermal zones, the battery and cpufreq files current). The sync service resolves
 chroot (absolute symlink targets are device paths) and refuses with FAIL any path that climbs
 out of ``root`` or into the emulator's own state directory.
 
-How shell commands see device paths — two isolations, chosen by ``isolation=``:
+How shell commands are isolated — chosen by ``isolation=``, told by ``ro.edgefarm.sandbox``:
 
-``namespace`` (``auto`` picks it when it works; no root privileges needed)
-    One long-lived holder process per phone is started with ``unshare --user --mount``
-    (util-linux), mapping the caller's uid to 2000 (``shell``, as ``adb shell`` runs on a user
-    build). It builds a private root: the host's ``/usr``, ``/etc`` (and ``/bin``, ``/lib``...
-    or their merged-usr symlinks) and ``/proc`` bound read-only, a few ``/dev`` nodes, and
-    ``<root>/data``, ``<root>/sdcard``, ``<root>/sys`` bound at ``/data``, ``/sdcard``,
-    ``/sys``, plus the generated ``getprop`` at ``/system/bin``; then it chroots into it.
-    Every command joins that namespace with ``nsenter --root --wd`` and runs
-    ``/bin/sh -c CMD`` with cwd ``/``: absolute device paths, ``cd``, ``ls -l``, ``stat``,
-    ``df /data/local/tmp``, symlinks and programs that build paths at run time all behave as
-    on a phone, and nothing outside ``root`` can be written (host paths are not even visible
-    except the read-only system directories binaries need). Files created inside appear on
-    the host owned by the emulator's user.
-``rewrite`` (the fallback where user namespaces are unavailable, e.g. disabled by sysctl)
+``namespace`` (the default; no root privileges needed)
+    One long-lived holder process per phone (:mod:`.nsinit`) is started with ``unshare
+    --user --mount --net --ipc --uts`` (util-linux), mapping the caller's uid to 2000
+    (``shell``, as ``adb shell`` runs on a user build). It builds a private root on a tmpfs:
+    the host's ``/usr``, ``/etc`` (and ``/bin``, ``/lib``... or their merged-usr symlinks) and
+    ``/proc`` bound read-only with everything mounted below them, a ``/dev`` of its own
+    (read-only binds of a few device nodes, a private ``/dev/shm``), ``<root>/sys`` read-only
+    at ``/sys`` and the generated ``getprop`` at ``/system/bin``; only ``<root>/data`` and
+    ``<root>/sdcard`` are writable, at ``/data`` and ``/sdcard``. The network namespace has
+    ``lo`` only: commands reach nothing on the host's network (the ADB daemon itself listens
+    on the host; only the commands it runs are inside). Every mount step is checked, and the
+    emulator then reads the holder's mount table from outside: anything writable but the
+    phone's storage and its private tmpfs, or any step that failed (a read-only remount the
+    kernel refused), stops the phone with an InfrastructureError. Every command joins the
+    namespaces with ``nsenter --root --wd`` and runs ``/bin/sh -c CMD`` with cwd ``/``:
+    absolute device paths, ``cd``, ``ls -l``, ``stat``, ``df /data/local/tmp``, symlinks and
+    programs that build paths at run time behave as on a phone. Files created inside appear
+    on the host owned by the emulator's user. Where the kernel has no user namespaces (a
+    sysctl, a container's seccomp policy) the phone refuses to start.
+``rewrite`` (only when asked for; ``auto`` picks it where namespaces are unavailable)
     ``/bin/sh -c`` runs with cwd ``root`` and ``<root>/.edgefarm-emulator/bin`` first on
     PATH. Words of the command that start with ``/data``, ``/sdcard`` or ``/sys`` get the
-    root prefixed, and ``shell:`` output gets it taken off again. Limitation: only paths
-    written literally in the command are mapped — paths built at run time, read from files or
-    hard-coded in programs see the host's filesystem, and the command is not confined.
+    root prefixed, and ``shell:`` output gets it taken off again. This is NOT confinement:
+    commands run with the emulator's user and privileges and see the host's filesystem and
+    network; only paths written literally in the command are mapped. It is logged as a
+    warning and stated in the phone's facts.
 
-Neither is a security boundary against the person who runs the emulator: commands run with
-that user's privileges, as the emulated phone's owner.
+Whatever a command on the phone can change (``/data``, ``/sdcard``; everything under the
+root in rewrite mode) the emulator treats as hostile when it writes: the thermal/battery
+state writer and the sync service walk directories by descriptor and never follow a link they
+did not make (:mod:`.fsat`, :meth:`.sandbox.Sandbox.walk`), and pushes write only under
+``/data`` and ``/sdcard``, as a phone's shell user can.
 
 Deliberate departures from adbd, each documented where it is implemented: a failed SEND is
 answered at DONE (see :mod:`.sync`); ``shell:`` without a command (an interactive shell) is
