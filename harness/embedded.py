@@ -56,31 +56,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def migrate(database_url: str) -> None:
-    """``alembic upgrade head`` on ``database_url`` (from this checkout's migrations/)."""
-    ini = REPO_ROOT / "alembic.ini"
-    if not ini.exists():
-        raise InfrastructureError(
-            f"no alembic.ini at {ini}: edgefarm up runs from a checkout of the repository"
-        )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alembic",
-            "-c",
-            str(ini),
-            "-x",
-            f"url={database_url}",
-            "upgrade",
-            "head",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise InfrastructureError(f"database migration failed: {proc.stderr.strip()[-400:]}")
+    """``alembic upgrade head`` on ``database_url``, with the migrations this package carries
+    (installed or a checkout alike; see ``harness.db.migrate``)."""
+    from harness.db.migrate import upgrade
+
+    upgrade(database_url)
 
 
 def ensure_token() -> str:

@@ -9,17 +9,31 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import _default_home
+
+# The user's Android NDK and farm home, remembered before they are hidden: the tests marked
+# `ndk` (the real Android build) get the NDK back and look for the apache/tvm checkout where
+# harness/runner/ANDROID.md puts it (<the user's EDGEFARM_HOME>/tvm-source); every other test
+# runs as on a machine without an NDK.
+NDK_VARIABLES = ("ANDROID_NDK_HOME", "EDGEFARM_ANDROID_NDK_HOME")
+_USER_NDK = {name: value for name in NDK_VARIABLES if (value := os.environ.pop(name, ""))}
+_USER_HOME = Path(os.environ.get("EDGEFARM_HOME") or _default_home())
+
 # Before anything reads settings: the whole test session shares one throwaway farm home, so the
 # artifact and runner caches are reused across tests but never touch the user's own.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="edgefarm-test-home-"))
 os.environ["EDGEFARM_HOME"] = str(_SESSION_HOME)
-os.environ.pop("ANDROID_NDK_HOME", None)
-os.environ.pop("EDGEFARM_ANDROID_NDK_HOME", None)
 
 
 @pytest.fixture(scope="session")
 def edgefarm_home() -> Path:
     return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def user_tvm_source() -> Path:
+    """Where the user keeps the apache/tvm checkout the Android build needs."""
+    return _USER_HOME / "tvm-source"
 
 
 @pytest.fixture
@@ -28,9 +42,14 @@ def model_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_settings() -> Iterator[None]:
+def _fresh_settings(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     from harness.config import get_settings
 
+    if request.node.get_closest_marker("ndk") is not None:
+        for name, value in _USER_NDK.items():
+            monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -18,7 +18,7 @@ import typer
 
 from harness.config import get_settings
 from harness.db import database_url, make_engine, make_session_factory
-from harness.errors import EdgefarmError, one_line
+from harness.errors import EdgefarmError
 
 log = logging.getLogger("workers.cli")
 
@@ -36,34 +36,22 @@ def _fail(message: str) -> None:
 
 def ensure_schema(url: str) -> None:
     """The embedded SQLite database is migrated here (``alembic upgrade head``); any other
-    database must have been migrated by its operator: say so if it was not."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+    database must have been migrated by its operator: say so if it was not. The migrations are
+    the ones this package carries, installed or in a checkout (``harness.db.migrate``)."""
+    from harness.db.migrate import current_and_head, upgrade
 
-    ini = ROOT / "alembic.ini"
-    if not ini.is_file():
-        return  # an installed package without the migrations: trust the operator
-    config = Config(str(ini))
-    config.attributes["url"] = url
-    config.attributes["configure_logger"] = False
-    if url.startswith("sqlite"):
-        command.upgrade(config, "head")
-        return
-    heads = set(ScriptDirectory.from_config(config).get_heads())
-    engine = make_engine(url)
     try:
-        with engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
-    except Exception as exc:  # unreachable database, bad URL
-        _fail(f"cannot reach the database: {one_line(str(getattr(exc, 'orig', None) or exc))}")
-    finally:
-        engine.dispose()
+        if url.startswith("sqlite"):
+            upgrade(url)
+            return
+        current, heads = current_and_head(url)
+    except EdgefarmError as exc:  # unreachable database, bad URL, migrations missing
+        _fail(exc.message)
+        return
     if current != heads:
         _fail(
             f"the database is at revision {sorted(current) or 'none'}, not {sorted(heads)}: "
-            "run `alembic upgrade head` first"
+            "run `python -m harness.db.migrate` (or `alembic upgrade head` in a checkout) first"
         )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import get_settings
-from harness.errors import JobError, one_line
+from harness.errors import HarnessBug, JobError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,14 @@ NEURON_LIB_ENV = "EDGEFARM_NEURON_LIB"
 
 
 def driver_sources() -> list[Path]:
-    return sorted((DRIVER_DIR / "src").glob("*.c"))
+    """The reference driver's C sources; a package without them is broken, not the model."""
+    sources = sorted((DRIVER_DIR / "src").glob("*.c"))
+    if not sources or not (INCLUDE_DIR / "edgefarm_nn.h").is_file():
+        raise HarnessBug(
+            f"the BYOC reference driver's sources are missing from {DRIVER_DIR}: this "
+            "installation of edgefarm is incomplete, reinstall it"
+        )
+    return sources
 
 
 def _driver_hash() -> str:
@@ -114,6 +121,7 @@ def host_export_options() -> list[str]:
 
 def android_link_args(dialect: str, options: dict[str, Any]) -> list[str]:
     """Extra NDK link arguments of a phone build: the header, and the vendor library."""
+    driver_sources()  # the header must be there
     args = [f"-I{INCLUDE_DIR}"]
     if dialect == "nnapi":
         # libneuralnetworks.so is an NDK system library from API level 27.
