@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from harness.db import Device, DeviceHealth, DeviceState, Job, JobStatus, Model, Result, Run
+from harness.farm.liveness import FarmLiveness, device_worker, offered
 from harness.farm.selection import DeviceSelector
 from harness.measure.protocol import (
     MAX_SECONDS_MIN,
@@ -27,6 +28,10 @@ from harness.measure.protocol import (
 MAX_ID = 2**31 - 1  # row ids are PostgreSQL integers
 MAX_SPECS = 256  # input specs of one benchmark
 MAX_SPEC_LENGTH = 1024
+MAX_BACKENDS = 16
+# PostgreSQL's text and JSONB cannot hold NUL: no text the API takes may contain one.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(pattern=NO_NUL)]
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
@@ -90,8 +95,20 @@ class RunRef(Public):
     status: str
 
 
+class DeviceLivenessPublic(Public):
+    worker: str | None = Field(description="the farm process consuming the device's queue")
+    alive: bool = Field(description="whether that worker's heartbeat is recent")
+    heartbeat_at: datetime | None
+    reason: str | None = Field(description="why it is not alive, when it is not")
+    offered: bool = Field(
+        description="whether new jobs may select the device (good health, and a live worker "
+        "or none ever)"
+    )
+
+
 class DevicePublic(Public):
     id: int
+    serial: str | None = Field(description="the device's identity (ro.serialno; local@HOST)")
     address: str
     pool: str
     soc: str
@@ -101,16 +118,18 @@ class DevicePublic(Public):
     state: DeviceState
     health: DeviceHealth
     health_reason: str | None
-    worker: str | None
+    worker: str | None = Field(description="the worker host that registered it")
+    liveness: DeviceLivenessPublic
     current_run: RunRef | None
     lease_expires_at: datetime | None
     last_seen_at: datetime | None
     created_at: datetime
 
     @classmethod
-    def of(cls, device: Device, current_run: Run | None) -> DevicePublic:
+    def of(cls, device: Device, current_run: Run | None, liveness: FarmLiveness) -> DevicePublic:
         return cls(
             id=device.id,
+            serial=device.serial,
             address=device.address,
             pool=device.pool,
             soc=device.soc,
@@ -121,6 +140,10 @@ class DevicePublic(Public):
             health=device.health,
             health_reason=device.health_reason,
             worker=device.worker,
+            liveness=DeviceLivenessPublic(
+                **device_worker(device, liveness),
+                offered=device.health == DeviceHealth.good and offered(device, liveness),
+            ),
             current_run=RunRef.model_validate(current_run) if current_run else None,
             lease_expires_at=device.lease_expires_at,
             last_seen_at=device.last_seen_at,
@@ -133,9 +156,9 @@ class DevicesPublic(Listing):
 
 
 class DeviceUpdate(StrictBody):
-    pool: str | None = Field(default=None, min_length=1, max_length=64)
+    pool: Text | None = Field(default=None, min_length=1, max_length=64)
     health: DeviceHealth | None = None
-    health_reason: str | None = Field(
+    health_reason: Text | None = Field(
         default=None, max_length=2000, description='why; "" clears it'
     )
 
@@ -156,12 +179,17 @@ class DeviceSelectorCreate(StrictBody):
     """Which devices: every given criterion must hold; ``all`` alone takes every good
     device. Only devices whose health is ``good`` are picked."""
 
-    pool: str | None = Field(default=None, min_length=1)
-    soc: str | None = Field(default=None, min_length=1, description="case-insensitive")
-    model: str | None = Field(
-        default=None, min_length=1, description="case-insensitive substring of the model name"
+    pool: Text | None = Field(default=None, min_length=1, max_length=64)
+    soc: Text | None = Field(
+        default=None, min_length=1, max_length=255, description="case-insensitive"
     )
-    ids: list[RowId] | None = Field(default=None, min_length=1)
+    model: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="case-insensitive substring of the model name",
+    )
+    ids: list[RowId] | None = Field(default=None, min_length=1, max_length=1000)
     all: bool = False
 
     @model_validator(mode="after")
@@ -186,7 +214,7 @@ class DeviceSelectorCreate(StrictBody):
 class BenchmarkSettings(StrictBody):
     """The measurement protocol; what is left out takes the farm's defaults."""
 
-    inputs: list[Annotated[str, Field(min_length=1, max_length=MAX_SPEC_LENGTH)]] = Field(
+    inputs: list[Annotated[Text, Field(min_length=1, max_length=MAX_SPEC_LENGTH)]] = Field(
         default_factory=list,
         max_length=MAX_SPECS,
         description="input specs NAME:1x3x224x224[:dtype]; needed for dynamic dimensions. "
@@ -223,7 +251,9 @@ class BenchmarkCreate(StrictBody):
     model_id: RowId | None = None
     model_sha256: str | None = Field(default=None, pattern="^[0-9a-fA-F]{64}$")
     devices: DeviceSelectorCreate
-    backends: list[str] = Field(min_length=1, description="tvm-cpu, ort, ...")
+    backends: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=MAX_BACKENDS, description="tvm-cpu, ort, ..."
+    )
     settings: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
 
     @model_validator(mode="after")
@@ -366,7 +396,56 @@ class NoDevicesPublic(BaseModel):
     devices: list[DeviceSummary] = Field(description="the farm's devices, to pick again")
 
 
+class ProcessPublic(BaseModel):
+    name: str = Field(description="LABEL@HOST: device.3@lab-1, compile@lab-1, beat@lab-1")
+    kind: Literal["worker", "beat"]
+    host: str
+    pid: int | None
+    queues: list[str]
+    status: Literal["up", "stopped", "down"] = Field(
+        description="up: heartbeating (alive while recent); stopped: shut down on purpose; "
+        "down: its supervisor gave up restarting it"
+    )
+    reason: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age_s: float
+    alive: bool
+
+
+class StarvedQueuePublic(BaseModel):
+    queue: str
+    waiting_runs: int
+    device_id: int | None
+    device_address: str | None
+
+
+class BeatPublic(BaseModel):
+    alive: bool
+    last_tick_at: datetime | None
+    age_s: float | None
+
+
 class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="ok: the farm can make progress; degraded: see problems (answered 503)"
+    )
     database: Literal["ok", "down"]
     broker: Literal["ok", "down"]
-    detail: str | None = Field(default=None, description="what is down, and why")
+    detail: str | None = Field(
+        default=None,
+        description="what is down; the database's and broker's own error text only for a "
+        "caller with a token",
+    )
+    problems: list[str] = Field(default_factory=list)
+    beat: BeatPublic | None = Field(default=None, description="when beat last ticked")
+    workers: list[ProcessPublic] = Field(
+        default_factory=list, description="farm processes alive or heard from within a day"
+    )
+    live_queues: list[str] = Field(
+        default_factory=list, description="the device queues a live worker consumes"
+    )
+    starved_queues: list[StarvedQueuePublic] = Field(
+        default_factory=list, description="queues with runs waiting and no live consumer"
+    )
+    runs_in_flight: int = 0

@@ -33,7 +33,14 @@ from harness.devices.deploy import (
     new_run_dir,
     runtime_bundle,
 )
-from harness.errors import EdgefarmError, HarnessBug, InfrastructureError, JobError, Stage
+from harness.errors import (
+    CommandTimeout,
+    EdgefarmError,
+    HarnessBug,
+    InfrastructureError,
+    JobError,
+    Stage,
+)
 from harness.measure.accuracy import compare
 from harness.measure.inputs import load_inputs_npz, make_inputs
 from harness.measure.protocol import Protocol as Protocol  # re-exported: callers import it here
@@ -357,7 +364,10 @@ def _measure_into(
             # The runner stops timing by itself at max_seconds; the timeout covers load, warm-up
             # and a runner that hangs.
             timeout = settings.run_timeout_s + protocol.max_seconds
-            result = device.shell(command, timeout_s=timeout, env=env, cwd=run_dir)
+            try:
+                result = device.shell(command, timeout_s=timeout, env=env, cwd=run_dir)
+            except CommandTimeout as exc:
+                raise blame_timeout(device, exc, protocol) from None
             doc["state_after"] = device.state()
             report = parse_runner_output(
                 result.stdout, stderr=result.stderr, returncode=result.exit_code
@@ -409,6 +419,27 @@ def _measure_into(
             f"{accuracy.max_abs_err:.3g}, cosine {accuracy.cosine:.6f})",
         )
     doc["status"] = "ok"
+
+
+def blame_timeout(device: Device, exc: CommandTimeout, protocol: Protocol) -> EdgefarmError:
+    """Whose fault a runner killed at its timeout is. If the device answers its health check
+    afterwards, the device did what it was asked for as long as it was allowed: the run's own
+    settings (or a model that never finishes) are to blame — a JobError, not retried, and the
+    device's health untouched. Otherwise the device failed: the InfrastructureError stands."""
+    health = device.health()
+    if not health.get("ok"):
+        return InfrastructureError(
+            f"{exc.message}; afterwards the device failed its health check: "
+            f"{health.get('problem')}",
+            stage="run",
+        )
+    return JobError(
+        "run",
+        f"{exc.message}. The device is healthy, so the run itself took too long: its settings "
+        f"(warmup {protocol.warmup}, at least {protocol.min_iterations} iterations and "
+        f"{protocol.min_seconds:g} s, at most {protocol.max_seconds:g} s) ask for more than "
+        "the model can do in that time, or the model does not finish; not retried",
+    )
 
 
 def facts_kind(device: Device) -> str:

@@ -465,6 +465,70 @@ def submit(
 
 
 @app.command()
+def status(
+    url: Annotated[str | None, typer.Option(help="The farm (default: edgefarm up's).")] = None,
+    token: Annotated[str | None, typer.Option(help="API token (default: edgefarm up's).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write /healthz here.")] = None,
+) -> None:
+    """The farm's health: database, broker, beat, each worker and device, starved queues.
+    Exit status 0 when the farm can make progress, 1 when it cannot."""
+    from harness.client import FarmClient
+
+    client = FarmClient(url, token)
+    try:
+        code, health = client.health()
+        devices = client.devices() if health.get("database") == "ok" else []
+    finally:
+        client.close()
+    if json_path is not None:
+        json_path.write_text(json.dumps({"health": health, "devices": devices}, indent=2) + "\n")
+    beat = health.get("beat") or {}
+    colour = "green" if code == 200 else "red"
+    out.print(
+        f"[{colour}]{health.get('status', '?')}[/] at {client.url}: database "
+        f"{health.get('database')}, broker {health.get('broker')}, beat "
+        + (
+            f"ticked {beat['age_s']:.0f} s ago" + ("" if beat.get("alive") else " (dead)")
+            if beat.get("age_s") is not None
+            else "never ticked"
+        )
+        + f", {health.get('runs_in_flight', 0)} run(s) in flight",
+        highlight=False,
+    )
+    workers = Table(title="workers", title_justify="left")
+    for column in ("name", "queues", "status", "alive", "heartbeat", "reason"):
+        workers.add_column(column)
+    for w in health.get("workers", []):
+        workers.add_row(
+            w["name"],
+            ", ".join(w["queues"]),
+            w["status"],
+            "yes" if w["alive"] else "[red]no[/]",
+            f"{w['heartbeat_age_s']:.0f} s ago",
+            w.get("reason") or "",
+        )
+    out.print(workers)
+    table = Table(title="devices", title_justify="left")
+    for column in ("id", "address", "model", "health", "state", "worker", "offered"):
+        table.add_column(column)
+    for d in devices:
+        live = d.get("liveness") or {}
+        table.add_row(
+            str(d["id"]),
+            d["address"],
+            d.get("model_name", ""),
+            d["health"] + (f" ({d['health_reason']})" if d.get("health_reason") else ""),
+            d["state"],
+            "alive" if live.get("alive") else f"[red]{live.get('reason') or 'none'}[/]",
+            "yes" if live.get("offered") else "no",
+        )
+    out.print(table)
+    for problem in health.get("problems", []):
+        console.print(f"[red]problem:[/] {problem}", highlight=False)
+    raise typer.Exit(0 if code == 200 else 1)
+
+
+@app.command()
 def up(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
@@ -645,19 +709,9 @@ def devices(
 
 
 def device_health(dev: Any, bundle_hash: str | None) -> dict[str, Any]:
-    """Health of any device: the ADB transport has its own check; the local device is
-    healthy when it has disk space."""
-    if hasattr(dev, "health"):
-        result: dict[str, Any] = dev.health(bundle_hash=bundle_hash)
-        return result
-    free = dev.free_bytes()
-    return {
-        "reachable": True,
-        "shell": True,
-        "free_bytes": free,
-        "ok": free > 64 * 2**20,
-        "problem": None if free > 64 * 2**20 else "low disk space",
-    }
+    """Health of any device (see ``Device.health``)."""
+    result: dict[str, Any] = dev.health(bundle_hash=bundle_hash)
+    return result
 
 
 @app.command(

@@ -133,6 +133,19 @@ class FarmClient:
         result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}")
         return result
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: its status code (200 or 503, both answers) and its body."""
+        try:
+            response = self._http.get("/healthz")
+        except httpx.HTTPError as exc:
+            raise InfrastructureError(
+                f"cannot reach the farm at {self.url}: {exc} (is it up? `edgefarm up`)"
+            ) from None
+        if response.status_code not in (200, 503):
+            raise FarmError(response.status_code, _error_text(response))
+        body: dict[str, Any] = response.json()
+        return response.status_code, body
+
     def devices(self) -> list[dict[str, Any]]:
         result = self._request("GET", "/api/v1/devices")
         return list(result["data"] if isinstance(result, dict) else result)

@@ -48,16 +48,37 @@ class Settings(BaseSettings):
         default=2**26, ge=1, description="elements of one input (random inputs are made in 64 bits)"
     )
     worker_name: str | None = None
-    lease_timeout_s: float = 900.0  # a run not heard from for this long is reaped
+    lease_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a run, a device lease or a farm process (worker, beat) not heard from for "
+        "this long is taken to be dead; heartbeats come every heartbeat_s",
+    )
     max_run_attempts: int = 3
 
     # Workers (read only by the Celery side; see workers/settings.py for derived values).
-    reap_interval_s: float = Field(default=30.0, gt=0, description="how often beat sends reap")
+    reap_interval_s: float = Field(default=10.0, gt=0, description="how often beat sends reap")
     queued_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a queued run due this long ago, whose device has a live worker and has "
+        "been idle as long, is taken to have lost its message and is sent again",
+    )
+    no_worker_timeout_s: float = Field(
         default=600.0,
         gt=0,
-        description="a queued run nobody has touched for this long, on an idle device, is "
-        "taken to have lost its message and is sent again",
+        description="a queued run whose device has had no live worker for this long ends "
+        "failed (instead of waiting for a worker that may never come)",
+    )
+    worker_restart_limit: int = Field(
+        default=5,
+        ge=0,
+        description="restarts of one farm process within worker_restart_window_s before its "
+        "supervisor gives up and reports it down",
+    )
+    worker_restart_window_s: float = Field(default=600.0, gt=0)
+    worker_restart_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="the longest wait before restarting a process"
     )
     busy_retry_s: float = Field(default=5.0, gt=0, description="wait when the device is leased")
     busy_max_wait_s: float = Field(
@@ -65,7 +86,7 @@ class Settings(BaseSettings):
     )
     retry_backoff_max_s: float = Field(default=120.0, gt=0)
     heartbeat_s: float | None = Field(
-        default=None, gt=0, description="default: a quarter of the lease timeout, at most 10 s"
+        default=None, gt=0, description="default: a sixth of the lease timeout, at most 5 s"
     )
     visibility_timeout_s: float | None = Field(
         default=None, gt=0, description="Redis redelivery; default: well above the longest task"

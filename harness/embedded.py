@@ -5,8 +5,12 @@ runs over kombu's SQLAlchemy transport in another SQLite file, both under ``EDGE
 together with the phones' sandboxes, the API token (``config/api-token``) and ``farm.json``,
 which tells every other ``edgefarm`` command with the same ``EDGEFARM_HOME`` where the farm is.
 
-The API (uvicorn) and the worker (Celery) run as child processes — ``harness`` imports neither
-``api`` nor ``workers`` — and the emulated phones run in this process.
+The API (uvicorn) and the worker host (``python -m workers worker``, itself the supervisor of a
+Celery worker per phone, one for compiles and beat) run as child processes — ``harness``
+imports neither ``api`` nor ``workers`` — and the emulated phones run in this process. Both
+children are supervised (:mod:`harness.supervise`): one that dies is restarted with backoff and
+the rest of the farm goes on. The phones keep their ports (and, by their serials, their device
+rows) from one ``edgefarm up`` to the next.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ import httpx
 
 from harness.config import get_settings
 from harness.errors import InfrastructureError
+from harness.supervise import Child, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ class EmbeddedFarm:
     host: str = "127.0.0.1"
     with_local_device: bool = True
     phones: list[Any] = field(default_factory=list)
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    supervisor: Supervisor | None = None
 
     @property
     def url(self) -> str:
@@ -122,7 +126,6 @@ class EmbeddedFarm:
         settings = get_settings()
         home = settings.home
         home.mkdir(parents=True, exist_ok=True)
-        previous: dict[str, Any] = {}
         if farm_file().exists():
             previous = json.loads(farm_file().read_text())
             if _pid_alive(int(previous.get("pid", 0))) and previous.get("pid") != os.getpid():
@@ -134,7 +137,7 @@ class EmbeddedFarm:
         ensure_token()
         (home / "logs").mkdir(exist_ok=True)
 
-        ports = previous.get("phone_ports", {})
+        ports = _phone_ports()
         addresses = []
         for profile in self.profiles:
             phone = EmulatedPhone(
@@ -144,29 +147,40 @@ class EmbeddedFarm:
             ).start()
             self.phones.append(phone)
             addresses.append(f"tcp:127.0.0.1:{phone.port}")
+        _keep_phone_ports({p.profile.name: p.port for p in self.phones})
         if self.with_local_device:
             addresses.append("local")
 
         env = self._env()
+        logs = home / "logs"
         device_args = [arg for address in addresses for arg in ("--device", address)]
-        self._spawn(
-            "worker", [sys.executable, "-m", "workers", "worker", *device_args, "--beat"], env
-        )
-        self._spawn(
-            "api",
+        api = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:create_app",
+            "--factory",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+        self.supervisor = Supervisor(
             [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:create_app",
-                "--factory",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
+                Child(
+                    "worker",
+                    [sys.executable, "-m", "workers", "worker", *device_args, "--beat"],
+                    env=env,
+                    cwd=REPO_ROOT,
+                    log_path=logs / "worker.log",
+                ),
+                Child("api", api, env=env, cwd=REPO_ROOT, log_path=logs / "api.log"),
             ],
-            env,
+            restart_limit=settings.worker_restart_limit,
+            restart_window_s=settings.worker_restart_window_s,
+            backoff_max_s=settings.worker_restart_backoff_max_s,
         )
+        self.supervisor.start()
         farm_file().write_text(
             json.dumps(
                 {
@@ -180,19 +194,6 @@ class EmbeddedFarm:
             )
         )
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        log_path = get_settings().home / "logs" / f"{name}.log"
-        with open(log_path, "ab") as log_file:
-            self.children[name] = subprocess.Popen(
-                cmd,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                start_new_session=True,
-            )
-        log.info("started %s (pid %d), log in %s", name, self.children[name].pid, log_path)
-
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Until the API answers /healthz and the worker has registered every device."""
         deadline = time.monotonic() + timeout_s
@@ -203,13 +204,18 @@ class EmbeddedFarm:
             try:
                 health = httpx.get(f"{self.url}/healthz", timeout=5)
                 devices = httpx.get(f"{self.url}/api/v1/devices", timeout=5)
-                if health.status_code == 200 and devices.status_code == 200:
+                # 503 is an answer: runs left waiting from before may have no worker yet.
+                if health.status_code in (200, 503) and devices.status_code == 200:
                     body = devices.json()
                     rows = body["data"] if isinstance(body, dict) else body
-                    good = [d for d in rows if d.get("health") == "good"]
-                    if len(good) >= expected:
+                    ready = [
+                        d
+                        for d in rows
+                        if d.get("health") == "good" and (d.get("worker") or {}).get("alive")
+                    ]
+                    if len(ready) >= expected:
                         return
-                    problem = f"{len(good)} of {expected} devices registered"
+                    problem = f"{len(ready)} of {expected} devices have a live worker"
                 else:
                     problem = f"healthz {health.status_code}: {health.text[:200]}"
             except httpx.HTTPError as exc:
@@ -218,28 +224,26 @@ class EmbeddedFarm:
         raise InfrastructureError(f"the farm did not come up within {timeout_s:.0f} s: {problem}")
 
     def check_children(self) -> None:
-        for name, proc in self.children.items():
-            code = proc.poll()
-            if code is not None:
-                log_path = get_settings().home / "logs" / f"{name}.log"
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        """Restart children that died (after their backoff); an InfrastructureError when one
+        was given up on (it kept dying: its log says why)."""
+        if self.supervisor is None:
+            return
+        self.supervisor.poll()
+        for child in self.supervisor.children:
+            if child.given_up is not None:
+                tail = ""
+                if child.log_path is not None and child.log_path.exists():
+                    lines = child.log_path.read_text(errors="replace").strip().splitlines()
+                    tail = " | ".join(lines[-3:])
                 raise InfrastructureError(
-                    f"the {name} exited with status {code}: {' | '.join(tail)} (log: {log_path})"
+                    f"the {child.name} {child.given_up}: {tail} (log: {child.log_path})"
                 )
 
     def stop(self) -> None:
         from harness.client import farm_file
 
-        for proc in self.children.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.children.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if self.supervisor is not None:
+            self.supervisor.stop()
         for phone in self.phones:
             phone.stop()
         try:
@@ -249,7 +253,8 @@ class EmbeddedFarm:
             pass
 
     def serve_forever(self) -> None:
-        """Block until SIGINT/SIGTERM or a child dies."""
+        """Block until SIGINT/SIGTERM, restarting children that die; an InfrastructureError
+        when one keeps dying."""
         stop = False
 
         def _stop(_signum: int, _frame: Any) -> None:
@@ -260,4 +265,24 @@ class EmbeddedFarm:
         signal.signal(signal.SIGINT, _stop)
         while not stop:
             self.check_children()
-            time.sleep(0.5)
+            time.sleep(0.2)
+
+
+def _ports_file() -> Path:
+    return get_settings().home / "phones" / "ports.json"
+
+
+def _phone_ports() -> dict[str, int]:
+    """The ports the emulated phones had last time (kept across restarts, so that an ADB
+    client connected to them before finds them again)."""
+    try:
+        ports = json.loads(_ports_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in ports.items()} if isinstance(ports, dict) else {}
+
+
+def _keep_phone_ports(ports: dict[str, int]) -> None:
+    path = _ports_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ports, indent=2) + "\n")

@@ -7,6 +7,8 @@
      │                       Carries ``stage``: import | prepare | partition | compile |
      │                       link | run | compare.
      ├─ InfrastructureError  the farm failed: device offline, timeout, disk full; retried.
+     │   └─ CommandTimeout   a command on a device was killed at its timeout (whose fault
+     │                       depends on whether the device is healthy afterwards)
      └─ HarnessBug           our own defect.
 
 Every message is one line that says what happened and, where it can, what to do about it.
@@ -52,6 +54,12 @@ class InfrastructureError(EdgefarmError):
     def __init__(self, message: str, *, stage: Stage | None = None) -> None:
         super().__init__(message)
         self.stage: Stage | None = stage
+
+
+class CommandTimeout(InfrastructureError):
+    """A command on a device did not finish within its timeout and was killed. Whose fault
+    that is depends on the device: the caller asks it (a healthy phone that ran a command
+    for as long as its request asked is the request's fault, not the farm's)."""
 
 
 class HarnessBug(EdgefarmError):

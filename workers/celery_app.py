@@ -68,10 +68,15 @@ def make_app() -> Celery:
                 "options": {"queue": COMPILE_QUEUE, "expires": settings.reap_interval_s},
             }
         },
+        # Beat's heartbeat rides on its ticks (workers.beat).
+        beat_max_loop_interval=worker_settings.heartbeat_interval_s(settings),
         worker_hijack_root_logger=True,
         timezone="UTC",
         enable_utc=True,
     )
+    from workers import liveness
+
+    liveness.connect()
     return app
 
 

@@ -1,7 +1,7 @@
 """``python -m workers worker|beat``: a worker host's entry point (``edgefarm worker`` execs it).
 
 A worker registers the phones attached to this host (one ``device.<id>`` queue each), then
-consumes those queues and, unless ``--no-compile``, the ``compile`` queue. ``--beat`` embeds
+consumes those queues and, unless ``--no-compile``, the ``compile`` queue. ``--beat`` adds
 the scheduler that sends the reaper; a farm needs exactly one beat.
 """
 
@@ -19,6 +19,9 @@ import typer
 from harness.config import get_settings
 from harness.db import database_url, make_engine, make_session_factory
 from harness.errors import EdgefarmError
+from harness.farm.liveness import process_name
+from harness.supervise import Child, Supervisor
+from workers.liveness import PROCESS_NAME_ENV
 
 log = logging.getLogger("workers.cli")
 
@@ -113,8 +116,9 @@ def worker(
 
     Each phone's queue gets a Celery worker of its own with one process, so a phone is never
     offered two runs at once and never waits behind another phone's run; compiles get their
-    own worker with ``--concurrency`` processes. This process supervises them: a signal is
-    passed on to all, and when one dies the others are stopped too.
+    own worker with ``--concurrency`` processes, beat its own process. This process supervises
+    them (harness.supervise): one that dies is restarted with backoff, alone; one that keeps
+    dying is given up on and reported down; a signal stops them all.
     """
     url = database_url()
     ensure_schema(url)
@@ -122,11 +126,13 @@ def worker(
     groups = [(q, [q], 1) for q in register_devices(device or [], pool=pool, worker=name)]
     if compile:
         groups.insert(0, ("compile", ["compile"], concurrency))
-    if not groups:
+    if not groups and not beat:
         _fail("nothing to consume: give --device, or drop --no-compile")
-    commands = []
-    for index, (label, queues, processes) in enumerate(groups):
+    celery = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
+    children: list[Child] = []
+    for label, queues, processes in groups:
         argv = [
+            *celery,
             "worker",
             "--queues",
             ",".join(queues),
@@ -141,54 +147,47 @@ def worker(
             "--pool",
             "prefork",
         ]
-        if beat and index == 0:
-            argv += ["--beat", "--scheduler", "celery.beat:Scheduler"]
-        commands.append(argv)
+        children.append(_child(label, argv))
         typer.echo(f"worker {label}.{name}: consuming {', '.join(queues)}")
+    if beat:
+        argv = [*celery, "beat", "--loglevel", loglevel.upper(), "--scheduler", BEAT_SCHEDULER]
+        children.append(_child("beat", argv))
+        typer.echo("beat: sends the reaper every EDGEFARM_REAP_INTERVAL_S")
     sys.stdout.flush()
-    if len(commands) == 1:
-        from workers.celery_app import app
-
-        app.worker_main(commands[0])
-        return
-    sys.exit(
-        _supervise(
-            [
-                [sys.executable, "-m", "celery", "-A", "workers.celery_app", *argv]
-                for argv in commands
-            ]
-        )
+    settings = get_settings()
+    supervisor = Supervisor(
+        children,
+        restart_limit=settings.worker_restart_limit,
+        restart_window_s=settings.worker_restart_window_s,
+        backoff_max_s=settings.worker_restart_backoff_max_s,
+        on_give_up=_report_down,
     )
+    sys.exit(supervisor.run())
 
 
-def _supervise(commands: list[list[str]]) -> int:
-    """Run the commands as children in this process group; pass SIGTERM/SIGINT on; when one
-    exits, stop the rest. Returns the first exit status (0 after a requested stop)."""
-    import signal
-    import subprocess
-    import time
+BEAT_SCHEDULER = "workers.beat:Scheduler"
 
-    children = [subprocess.Popen(cmd, cwd=ROOT) for cmd in commands]
-    stopping = False
 
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+def _child(label: str, argv: list[str]) -> Child:
+    """A supervised farm process that reports itself as ``LABEL@HOST``."""
+    env = {**os.environ, PROCESS_NAME_ENV: process_name(label)}
+    return Child(name=env[PROCESS_NAME_ENV], argv=argv, env=env, cwd=ROOT)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    while any(child.poll() is None for child in children):
-        ended = [c for c in children if c.poll() is not None]
-        if ended and not stopping:
-            status = ended[0].returncode or 1
-            log.error("a worker exited (%s); stopping the others", ended[0].returncode)
-            forward(signal.SIGTERM, None)
-        time.sleep(0.2)
-    return 0 if stopping and status == 0 else status
+
+def _report_down(child: Child, reason: str) -> None:
+    """The supervisor gave up on ``child``: say so where health looks (its workers row)."""
+    from harness.db import WorkerStatus
+    from harness.farm.liveness import mark
+
+    engine = make_engine()
+    try:
+        with make_session_factory(engine)() as session:
+            mark(session, child.name, WorkerStatus.down, reason)
+            session.commit()
+    except Exception:  # the database may be what is down; the log still says it
+        log.exception("could not record that %s is down", child.name)
+    finally:
+        engine.dispose()
 
 
 @cli.command("beat")
@@ -198,7 +197,7 @@ def beat_command(
     """Run beat alone: it sends the reaper every EDGEFARM_REAP_INTERVAL_S."""
     from workers.celery_app import app
 
-    app.start(["beat", "--loglevel", loglevel.upper(), "--scheduler", "celery.beat:Scheduler"])
+    app.start(["beat", "--loglevel", loglevel.upper(), "--scheduler", BEAT_SCHEDULER])
 
 
 def main() -> None:

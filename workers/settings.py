@@ -9,7 +9,9 @@ from harness.config import Settings, get_settings
 
 def heartbeat_interval_s(settings: Settings | None = None) -> float:
     settings = settings or get_settings()
-    return settings.heartbeat_s or min(10.0, settings.lease_timeout_s / 4.0)
+    # Several beats fit in the lease timeout: one or two lost beats (a busy database) never
+    # make a live run look dead.
+    return settings.heartbeat_s or min(5.0, settings.lease_timeout_s / 6.0)
 
 
 def busy_max_retries(settings: Settings | None = None) -> int:

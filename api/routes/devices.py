@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, WriterDep, next_url
-from api.errors import answers
-from api.schemas import DevicePublic, DevicesPublic, DeviceUpdate
+from api.errors import NOT_JSON, answers
+from api.schemas import NO_NUL, DevicePublic, DevicesPublic, DeviceUpdate
 from harness.db import Device, DeviceHealth, Run
 from harness.farm import queries
+from harness.farm.liveness import liveness
 from harness.farm.selection import update_device
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -21,8 +24,9 @@ def _public(devices: list[Device], session: Session) -> list[DevicePublic]:
     runs = (
         {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(wanted)))} if wanted else {}
     )
+    live = liveness(session)
     return [
-        DevicePublic.of(d, runs.get(d.current_run_id) if d.current_run_id else None)
+        DevicePublic.of(d, runs.get(d.current_run_id) if d.current_run_id else None, live)
         for d in devices
     ]
 
@@ -31,7 +35,7 @@ def _public(devices: list[Device], session: Session) -> list[DevicePublic]:
 def list_devices(
     request: Request,
     session: SessionDep,
-    pool: str | None = None,
+    pool: Annotated[str | None, Query(pattern=NO_NUL, max_length=64)] = None,
     health: DeviceHealth | None = None,
     limit: LimitQuery = queries.DEFAULT_LIMIT,
     offset: OffsetQuery = 0,
@@ -53,7 +57,10 @@ def get_device(device_id: IdPath, session: SessionDep) -> DevicePublic:
     return _public([queries.get_device(device_id, session=session)], session)[0]
 
 
-@router.patch("/{device_id}", responses=answers(401, 404, 422, n404="no such device"))
+@router.patch(
+    "/{device_id}",
+    responses=answers(400, 401, 404, 422, n400=NOT_JSON, n404="no such device"),
+)
 def patch_device(
     device_id: IdPath, body: DeviceUpdate, session: SessionDep, _writer: WriterDep
 ) -> DevicePublic:

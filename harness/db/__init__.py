@@ -15,6 +15,9 @@ from harness.db.models import (
     Result,
     Run,
     RunStatus,
+    Worker,
+    WorkerKind,
+    WorkerStatus,
     utcnow,
 )
 from harness.db.session import database_url, make_engine, make_session_factory, session_scope
@@ -36,6 +39,9 @@ __all__ = [
     "Result",
     "Run",
     "RunStatus",
+    "Worker",
+    "WorkerKind",
+    "WorkerStatus",
     "database_url",
     "make_engine",
     "make_session_factory",

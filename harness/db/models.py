@@ -116,8 +116,13 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
 
 class Device(Base):
     __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("serial", name="uq_devices_serial"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # The device's identity is its serial (ro.serialno; ``local@HOST`` for a host); the
+    # address is where it was last registered, and may change (an emulated phone restarted on
+    # another port, a phone on a new IP).
+    serial: Mapped[str | None] = mapped_column(String(128), default=None)
     address: Mapped[str] = mapped_column(String(255), unique=True)
     pool: Mapped[str] = mapped_column(String(64), default="default", index=True)
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -136,6 +141,9 @@ class Device(Base):
         ForeignKey("runs.id", use_alter=True, name="fk_devices_current_run", ondelete="SET NULL"),
         default=None,
     )
+    # The attempt of ``current_run_id`` that holds the lease: an earlier attempt of the same
+    # run (its worker thought dead) can neither renew nor release it.
+    lease_attempt: Mapped[int | None] = mapped_column(Integer, default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -272,6 +280,38 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WorkerKind(enum.StrEnum):
+    worker = "worker"  # a Celery worker: consumes ``queues``
+    beat = "beat"  # the scheduler
+
+
+class WorkerStatus(enum.StrEnum):
+    up = "up"  # heartbeating (alive only while ``heartbeat_at`` is recent)
+    stopped = "stopped"  # shut down on purpose
+    down = "down"  # its supervisor gave up restarting it (``reason`` says why)
+
+
+class Worker(Base):
+    """A farm process that reports itself: a Celery worker (with the queues it consumes) or
+    beat. It is *alive* while its heartbeat is younger than ``lease_timeout_s``; the row stays
+    after it dies, so that health can say which phone lost its worker and since when."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[WorkerKind] = mapped_column(_enum(WorkerKind, "worker_kind"))
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    queues: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[WorkerStatus] = mapped_column(
+        _enum(WorkerStatus, "worker_status"), default=WorkerStatus.up
+    )
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OpCost(Base):

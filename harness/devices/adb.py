@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 from harness.config import get_settings
 from harness.devices.adbkeys import load_signer
-from harness.devices.base import DeviceFacts, ShellResult
-from harness.errors import InfrastructureError, JobError, one_line
+from harness.devices.base import _UNHEALTHY, MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.errors import CommandTimeout, InfrastructureError, JobError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def facts_from_props(device_id: str, props: dict[str, str]) -> DeviceFacts:
         nnapi_feature_level=nnapi_feature_level(sdk),
         emulated=emulated,
         target=target,
+        serial=props.get("ro.serialno", ""),
         extra={
             "soc_manufacturer": props.get("ro.soc.manufacturer", ""),
             "platform": props.get("ro.board.platform", ""),
@@ -380,7 +381,7 @@ class AdbDevice:
         started = time.monotonic()
         code, output = self._raw_shell(command, timeout_s + 10, f"running {Path(argv[0]).name}")
         if code == 137 and time.monotonic() - started >= timeout_s - 0.5:
-            raise InfrastructureError(
+            raise CommandTimeout(
                 f"{self.id}: {Path(argv[0]).name} did not finish within {timeout_s:.0f} s and "
                 "was killed",
                 stage="run",
@@ -541,14 +542,7 @@ class AdbDevice:
 
     def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
         """Reachable, shell works, free space, runtime bundle present. Never raises."""
-        report: dict[str, Any] = {
-            "reachable": False,
-            "shell": False,
-            "free_bytes": None,
-            "bundle_present": None,
-            "ok": False,
-            "problem": None,
-        }
+        report: dict[str, Any] = dict(_UNHEALTHY)
         try:
             # Reachable means it answered: a connection left over from before the phone went
             # away proves nothing until a round trip over it succeeds.
@@ -560,7 +554,7 @@ class AdbDevice:
                 report["bundle_present"] = self.exists(
                     posixpath.join(WORK_ROOT, "runtime", bundle_hash, ".complete")
                 )
-            report["ok"] = bool(report["shell"]) and report["free_bytes"] > 64 * 1024 * 1024
+            report["ok"] = bool(report["shell"]) and report["free_bytes"] > MIN_FREE_BYTES
             if not report["ok"]:
                 report["problem"] = "shell broken" if not report["shell"] else "low disk space"
         except InfrastructureError as exc:

@@ -12,6 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+# A device with less free space under its work root than this is unhealthy: an artifact push
+# would fail halfway.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+_UNHEALTHY: dict[str, Any] = {
+    "reachable": False,
+    "shell": False,
+    "free_bytes": None,
+    "bundle_present": None,
+    "ok": False,
+    "problem": None,
+}
+
 
 @dataclass(frozen=True)
 class ShellResult:
@@ -38,6 +51,8 @@ class DeviceFacts:
     nnapi_feature_level: int | None = None
     emulated: bool = False
     target: str = "host"  # the compile target that runs on it: "host" | "android-arm64"
+    # What the device is, wherever it is attached: ro.serialno, ``local@HOST`` for a host.
+    serial: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +69,7 @@ class DeviceFacts:
             "nnapi_feature_level": self.nnapi_feature_level,
             "emulated": self.emulated,
             "target": self.target,
+            "serial": self.serial,
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -119,6 +135,12 @@ class Device(Protocol):
 
     def touch(self, remote: str) -> None:
         """Set the mtime of ``remote`` to now."""
+        ...
+
+    def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
+        """Whether the device can take a run now: ``reachable``, ``shell``, ``free_bytes``,
+        ``bundle_present`` (when ``bundle_hash`` is given), ``ok`` and ``problem``. Never
+        raises: a device that cannot be asked is not ok."""
         ...
 
     def close(self) -> None: ...

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import get_settings
-from harness.devices.base import DeviceFacts, ShellResult
-from harness.errors import InfrastructureError
+from harness.devices.base import _UNHEALTHY, MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.errors import CommandTimeout, InfrastructureError
 
 
 def _read(path: Path) -> str:
@@ -59,6 +59,7 @@ class LocalDevice:
             abi=uname.machine,
             fingerprint=f"{uname.system} {uname.release}",
             target="host",
+            serial=f"local@{uname.node}",
             extra={"cpus": os.cpu_count() or 0, "hostname": uname.node},
         )
 
@@ -150,7 +151,7 @@ class LocalDevice:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise InfrastructureError(
+            raise CommandTimeout(
                 f"local: {Path(argv[0]).name} did not finish within {timeout_s:.0f} s "
                 "and was killed",
                 stage="run",
@@ -189,6 +190,22 @@ class LocalDevice:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self._root).free
+
+    def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
+        """This machine is reachable by definition; healthy while its work root has room."""
+        try:
+            free = self.free_bytes()
+        except OSError as exc:
+            return {**_UNHEALTHY, "reachable": True, "problem": f"work root: {exc.strerror}"}
+        ok = free > MIN_FREE_BYTES
+        return {
+            "reachable": True,
+            "shell": True,
+            "free_bytes": free,
+            "bundle_present": None,
+            "ok": ok,
+            "problem": None if ok else "low disk space",
+        }
 
     def close(self) -> None:
         pass

@@ -10,14 +10,17 @@ it while measuring). Taking a lease is one short transaction of the caller's:
   serialises writers, and the row count says who won.
 
 A lease held by the same run may be taken again: the run's previous attempt died (its worker
-was killed) and the run's own status transition, not the lease, decides who runs it now.
-Functions here never commit.
+was killed) and the run's own status transition, not the lease, decides who runs it now. The
+lease then names the new attempt (``lease_attempt``), and renewing, marking and releasing are
+keyed by (run, attempt): an earlier attempt that turns out to be alive after all can neither
+keep nor free the lease of the attempt that replaced it. Functions here never commit.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -34,15 +37,30 @@ def _takeable(device_id: int, run_id: int) -> list[object]:
     ]
 
 
+def _held(device_id: int, run_id: int, attempt: int) -> list[Any]:
+    return [
+        Device.id == device_id,
+        Device.current_run_id == run_id,
+        Device.lease_attempt == attempt,
+    ]
+
+
 def acquire_lease(
-    session: Session, device_id: int, run_id: int, timeout_s: float, *, now: datetime | None = None
+    session: Session,
+    device_id: int,
+    run_id: int,
+    timeout_s: float,
+    *,
+    attempt: int,
+    now: datetime | None = None,
 ) -> bool:
-    """Lease ``device_id`` to ``run_id`` until ``now + timeout_s``; False if another run holds
-    it (or the device is gone)."""
+    """Lease ``device_id`` to attempt ``attempt`` of ``run_id`` until ``now + timeout_s``;
+    False if another run holds it (or the device is gone)."""
     now = now or utcnow()
     values = {
         "state": DeviceState.leased,
         "current_run_id": run_id,
+        "lease_attempt": attempt,
         "lease_expires_at": now + timedelta(seconds=timeout_s),
     }
     if session.get_bind().dialect.name == "postgresql":
@@ -70,37 +88,51 @@ def acquire_lease(
 
 
 def renew_lease(
-    session: Session, device_id: int, run_id: int, timeout_s: float, *, now: datetime | None = None
+    session: Session,
+    device_id: int,
+    run_id: int,
+    timeout_s: float,
+    *,
+    attempt: int,
+    now: datetime | None = None,
 ) -> bool:
-    """Push the lease's expiry to ``now + timeout_s`` if ``run_id`` still holds it."""
+    """Push the lease's expiry to ``now + timeout_s`` if attempt ``attempt`` of ``run_id``
+    still holds it."""
     now = now or utcnow()
     result = session.execute(
         update(Device)
-        .where(Device.id == device_id, Device.current_run_id == run_id)
+        .where(*_held(device_id, run_id, attempt))
         .values(lease_expires_at=now + timedelta(seconds=timeout_s), last_seen_at=now)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def mark_running(session: Session, device_id: int, run_id: int) -> bool:
+def mark_running(session: Session, device_id: int, run_id: int, *, attempt: int) -> bool:
     """The lease holder started measuring: state ``leased`` becomes ``running``."""
     result = session.execute(
         update(Device)
-        .where(Device.id == device_id, Device.current_run_id == run_id)
+        .where(*_held(device_id, run_id, attempt))
         .values(state=DeviceState.running)
         .execution_options(synchronize_session="fetch")
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def release_lease(session: Session, device_id: int, run_id: int) -> bool:
-    """Give the device back (idle) if ``run_id`` holds it; a lease someone else holds by now
-    is left alone. Returns whether anything was released."""
+def release_lease(session: Session, device_id: int, run_id: int, *, attempt: int) -> bool:
+    """Give the device back (idle) if attempt ``attempt`` of ``run_id`` holds it; a lease
+    someone else holds by now (another run, or a later attempt of this one) is left alone.
+    Returns whether anything was released."""
     result = session.execute(
         update(Device)
-        .where(Device.id == device_id, Device.current_run_id == run_id)
-        .values(state=DeviceState.idle, current_run_id=None, lease_expires_at=None)
+        .where(*_held(device_id, run_id, attempt))
+        .values(
+            state=DeviceState.idle,
+            current_run_id=None,
+            lease_attempt=None,
+            lease_expires_at=None,
+            last_seen_at=utcnow(),
+        )
         .execution_options(synchronize_session="fetch")
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -125,7 +157,12 @@ def expire_leases(session: Session, now: datetime) -> list[int]:
                 Device.state != DeviceState.idle,
                 or_(Device.lease_expires_at.is_(None), Device.lease_expires_at < now),
             )
-            .values(state=DeviceState.idle, current_run_id=None, lease_expires_at=None)
+            .values(
+                state=DeviceState.idle,
+                current_run_id=None,
+                lease_attempt=None,
+                lease_expires_at=None,
+            )
             .execution_options(synchronize_session="fetch")
         )
         log.warning("released expired device leases: %s", expired)

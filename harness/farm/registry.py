@@ -1,7 +1,11 @@
 """The device registry: a worker host announces the phones attached to it.
 
 Registering opens the device and reads its facts, so a row always describes what is really
-there. The row is keyed by address; registering again (a worker restarting) updates it.
+there. A device is identified by its serial (``ro.serialno``), not by its address: a phone that
+comes back at another address (an emulated phone restarted on a new port, a phone with a new
+IP) is found again — the same row, its history and its queue — and its address is updated. A
+row without a serial (registered before serials were kept) is adopted by the first device
+registered at its address.
 """
 
 from __future__ import annotations
@@ -31,10 +35,27 @@ def register_device(
         facts = device.facts()
     finally:
         device.close()
-    row = session.scalar(select(Device).where(Device.address == address))
+    serial = facts.serial or None
+    row = session.scalar(select(Device).where(Device.serial == serial)) if serial else None
+    holder = session.scalar(select(Device).where(Device.address == address))
+    if row is None and holder is not None and holder.serial in (None, serial):
+        row = holder
+    if holder is not None and holder is not row:
+        # Another device was registered here before: it has moved, or it is gone. Its row
+        # keeps its history; its address no longer leads anywhere.
+        holder.address = f"gone:{holder.id}:{address}"[:255]
+        if holder.health not in _OPERATOR_HEALTH:
+            holder.health = DeviceHealth.bad
+            holder.health_reason = f"another device ({serial}) is at {address} now"
+        session.flush()
+        log.warning("device %s is no longer at %s (%s is)", holder.id, address, serial)
     if row is None:
-        row = Device(address=address)
+        row = Device(address=address, serial=serial)
         session.add(row)
+    elif row.address != address:
+        log.info("device %s (%s) moved from %s to %s", row.id, serial, row.address, address)
+    row.address = address
+    row.serial = serial
     row.pool = pool
     row.facts = facts.to_dict()
     row.soc = facts.soc[:64]

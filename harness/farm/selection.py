@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from harness.db import Device, DeviceHealth
 from harness.errors import EdgefarmError
 from harness.farm import InvalidRequest, NotFound
+from harness.farm.liveness import device_worker, liveness, offered
 
 
 @dataclass(frozen=True)
@@ -96,22 +97,33 @@ def select_devices(selector: DeviceSelector, *, session: Session) -> list[Device
         )
     if selector.ids is not None:
         query = query.where(Device.id.in_(selector.ids))
-    devices = list(session.scalars(query))
+    matching = list(session.scalars(query))
+    # A device whose worker is gone would keep its runs waiting for nobody.
+    live = liveness(session)
+    devices = [d for d in matching if offered(d, live)]
+    workerless = [d for d in matching if d not in devices]
+    unattended = (
+        "; without a live worker: "
+        + ", ".join(f"{d.id} ({device_worker(d, live)['reason']})" for d in workerless)
+        if workerless
+        else ""
+    )
     if selector.ids is not None:
         missing = sorted(set(selector.ids) - {d.id for d in devices})
         if missing:
             raise NoDevicesMatch(
-                f"device(s) {', '.join(map(str, missing))} do not exist, are not good, or do "
-                f"not match the other criteria ({selector.describe()})",
+                f"device(s) {', '.join(map(str, missing))} do not exist, are not good, have no "
+                f"live worker, or do not match the other criteria ({selector.describe()})"
+                + unattended,
                 _all_devices(session),
             )
     if not devices:
         message = (
-            "the farm has no good device"
+            "the farm has no good device with a live worker"
             if selector.all
-            else f"no good device matches {selector.describe()}"
+            else f"no good device with a live worker matches {selector.describe()}"
         )
-        raise NoDevicesMatch(message, _all_devices(session))
+        raise NoDevicesMatch(message + unattended, _all_devices(session))
     return devices
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.main import create_app
 from harness.config import Settings
+from harness.db import Job, Model, Run, WorkerKind, WorkerStatus, utcnow
 from harness.errors import EdgefarmError
+from harness.farm.liveness import heartbeat, mark
 from harness.farm.tokens import create_token, revoke_token
 
-from apidata import CLOSED_PORT_BROKER, ClientFactory
+from apidata import CLOSED_PORT_BROKER, ClientFactory, uid
 
 DOWN_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 WRITE = ("/api/v1/devices/1", {"health": "good"})
@@ -20,7 +24,9 @@ WRITE = ("/api/v1/devices/1", {"health": "good"})
 def test_healthz_ok(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "broker": "ok", "detail": None}
+    body = response.json()
+    assert (body["status"], body["database"], body["broker"]) == ("ok", "ok", "ok")
+    assert body["detail"] is None and body["problems"] == [] and body["starved_queues"] == []
 
 
 def test_healthz_embedded_broker(make_client: ClientFactory) -> None:
@@ -28,12 +34,18 @@ def test_healthz_embedded_broker(make_client: ClientFactory) -> None:
     assert client.get("/healthz").json()["broker"] == "ok"
 
 
-def test_healthz_503_when_the_broker_is_down(make_client: ClientFactory) -> None:
-    response = make_client(broker_url=CLOSED_PORT_BROKER).get("/healthz")
+def test_healthz_503_when_the_broker_is_down(
+    make_client: ClientFactory, auth: dict[str, str]
+) -> None:
+    client = make_client(broker_url=CLOSED_PORT_BROKER)
+    response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["database"] == "ok" and body["broker"] == "down"
-    assert "broker" in body["detail"] and "127.0.0.1:1" in body["detail"]
+    # Anonymous callers learn what is down, not the service's own error text.
+    assert body["detail"] == "broker down" and "127.0.0.1:1" not in response.text
+    detailed = client.get("/healthz", headers=auth).json()
+    assert "broker" in detailed["detail"] and "127.0.0.1:1" in detailed["detail"]
 
 
 def test_healthz_503_and_500_when_the_database_is_down(settings: Settings) -> None:
@@ -42,6 +54,8 @@ def test_healthz_503_and_500_when_the_database_is_down(settings: Settings) -> No
         response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["database"] == "down" and response.json()["broker"] == "ok"
+        assert response.json()["detail"] == "database down"
+        assert "127.0.0.1" not in response.text and "postgres" not in response.text
         # Any other route: a one-line 500, never a traceback.
         response = client.get("/api/v1/models")
         assert response.status_code == 500
@@ -104,3 +118,57 @@ def test_openapi_and_docs(client: TestClient) -> None:
         for operation in path.values():
             assert "\n" not in operation.get("description", ""), operation["operationId"]
     assert client.get("/docs").status_code == 200
+
+
+def test_healthz_reports_workers_beat_and_starved_queues(
+    client: TestClient, session: Session, farm: dict[str, Any]
+) -> None:
+    """Runs wait on a phone's queue: 503 naming the queue until a live worker consumes it
+    and beat ticks; then 200, with the worker and the beat's last tick reported."""
+    phone = farm["devices"]["mtk-a"]
+    model = Model(sha256=uid().ljust(64, "0")[:64], name="m", format="onnx", size_bytes=1)
+    session.add(model)
+    session.flush()
+    job = Job(submitted_by="tests", model_id=model.id, settings={})
+    job.runs.append(Run(device_id=phone.id, backend="tvm-cpu", enqueued_at=utcnow()))
+    session.add(job)
+    session.commit()
+
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    starved = [q for q in body["starved_queues"] if q["device_id"] == phone.id]
+    assert starved == [
+        {
+            "queue": f"device.{phone.id}",
+            "waiting_runs": 1,
+            "device_id": phone.id,
+            "device_address": phone.address,
+        }
+    ]
+    assert any(f"device.{phone.id}" in p for p in body["problems"])
+    assert any("beat" in p and "never" in p for p in body["problems"])
+
+    heartbeat(session, name="worker-x@test", kind=WorkerKind.worker, queues=[phone.queue], pid=1)
+    heartbeat(session, name="beat@test", kind=WorkerKind.beat, pid=2)
+    session.commit()
+    body = client.get("/healthz").json()
+    assert f"device.{phone.id}" in body["live_queues"]
+    assert not [q for q in body["starved_queues"] if q["device_id"] == phone.id]
+    assert body["beat"]["alive"] and body["beat"]["age_s"] < 5
+    assert {"worker-x@test", "beat@test"} <= {w["name"] for w in body["workers"]}
+    device = client.get(f"/api/v1/devices/{phone.id}").json()
+    assert device["liveness"]["alive"] and device["liveness"]["worker"] == "worker-x@test"
+
+    # The worker's supervisor gave up on it: reported down, with the reason, and the phone
+    # is no longer offered to new jobs.
+    mark(session, "worker-x@test", WorkerStatus.down, "killed by SIGKILL; given up")
+    session.commit()
+    device = client.get(f"/api/v1/devices/{phone.id}").json()
+    assert not device["liveness"]["alive"] and not device["liveness"]["offered"]
+    assert "given up" in device["liveness"]["reason"]
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    (worker,) = [w for w in response.json()["workers"] if w["name"] == "worker-x@test"]
+    assert worker["status"] == "down" and not worker["alive"]

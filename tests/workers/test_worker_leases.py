@@ -14,7 +14,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from harness.db import Device, DeviceState, Job, Model, Run, make_engine, utcnow
-from harness.farm.leases import acquire_lease, expire_leases, release_lease
+from harness.farm.leases import (
+    acquire_lease,
+    expire_leases,
+    mark_running,
+    release_lease,
+    renew_lease,
+)
 
 from workerfarm import TABLES, alembic_config
 
@@ -59,33 +65,67 @@ def _device(sessions: sessionmaker[Session], device_id: int) -> Device:
 def test_one_run_at_a_time(engine: Engine) -> None:
     sessions, device_id, (first, second) = _farm(engine)
     with sessions() as session:
-        assert acquire_lease(session, device_id, first, 60.0)
+        assert acquire_lease(session, device_id, first, 60.0, attempt=1)
         session.commit()
     device = _device(sessions, device_id)
     assert (device.state, device.current_run_id) == (DeviceState.leased, first)
     assert device.lease_expires_at is not None
 
     with sessions() as session:
-        assert not acquire_lease(session, device_id, second, 60.0)  # busy
-        assert acquire_lease(session, device_id, first, 60.0)  # the holder may take it again
-        assert not release_lease(session, device_id, second)  # not the holder: nothing happens
+        assert not acquire_lease(session, device_id, second, 60.0, attempt=1)  # busy
+        # The holder's run may take it again (its previous attempt died).
+        assert acquire_lease(session, device_id, first, 60.0, attempt=1)
+        # Not the holder: nothing happens.
+        assert not release_lease(session, device_id, second, attempt=1)
         session.commit()
     assert _device(sessions, device_id).current_run_id == first
 
     with sessions() as session:
-        assert release_lease(session, device_id, first)
+        assert release_lease(session, device_id, first, attempt=1)
         session.commit()
     device = _device(sessions, device_id)
     assert (device.state, device.current_run_id) == (DeviceState.idle, None)
     with sessions() as session:
-        assert acquire_lease(session, device_id, second, 60.0)
+        assert acquire_lease(session, device_id, second, 60.0, attempt=1)
         session.commit()
+
+
+def test_a_superseded_attempt_neither_keeps_nor_frees_the_lease(engine: Engine) -> None:
+    """Attempt 1 of a run was thought dead and attempt 2 took the lease over: attempt 1, still
+    alive after all, can renew, mark or release nothing; attempt 2 can."""
+    sessions, device_id, (first, _second) = _farm(engine)
+    with sessions() as session:
+        assert acquire_lease(session, device_id, first, 60.0, attempt=1)
+        assert acquire_lease(session, device_id, first, 60.0, attempt=2)  # the takeover
+        session.commit()
+    with sessions() as session:
+        assert not renew_lease(session, device_id, first, 60.0, attempt=1)
+        assert not mark_running(session, device_id, first, attempt=1)
+        assert not release_lease(session, device_id, first, attempt=1)
+        session.commit()
+    device = _device(sessions, device_id)
+    assert (device.state, device.current_run_id, device.lease_attempt) == (
+        DeviceState.leased,
+        first,
+        2,
+    )
+    with sessions() as session:
+        assert renew_lease(session, device_id, first, 60.0, attempt=2)
+        assert mark_running(session, device_id, first, attempt=2)
+        assert release_lease(session, device_id, first, attempt=2)
+        session.commit()
+    device = _device(sessions, device_id)
+    assert (device.state, device.current_run_id, device.lease_attempt) == (
+        DeviceState.idle,
+        None,
+        None,
+    )
 
 
 def test_expired_leases_are_released(engine: Engine) -> None:
     sessions, device_id, (first, _second) = _farm(engine)
     with sessions() as session:
-        assert acquire_lease(session, device_id, first, 5.0)
+        assert acquire_lease(session, device_id, first, 5.0, attempt=1)
         session.commit()
     with sessions() as session:
         assert expire_leases(session, utcnow()) == []  # not yet
@@ -101,11 +141,11 @@ def test_two_takers_at_once_one_wins(engine: Engine) -> None:
     sessions, device_id, (first, second) = _farm(engine)
     outcome: dict[str, bool] = {}
     with sessions() as holder:
-        assert acquire_lease(holder, device_id, first, 60.0)  # not committed yet
+        assert acquire_lease(holder, device_id, first, 60.0, attempt=1)  # not committed yet
 
         def other() -> None:
             with sessions() as session:
-                outcome["second"] = acquire_lease(session, device_id, second, 60.0)
+                outcome["second"] = acquire_lease(session, device_id, second, 60.0, attempt=1)
                 session.commit()
 
         thread = threading.Thread(target=other)

@@ -47,7 +47,7 @@ DATABASE = "edgefarm_workers_test"
 DATABASE_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/5"
 
-TABLES = ("results", "runs", "artifacts", "jobs", "devices", "models", "api_tokens")
+TABLES = ("results", "runs", "artifacts", "jobs", "devices", "models", "api_tokens", "workers")
 
 T = TypeVar("T")
 

@@ -5,9 +5,14 @@ messages and dead workers leave behind, from the database's state alone.
   released and it is queued again, or, after ``max_run_attempts``, ends failed.
 * A run waiting for its job's start (queued and never sent, or ``compiling``) that nobody
   touched for long: the ``start_job`` message or its worker was lost; start_job is sent again.
-* A queued run sent long ago whose device is idle: its message was lost (a broker restarted
-  empty); it is sent again.
+* A queued run whose message is overdue while its device has a live worker and has sat idle
+  as long: its message was lost (a broker restarted empty); it is sent again.
+* A queued run whose device has had no live worker for ``no_worker_timeout_s``: nobody will
+  take it; it ends failed, saying so (instead of being sent again forever).
 * Leases nobody renews are released; jobs whose runs all ended are finished.
+
+"Silent" means no heartbeat for ``lease_timeout_s`` (30 s by default; heartbeats come every
+few seconds), so a killed worker's run is noticed within about a minute.
 
 Every change is a conditional UPDATE of the state it was decided on, so a worker that comes
 back to life, a second reaper or a run task in flight cannot be overruled by a stale decision.
@@ -25,9 +30,10 @@ from harness.config import get_settings
 from harness.db import Device, DeviceState, Job, JobStatus, Run, RunStatus, utcnow
 from harness.errors import InfrastructureError
 from harness.farm.leases import expire_leases, release_lease
+from harness.farm.liveness import FarmLiveness, liveness
 from harness.farm.results import record_result
 from workers.celery_app import task
-from workers.db import db_session
+from workers.db import aware, db_session
 from workers.dispatch import send_finish_job, send_run, send_start_job
 from workers.lifecycle import failed_run_document, finish_if_done
 
@@ -72,7 +78,7 @@ def _dead_runs(
             )
             if changed.rowcount == 1:  # type: ignore[attr-defined]
                 record_result(run, failed_run_document(run, error), session=session)
-                release_lease(session, run.device_id, run.id)
+                release_lease(session, run.device_id, run.id, attempt=run.attempts)
                 ended_jobs.add(run.job_id)
                 log.warning("run %s: %s", run.id, error.message)
             continue
@@ -83,7 +89,7 @@ def _dead_runs(
             .execution_options(synchronize_session=False)
         )
         if changed.rowcount == 1:  # type: ignore[attr-defined]
-            release_lease(session, run.device_id, run.id)
+            release_lease(session, run.device_id, run.id, attempt=run.attempts)
             resend.append((run.id, run.device_id))
             log.warning(
                 "run %s: its worker on %s died during attempt %s; queued again",
@@ -126,16 +132,26 @@ def _unstarted_jobs(session: Session, now: datetime) -> set[int]:
     return jobs
 
 
-def _lost_runs(session: Session, now: datetime) -> list[tuple[int, int]]:
-    """Queued runs sent long ago whose device sits idle: their message was lost."""
+def _lost_runs(session: Session, now: datetime, live: FarmLiveness) -> list[tuple[int, int]]:
+    """Queued runs whose message is overdue (``enqueued_at`` is when it was due) on a device
+    that has a live worker and has been idle since before then: the worker would have taken
+    the message had it been there."""
     cutoff = now - timedelta(seconds=get_settings().queued_timeout_s)
     lost = and_(
         Run.status == RunStatus.queued,
         Run.enqueued_at.is_not(None),
         Run.enqueued_at < cutoff,
-        exists().where(Device.id == Run.device_id, Device.state == DeviceState.idle),
+        exists().where(
+            Device.id == Run.device_id,
+            Device.state == DeviceState.idle,
+            or_(Device.last_seen_at.is_(None), Device.last_seen_at < cutoff),
+        ),
     )
-    rows = session.execute(select(Run.id, Run.device_id).where(lost)).all()
+    rows = [
+        r
+        for r in session.execute(select(Run.id, Run.device_id).where(lost)).all()
+        if f"device.{r.device_id}" in live.live_queues
+    ]
     if not rows:
         return []
     session.execute(
@@ -146,6 +162,59 @@ def _lost_runs(session: Session, now: datetime) -> list[tuple[int, int]]:
     )
     log.warning("runs %s lost their messages; sending them again", [r.id for r in rows])
     return [(r.id, r.device_id) for r in rows]
+
+
+def _workerless_runs(session: Session, now: datetime, live: FarmLiveness) -> set[int]:
+    """Queued runs on a device that has had no live worker for ``no_worker_timeout_s``
+    (counted from the later of the run's sending and its worker's last heartbeat) end failed;
+    their jobs are returned, to finish."""
+    limit = timedelta(seconds=get_settings().no_worker_timeout_s)
+    ended_jobs: set[int] = set()
+    waiting = session.scalars(
+        select(Run).where(Run.status == RunStatus.queued, Run.enqueued_at.is_not(None))
+    ).all()
+    for run in waiting:
+        queue = f"device.{run.device_id}"
+        if queue in live.live_queues:
+            continue
+        worker = live.worker_for(queue)
+        since = aware(run.enqueued_at)
+        assert since is not None
+        if worker is not None and worker.heartbeat_at > since:
+            since = worker.heartbeat_at
+        if now - since < limit:
+            continue
+        gone = (
+            f"its worker {worker.name} was last heard {worker.heartbeat_age_s:.0f} s ago"
+            + (f" ({worker.reason})" if worker.reason else "")
+            if worker is not None
+            else "no worker has ever consumed its queue"
+        )
+        error = InfrastructureError(
+            f"{run.device.address}: no live worker for {limit.total_seconds():g} s ({gone}); "
+            "start the device's worker host and submit again",
+            stage="run",
+        )
+        changed = session.execute(
+            update(Run)
+            .where(
+                Run.id == run.id,
+                Run.status == RunStatus.queued,
+                Run.attempts == run.attempts,
+            )
+            .values(
+                status=RunStatus.failed,
+                error_stage="run",
+                error_message=error.message,
+                finished_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount == 1:  # type: ignore[attr-defined]
+            record_result(run, failed_run_document(run, error), session=session)
+            ended_jobs.add(run.job_id)
+            log.warning("run %s: %s", run.id, error.message)
+    return ended_jobs
 
 
 def _finished_jobs(session: Session) -> set[int]:
@@ -166,7 +235,9 @@ def reap() -> None:
             session, now, now - timedelta(seconds=settings.lease_timeout_s)
         )
         restart = _unstarted_jobs(session, now)
-        resend += _lost_runs(session, now)
+        live = liveness(session, now=now)
+        resend += _lost_runs(session, now, live)
+        ended_jobs |= _workerless_runs(session, now, live)
         expire_leases(session, now)
         finished = _finished_jobs(session)
         session.commit()

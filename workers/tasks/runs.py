@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import MaxRetriesExceededError
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -32,10 +32,10 @@ from harness.bench import measure
 from harness.byoc.calibration import CostStore
 from harness.compile import get_backend
 from harness.config import get_settings
-from harness.db import DeviceHealth, Run, RunStatus, utcnow
+from harness.db import Device, DeviceHealth, Run, RunStatus, utcnow
 from harness.devices import Device as DeviceHandle
 from harness.devices import open_device
-from harness.errors import HarnessBug, InfrastructureError, JobError
+from harness.errors import EdgefarmError, HarnessBug, InfrastructureError, JobError
 from harness.farm.leases import acquire_lease, mark_running, release_lease, renew_lease
 from workers import settings as worker_settings
 from workers.celery_app import task
@@ -117,7 +117,10 @@ def run(self: Task, run_id: int) -> None:
             _wait(self, session, runrow, "it is in progress elsewhere")
             return
         device_id = runrow.device_id
-        if not acquire_lease(session, device_id, run_id, settings.lease_timeout_s, now=now):
+        attempt = int(session.scalar(select(Run.attempts).where(Run.id == run_id)) or 0)
+        if not acquire_lease(
+            session, device_id, run_id, settings.lease_timeout_s, attempt=attempt, now=now
+        ):
             session.rollback()
             runrow = session.get(Run, run_id, populate_existing=True)
             if runrow is None or runrow.status.ended:
@@ -125,7 +128,6 @@ def run(self: Task, run_id: int) -> None:
             _wait(self, session, runrow, f"device {device_id} is busy")
             return
         session.commit()
-        attempt = session.get(Run, run_id, populate_existing=True).attempts  # type: ignore[union-attr]
         log.info(
             "run %s: attempt %s on device %s (pid %s)", run_id, attempt, device_id, os.getpid()
         )
@@ -162,7 +164,7 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int) -> None:
             .where(Run.id == run_id, Run.status == RunStatus.running, Run.attempts == attempt)
             .values(heartbeat_at=utcnow())
         )
-        renew_lease(s, device_id, run_id, settings.lease_timeout_s)
+        renew_lease(s, device_id, run_id, settings.lease_timeout_s, attempt=attempt)
 
     interval = worker_settings.heartbeat_interval_s(settings)
     document: dict[str, Any] | None = None
@@ -174,6 +176,14 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int) -> None:
             failure = exc
         except (_Superseded, SQLAlchemyError):
             raise  # not the measurement's fault: the run stays as it is
+        except MemoryError:
+            # The run asked for more memory than this host has (huge inputs or outputs): its
+            # own fault, recorded; the worker process goes on.
+            error = JobError(
+                "prepare", "not enough memory on the worker for this run's inputs or outputs"
+            )
+            _record(session, run_id, attempt, failed_run_document(runrow, error))
+            return
         except Exception as exc:
             # Our defect: the run ends with it (recorded) instead of failing again and again.
             bug = HarnessBug(f"internal error ({type(exc).__name__}): {exc}")
@@ -204,8 +214,16 @@ def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
     except JobError as exc:  # a malformed address
         return failed_run_document(runrow, exc, model=prepared.model)
     try:
+        health = device.health()
         _current(session, runrow.id, attempt)
-        mark_running(session, runrow.device_id, runrow.id)
+        record_health(session, runrow.device, health)
+        if not health["ok"]:
+            session.commit()
+            raise InfrastructureError(
+                f"{runrow.device.address} failed its health check: {health['problem']}",
+                stage="run",
+            )
+        mark_running(session, runrow.device_id, runrow.id, attempt=attempt)
         session.commit()
         return measure(
             prepared.model,
@@ -223,28 +241,66 @@ def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
         device.close()
 
 
-def _record(
-    session: Session,
-    run_id: int,
-    attempt: int,
-    document: dict[str, Any],
-    *,
-    device_problem: str | None = None,
-) -> None:
-    """Record the result, end the run, release the lease (and set the device's health): one
-    transaction. Then finish_job."""
+def _end_attempt(session: Session, run_id: int, attempt: int, **values: Any) -> None:
+    """Take the right to end (or hand back) the run: one conditional UPDATE keyed by the
+    attempt, so that of an attempt thought dead and the one that replaced it, only the owner
+    does it. Raises _Superseded for the other."""
+    changed = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.attempts == attempt, Run.status == RunStatus.running)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise _Superseded
+
+
+def _record(session: Session, run_id: int, attempt: int, document: dict[str, Any]) -> None:
+    """Record the result, end the run and release the lease: one transaction, taken only by
+    the attempt that owns the run. Then finish_job. A job's failure never changes the device's
+    health: only health checks do (:func:`record_health`)."""
+    now = utcnow()
+    _end_attempt(session, run_id, attempt, finished_at=now)
     runrow = _current(session, run_id, attempt)
     end_run(session, runrow, document)
-    release_lease(session, runrow.device_id, run_id)
-    device = runrow.device
-    device.last_seen_at = utcnow()
-    if device_problem is not None and device.health == DeviceHealth.good:
-        device.health, device.health_reason = DeviceHealth.bad, device_problem
-    elif runrow.status == RunStatus.done and device.health == DeviceHealth.bad:
-        device.health, device.health_reason = DeviceHealth.good, None  # it works again
+    release_lease(session, runrow.device_id, run_id, attempt=attempt)
+    runrow.device.last_seen_at = now
     job_id = runrow.job_id
     session.commit()
     send_finish_job(job_id)
+
+
+def record_health(session: Session, device: Device, health: dict[str, Any]) -> None:
+    """A health check's verdict becomes the device's health (good or bad, with the problem);
+    what an operator set (maintenance, retired) stays."""
+    if device.health in (DeviceHealth.maintenance, DeviceHealth.retired):
+        return
+    if health.get("ok"):
+        if device.health == DeviceHealth.bad:
+            log.info("device %s passes its health check again", device.address)
+        device.health, device.health_reason = DeviceHealth.good, None
+    else:
+        if device.health == DeviceHealth.good:
+            log.warning("device %s failed its health check: %s", device.address, health["problem"])
+        device.health = DeviceHealth.bad
+        device.health_reason = f"health check: {health.get('problem')}"
+    device.last_seen_at = utcnow()
+
+
+def check_device(session: Session, device: Device) -> dict[str, Any]:
+    """Run the device's health check now and record it (not committed)."""
+    try:
+        handle = open_device(device.address)
+    except EdgefarmError as exc:
+        health = {"ok": False, "problem": exc.message}
+    else:
+        try:
+            health = handle.health()
+        finally:
+            handle.close()
+    record_health(session, device, health)
+    return health
 
 
 def _hand_back(
@@ -256,21 +312,31 @@ def _hand_back(
     *,
     document: dict[str, Any] | None = None,
 ) -> None:
-    """The farm failed this attempt: release the lease and retry with backoff, or, after
-    ``max_run_attempts``, end the run failed and mark the device bad."""
+    """The farm failed this attempt: check the device's health (a failed check marks it bad),
+    release the lease and retry with backoff, or, after ``max_run_attempts``, end the run
+    failed with the reason."""
     settings = get_settings()
     session.rollback()
     runrow = _current(session, run_id, attempt)
+    if not exc.message.startswith(f"{runrow.device.address} failed its health check"):
+        check_device(session, runrow.device)  # the check at the start already recorded its own
     if attempt >= settings.max_run_attempts:
         log.warning("run %s: attempt %s failed, giving up: %s", run_id, attempt, exc.message)
         document = document or failed_run_document(runrow, exc)
-        _record(session, run_id, attempt, document, device_problem=exc.message)
+        _record(session, run_id, attempt, document)
         return
-    release_lease(session, runrow.device_id, run_id)
-    runrow.status = RunStatus.queued
-    runrow.enqueued_at = utcnow()
+    countdown = min(settings.retry_backoff_max_s, 2.0**attempt)
+    # enqueued_at is when the message is due: the reaper takes a message as lost only once
+    # it is overdue.
+    _end_attempt(
+        session,
+        run_id,
+        attempt,
+        status=RunStatus.queued,
+        enqueued_at=utcnow() + timedelta(seconds=countdown),
+    )
+    release_lease(session, runrow.device_id, run_id, attempt=attempt)
     session.commit()
-    countdown = min(get_settings().retry_backoff_max_s, 2.0**attempt)
     log.warning(
         "run %s: attempt %s failed (%s); retrying in %.0f s", run_id, attempt, exc, countdown
     )
