@@ -127,6 +127,7 @@ def installed(wheel: Path) -> Iterator[Installed]:
         result.python, "-m", "pip", "install", "--quiet", "--no-compile", str(wheel), timeout=900
     )
     yield result
+    shutil.rmtree(venv, ignore_errors=True)  # 800 MB; pytest keeps its last three temp dirs
 
 
 def test_the_wheel_carries_every_file_of_the_packages_and_the_migrations(
