@@ -532,12 +532,13 @@ def status(
 def up(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
+    phones: Annotated[int, typer.Option(min=0, max=16, help="Emulated phones.")] = 2,
 ) -> None:
-    """Start the embedded farm: API, a worker, two emulated phones; Ctrl-C stops it."""
+    """Start the embedded farm: API, a worker, emulated phones; Ctrl-C stops it."""
     from harness.client import token_file
-    from harness.embedded import EmbeddedFarm
+    from harness.embedded import EmbeddedFarm, profiles_for
 
-    farm = EmbeddedFarm(port=port, host=host)
+    farm = EmbeddedFarm(port=port, host=host, profiles=profiles_for(phones))
     try:
         with console.status("starting the farm", spinner="dots"):
             farm.start()

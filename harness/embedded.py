@@ -139,15 +139,16 @@ class EmbeddedFarm:
 
         ports = _phone_ports()
         addresses = []
-        for profile in self.profiles:
+        kept: dict[str, int] = {}
+        for name, profile in phone_names(self.profiles):
+            # Each phone keeps its sandbox (and so its serial) and, when free, its port.
             phone = EmulatedPhone(
-                profile,
-                root=home / "phones" / profile,
-                port=_free_port(ports.get(profile)),
+                profile, root=home / "phones" / name, port=_free_port(ports.get(name))
             ).start()
             self.phones.append(phone)
+            kept[name] = phone.port
             addresses.append(f"tcp:127.0.0.1:{phone.port}")
-        _keep_phone_ports({p.profile.name: p.port for p in self.phones})
+        _keep_phone_ports(kept)
         if self.with_local_device:
             addresses.append("local")
 
@@ -187,7 +188,7 @@ class EmbeddedFarm:
                     "api_url": self.url,
                     "pid": os.getpid(),
                     "devices": addresses,
-                    "phone_ports": {p.profile.name: p.port for p in self.phones},
+                    "phone_ports": kept,
                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 },
                 indent=2,
@@ -266,6 +267,24 @@ class EmbeddedFarm:
         while not stop:
             self.check_children()
             time.sleep(0.2)
+
+
+def phone_names(profiles: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(name, profile) of each phone: the profile's name, ``-2``, ``-3`` ... for repeats."""
+    seen: dict[str, int] = {}
+    names = []
+    for profile in profiles:
+        seen[profile] = seen.get(profile, 0) + 1
+        names.append((profile if seen[profile] == 1 else f"{profile}-{seen[profile]}", profile))
+    return names
+
+
+def profiles_for(count: int) -> tuple[str, ...]:
+    """``count`` phones: the default profiles first, then the others, in turn."""
+    from harness.devices.emulator.profiles import PROFILES
+
+    order = [*DEFAULT_PROFILES, *(p for p in sorted(PROFILES) if p not in DEFAULT_PROFILES)]
+    return tuple(order[i % len(order)] for i in range(count))
 
 
 def _ports_file() -> Path:
