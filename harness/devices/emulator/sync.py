@@ -296,11 +296,9 @@ async def _recv(fd: int, writer: _Writer) -> bool:
     return True
 
 
-def _open_for_send(
-    sandbox: Sandbox, path: str, *, is_link: bool
-) -> tuple[contextlib.ExitStack, Resolved]:
+def _open_for_send(sandbox: Sandbox, path: str) -> tuple[contextlib.ExitStack, Resolved]:
     """Resolve a SEND target (parents made), holding its directory open for the transfer,
-    and remove what is there unless it is a directory."""
+    and remove the file or link that is there (a directory stays: EISDIR)."""
     stack = contextlib.ExitStack()
     try:
         found = stack.enter_context(
@@ -309,8 +307,9 @@ def _open_for_send(
         assert found.name is not None  # for_writing refuses a bare directory
         with contextlib.suppress(FileNotFoundError):
             st = os.stat(found.name, dir_fd=found.dir_fd, follow_symlinks=False)
-            if not stat_mod.S_ISDIR(st.st_mode):
-                os.unlink(found.name, dir_fd=found.dir_fd)
+            if stat_mod.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            os.unlink(found.name, dir_fd=found.dir_fd)
     except BaseException:
         stack.close()
         raise
@@ -336,7 +335,7 @@ async def _send(
     written = 0
     try:
         try:
-            held, found = _open_for_send(host.sandbox, path, is_link=is_link)
+            held, found = _open_for_send(host.sandbox, path)
             if not is_link:
                 used = host.sandbox.used_bytes() if quota is not None else 0
                 out = _open_at(found, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
