@@ -99,6 +99,9 @@ _ANSWERS: dict[int, tuple[type[BaseModel], str]] = {
 }
 
 
+NOT_JSON = "the body is not JSON (FastAPI cannot parse it)"
+
+
 def answers(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of a route for the error answers it gives; ``described``
     overrides a description, keyed ``n404=...``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import SessionDep, SettingsDep, WriterDep
-from api.errors import answers
+from api.errors import NOT_JSON, answers
 from api.queue import enqueue_job
 from api.schemas import BenchmarkCreate, JobPublic, JobSubmitted
 from harness.farm import queries
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/benchmarks", tags=["benchmarks"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=answers(401, 404, 409, 422, n404="no such model"),
+    responses=answers(400, 401, 404, 409, 422, n400=NOT_JSON, n404="no such model"),
 )
 def submit_benchmark(
     body: BenchmarkCreate, session: SessionDep, settings: SettingsDep, writer: WriterDep

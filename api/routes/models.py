@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +19,7 @@ from api.deps import (
     next_url,
 )
 from api.errors import answers
-from api.schemas import ModelPublic, ModelsPublic
+from api.schemas import NO_NUL, ModelPublic, ModelsPublic
 from api.upload import FIELD, receive_upload
 from harness.farm import NotFound, queries
 from harness.farm.models import StagedModel, model_path, store_model
@@ -75,7 +75,7 @@ async def upload_model(
 def list_models(
     request: Request,
     session: SessionDep,
-    name: str | None = None,
+    name: Annotated[str | None, Query(pattern=NO_NUL, max_length=255)] = None,
     limit: LimitQuery = queries.DEFAULT_LIMIT,
     offset: OffsetQuery = 0,
 ) -> ModelsPublic:

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, next_url
 from api.errors import answers
-from api.schemas import MAX_ID, ResultPublic, ResultsPublic
+from api.schemas import MAX_ID, NO_NUL, ResultPublic, ResultsPublic
 from harness.farm import queries
 
 router = APIRouter(prefix="/results", tags=["results"])
@@ -53,9 +53,12 @@ Since = Annotated[
 def list_results(
     request: Request,
     session: SessionDep,
-    model: Annotated[str | None, Query(description="model id, sha256 or name")] = None,
+    model: Annotated[
+        str | None,
+        Query(pattern=NO_NUL, max_length=255, description="model id, sha256 or name"),
+    ] = None,
     device: Annotated[int | None, Query(ge=1, le=MAX_ID, description="device id")] = None,
-    backend: str | None = None,
+    backend: Annotated[str | None, Query(pattern=NO_NUL, max_length=64)] = None,
     since: Since = None,
     status: Literal["ok", "failed"] | None = None,
     job: Annotated[int | None, Query(ge=1, le=MAX_ID, description="job id")] = None,

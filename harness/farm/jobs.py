@@ -66,6 +66,20 @@ def _seed(given: Mapping[str, Any], default: int) -> int:
     return value
 
 
+def _no_nul(value: Any, field: tuple[str | int, ...]) -> None:
+    """PostgreSQL keeps settings as JSONB, which cannot hold NUL: refuse it by name."""
+    if isinstance(value, str) and "\x00" in value:
+        where = ".".join(map(str, field))
+        raise InvalidRequest(f"{where} contains a NUL character", field=field)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _no_nul(key, (*field, str(key)))
+            _no_nul(item, (*field, str(key)))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _no_nul(item, (*field, i))
+
+
 def _backends(names: Sequence[str], model: Model) -> list[Backend]:
     if not names:
         raise InvalidRequest("give at least one backend", field=("backends",))
@@ -151,6 +165,7 @@ def job_settings(
     defaults, and each backend's options resolved against its own defaults."""
     given = given or {}
     defaults = defaults or get_settings()
+    _no_nul(given, ("settings",))
     unknown = sorted(set(given) - set(SETTING_KEYS))
     if unknown:
         raise InvalidRequest(

@@ -54,6 +54,7 @@ class NotAModel(JobError):
 def model_name(filename: str) -> str:
     """The model's name: the uploaded file's stem, without any directory part."""
     base = PureWindowsPath(PurePosixPath(filename or "").name).name
+    base = "".join(ch for ch in base if ch.isprintable())  # no NUL or control characters
     return (Path(base).stem.strip() or "model")[:255]
 
 
