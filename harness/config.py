@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         "supervisor gives up and reports it down",
     )
     worker_restart_window_s: float = Field(default=600.0, gt=0)
+    health_recheck_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how often a worker health-checks its devices that a check found bad",
+    )
     worker_restart_backoff_max_s: float = Field(
         default=30.0, gt=0, description="the longest wait before restarting a process"
     )

@@ -212,7 +212,7 @@ class EmbeddedFarm:
                     ready = [
                         d
                         for d in rows
-                        if d.get("health") == "good" and (d.get("worker") or {}).get("alive")
+                        if d.get("health") == "good" and (d.get("liveness") or {}).get("alive")
                     ]
                     if len(ready) >= expected:
                         return

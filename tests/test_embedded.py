@@ -10,13 +10,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 
 import testmodels
+
+T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -133,3 +136,137 @@ def test_up_then_submit_from_another_process(
     assert not (home / "farm.json").exists()
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/healthz", timeout=2)
+
+
+def _up(home: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "up", "--port", str(port)],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _health(url: str) -> dict[str, object]:
+    try:
+        body: dict[str, object] = httpx.get(f"{url}/healthz", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return body
+
+
+def _live_worker(url: str, queue: str, not_pid: int | None = None) -> int | None:
+    for worker in _health(url).get("workers", []):  # type: ignore[union-attr]
+        if queue in worker["queues"] and worker["alive"] and worker["pid"] != not_pid:
+            return int(worker["pid"])
+    return None
+
+
+def _until(what: str, check: Callable[[], T | None], timeout_s: float = 120) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _status(home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "status"],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_embedded_farm_heals_and_keeps_its_phones_across_restarts(
+    farm: tuple[Path, str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    home, url, proc = farm
+    devices = httpx.get(f"{url}/api/v1/devices").json()["data"]
+    phone = next(d for d in devices if d["address"] != "local")
+    queue = f"device.{phone['id']}"
+    pid = _until("the phone's worker", lambda: _live_worker(url, queue))
+    status = _status(home)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "ok" in status.stdout and queue in status.stdout
+
+    # SIGKILL of one phone's Celery worker: restarted alone, the farm stays up.
+    os.kill(pid, signal.SIGKILL)
+    _until("the phone's worker to be restarted", lambda: _live_worker(url, queue, not_pid=pid))
+    # SIGKILL of the API: the embedded farm restarts it.
+    api_pid = _until(
+        "the API's pid",
+        lambda: next(
+            (
+                int(p.name)
+                for p in Path("/proc").iterdir()
+                if p.name.isdigit()
+                and f"--port\0{url.rsplit(':', 1)[1]}" in _cmdline(p)
+                and "uvicorn" in _cmdline(p)
+            ),
+            None,
+        ),
+    )
+    os.kill(api_pid, signal.SIGKILL)
+    _until("the API to answer again", lambda: _health(url).get("database") == "ok", 60)
+    assert proc.poll() is None
+
+    # A clean restart finds the same phones: same rows, none left behind without a worker.
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    port = int(url.rsplit(":", 1)[1])
+    again = _up(home, port)
+    try:
+
+        def all_back() -> bool:
+            try:
+                rows = httpx.get(f"{url}/api/v1/devices", timeout=5).json()["data"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+            return sum(bool(d["liveness"]["alive"]) for d in rows) >= len(devices)
+
+        _until("the phones to be back with live workers", all_back, timeout_s=180)
+        after = httpx.get(f"{url}/api/v1/devices").json()["data"]
+        assert sorted(d["id"] for d in after) == sorted(d["id"] for d in devices)
+        assert sorted(d["serial"] for d in after) == sorted(d["serial"] for d in devices)
+        assert all(d["liveness"]["offered"] for d in after)
+        model = testmodels.save(testmodels.mobilenet_like(), tmp_path, "mnet")
+        submit = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "submit",
+                str(model),
+                "-s",
+                "all",
+                "--wait",
+                "--min-seconds",
+                "0.05",
+                "--min-iterations",
+                "5",
+                "--warmup",
+                "1",
+            ],
+            env=_env(home),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+    finally:
+        os.killpg(again.pid, signal.SIGINT)
+        again.wait(timeout=60)
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

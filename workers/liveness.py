@@ -6,6 +6,8 @@ when it is asked to shut down. The thread lives in the main process, not in the 
 process busy with a run has the run's own heartbeat, and a killed main process falls silent,
 which is exactly what the farm must notice.
 
+The same thread health-checks, every ``health_recheck_s``, the devices of the worker that a
+check found bad, so that a phone that comes back is offered again without anyone's help.
 Beat's heartbeat is written by its scheduler (``workers.beat``).
 """
 
@@ -19,8 +21,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
-from harness.db import WorkerKind, WorkerStatus
+from harness.config import get_settings
+from harness.db import Device, DeviceHealth, WorkerKind, WorkerStatus
 from harness.farm.liveness import heartbeat, mark
+from harness.farm.registry import check_device
 from workers import settings as worker_settings
 from workers.db import db_session
 
@@ -46,6 +50,22 @@ def beat_once(name: str, kind: WorkerKind, queues: list[str]) -> None:
         log.warning("%s: heartbeat failed", name, exc_info=True)
 
 
+def recheck_bad_devices(device_ids: list[int]) -> None:
+    """Health-check this worker's devices that a check found bad: one that passes again is
+    good again (and offered to new jobs). An operator's maintenance/retired is left alone."""
+    for device_id in device_ids:
+        try:
+            with db_session() as session:
+                device = session.get(Device, device_id)
+                if device is None or device.health != DeviceHealth.bad:
+                    continue
+                health = check_device(session, device)
+                session.commit()
+                log.info("device %s re-checked: %s", device.address, health.get("problem") or "ok")
+        except Exception:
+            log.warning("re-checking device %s failed", device_id, exc_info=True)
+
+
 def _on_ready(sender: Any, **_: Any) -> None:
     app: Celery = sender.app
     name = process_name(str(getattr(sender, "hostname", None) or "worker"))
@@ -54,9 +74,16 @@ def _on_ready(sender: Any, **_: Any) -> None:
     beat_once(name, WorkerKind.worker, queues)
     log.info("%s: alive, consuming %s (heartbeat every %g s)", name, ", ".join(queues), interval)
 
+    devices = [int(q.split(".", 1)[1]) for q in queues if q.startswith("device.")]
+    every = max(1, round(get_settings().health_recheck_s / interval))
+
     def loop() -> None:
+        beats = 0
         while not _stop.wait(interval):
             beat_once(name, WorkerKind.worker, queues)
+            beats += 1
+            if beats % every == 0:
+                recheck_bad_devices(devices)
 
     threading.Thread(target=loop, name="edgefarm-liveness", daemon=True).start()
 

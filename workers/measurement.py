@@ -90,15 +90,22 @@ def prepare_job_model(job: Job) -> PreparedModel:
 
 
 def job_protocol(job: Job) -> Protocol:
+    """The job's measurement protocol, held to the same bounds as a submission: a job written
+    past the API (an older row, another client) is a JobError, never a phone held for days."""
     settings = get_settings()
     given = job.settings
-    return Protocol(
-        warmup=int(given.get("warmup", settings.warmup)),
-        min_iterations=int(given.get("min_iterations", settings.min_iterations)),
-        min_seconds=float(given.get("min_seconds", settings.min_seconds)),
-        max_seconds=float(given.get("max_seconds", settings.max_seconds)),
-        profile=bool(given.get("profile", False)),
-    )
+    try:
+        protocol = Protocol(
+            warmup=int(given.get("warmup", settings.warmup)),
+            min_iterations=int(given.get("min_iterations", settings.min_iterations)),
+            min_seconds=float(given.get("min_seconds", settings.min_seconds)),
+            max_seconds=float(given.get("max_seconds", settings.max_seconds)),
+            profile=bool(given.get("profile", False)),
+        )
+        protocol.check()
+    except (TypeError, ValueError, OverflowError) as exc:  # ProtocolLimitError is a ValueError
+        raise JobError("prepare", f"the job's measurement settings: {exc}") from None
+    return protocol
 
 
 def job_seed(job: Job) -> int:

@@ -11,12 +11,14 @@ registered at its address.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.db import Device, DeviceHealth, utcnow
 from harness.devices import open_device
+from harness.errors import EdgefarmError
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +81,36 @@ def mark_unreachable(address: str, reason: str, *, session: Session) -> Device |
         row.health_reason = reason
         session.flush()
     return row
+
+
+def record_health(session: Session, device: Device, health: dict[str, Any]) -> None:
+    """A health check's verdict becomes the device's health (good or bad, with the problem);
+    what an operator set (maintenance, retired) stays."""
+    if device.health in (DeviceHealth.maintenance, DeviceHealth.retired):
+        return
+    if health.get("ok"):
+        if device.health == DeviceHealth.bad:
+            log.info("device %s passes its health check again", device.address)
+        device.health, device.health_reason = DeviceHealth.good, None
+    else:
+        if device.health == DeviceHealth.good:
+            log.warning("device %s failed its health check: %s", device.address, health["problem"])
+        device.health = DeviceHealth.bad
+        device.health_reason = f"health check: {health.get('problem')}"
+    device.last_seen_at = utcnow()
+
+
+def check_device(session: Session, device: Device) -> dict[str, Any]:
+    """Run the device's health check now and record it (not committed). Opening the device
+    may take up to the ADB timeout when it is gone."""
+    try:
+        handle = open_device(device.address)
+    except EdgefarmError as exc:
+        health = {"ok": False, "problem": exc.message}
+    else:
+        try:
+            health = handle.health()
+        finally:
+            handle.close()
+    record_health(session, device, health)
+    return health

@@ -7,6 +7,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -36,12 +37,14 @@ def _device_args(*phones: EmulatedPhone) -> list[str]:
 
 
 def test_a_phone_gone_offline_is_retried_then_fails_naming_it(
-    farm: Farm, model_id: int, start_worker: Callable[..., WorkerProcess]
+    farm: Farm, model_id: int, start_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    with EmulatedPhone("pixel-3a") as phone:
+    root = tmp_path / "phone"
+    with EmulatedPhone("pixel-3a", root=root) as phone:
         address = f"tcp:{phone.serial}"
+        port = phone.port
         device_id = register(farm, address)
-        worker = start_worker(farm, *_device_args(phone))
+        worker = start_worker(farm, *_device_args(phone), EDGEFARM_HEALTH_RECHECK_S="2")
         assert farm.device(device_id).health == DeviceHealth.good
     # The phone is gone before its run starts.
     job_id = farm.submit(model_id, [device_id], ["tvm-cpu"], INPUTS)
@@ -59,6 +62,16 @@ def test_a_phone_gone_offline_is_retried_then_fails_naming_it(
     log = worker.log()
     assert len(re.findall(rf"run {run.id}: attempt \d on device", log)) == 3
     assert log.count("retrying in") == 2
+
+    # The phone comes back (same sandbox, same port): its worker's re-check finds it healthy
+    # and it is good again, without anyone's help.
+    with EmulatedPhone("pixel-3a", root=root, port=port):
+        wait_for(
+            "the phone to be good again",
+            lambda: farm.device(device_id).health == DeviceHealth.good,
+            timeout_s=30,
+        )
+        assert farm.device(device_id).health_reason is None
     worker.stop()
 
 

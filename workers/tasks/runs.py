@@ -32,11 +32,12 @@ from harness.bench import measure
 from harness.byoc.calibration import CostStore
 from harness.compile import get_backend
 from harness.config import get_settings
-from harness.db import Device, DeviceHealth, Run, RunStatus, utcnow
+from harness.db import Run, RunStatus, utcnow
 from harness.devices import Device as DeviceHandle
 from harness.devices import open_device
-from harness.errors import EdgefarmError, HarnessBug, InfrastructureError, JobError
+from harness.errors import HarnessBug, InfrastructureError, JobError
 from harness.farm.leases import acquire_lease, mark_running, release_lease, renew_lease
+from harness.farm.registry import check_device, record_health
 from workers import settings as worker_settings
 from workers.celery_app import task
 from workers.db import db_session
@@ -206,6 +207,7 @@ def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
     job = runrow.job
     try:
         backend = get_backend(runrow.backend)
+        protocol = job_protocol(job)
         prepared = prepare_run(job)
     except JobError as exc:
         return failed_run_document(runrow, exc)
@@ -231,7 +233,7 @@ def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
             backend,
             inputs=prepared.inputs,
             reference=prepared.reference,
-            protocol=job_protocol(job),
+            protocol=protocol,
             options=backend_options(job, runrow.backend),
             exclusive=True,  # under our lease: runners of interrupted attempts are ended first
             # partition "cost": per-device-class costs live in the farm's database.
@@ -269,38 +271,6 @@ def _record(session: Session, run_id: int, attempt: int, document: dict[str, Any
     job_id = runrow.job_id
     session.commit()
     send_finish_job(job_id)
-
-
-def record_health(session: Session, device: Device, health: dict[str, Any]) -> None:
-    """A health check's verdict becomes the device's health (good or bad, with the problem);
-    what an operator set (maintenance, retired) stays."""
-    if device.health in (DeviceHealth.maintenance, DeviceHealth.retired):
-        return
-    if health.get("ok"):
-        if device.health == DeviceHealth.bad:
-            log.info("device %s passes its health check again", device.address)
-        device.health, device.health_reason = DeviceHealth.good, None
-    else:
-        if device.health == DeviceHealth.good:
-            log.warning("device %s failed its health check: %s", device.address, health["problem"])
-        device.health = DeviceHealth.bad
-        device.health_reason = f"health check: {health.get('problem')}"
-    device.last_seen_at = utcnow()
-
-
-def check_device(session: Session, device: Device) -> dict[str, Any]:
-    """Run the device's health check now and record it (not committed)."""
-    try:
-        handle = open_device(device.address)
-    except EdgefarmError as exc:
-        health = {"ok": False, "problem": exc.message}
-    else:
-        try:
-            health = handle.health()
-        finally:
-            handle.close()
-    record_health(session, device, health)
-    return health
 
 
 def _hand_back(
