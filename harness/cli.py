@@ -754,6 +754,13 @@ def emulator_start(
     refuse_new_keys: Annotated[
         bool, typer.Option(help="Refuse keys not authorized before (like a locked phone).")
     ] = False,
+    isolation: Annotated[
+        str,
+        typer.Option(
+            help="namespace: confine commands (refuse to start where the kernel cannot); "
+            "auto: confine where possible, else rewrite; rewrite: NOT confined."
+        ),
+    ] = "namespace",
 ) -> None:
     """Run one emulated phone in the foreground until Ctrl-C."""
     from harness.devices.emulator import PROFILES, serve
@@ -767,7 +774,20 @@ def emulator_start(
     if not _state["debug"]:
         logging.getLogger("harness.devices.emulator").setLevel(logging.INFO)
         logging.getLogger().setLevel(logging.INFO)
-    serve(port=port, profile=profile, root=root, accept_new_keys=not refuse_new_keys, host=host)
+    if isolation not in ("namespace", "auto", "rewrite"):
+        console.print(
+            f"[red]error:[/] --isolation is namespace, auto or rewrite, not {isolation!r}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    serve(
+        port=port,
+        profile=profile,
+        root=root,
+        accept_new_keys=not refuse_new_keys,
+        host=host,
+        isolation=isolation,  # type: ignore[arg-type]
+    )
 
 
 token_app = typer.Typer(

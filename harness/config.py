@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field
@@ -114,6 +115,11 @@ class Settings(BaseSettings):
     )
     adb_timeout_s: float = 30.0
     adb_transfer_timeout_s: float = 600.0
+    emulator_isolation: Literal["namespace", "auto", "rewrite"] = Field(
+        default="namespace",
+        description="how edgefarm up's emulated phones confine commands: namespace (refuse "
+        "to start where the kernel cannot), auto (else rewrite paths: NOT confined), rewrite",
+    )
     cooldown_max_temp_c: float = 45.0
     cooldown_max_wait_s: float = 120.0
     device_cache_cap_mb: int = 512

@@ -143,7 +143,10 @@ class EmbeddedFarm:
         for name, profile in phone_names(self.profiles):
             # Each phone keeps its sandbox (and so its serial) and, when free, its port.
             phone = EmulatedPhone(
-                profile, root=home / "phones" / name, port=_free_port(ports.get(name))
+                profile,
+                root=home / "phones" / name,
+                port=_free_port(ports.get(name)),
+                isolation=settings.emulator_isolation,
             ).start()
             self.phones.append(phone)
             kept[name] = phone.port

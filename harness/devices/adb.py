@@ -87,7 +87,12 @@ def facts_from_props(device_id: str, props: dict[str, str]) -> DeviceFacts:
             "soc_manufacturer": props.get("ro.soc.manufacturer", ""),
             "platform": props.get("ro.board.platform", ""),
             "serialno": props.get("ro.serialno", ""),
-            **({"exec_abi": exec_abi} if emulated else {}),
+            # An emulated phone says how its commands are confined: namespace | rewrite.
+            **(
+                {"exec_abi": exec_abi, "sandbox": props.get("ro.edgefarm.sandbox", "")}
+                if emulated
+                else {}
+            ),
         },
     )
 

@@ -32,6 +32,7 @@ def test_a_phone_on_a_new_port_is_the_same_device(farm: Farm, tmp_path: Path) ->
     with EmulatedPhone("pixel-3a", root=root) as phone:
         first = _register(farm, f"tcp:{phone.serial}")
     assert first.serial and first.serial.startswith("EF")  # ro.serialno, kept in its sandbox
+    assert first.facts["extra"]["sandbox"] == "namespace"  # how it confines its commands
     with EmulatedPhone("pixel-3a", root=root) as again:  # a new free port, the same sandbox
         assert f"tcp:{again.serial}" != first.address
         second = _register(farm, f"tcp:{again.serial}")
