@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from api.main import create_app
 from harness.config import Settings
-from harness.db import Device, DeviceHealth, make_engine
+from harness.db import Device, DeviceHealth, Model, make_engine
 
 import testmodels
 import tflite_builder
@@ -97,8 +97,6 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
                 ]
                 session.add_all(devices)
                 session.commit()
-                from harness.db import Model
-
                 model = session.get_one(Model, 1)
                 add_result(session, model=model, device=devices[0])
             yield app
@@ -137,10 +135,15 @@ def test_every_operation(
     run()
 
 
-def test_benchmark_settings_on_real_models(api_schema: Any, broker: Any) -> None:
+def test_benchmark_settings_on_real_models(fuzz_app: FastAPI, api_schema: Any, broker: Any) -> None:
     """Submissions that reach the settings' validation: a seeded model, the seeded pool and
     real backends, with the rest (settings: inputs, protocol, options) as generated."""
     operation = api_schema["/api/v1/benchmarks"]["POST"]
+    # Phones of its own: the PATCH fuzzing may have moved or retired the seeded ones.
+    pool = f"bench-{uuid.uuid4().hex[:8]}"
+    with Session(fuzz_app.state.engine) as session:
+        session.add_all(Device(address=f"tcp:{pool}-{i}:5555", pool=pool) for i in range(2))
+        session.commit()
 
     @given(
         case=operation.as_strategy(),
@@ -152,7 +155,7 @@ def test_benchmark_settings_on_real_models(api_schema: Any, broker: Any) -> None
         generated = case.body if isinstance(case.body, dict) else {}
         case.body = {
             "model_id": model_id,
-            "devices": {"pool": "fuzz"},
+            "devices": {"pool": pool},
             "backends": backends,
             "settings": generated.get("settings", {}),
         }
