@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from harness.db import Device, DeviceState, Job, Model, Run, make_engine, utcnow
+from harness.db import Device, DeviceState, Job, Model, Result, Run, RunStatus, make_engine, utcnow
+from harness.errors import InfrastructureError
 from harness.farm.leases import (
     acquire_lease,
     expire_leases,
@@ -21,6 +22,7 @@ from harness.farm.leases import (
     release_lease,
     renew_lease,
 )
+from workers.lifecycle import failed_run_document
 
 from workerfarm import TABLES, alembic_config
 
@@ -156,3 +158,27 @@ def test_two_takers_at_once_one_wins(engine: Engine) -> None:
     thread.join(timeout=30.0)
     assert outcome == {"second": False}
     assert _device(sessions, device_id).current_run_id == first
+
+
+def test_a_superseded_attempt_cannot_end_the_run(engine: Engine) -> None:
+    """Attempt 1 of a run, thought dead, comes back with a result after attempt 2 took the
+    run over: recording it is refused (no result, the run and the lease still attempt 2's)."""
+    from workers.tasks.runs import _record, _Superseded
+
+    sessions, device_id, (run_id, _second) = _farm(engine)
+    with sessions() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.status, run.attempts, run.enqueued_at = RunStatus.running, 2, utcnow()
+        assert acquire_lease(session, device_id, run_id, 60.0, attempt=2)
+        session.commit()
+        document = failed_run_document(run, InfrastructureError("late", stage="run"))
+        document["error"] = None
+        document["status"] = "ok"
+    with sessions() as session, pytest.raises(_Superseded):
+        _record(session, run_id, 1, document)
+    with sessions() as session:
+        run = session.get(Run, run_id)
+        assert run is not None and run.status == RunStatus.running and run.attempts == 2
+        assert session.scalar(select(Result).where(Result.run_id == run_id)) is None
+    assert _device(sessions, device_id).lease_attempt == 2
