@@ -1,0 +1,118 @@
+"""``edgefarm bench``: compile and measure a model here, without a farm."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.cli.options import apply_partition, global_options, parse_options
+from harness.cli.render import (
+    console,
+    out,
+    print_failures,
+    print_partitions,
+    profile_table,
+    results_table,
+)
+from harness.errors import JobError
+
+log = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
+
+
+def bench(
+    model: Annotated[Path, typer.Argument(help="An ONNX, TFLite or PyTorch .pt2 model file.")],
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="Input spec NAME:1x3x224x224[:float32]; repeatable."),
+    ] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="tvm-cpu, ort; repeatable. Default: tvm-cpu."),
+    ] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", "-d", help="local, tcp:HOST:PORT, usb:SERIAL; repeatable."),
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first.")] = 5,
+    min_iterations: Annotated[int, typer.Option(min=1, help="Timed calls, at least.")] = 20,
+    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds, at least.")] = 1.0,
+    max_seconds: Annotated[float, typer.Option(min=0.001, help="Stop timing after this.")] = 60.0,
+    inputs_npz: Annotated[
+        Path | None, typer.Option("--inputs", help="An .npz of input arrays (default: random).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Backend option BACKEND.KEY=VALUE; repeatable."),
+    ] = None,
+    profile: Annotated[bool, typer.Option(help="Per-operator times (TVM backends).")] = False,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="tvm-nnapi/tvm-neuron: 'all' offloads everything supported; 'cost' keeps on "
+            "the CPU what the device class's measured costs say the accelerator loses."
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the result documents here.")
+    ] = None,
+) -> None:
+    """Compile and measure MODEL; print a table; exit 0 only if every measurement succeeded."""
+    from harness.bench import BenchPlan, Protocol, run_bench
+    from harness.measure.protocol import ProtocolLimitError
+    from harness.modelio import parse_input_spec
+
+    protocol = Protocol(
+        warmup=warmup,
+        min_iterations=min_iterations,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        profile=profile,
+    )
+    try:
+        specs = [parse_input_spec(text) for text in input or []]
+        options = parse_options(option or [])
+        apply_partition(options, backend or ["tvm-cpu"], partition)
+        protocol.check()
+    except JobError as exc:
+        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    except ProtocolLimitError as exc:
+        console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
+        raise typer.Exit(2) from None
+    plan = BenchPlan(
+        model_path=model,
+        inputs=specs,
+        backends=backend or ["tvm-cpu"],
+        devices=device or ["local"],
+        protocol=protocol,
+        inputs_npz=inputs_npz,
+        seed=seed,
+        options=options,
+    )
+    with console.status("starting", spinner="dots") as status:
+
+        def progress(event: str, message: str) -> None:
+            status.update(f"[bold]{event}[/]: {message}")
+            if global_options.debug:
+                log.info("%s: %s", event, message)
+
+        documents = run_bench(plan, progress)
+    out.print(results_table(documents))
+    print_partitions(documents)
+    for doc in documents:
+        if doc.get("profile"):
+            out.print(profile_table(doc))
+    print_failures(documents)
+    if json_path is not None:
+        json_path.write_text(json.dumps(documents, indent=2) + "\n")
+        console.print(f"wrote {len(documents)} result(s) to {json_path}", highlight=False)
+    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)

@@ -1,0 +1,268 @@
+"""Commands that talk to a farm: ``submit`` and ``status`` over HTTP; ``up`` and ``demo``
+start the embedded one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from harness.cli.options import apply_partition, parse_options
+from harness.cli.render import (
+    console,
+    farm_devices_table,
+    health_line,
+    out,
+    print_failures,
+    print_partitions,
+    results_table,
+    workers_table,
+)
+from harness.errors import JobError
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from harness.client import FarmClient
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(submit)
+    app.command()(status)
+    app.command()(up)
+    app.command()(demo)
+
+
+def _settings_from(bench: dict[str, Any], inputs: list[str], options: list[str]) -> dict[str, Any]:
+    return {"inputs": inputs, **bench, "options": parse_options(options)}
+
+
+def _submit_and_wait(
+    client: FarmClient,
+    model_path: Path,
+    *,
+    devices: dict[str, Any],
+    backends: list[str],
+    settings: dict[str, Any],
+    status: Status,
+) -> list[dict[str, Any]]:
+    from harness.client import job_documents
+
+    model = client.upload_model(model_path)
+    job = client.submit(model_id=model["id"], devices=devices, backends=backends, settings=settings)
+    status.update(f"job {job['id']}: {len(job['runs'])} run(s) queued")
+
+    def on_update(current: dict[str, Any]) -> None:
+        counts: dict[str, int] = {}
+        for run in current["runs"]:
+            counts[run["status"]] = counts.get(run["status"], 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        status.update(f"job {current['id']} ({model['name']}): {summary}")
+
+    return job_documents(client.wait(job["id"], on_update=on_update))
+
+
+def submit(
+    model: Annotated[Path, typer.Argument(help="An ONNX, TFLite or PyTorch .pt2 model file.")],
+    input: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="NAME:1x3x224x224[:float32].")
+    ] = None,
+    device_selector: Annotated[
+        str,
+        typer.Option(
+            "--device-selector", "-s", help="all | pool=NAME | soc=NAME | model=TEXT | ids=1,2"
+        ),
+    ] = "all",
+    backend: Annotated[list[str] | None, typer.Option("--backend", "-b")] = None,
+    warmup: Annotated[int, typer.Option(min=0)] = 5,
+    min_iterations: Annotated[int, typer.Option(min=1)] = 20,
+    min_seconds: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    max_seconds: Annotated[float, typer.Option(min=0.001)] = 60.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o")] = None,
+    profile: Annotated[bool, typer.Option(help="Per-operator times.")] = False,
+    partition: Annotated[
+        str | None, typer.Option(help="tvm-nnapi/tvm-neuron: all | cost (see edgefarm bench).")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the results and print them.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write results (--wait).")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="The farm (default: edgefarm up's).")] = None,
+    token: Annotated[str | None, typer.Option(help="API token (default: edgefarm up's).")] = None,
+) -> None:
+    """Submit MODEL to a running farm over HTTP; with --wait, print the results."""
+    from harness.client import FarmClient, parse_selector
+
+    try:
+        selector = parse_selector(device_selector)
+        settings = _settings_from(
+            {
+                "warmup": warmup,
+                "min_iterations": min_iterations,
+                "min_seconds": min_seconds,
+                "max_seconds": max_seconds,
+                "seed": seed,
+                "profile": profile,
+            },
+            input or [],
+            option or [],
+        )
+        apply_partition(settings["options"], backend or ["tvm-cpu"], partition)
+    except JobError as exc:
+        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    if not model.is_file():
+        console.print(f"[red]error:[/] model file {model} does not exist", highlight=False)
+        raise typer.Exit(2)
+    client = FarmClient(url, token)
+    try:
+        if not wait:
+            uploaded = client.upload_model(model)
+            job = client.submit(
+                model_id=uploaded["id"],
+                devices=selector,
+                backends=backend or ["tvm-cpu"],
+                settings=settings,
+            )
+            out.print(
+                f"job {job['id']}: {len(job['runs'])} run(s) queued at {client.url}",
+                highlight=False,
+            )
+            return
+        with console.status("submitting", spinner="dots") as status:
+            documents = _submit_and_wait(
+                client,
+                model,
+                devices=selector,
+                backends=backend or ["tvm-cpu"],
+                settings=settings,
+                status=status,
+            )
+    finally:
+        client.close()
+    out.print(results_table(documents))
+    print_partitions(documents)
+    print_failures(documents)
+    if json_path is not None:
+        json_path.write_text(json.dumps(documents, indent=2) + "\n")
+    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)
+
+
+def status(
+    url: Annotated[str | None, typer.Option(help="The farm (default: edgefarm up's).")] = None,
+    token: Annotated[str | None, typer.Option(help="API token (default: edgefarm up's).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write /healthz here.")] = None,
+) -> None:
+    """The farm's health: database, broker, beat, each worker and device, starved queues.
+    Exit status 0 when the farm can make progress, 1 when it cannot."""
+    from harness.client import FarmClient
+
+    client = FarmClient(url, token)
+    try:
+        code, health = client.health()
+        devices = client.devices() if health.get("database") == "ok" else []
+    finally:
+        client.close()
+    if json_path is not None:
+        json_path.write_text(json.dumps({"health": health, "devices": devices}, indent=2) + "\n")
+    out.print(health_line(code, health, client.url), highlight=False)
+    out.print(workers_table(health.get("workers", [])))
+    out.print(farm_devices_table(devices))
+    for problem in health.get("problems", []):
+        console.print(f"[red]problem:[/] {problem}", highlight=False)
+    raise typer.Exit(0 if code == 200 else 1)
+
+
+def up(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
+    phones: Annotated[int, typer.Option(min=0, max=16, help="Emulated phones.")] = 2,
+) -> None:
+    """Start the embedded farm: API, a worker, emulated phones; Ctrl-C stops it."""
+    from harness.client import token_file
+    from harness.embedded import EmbeddedFarm, profiles_for
+
+    farm = EmbeddedFarm(port=port, host=host, profiles=profiles_for(phones))
+    try:
+        with console.status("starting the farm", spinner="dots"):
+            farm.start()
+            farm.wait_ready()
+        out.print(
+            f"edgefarm is up at [bold]{farm.url}[/] (API docs {farm.url}/docs); "
+            f"token in {token_file()}; devices: "
+            f"{', '.join(f'tcp:127.0.0.1:{p.port}' for p in farm.phones)}, local. "
+            "Ctrl-C stops it.",
+            highlight=False,
+        )
+        farm.serve_forever()
+    finally:
+        farm.stop()
+
+
+def demo(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    example: Annotated[str, typer.Option(help="Which example model.")] = "resnet8",
+    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds per run.")] = 0.5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    stay: Annotated[bool, typer.Option(help="Keep the farm up afterwards.")] = True,
+) -> None:
+    """Start the embedded farm, benchmark an example model on every device with tvm-cpu and
+    ort, print the results, and keep the farm up."""
+    from harness.client import FarmClient
+    from harness.config import get_settings
+    from harness.embedded import EmbeddedFarm
+    from harness.examples import EXAMPLES, write_example
+
+    if example not in EXAMPLES:
+        console.print(
+            f"[red]error:[/] unknown example {example!r}; known: {', '.join(EXAMPLES)}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    farm = EmbeddedFarm(port=port)
+    documents: list[dict[str, Any]] = []
+    try:
+        with console.status("starting the farm", spinner="dots") as status:
+            farm.start()
+            farm.wait_ready()
+            directory = get_settings().home / "examples"
+            directory.mkdir(parents=True, exist_ok=True)
+            path = write_example(example, directory)
+            client = FarmClient(farm.url)
+            bench = {"warmup": 5, "min_iterations": 20, "min_seconds": min_seconds}
+            # tvm-cpu on every device; the ort baseline where it can run (the worker host:
+            # a phone has no Python, see README).
+            documents += _submit_and_wait(
+                client,
+                path,
+                devices={"all": True},
+                backends=["tvm-cpu"],
+                settings={**bench, "inputs": []},
+                status=status,
+            )
+            local = [d["id"] for d in client.devices() if d.get("address") == "local"]
+            if local:
+                documents += _submit_and_wait(
+                    client,
+                    path,
+                    devices={"ids": local},
+                    backends=["ort"],
+                    settings={**bench, "inputs": []},
+                    status=status,
+                )
+            client.close()
+        out.print(results_table(documents))
+        print_failures(documents)
+        if json_path is not None:
+            json_path.write_text(json.dumps(documents, indent=2) + "\n")
+        if stay:
+            out.print(
+                f"the farm stays up at [bold]{farm.url}[/]; Ctrl-C stops it.", highlight=False
+            )
+            farm.serve_forever()
+    finally:
+        farm.stop()
+    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)

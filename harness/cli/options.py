@@ -1,0 +1,66 @@
+"""Command-line values more than one command reads: the global ``--debug``, ``--option`` and
+``--partition``.
+
+A leaf module (command modules import it, it imports none of them), so the global options can
+be set by the app's callback and read by any command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import JobError
+
+
+@dataclass
+class GlobalOptions:
+    """What the options before the command said; set once per invocation."""
+
+    debug: bool = False
+
+
+global_options = GlobalOptions()
+
+
+def parse_options(values: list[str]) -> dict[str, dict[str, Any]]:
+    """``--option BACKEND.KEY=VALUE`` values as {backend: {key: value}}; VALUE is JSON if it
+    parses as JSON, else the string itself."""
+    options: dict[str, dict[str, Any]] = {}
+    for text in values:
+        key, sep, raw = text.partition("=")
+        backend, dot, name = key.partition(".")
+        if not sep or not dot or not backend or not name:
+            raise JobError(
+                "compile", f"--option {text!r}: write BACKEND.KEY=VALUE, e.g. ort.threads=1"
+            )
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options.setdefault(backend, {})[name] = value
+    return options
+
+
+PARTITION_MODES = ("all", "cost")
+
+
+def apply_partition(
+    options: dict[str, dict[str, Any]], backends: list[str], mode: str | None
+) -> None:
+    """``--partition MODE``: the ``partition`` option of every offloading backend given."""
+    if mode is None:
+        return
+    from harness.compile import get_backend
+    from harness.compile.backends import ByocBackend
+
+    if mode not in PARTITION_MODES:
+        raise JobError("partition", f"--partition {mode!r}: one of {', '.join(PARTITION_MODES)}")
+    offloading = [b for b in backends if isinstance(get_backend(b), ByocBackend)]
+    if not offloading:
+        raise JobError(
+            "partition", "--partition applies to offloading backends (tvm-nnapi, tvm-neuron)"
+        )
+    for name in offloading:
+        options.setdefault(name, {})["partition"] = mode

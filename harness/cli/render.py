@@ -1,0 +1,288 @@
+"""What the ``edgefarm`` command prints: the two consoles, the tables, the failure lines.
+
+No command logic here: each function takes what a command already holds and returns a table
+(or prints lines). Result documents print the same whether ``edgefarm bench`` measured them
+here or a farm did.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from harness.db.models import OpCost
+
+console = Console(stderr=True)
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 170)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for a table cell: ``-`` for none, significant digits for the very small."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def results_table(documents: list[dict[str, Any]]) -> Table:
+    """The readable summary of result documents."""
+    table = Table(title="edgefarm results", show_lines=False)
+    for column, justify in [
+        ("model", "left"),
+        ("device", "left"),
+        ("backend", "left"),
+        ("status", "left"),
+        ("median ms", "right"),
+        ("95% CI ms", "right"),
+        ("p90 ms", "right"),
+        ("cv", "right"),
+        ("n", "right"),
+        ("load ms", "right"),
+        ("first ms", "right"),
+        ("RSS MB", "right"),
+        ("max err", "right"),
+        ("cosine", "right"),
+        ("top-1", "right"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for doc in documents:
+        lat = doc.get("latency_ms") or {}
+        acc = doc.get("accuracy") or {}
+        rss = doc.get("peak_rss_kb")
+        status = "[green]ok[/]" if doc["status"] == "ok" else "[red]failed[/]"
+        ci = lat.get("ci95")
+        table.add_row(
+            str(doc["model"].get("name")),
+            str(doc["device"].get("id")),
+            doc["backend"],
+            status,
+            fmt(lat.get("median")),
+            f"{fmt(ci[0])}-{fmt(ci[1])}" if ci else "-",
+            fmt(lat.get("p90")),
+            fmt(lat.get("cv"), 2),
+            fmt(lat.get("n")),
+            fmt(doc.get("load_ms"), 1),
+            fmt(doc.get("first_ms")),
+            fmt(rss / 1024.0 if rss else None, 1),
+            fmt(acc.get("max_abs_err")),
+            fmt(acc.get("cosine"), 6),
+            fmt(acc.get("top1_agree"), 2),
+        )
+    return table
+
+
+def print_failures(documents: list[dict[str, Any]]) -> None:
+    """One line on stderr per failed measurement: where it failed and why."""
+    for doc in documents:
+        if doc["status"] != "ok" and doc.get("error"):
+            err = doc["error"]
+            console.print(
+                f"[red]failed[/] {doc['model'].get('name')} / {doc['device'].get('id')} / "
+                f"{doc['backend']} at [bold]{err['stage']}[/]: {err['message']}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def partition_table(documents: list[dict[str, Any]]) -> Table | None:
+    """What each offloading measurement sent to the accelerator; None when there is none."""
+    rows = [d for d in documents if d.get("partition")]
+    if not rows:
+        return None
+    table = Table(title="partition")
+    for column in (
+        "device",
+        "backend",
+        "mode",
+        "subgraphs",
+        "ops offloaded",
+        "MACs offloaded",
+        "boundary KiB",
+        "predicted ms",
+        "measured ms",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("device", "backend", "mode") else "right"
+        )
+    for doc in rows:
+        p = doc["partition"]
+        table.add_row(
+            str(doc["device"].get("id")),
+            doc["backend"],
+            str(p.get("mode")),
+            str(p.get("subgraphs")),
+            f"{p.get('ops_offloaded')}/{p.get('ops_total')}",
+            f"{100.0 * float(p.get('macs_offloaded_share') or 0.0):.0f}%",
+            fmt((p.get("boundary_bytes") or 0) / 1024.0, 1),
+            fmt(p.get("predicted_ms")),
+            fmt(p.get("measured_ms")),
+        )
+    return table
+
+
+def print_cpu_ops(documents: list[dict[str, Any]]) -> None:
+    """Operators left on the CPU by offloading backends, counted by (operator, reason)."""
+    for doc in documents:
+        cpu_ops = (doc.get("partition") or {}).get("cpu_ops") or []
+        if not cpu_ops:
+            continue
+        counts: dict[tuple[str, str], int] = {}
+        for entry in cpu_ops:
+            key = (entry["op"], entry["reason"])
+            counts[key] = counts.get(key, 0) + 1
+        listed = ", ".join(f"{op} x{n} ({reason})" for (op, reason), n in sorted(counts.items()))
+        out.print(
+            f"{doc['backend']} on {doc['device'].get('id')} kept on the CPU: {listed}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def print_partitions(documents: list[dict[str, Any]]) -> None:
+    """The partition table and the operators kept on the CPU, when anything was offloaded."""
+    parts = partition_table(documents)
+    if parts is not None:
+        out.print(parts)
+        print_cpu_ops(documents)
+
+
+def profile_table(doc: dict[str, Any], limit: int = 20) -> Table:
+    """The ``limit`` costliest operators of one profiled measurement."""
+    table = Table(title=f"per-operator profile: {doc['backend']} on {doc['device'].get('id')}")
+    for column in ("operator", "calls", "total ms", "mean ms"):
+        table.add_column(column, justify="left" if column == "operator" else "right")
+    for entry in doc["profile"][:limit]:
+        table.add_row(
+            entry["name"], str(entry["calls"]), fmt(entry["total_ms"]), fmt(entry["mean_ms"])
+        )
+    return table
+
+
+def health_line(code: int, health: dict[str, Any], url: str) -> str:
+    """The first line of ``edgefarm status``: the farm's verdict and its services."""
+    beat = health.get("beat") or {}
+    colour = "green" if code == 200 else "red"
+    return (
+        f"[{colour}]{health.get('status', '?')}[/] at {url}: database "
+        f"{health.get('database')}, broker {health.get('broker')}, beat "
+        + (
+            f"ticked {beat['age_s']:.0f} s ago" + ("" if beat.get("alive") else " (dead)")
+            if beat.get("age_s") is not None
+            else "never ticked"
+        )
+        + f", {health.get('runs_in_flight', 0)} run(s) in flight"
+    )
+
+
+def workers_table(workers: list[dict[str, Any]]) -> Table:
+    """The farm's workers as /healthz reports them."""
+    table = Table(title="workers", title_justify="left")
+    for column in ("name", "queues", "status", "alive", "heartbeat", "reason"):
+        table.add_column(column)
+    for w in workers:
+        table.add_row(
+            w["name"],
+            ", ".join(w["queues"]),
+            w["status"],
+            "yes" if w["alive"] else "[red]no[/]",
+            f"{w['heartbeat_age_s']:.0f} s ago",
+            w.get("reason") or "",
+        )
+    return table
+
+
+def farm_devices_table(devices: list[dict[str, Any]]) -> Table:
+    """The farm's devices as its API lists them, with their liveness."""
+    table = Table(title="devices", title_justify="left")
+    for column in ("id", "address", "model", "health", "state", "worker", "offered"):
+        table.add_column(column)
+    for d in devices:
+        live = d.get("liveness") or {}
+        table.add_row(
+            str(d["id"]),
+            d["address"],
+            d.get("model_name", ""),
+            d["health"] + (f" ({d['health_reason']})" if d.get("health_reason") else ""),
+            d["state"],
+            "alive" if live.get("alive") else f"[red]{live.get('reason') or 'none'}[/]",
+            "yes" if live.get("offered") else "no",
+        )
+    return table
+
+
+def devices_table(rows: list[dict[str, Any]]) -> Table:
+    """``edgefarm devices``: each device's facts, health and hottest sensor."""
+    table = Table(title="edgefarm devices")
+    for column in (
+        "device",
+        "model",
+        "SoC",
+        "ABI",
+        "Android",
+        "SDK",
+        "NNAPI FL",
+        "target",
+        "health",
+        "free GB",
+        "max °C",
+    ):
+        table.add_column(column)
+    for row in rows:
+        facts = row.get("facts", {})
+        health = row.get("health", {})
+        free = health.get("free_bytes")
+        state = row.get("state", {})
+        table.add_row(
+            row["id"],
+            str(facts.get("model", "-")),
+            str(facts.get("soc", "-")),
+            str(facts.get("abi", "-")),
+            str(facts.get("android_release") or "-"),
+            fmt(facts.get("sdk_level")),
+            fmt(facts.get("nnapi_feature_level")),
+            str(facts.get("target", "-")),
+            "[green]good[/]" if health.get("ok") else f"[red]bad[/] {health.get('problem') or ''}",
+            fmt(free / 1e9 if free else None, 1),
+            fmt(state.get("max_temp_c"), 1),
+        )
+    return table
+
+
+def tokens_table(rows: Sequence[tuple[str, datetime, datetime | None]]) -> Table:
+    """API tokens by (name, created, revoked); never the tokens themselves."""
+    table = Table(title="edgefarm API tokens")
+    for column in ("name", "created", "revoked"):
+        table.add_column(column)
+    for name, created, revoked in rows:
+        table.add_row(
+            name,
+            f"{created:%Y-%m-%d %H:%M:%S}",
+            f"{revoked:%Y-%m-%d %H:%M:%S}" if revoked else "-",
+        )
+    return table
+
+
+def costs_table(rows: Sequence[OpCost]) -> Table:
+    """Stored calibration times, one row per (device class, variant, candidate)."""
+    table = Table(title=f"edgefarm costs ({len(rows)})")
+    for column in ("device class", "variant", "what", "median ms", "n", "device", "measured"):
+        table.add_column(column, justify="right" if column in ("median ms", "n") else "left")
+    for row in rows:
+        table.add_row(
+            row.device_class,
+            row.variant,
+            row.description or row.signature,
+            fmt(row.median_ms),
+            str(row.samples),
+            row.device,
+            f"{row.measured_at:%Y-%m-%d %H:%M}",
+        )
+    return table
