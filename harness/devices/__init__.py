@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from harness.devices.address import DeviceAddress
 from harness.devices.base import Device, DeviceFacts, ShellResult
-from harness.errors import JobError
 
-__all__ = ["Device", "DeviceFacts", "ShellResult", "open_device"]
+__all__ = ["Device", "DeviceAddress", "DeviceFacts", "ShellResult", "open_device"]
 
 
-def open_device(address: str) -> Device:
-    """Open the device at ``address``: ``local``, ``tcp:HOST:PORT`` or ``usb:SERIAL``."""
-    if address == "local":
+def open_device(address: str | DeviceAddress) -> Device:
+    """Open the device at ``address``: ``local``, ``tcp:HOST:PORT`` or ``usb:SERIAL`` (a
+    malformed one is a JobError saying how to write it)."""
+    parsed = address if isinstance(address, DeviceAddress) else DeviceAddress.parse(address)
+    if parsed.is_local:
         from harness.devices.local import LocalDevice
 
         return LocalDevice()
-    if address.startswith(("tcp:", "usb:")):
-        from harness.devices.adb import AdbDevice
+    from harness.devices.adb import AdbDevice
 
-        return AdbDevice.open(address)
-    raise JobError("run", f"unknown device {address!r}; use local, tcp:HOST:PORT or usb:SERIAL")
+    return AdbDevice.open(parsed)

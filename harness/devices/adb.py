@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from harness.config import get_settings
 from harness.devices.adbkeys import load_signer
+from harness.devices.address import DeviceAddress
 from harness.devices.base import _UNHEALTHY, MIN_FREE_BYTES, DeviceFacts, ShellResult
 from harness.errors import CommandTimeout, InfrastructureError, JobError, one_line
 
@@ -192,30 +193,22 @@ def _disable_nagle(adb: Any) -> None:
 class AdbDevice:
     """A phone reached over ADB. Connects lazily; reconnects after a failed operation."""
 
-    def __init__(self, address: str, *, timeout_s: float | None = None) -> None:
+    def __init__(self, address: str | DeviceAddress, *, timeout_s: float | None = None) -> None:
         settings = get_settings()
-        self._address = address
+        parsed = address if isinstance(address, DeviceAddress) else DeviceAddress.parse(address)
+        if parsed.is_local:
+            raise JobError("run", "local is this machine, not a phone over ADB")
+        self._address = str(parsed)
         self._timeout_s = timeout_s or settings.adb_timeout_s
         self._transfer_timeout_s = settings.adb_transfer_timeout_s
         self._config_dir = settings.config_path
         self._adb: Any = None
         self._facts: DeviceFacts | None = None
-        kind, _, rest = address.partition(":")
-        if kind == "tcp":
-            host, sep, port = rest.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise JobError("run", f"bad device address {address!r}; write tcp:HOST:PORT")
-            self._host, self._port = host, int(port)
-        elif kind == "usb":
-            if not rest:
-                raise JobError("run", f"bad device address {address!r}; write usb:SERIAL")
-            self._serial = rest
-        else:
-            raise JobError("run", f"unknown device transport in {address!r}")
-        self._kind = kind
+        self._host, self._port, self._serial = parsed.host, parsed.port, parsed.serial
+        self._kind = parsed.transport
 
     @classmethod
-    def open(cls, address: str) -> AdbDevice:
+    def open(cls, address: str | DeviceAddress) -> AdbDevice:
         device = cls(address)
         device.connect()
         return device
