@@ -88,7 +88,12 @@ class ByocBackend(Backend):
         self, device: dict[str, Any], options: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         """A phone's NNAPI feature level bounds what tvm-nnapi may offload; a phone without
-        NNAPI (SDK level below 27) is refused. The local device runs the reference driver."""
+        NNAPI (SDK level below 27) is refused. The local device runs the reference driver.
+
+        The default ``feature_level`` (NNAPI's highest) stands for "the highest the device
+        supports": the farm stores a job's options with the defaults filled in, so a default
+        is all a job that named no level carries to an older phone. A lower level given is a
+        ceiling the device must reach."""
         if self.dialect != "nnapi" or device.get("kind") == "local":
             return options
         level = device.get("nnapi_feature_level")
@@ -101,13 +106,15 @@ class ByocBackend(Backend):
             )
         resolved = dict(options or {})
         given = resolved.get("feature_level")
-        if given is not None and int(given) > int(level):
+        if given is None or given == self.default_options.get("feature_level"):
+            given = min(int(level), int(given if given is not None else level))
+            resolved["feature_level"] = given
+        if int(given) > int(level):
             raise JobError(
                 "partition",
                 f"feature_level {given} is above what {device.get('id')} supports ({level}, "
                 f"Android SDK level {device.get('sdk_level')})",
             )
-        resolved.setdefault("feature_level", int(level))
         return resolved
 
     def artifact_extra(self, mod: Any) -> dict[str, Any] | None:

@@ -108,3 +108,58 @@ def test_a_phone_without_nnapi_is_refused_for_tvm_nnapi(tmp_path: Path) -> None:
     assert "no NNAPI" in nnapi["error"]["message"]
     # Neuron does not go through NNAPI: it still runs (on the emulator, on the host driver).
     _assert_ok(neuron)
+
+
+def test_a_farm_job_that_names_no_feature_level_runs_at_an_older_phones_own(
+    tmp_path: Path,
+) -> None:
+    """The farm stores a job's options with the backend's defaults filled in (tvm-nnapi:
+    feature_level 7, NNAPI's highest). On a phone below 7 that default means the phone's own
+    level, not a request the phone cannot meet: bench/chaos.py found every tvm-nnapi run
+    submitted through the API to a Snapdragon 8 Gen 2 (level 6) or a Pixel 3a (level 2)
+    failing at partition with "feature_level 7 is above what ... supports"."""
+    from harness.db import Model
+    from harness.farm.jobs import job_settings
+    from harness.farm.models import declared_inputs
+    from harness.modelio import model_from_bytes
+
+    data = testmodels.mlp().SerializeToString()
+    file = model_from_bytes(data, name="mlp")
+    model = Model(
+        sha256=file.sha256,
+        name="mlp",
+        format=file.format,
+        size_bytes=len(data),
+        input_spec=[
+            {"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
+            for s in declared_inputs(file)
+        ],
+    )
+    stored = job_settings({}, model=model, backends=["tvm-nnapi"])["options"]
+    assert stored["tvm-nnapi"]["feature_level"] == 7  # as the API writes it into the job
+    path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
+    with EmulatedPhone("pixel-3a", thermal_time_constant_s=3600.0) as phone:
+        [doc] = run_bench(
+            BenchPlan(
+                path,
+                backends=["tvm-nnapi"],
+                devices=[f"tcp:{phone.serial}"],
+                protocol=FAST,
+                options=stored,
+            )
+        )
+        _assert_ok(doc)
+        assert doc["partition"]["feature_level"] == 2
+
+        # A level the job does name is a ceiling the phone must reach.
+        [refused] = run_bench(
+            BenchPlan(
+                path,
+                backends=["tvm-nnapi"],
+                devices=[f"tcp:{phone.serial}"],
+                protocol=FAST,
+                options={"tvm-nnapi": {"feature_level": 5}},
+            )
+        )
+    assert refused["status"] == "failed" and refused["error"]["stage"] == "partition"
+    assert "feature_level 5 is above what" in refused["error"]["message"]
