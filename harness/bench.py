@@ -8,11 +8,8 @@ with a stage and a one-line message; the other measurements still run.
 from __future__ import annotations
 
 import logging
-import posixpath
-import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,37 +17,33 @@ from typing import Any
 import numpy as np
 
 from harness import __version__
-from harness.byoc.calibration import CostStore, measured_costs
 from harness.compile import compile_artifact, get_backend, tvm_version
 from harness.compile.backends import Backend
 from harness.config import get_settings
+from harness.db.costs import local_store
+from harness.db.session import SessionScope, scoped
 from harness.devices import Device, open_device
-from harness.devices.base import wait_cool
-from harness.devices.deploy import (
-    RUNNER_NAME,
-    ensure_artifact,
-    ensure_bundle,
-    new_run_dir,
-    runtime_bundle,
-)
-from harness.errors import (
-    CommandTimeout,
-    EdgefarmError,
-    HarnessBug,
-    InfrastructureError,
-    JobError,
-    Stage,
-)
+from harness.errors import EdgefarmError, HarnessBug, InfrastructureError, JobError, Stage
 from harness.measure.accuracy import compare
+from harness.measure.calibration import measured_costs
+from harness.measure.device_run import (
+    NativeRunner,
+    Program,
+    Progress,
+    PythonRunner,
+    RunFailed,
+    RunLimits,
+    RunnerCall,
+    RunOk,
+    run_on_device,
+)
 from harness.measure.inputs import load_inputs_npz, make_inputs
 from harness.measure.protocol import Protocol as Protocol  # re-exported: callers import it here
 from harness.measure.stats import summarize
 from harness.modelio import InputSpec, PreparedModel, load
-from harness.runner.result import RunnerOk, parse_runner_output
+from harness.runner.result import RunnerOk
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, str], None]  # (event, message)
 
 # The result document's top-level names. Stable: the API, the web pages and users build on them.
 RESULT_KEYS = (
@@ -183,6 +176,16 @@ def _stage_of(error: EdgefarmError) -> str:
     return "run"
 
 
+def run_limits() -> RunLimits:
+    """What a run on a device is held to, from the settings."""
+    settings = get_settings()
+    return RunLimits(
+        run_timeout_s=settings.run_timeout_s,
+        cooldown_max_temp_c=settings.cooldown_max_temp_c,
+        cooldown_max_wait_s=settings.cooldown_max_wait_s,
+    )
+
+
 def measure(
     model: PreparedModel,
     device: Device,
@@ -195,14 +198,15 @@ def measure(
     progress: Progress = _quiet,
     device_facts: dict[str, Any] | None = None,
     exclusive: bool = False,
-    cost_store: CostStore | None = None,
+    cost_sessions: SessionScope | None = None,
 ) -> dict[str, Any]:
     """Measure ``model`` with ``backend`` on ``device``; always returns a result document.
 
     ``exclusive``: the caller owns the device (a farm worker holding its lease), so runners
     left over from interrupted runs are ended first and cannot overlap this measurement.
-    ``cost_store``: where ``partition: cost`` finds and keeps per-device-class costs (default:
-    the local store under EDGEFARM_HOME).
+    ``cost_sessions``: short transactions on the store where ``partition: cost`` finds and
+    keeps per-device-class costs (default: ``edgefarm bench``'s,
+    :func:`harness.db.costs.local_store`).
 
     Raises only HarnessBug (our defect); every JobError and InfrastructureError becomes a
     ``failed`` document with its stage.
@@ -216,19 +220,24 @@ def measure(
             ended = device.reset()
             if ended:
                 log.warning("%s: ended leftover runner(s) %s", device.id, ended)
-        _measure_into(
-            doc,
-            model,
-            device,
-            target,
-            backend,
-            inputs,
-            reference,
+        backend.check_format(model.format, model_name=model.name)
+        doc["provenance"]["target"] = target
+        doc["provenance"]["protocol"] = protocol.to_dict()
+        if backend.kind == "tvm":
+            program: Program = _compiled(
+                doc, model, device, backend, target, options, progress, cost_sessions
+            )
+        else:
+            program = _framework_runner(doc, model, device, backend, options)
+        call = RunnerCall(
+            program,
+            tuple(inputs[spec.name] for spec in model.inputs),
             protocol,
-            options,
-            progress,
-            cost_store,
+            outputs=True,
+            label=backend.name,
         )
+        ran = _record_run(doc, run_on_device(device, call, limits=run_limits(), progress=progress))
+        _compare(doc, ran.outputs, reference, f"{backend.name} on {device.id}", progress)
     except EdgefarmError as exc:
         if isinstance(exc, HarnessBug):
             raise
@@ -239,178 +248,134 @@ def measure(
     return doc
 
 
-def _measure_into(
+def _compiled(
     doc: dict[str, Any],
     model: PreparedModel,
     device: Device,
-    target: str,
     backend: Backend,
-    inputs: dict[str, np.ndarray],
-    reference: Reference,
-    protocol: Protocol,
+    target: str,
     options: dict[str, Any] | None,
     progress: Progress,
-    cost_store: CostStore | None = None,
+    cost_sessions: SessionScope | None,
+) -> NativeRunner:
+    """The model compiled for ``target`` (calibrated on ``device`` first for ``partition:
+    cost``), as the native runner runs it; its provenance and partition report recorded."""
+    progress("compile", f"compiling {model.name} for {backend.name}/{target}")
+    # BYOC: the device's NNAPI feature level bounds what may be offloaded.
+    options = backend.device_options(doc["device"], options)
+    calibration = None
+    if (options or {}).get("partition") == "cost":
+        # Per-candidate costs of this device class: stored, or measured now on it.
+        costs, calibration = measured_costs(
+            model,
+            device,
+            backend,
+            target=target,
+            options=options or {},
+            facts=doc["device"],
+            sessions=cost_sessions or scoped(local_store()),
+            limits=run_limits(),
+            progress=progress,
+        )
+        options = {**(options or {}), "costs": costs}
+    artifact = compile_artifact(model, backend, target=target, options=options)
+    partition = artifact.manifest.get("extra", {}).get("partition")
+    if partition is not None:
+        doc["partition"] = partition
+        if calibration is not None and "cost" in partition:
+            partition["cost"]["calibration"] = calibration
+    doc["provenance"].update(
+        {
+            "compile_options": artifact.manifest["options"],
+            "artifact_key": artifact.key,
+            "compile_ms": artifact.compile_ms,
+            "cache_hit": artifact.cache_hit,
+            "library_bytes": artifact.manifest["sizes"]["library_bytes"],
+        }
+    )
+    return NativeRunner(artifact)
+
+
+def _framework_runner(
+    doc: dict[str, Any],
+    model: PreparedModel,
+    device: Device,
+    backend: Backend,
+    options: dict[str, Any] | None,
+) -> PythonRunner:
+    """The framework's own runtime (onnxruntime) on the model file; its provenance recorded."""
+    if facts_kind(device) != "local":
+        raise JobError(
+            "run",
+            f"the {backend.name} baseline runs on the local device only (phones have no "
+            f"Python); use a tvm-* backend on {device.id}",
+        )
+    import onnxruntime
+
+    resolved = backend.resolve_options(options)
+    doc["provenance"].update(
+        {"compile_options": resolved, "onnxruntime_version": onnxruntime.__version__}
+    )
+    args = (
+        "--threads",
+        str(int(resolved["threads"])),
+        "--graph-optimization",
+        str(resolved["graph_optimization"]),
+    )
+    return PythonRunner("harness.runner.ort_runner", model.file, args)
+
+
+def _record_run(doc: dict[str, Any], outcome: RunOk | RunFailed) -> RunOk:
+    """What the run on the device did, into ``doc``: the runtime bundle, the device's state
+    around the run, the runner's timings; raises the failure's error."""
+    if outcome.runtime_bundle is not None:
+        doc["provenance"]["runtime_bundle"] = outcome.runtime_bundle
+    if outcome.state is not None:
+        doc["state_before"] = outcome.state.before
+        doc["cooldown"] = outcome.state.cooldown
+        if outcome.state.after is not None:
+            doc["state_after"] = outcome.state.after
+    if isinstance(outcome.report, RunnerOk):
+        _record_report(doc, outcome.report)
+    if isinstance(outcome, RunFailed):
+        raise outcome.error
+    return outcome
+
+
+def _record_report(doc: dict[str, Any], report: RunnerOk) -> None:
+    doc["provenance"]["runner_version"] = report.runner_version
+    stats = summarize(report.samples_ms)
+    doc.update(
+        {
+            "latency_ms": stats.to_dict(),
+            "load_ms": report.load_ms,
+            "first_ms": report.first_ms,
+            "peak_rss_kb": report.peak_rss_kb,
+            "samples_ms": list(report.samples_ms),
+        }
+    )
+    if "predicted_ms" in doc.get("partition", {}):
+        # The cost model's prediction beside what this run measured.
+        doc["partition"]["measured_ms"] = stats.median
+    if report.profile is not None:
+        doc["profile"] = sorted(
+            (p.model_dump() for p in report.profile),
+            key=lambda p: -float(p["total_ms"]),
+        )
+
+
+def _compare(
+    doc: dict[str, Any],
+    outputs: Sequence[np.ndarray],
+    reference: Reference,
+    label: str,
+    progress: Progress,
 ) -> None:
-    settings = get_settings()
-    label = f"{backend.name} on {device.id}"
-    backend.check_format(model.format, model_name=model.name)
-    provenance = doc["provenance"]
-    provenance["target"] = target
-    provenance["protocol"] = protocol.to_dict()
-
-    with tempfile.TemporaryDirectory(prefix="edgefarm-run-") as tmp_text:
-        tmp = Path(tmp_text)
-        env: dict[str, str] = {}
-        if backend.kind == "tvm":
-            progress("compile", f"compiling {model.name} for {backend.name}/{target}")
-            # BYOC: the device's NNAPI feature level bounds what may be offloaded.
-            options = backend.device_options(doc["device"], options)
-            calibration = None
-            if (options or {}).get("partition") == "cost":
-                # Per-candidate costs of this device class: stored, or measured now on it.
-                costs, calibration = measured_costs(
-                    model,
-                    device,
-                    backend,
-                    target=target,
-                    options=options or {},
-                    facts=doc["device"],
-                    store=cost_store or CostStore.local(),
-                    progress=progress,
-                )
-                options = {**(options or {}), "costs": costs}
-            artifact = compile_artifact(model, backend, target=target, options=options)
-            partition = artifact.manifest.get("extra", {}).get("partition")
-            if partition is not None:
-                doc["partition"] = partition
-                if calibration is not None and "cost" in partition:
-                    partition["cost"]["calibration"] = calibration
-            provenance.update(
-                {
-                    "compile_options": artifact.manifest["options"],
-                    "artifact_key": artifact.key,
-                    "compile_ms": artifact.compile_ms,
-                    "cache_hit": artifact.cache_hit,
-                    "library_bytes": artifact.manifest["sizes"]["library_bytes"],
-                }
-            )
-            progress("deploy", f"deploying to {device.id}")
-            bundle = runtime_bundle(target)
-            bundle_dir = ensure_bundle(device, bundle)
-            artifact_dir = ensure_artifact(device, artifact)
-            provenance["runtime_bundle"] = bundle.hash
-            command = [
-                posixpath.join(bundle_dir, RUNNER_NAME),
-                "--module",
-                posixpath.join(artifact_dir, artifact.library.name),
-            ]
-            env["LD_LIBRARY_PATH"] = bundle_dir
-            if protocol.profile:
-                command.append("--profile")
-        else:
-            if facts_kind(device) != "local":
-                raise JobError(
-                    "run",
-                    f"the {backend.name} baseline runs on the local device only (phones have no "
-                    f"Python); use a tvm-* backend on {device.id}",
-                )
-            import onnxruntime
-
-            resolved = backend.resolve_options(options)
-            provenance.update(
-                {"compile_options": resolved, "onnxruntime_version": onnxruntime.__version__}
-            )
-            command = [
-                sys.executable,
-                "-m",
-                "harness.runner.ort_runner",
-                "--threads",
-                str(int(resolved["threads"])),
-                "--graph-optimization",
-                str(resolved["graph_optimization"]),
-            ]
-
-        run_dir = new_run_dir(device)
-        try:
-            if backend.kind != "tvm":
-                model_file = tmp / f"model.{model.format}"
-                model_file.write_bytes(model.file.data)
-                device.push(model_file, posixpath.join(run_dir, model_file.name), atomic=False)
-                command += ["--module", posixpath.join(run_dir, model_file.name)]
-            for i, spec in enumerate(model.inputs):
-                local = tmp / f"in{i}.npy"
-                np.save(local, np.ascontiguousarray(inputs[spec.name]))
-                remote = posixpath.join(run_dir, f"in{i}.npy")
-                # A run directory is private and removed afterwards: no need for atomic pushes.
-                device.push(local, remote, atomic=False)
-                command += ["--input", remote]
-            # Outputs land beside the inputs (out0.npy ...): the run directory exists by now.
-            out_dir = run_dir
-            command += ["--output-dir", out_dir, *protocol.runner_args()]
-            if backend.kind == "tvm":
-                command += ["--pid-file", posixpath.join(run_dir, "runner.pid")]
-
-            cooldown = wait_cool(
-                device,
-                max_temp_c=settings.cooldown_max_temp_c,
-                max_wait_s=settings.cooldown_max_wait_s,
-            )
-            if cooldown["waited_s"]:
-                progress("cooldown", f"{device.id} waited {cooldown['waited_s']:.0f} s to cool")
-            doc["state_before"] = cooldown.pop("state")
-            doc["cooldown"] = cooldown
-            progress("run", f"running {label}")
-            # The runner stops timing by itself at max_seconds; the timeout covers load, warm-up
-            # and a runner that hangs.
-            timeout = settings.run_timeout_s + protocol.max_seconds
-            try:
-                result = device.shell(command, timeout_s=timeout, env=env, cwd=run_dir)
-            except CommandTimeout as exc:
-                raise blame_timeout(device, exc, protocol) from None
-            doc["state_after"] = device.state()
-            report = parse_runner_output(
-                result.stdout, stderr=result.stderr, returncode=result.exit_code
-            )
-            if not isinstance(report, RunnerOk):
-                raise JobError("run", f"the runner failed at {report.stage}: {report.message}")
-            provenance["runner_version"] = report.runner_version
-            stats = summarize(report.samples_ms)
-            doc.update(
-                {
-                    "latency_ms": stats.to_dict(),
-                    "load_ms": report.load_ms,
-                    "first_ms": report.first_ms,
-                    "peak_rss_kb": report.peak_rss_kb,
-                    "samples_ms": list(report.samples_ms),
-                }
-            )
-            if "predicted_ms" in doc.get("partition", {}):
-                # The cost model's prediction beside what this run measured.
-                doc["partition"]["measured_ms"] = stats.median
-            if report.profile is not None:
-                doc["profile"] = sorted(
-                    (p.model_dump() for p in report.profile),
-                    key=lambda p: -float(p["total_ms"]),
-                )
-
-            outputs = []
-            for i, out in enumerate(report.outputs):
-                if out.file is None:
-                    raise HarnessBug(f"the runner did not write output {i}")
-                local = tmp / f"out{i}.npy"
-                device.pull(posixpath.join(out_dir, out.file), local)
-                outputs.append(np.load(local, allow_pickle=False))
-        finally:
-            try:
-                device.remove(run_dir)
-            except EdgefarmError as exc:
-                log.warning("%s: could not remove %s: %s", device.id, run_dir, exc)
-
+    """The outputs against the reference's: ``ok`` when within tolerance."""
     progress("compare", f"comparing {label} with {reference.name}")
     if reference.outputs is None:
         raise JobError("compare", f"no reference outputs: {reference.error}")
-    accuracy = compare(outputs, reference.outputs, reference_name=reference.name)
+    accuracy = compare(list(outputs), reference.outputs, reference_name=reference.name)
     doc["accuracy"] = accuracy.to_dict()
     if not accuracy.passed:
         raise JobError(
@@ -419,27 +384,6 @@ def _measure_into(
             f"{accuracy.max_abs_err:.3g}, cosine {accuracy.cosine:.6f})",
         )
     doc["status"] = "ok"
-
-
-def blame_timeout(device: Device, exc: CommandTimeout, protocol: Protocol) -> EdgefarmError:
-    """Whose fault a runner killed at its timeout is. If the device answers its health check
-    afterwards, the device did what it was asked for as long as it was allowed: the run's own
-    settings (or a model that never finishes) are to blame — a JobError, not retried, and the
-    device's health untouched. Otherwise the device failed: the InfrastructureError stands."""
-    health = device.health()
-    if not health.get("ok"):
-        return InfrastructureError(
-            f"{exc.message}; afterwards the device failed its health check: "
-            f"{health.get('problem')}",
-            stage="run",
-        )
-    return JobError(
-        "run",
-        f"{exc.message}. The device is healthy, so the run itself took too long: its settings "
-        f"(warmup {protocol.warmup}, at least {protocol.min_iterations} iterations and "
-        f"{protocol.min_seconds:g} s, at most {protocol.max_seconds:g} s) ask for more than "
-        "the model can do in that time, or the model does not finish; not retried",
-    )
 
 
 def facts_kind(device: Device) -> str:

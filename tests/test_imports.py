@@ -3,13 +3,20 @@ api <-> workers, and harness imports neither fastapi nor celery.
 
 Each check imports every module of a package in a fresh interpreter and looks at what
 ``sys.modules`` then holds, so an import buried in a submodule is caught too.
+
+Inside harness, no two of its parts (its packages and top-level modules: ``byoc``,
+``compile``, ``config``, ...) import each other. That is read from the source, every import
+statement counted wherever it is (inside a function, under ``TYPE_CHECKING``): a lazy import
+hides a dependency from ``sys.modules`` but not from the reader.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -57,3 +64,59 @@ def test_package_imports_only_what_it_may(package: str) -> None:
     assert result["failed"] == {}, result["failed"]
     roots = set(result["roots"])  # type: ignore[call-overload]
     assert roots & FORBIDDEN[package] == set()
+
+
+def _harness_part(module: str) -> str | None:
+    """``byoc`` for ``harness.byoc.partition``; None for the package itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "harness" else None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The absolute names of the modules ``path`` (module ``module``) imports."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def harness_dependencies() -> dict[str, dict[str, set[str]]]:
+    """part -> {part it imports: the files that do}."""
+    edges: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for path in sorted((ROOT / "harness").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        module = ".".join(parts)
+        source = _harness_part(module)
+        if source is None:
+            continue
+        for name in _imports(path, module):
+            target = _harness_part(name)
+            exists = target and (
+                (ROOT / "harness" / target).is_dir()
+                or (ROOT / "harness" / f"{target}.py").is_file()
+            )
+            if target and exists and target != source:
+                edges[source][target].add(str(rel))
+    return edges
+
+
+def test_no_two_parts_of_harness_import_each_other() -> None:
+    edges = harness_dependencies()
+    assert {"byoc", "compile", "measure", "devices"} <= set(edges)  # the reading works
+    both_ways = sorted(
+        f"{a} <-> {b}: {sorted(edges[a][b])} / {sorted(edges[b][a])}"
+        for a in edges
+        for b in edges[a]
+        if a < b and a in edges.get(b, {})
+    )
+    assert both_ways == []

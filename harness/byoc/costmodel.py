@@ -1,7 +1,7 @@
 """Cost-guided partitioning: which offload candidates should go to the accelerator.
 
 A *candidate* is one match of the pattern table the codegen accepted (e.g. conv2d + bias +
-relu). For each, calibration measured on the device class (:mod:`harness.byoc.calibration`):
+relu). For each, calibration measured on the device class (:mod:`harness.measure.calibration`):
 
 * ``cpu_ms``: the candidate compiled by TVM for the CPU, called alone, minus the cost of a
   call (the intercept of the CPU probe fit);

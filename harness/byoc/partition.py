@@ -9,7 +9,7 @@ the operators on the CPU and records why), ``FuseOpsByPattern(bind_constants=Fal
 ``mode`` selects how candidates are chosen. ``"all"`` offloads every supported match.
 ``"cost"`` first finds the candidates (a match-only pass), lets :mod:`harness.byoc.costmodel`
 choose which to offload from costs measured on the device class (``options["costs"]``, filled
-in by :mod:`harness.byoc.calibration`), then partitions again refusing the others with reason
+in by :mod:`harness.measure.calibration`), then partitions again refusing the others with reason
 ``cost decision``. ``"calibrate-cpu"`` and ``"calibrate-accel"`` are internal: they build the
 calibration modules (:mod:`harness.byoc.candidates`) whose functions calibration times.
 """

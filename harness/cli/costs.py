@@ -9,7 +9,9 @@ import typer
 from harness.cli.render import console, costs_table, out
 
 if TYPE_CHECKING:
-    from harness.byoc.calibration import CostStore
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.orm import Session
 
 
 def register(app: typer.Typer) -> None:
@@ -22,14 +24,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(costs_app, name="costs")
 
 
-def _cost_store(farm: bool) -> CostStore:
-    from harness.byoc.calibration import CostStore
+def _cost_store(farm: bool) -> AbstractContextManager[Session]:
+    """A session on the cost store, committed on success: the farm's database
+    (EDGEFARM_DATABASE_URL), or edgefarm bench's (harness.db.costs.local_store)."""
+    from harness.db import make_engine, make_session_factory, scoped, session_scope
+    from harness.db.costs import local_store
 
     if farm:
-        from harness.db import make_engine
-
-        return CostStore(make_engine())
-    return CostStore.local()
+        return session_scope(make_session_factory(make_engine()))
+    return scoped(local_store())()
 
 
 FarmFlag = Annotated[
@@ -45,10 +48,17 @@ DeviceClassOption = Annotated[
 
 def costs_list(device_class: DeviceClassOption = None, farm: FarmFlag = False) -> None:
     """Stored times: per device class, where they ran (cpu or the accelerator's settings)."""
-    out.print(costs_table(_cost_store(farm).rows(device_class)))
+    from harness.db.costs import list_costs
+
+    with _cost_store(farm) as session:
+        rows = list_costs(device_class, session=session)
+    out.print(costs_table(rows))
 
 
 def costs_forget(device_class: DeviceClassOption = None, farm: FarmFlag = False) -> None:
     """Delete stored times; the next cost-guided run measures again."""
-    count = _cost_store(farm).forget(device_class)
+    from harness.db.costs import forget_costs
+
+    with _cost_store(farm) as session:
+        count = forget_costs(device_class, session=session)
     console.print(f"forgot {count} stored time(s)", highlight=False)

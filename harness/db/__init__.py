@@ -20,7 +20,15 @@ from harness.db.models import (
     WorkerStatus,
     utcnow,
 )
-from harness.db.session import database_url, make_engine, make_session_factory, session_scope
+from harness.db.session import (
+    SessionScope,
+    database_url,
+    embedded_database_url,
+    make_engine,
+    make_session_factory,
+    scoped,
+    session_scope,
+)
 
 metadata = Base.metadata
 
@@ -39,13 +47,16 @@ __all__ = [
     "Result",
     "Run",
     "RunStatus",
+    "SessionScope",
     "Worker",
     "WorkerKind",
     "WorkerStatus",
     "database_url",
+    "embedded_database_url",
     "make_engine",
     "make_session_factory",
     "metadata",
+    "scoped",
     "session_scope",
     "utcnow",
 ]

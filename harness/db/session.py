@@ -3,9 +3,10 @@ caller (an API request, a Celery task, a CLI command) owns the transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
+from typing import Any, TypeAlias
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,11 +15,19 @@ from harness.config import get_settings
 
 
 def database_url() -> str:
+    """The farm's database: EDGEFARM_DATABASE_URL, else the embedded farm's SQLite file."""
     settings = get_settings()
     if settings.database_url:
         return settings.database_url
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{settings.home / 'edgefarm.db'}"
+    return embedded_database_url()
+
+
+def embedded_database_url() -> str:
+    """The embedded farm's SQLite file, ``$EDGEFARM_HOME/edgefarm.db``, whatever
+    EDGEFARM_DATABASE_URL says (``edgefarm bench`` keeps its costs there)."""
+    home = get_settings().home
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'edgefarm.db'}"
 
 
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
@@ -42,6 +51,17 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+SessionScope: TypeAlias = Callable[[], AbstractContextManager[Session]]
+"""Opens one unit of work: a session whose transaction commits when its block ends without
+error (``scoped(factory)``). Given to code that decides *when* it needs a short transaction
+while its caller decides *where* (which database, which engine)."""
+
+
+def scoped(factory: sessionmaker[Session]) -> SessionScope:
+    """A :data:`SessionScope` of :func:`session_scope` over ``factory``."""
+    return partial(session_scope, factory)
 
 
 @contextmanager

@@ -57,7 +57,7 @@ def _artifact(
     options = backend.resolve_options(given_options)
     if options.get("partition") == "cost":
         # The artifact depends on the costs measured on the phone's class, which its run
-        # finds or measures (harness.byoc.calibration); what can be built now is the pair of
+        # finds or measures (harness.measure.calibration); what can be built now is the pair of
         # calibration builds, so a broken model fails here, for every run at once.
         session.commit()
         for mode in ("calibrate-cpu", "calibrate-accel"):

@@ -29,10 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from harness.bench import measure
-from harness.byoc.calibration import CostStore
 from harness.compile import get_backend
 from harness.config import get_settings
-from harness.db import Run, RunStatus, utcnow
+from harness.db import Run, RunStatus, scoped, utcnow
 from harness.devices import Device as DeviceHandle
 from harness.devices import open_device
 from harness.errors import HarnessBug, InfrastructureError, JobError
@@ -40,8 +39,7 @@ from harness.farm.leases import acquire_lease, mark_running, release_lease, rene
 from harness.farm.registry import check_device, record_health
 from workers import settings as worker_settings
 from workers.celery_app import task
-from workers.db import db_session
-from workers.db import engine as db_engine
+from workers.db import db_session, session_factory
 from workers.dispatch import send_finish_job
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document
@@ -236,8 +234,9 @@ def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
             protocol=protocol,
             options=backend_options(job, runrow.backend),
             exclusive=True,  # under our lease: runners of interrupted attempts are ended first
-            # partition "cost": per-device-class costs live in the farm's database.
-            cost_store=CostStore(db_engine()),
+            # partition "cost": per-device-class costs live in the farm's database, read and
+            # written in short sessions of their own (the task's stays as it is).
+            cost_sessions=scoped(session_factory()),
         )
     finally:
         device.close()

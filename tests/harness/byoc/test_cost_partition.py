@@ -9,27 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 
 from harness.bench import Protocol, compute_reference, make_model_inputs, measure
 from harness.byoc import partition
-from harness.byoc.calibration import (
-    CostStore,
-    Measured,
+from harness.byoc.candidates import describe
+from harness.byoc.costmodel import Candidate, Costs, Line, Planner
+from harness.byoc.partition import PartitionOptions, find_candidates
+from harness.compile import compile_artifact, get_backend
+from harness.db import SessionScope, make_engine, make_session_factory, scoped
+from harness.db.costs import CostKey, Measured, list_costs, store_costs
+from harness.db.migrate import upgrade
+from harness.devices import open_device
+from harness.devices.emulator import EmulatedPhone
+from harness.errors import JobError
+from harness.measure.calibration import (
     accel_variant,
     baseline_key,
     cpu_variant,
     device_class,
     software_version,
 )
-from harness.byoc.candidates import describe
-from harness.byoc.costmodel import Candidate, Costs, Line, Planner
-from harness.byoc.partition import PartitionOptions, find_candidates
-from harness.compile import compile_artifact, get_backend
-from harness.db.models import OpCost
-from harness.devices import open_device
-from harness.devices.emulator import EmulatedPhone
-from harness.errors import JobError
 from harness.modelio import load, to_relax
 
 import testmodels
@@ -117,14 +116,15 @@ def test_cost_mode_without_costs_or_with_missing_ones_is_a_partition_error(mnet:
         partition(mod, "nnapi", {"partition": "cost", "costs": costs})
 
 
-def _store(tmp_path: Path) -> CostStore:
-    engine = create_engine(f"sqlite:///{tmp_path / 'costs.sqlite'}")
-    OpCost.__table__.create(engine)  # type: ignore[attr-defined]
-    return CostStore(engine)
+def _store(tmp_path: Path) -> SessionScope:
+    """A cost store of its own: a database made by the project's migrations."""
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    upgrade(url)
+    return scoped(make_session_factory(make_engine(url)))
 
 
 def _seed(
-    store: CostStore,
+    store: SessionScope,
     model: Any,
     backend_name: str,
     facts: dict[str, Any],
@@ -145,17 +145,22 @@ def _seed(
     accel = {s: Measured((0.01 if accel_wins(o) else 5.0) + 0.001, 10) for s, o in ops.items()}
     klass, software = device_class(facts), software_version()
     dialect = backend.dialect  # type: ignore[attr-defined]
-    store.put(
-        klass,
-        cpu_variant(options),
-        software,
-        {**cpu, **probes, baseline_key(model): Measured(float(len(ops)) + 0.5, 10)},
-        device="seeded",
-    )
-    store.put(klass, accel_variant(dialect, options), software, {**accel, **probes}, device="x")
+    with store() as session:
+        store_costs(
+            CostKey(klass, cpu_variant(options), software),
+            {**cpu, **probes, baseline_key(model): Measured(float(len(ops)) + 0.5, 10)},
+            device="seeded",
+            session=session,
+        )
+        store_costs(
+            CostKey(klass, accel_variant(dialect, options), software),
+            {**accel, **probes},
+            device="x",
+            session=session,
+        )
 
 
-def _measure(model: Any, device: Any, backend: str, store: CostStore) -> dict[str, Any]:
+def _measure(model: Any, device: Any, backend: str, store: SessionScope) -> dict[str, Any]:
     inputs = make_model_inputs(model, seed=0)
     return measure(
         model,
@@ -165,7 +170,7 @@ def _measure(model: Any, device: Any, backend: str, store: CostStore) -> dict[st
         reference=compute_reference(model, inputs),
         protocol=FAST,
         options={"partition": "cost"},
-        cost_store=store,
+        cost_sessions=store,
     )
 
 
@@ -223,7 +228,8 @@ def test_calibration_on_an_emulated_phone_is_stored_per_class_and_reused(
     cal2 = second["partition"]["cost"]["calibration"]
     klass = cal1["device_class"]
     assert klass.startswith("adb:") and klass.endswith("emulated")
-    rows = store.rows(klass)
+    with store() as session:
+        rows = list_costs(klass, session=session)
     # Candidates on both sides, 3 probes on both, the whole model on the CPU; once.
     assert cal1["measured_now"] == len(rows) > 2 + 3 + 3 + 1
     assert {r.variant for r in rows} == {"cpu/o3", "neuron/fast_single_answer"}
