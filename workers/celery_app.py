@@ -1,8 +1,10 @@
 """The Celery app ``edgefarm``: Redis in production, kombu's SQLAlchemy transport embedded.
 
 Postgres (or the embedded SQLite) is the source of truth for jobs and runs; Celery only
-carries ids. Queues: ``compile`` (starting and finishing jobs, the reaper) and one
-``device.<id>`` per phone, consumed by the worker host the phone is attached to.
+carries ids. Queues: ``compile`` (starting and finishing jobs), ``maintenance`` (the reaper,
+on a worker of its own: behind a compile of many minutes its messages would expire unrun,
+and no dead worker's run would be noticed meanwhile) and one ``device.<id>`` per phone,
+consumed by the worker host the phone is attached to.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from harness.farm.broker import broker_url
 from workers import settings as worker_settings
 
 COMPILE_QUEUE = "compile"
+MAINTENANCE_QUEUE = "maintenance"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -58,14 +61,14 @@ def make_app() -> Celery:
         task_routes={
             "edgefarm.start_job": {"queue": COMPILE_QUEUE},
             "edgefarm.finish_job": {"queue": COMPILE_QUEUE},
-            "edgefarm.reap": {"queue": COMPILE_QUEUE},
+            "edgefarm.reap": {"queue": MAINTENANCE_QUEUE},
         },
         beat_schedule={
             "reap": {
                 "task": "edgefarm.reap",
                 "schedule": settings.reap_interval_s,
                 # A reap nobody picked up in time is superseded by the next one.
-                "options": {"queue": COMPILE_QUEUE, "expires": settings.reap_interval_s},
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reap_interval_s},
             }
         },
         # Beat's heartbeat rides on its ticks (workers.beat).

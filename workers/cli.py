@@ -2,7 +2,8 @@
 
 A worker registers the phones attached to this host (one ``device.<id>`` queue each), then
 consumes those queues and, unless ``--no-compile``, the ``compile`` queue. ``--beat`` adds
-the scheduler that sends the reaper; a farm needs exactly one beat.
+the scheduler that sends the reaper; a farm needs exactly one beat. A host that compiles or
+runs beat also runs the reaper's worker (the ``maintenance`` queue), apart from compiles.
 """
 
 from __future__ import annotations
@@ -116,9 +117,9 @@ def worker(
 
     Each phone's queue gets a Celery worker of its own with one process, so a phone is never
     offered two runs at once and never waits behind another phone's run; compiles get their
-    own worker with ``--concurrency`` processes, beat its own process. This process supervises
-    them (harness.supervise): one that dies is restarted with backoff, alone; one that keeps
-    dying is given up on and reported down; a signal stops them all.
+    own worker with ``--concurrency`` processes, the reaper one process, beat its own. This
+    process supervises them (harness.supervise): one that dies is restarted with backoff,
+    alone; one that keeps dying is given up on and reported down; a signal stops them all.
     """
     url = database_url()
     ensure_schema(url)
@@ -126,6 +127,9 @@ def worker(
     groups = [(q, [q], 1) for q in register_devices(device or [], pool=pool, worker=name)]
     if compile:
         groups.insert(0, ("compile", ["compile"], concurrency))
+    if compile or beat:
+        # The reaper never waits behind a compile (see workers.celery_app).
+        groups.append(("maintenance", ["maintenance"], 1))
     if not groups and not beat:
         _fail("nothing to consume: give --device, or drop --no-compile")
     celery = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
