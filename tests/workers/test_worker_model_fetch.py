@@ -30,13 +30,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+API_TOKEN = "ef_worker-host-token-for-the-fetch-test-000000"
+
+
 @pytest.fixture(scope="module")
 def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The API's URL and its home (where it keeps model files)."""
     home = tmp_path_factory.mktemp("api-home")
     port = _free_port()
-    env = {**os.environ, "EDGEFARM_HOME": str(home), "EDGEFARM_DATABASE_URL": database_url}
-    env.pop("EDGEFARM_API_TOKEN", None)
+    # Model bytes need a token even where reads are open; workers send theirs.
+    env = {
+        **os.environ,
+        "EDGEFARM_HOME": str(home),
+        "EDGEFARM_DATABASE_URL": database_url,
+        "EDGEFARM_API_TOKEN": API_TOKEN,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port)],
         cwd=ROOT,
@@ -89,9 +97,16 @@ def test_a_missing_model_file_is_fetched_from_the_api(
     (api_home / "models").mkdir(exist_ok=True)
     (api_home / "models" / f"{row.sha256}.onnx").write_bytes(data)
     monkeypatch.setenv("EDGEFARM_API_URL", url)
+    # Without the token the API refuses the bytes: the farm's misconfiguration, retried.
+    monkeypatch.delenv("EDGEFARM_API_TOKEN", raising=False)
     get_settings.cache_clear()
     local = get_settings().models_path / f"{row.sha256}.onnx"
     local.unlink(missing_ok=True)
+    with pytest.raises(InfrastructureError, match="answered 401"):
+        model_file(row)
+    assert not local.exists()
+    monkeypatch.setenv("EDGEFARM_API_TOKEN", API_TOKEN)
+    get_settings.cache_clear()
 
     path = model_file(row)
     assert path == local and path.read_bytes() == data
