@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,21 @@ _USER_HOME = Path(os.environ.get("EDGEFARM_HOME") or _default_home())
 # artifact and runner caches are reused across tests but never touch the user's own.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="edgefarm-test-home-"))
 os.environ["EDGEFARM_HOME"] = str(_SESSION_HOME)
+atexit.register(shutil.rmtree, _SESSION_HOME, True)
+
+# Under pytest-xdist (scripts/test runs two processes), the tests that share one named
+# database and Redis database run in one process, one after another: the worker tests
+# (edgefarm_workers_test, Redis db 5) and the API tests (their session database).
+_SERIAL_GROUPS = {"workers": "farm-db", "api": "api-db"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        group = _SERIAL_GROUPS.get(parts[0]) if len(parts) > 1 else None
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
