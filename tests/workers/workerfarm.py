@@ -43,7 +43,8 @@ from harness.farm.registry import register_device
 ROOT = Path(__file__).resolve().parents[2]
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-DATABASE = "edgefarm_workers_test"
+# A database of this test session's own: two sessions on one machine never drop each other's.
+DATABASE = f"edgefarm_workers_test_{os.getpid()}"
 DATABASE_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/5"
 
