@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,9 +19,11 @@ from harness.db import RunStatus
 from harness.devices.emulator import EmulatedPhone
 
 import testmodels
-from workerfarm import Farm, WorkerProcess, empty_farm, register, wait_for
+from workerfarm import Farm, WorkerProcess, empty_farm, register, slow_convnet, wait_for
 
 INPUTS = ["input:1x3x32x32"]
+IMAGE = ["image:1x3x128x128"]
+BUSY = {"min_seconds": 3.0, "max_seconds": 8.0}  # a few seconds of the phone's time per run
 
 
 def _free_port() -> int:
@@ -137,3 +140,51 @@ def test_runs_lost_with_the_broker_are_sent_again_and_all_end(
     log = worker.log()
     assert f"jobs [{job_a}] were never started (start_job lost)" in log
     assert f"runs [{farm.runs(job_b)[0].id}] lost their messages" in log
+    worker.stop()
+
+
+def test_a_run_lost_with_the_broker_is_sent_again_while_its_phone_stays_busy(
+    farm: Farm,
+    private_redis: PrivateRedis,
+    phones: list[EmulatedPhone],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Found by the chaos soak (bench/chaos.py): a run whose message Redis lost waited until
+    its phone had sat idle for the queued timeout — 4.5 minutes there, and for ever on a farm
+    that keeps the phone busy. A run sent after it and already taken shows it is gone."""
+    phone = phones[1]
+    device_id = register(farm, f"tcp:{phone.serial}")
+    model_id = farm.add_model(slow_convnet(), "slow")
+    worker = start_worker(
+        farm, "--device", f"tcp:{phone.serial}", "--beat", EDGEFARM_QUEUED_TIMEOUT_S="10"
+    )
+
+    def submit() -> int:
+        return farm.submit(model_id, [device_id], ["tvm-cpu"], IMAGE, **BUSY)
+
+    first = submit()
+    wait_for("the phone to measure", lambda: farm.runs(first)[0].status == RunStatus.running, 90)
+    lost = submit()  # waits behind the first in the phone's queue ...
+    wait_for(
+        "its message to be in the phone's queue",
+        lambda: private_redis.queue_lengths().get(f"device.{device_id}") == 1,
+        30,
+    )
+    private_redis.kill()  # ... and is lost with the broker
+    private_redis.start()
+    (lost_run,) = farm.runs(lost)
+
+    # Later jobs keep the phone busy: one waiting whenever the one before it starts.
+    later: list[int] = []
+    deadline = time.monotonic() + 90
+    while farm.run(lost_run.id).status != RunStatus.done:
+        assert time.monotonic() < deadline, "the lost run was not sent again"
+        if not later or farm.runs(later[-1])[0].status != RunStatus.queued:
+            later.append(submit())
+        time.sleep(0.5)
+    assert f"runs [{lost_run.id}] lost their messages" in worker.log()
+    assert farm.run(lost_run.id).attempts == 1
+    for job_id in [first, lost, *later]:
+        (run,) = farm.wait_done(job_id, timeout_s=90)
+        assert run.status == RunStatus.done, run.error_message
+    worker.stop()

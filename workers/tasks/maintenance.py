@@ -5,8 +5,10 @@ messages and dead workers leave behind, from the database's state alone.
   released and it is queued again, or, after ``max_run_attempts``, ends failed.
 * A run waiting for its job's start (queued and never sent, or ``compiling``) that nobody
   touched for long: the ``start_job`` message or its worker was lost; start_job is sent again.
-* A queued run whose message is overdue while its device has a live worker and has sat idle
-  as long: its message was lost (a broker restarted empty); it is sent again.
+* A queued run whose message is overdue while its device has a live worker that would have
+  taken it by now — the device has sat idle as long, or has since started a run sent after it
+  (a device's queue is first in, first out): its message was lost (a broker restarted
+  empty); it is sent again.
 * A queued run whose device has had no live worker for ``no_worker_timeout_s``: nobody will
   take it; it ends failed, saying so (instead of being sent again forever).
 * Leases nobody renews are released; jobs whose runs all ended are finished.
@@ -24,7 +26,7 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from harness.config import get_settings
 from harness.db import Device, DeviceState, Job, JobStatus, Run, RunStatus, utcnow
@@ -134,17 +136,30 @@ def _unstarted_jobs(session: Session, now: datetime) -> set[int]:
 
 def _lost_runs(session: Session, now: datetime, live: FarmLiveness) -> list[tuple[int, int]]:
     """Queued runs whose message is overdue (``enqueued_at`` is when it was due) on a device
-    that has a live worker and has been idle since before then: the worker would have taken
-    the message had it been there."""
+    that has a live worker, which would have taken the message had it been there: the device
+    has been idle since before it was due, or it has since started a run sent after it. (A
+    busy device alone says nothing: the message may wait behind others; but one sent later
+    and taken already means this one is gone. Without that, a lost run waited for as long as
+    its phone was kept busy.)"""
     cutoff = now - timedelta(seconds=get_settings().queued_timeout_s)
+    later = aliased(Run)
     lost = and_(
         Run.status == RunStatus.queued,
         Run.enqueued_at.is_not(None),
         Run.enqueued_at < cutoff,
-        exists().where(
-            Device.id == Run.device_id,
-            Device.state == DeviceState.idle,
-            or_(Device.last_seen_at.is_(None), Device.last_seen_at < cutoff),
+        or_(
+            exists().where(
+                Device.id == Run.device_id,
+                Device.state == DeviceState.idle,
+                or_(Device.last_seen_at.is_(None), Device.last_seen_at < cutoff),
+            ),
+            exists().where(
+                later.device_id == Run.device_id,
+                later.id != Run.id,
+                later.enqueued_at > Run.enqueued_at,
+                later.status != RunStatus.queued,
+                later.heartbeat_at >= later.enqueued_at,  # claimed since it was sent
+            ),
         ),
     )
     rows = [
