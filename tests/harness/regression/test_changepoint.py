@@ -26,7 +26,7 @@ def test_a_step_is_found_where_it_happened_with_its_size() -> None:
 
 def test_the_newest_night_alone_can_be_a_change() -> None:
     rng = np.random.default_rng(2)
-    values = _noisy(10.0, 30, rng) + [12.0]
+    values = [*_noisy(10.0, 30, rng), 12.0]
     (point,) = change_points(values)
     assert point.index == 30
 
