@@ -76,6 +76,8 @@ class DeviceHealth(enum.StrEnum):
     bad = "bad"
     maintenance = "maintenance"
     retired = "retired"
+    # Measures, but its night's canary drifted beyond its own noise: its results are flagged.
+    suspect = "suspect"
 
 
 class JobStatus(enum.StrEnum):
@@ -196,6 +198,13 @@ class Job(Base):
         _enum(JobStatus, "job_status"), default=JobStatus.queued, index=True
     )
     nightly: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A suite's night (harness.db.regression.Night) and the option combination it measures.
+    night_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nights.id", use_alter=True, name="fk_jobs_night", ondelete="CASCADE"),
+        default=None,
+        index=True,
+    )
+    variant: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
