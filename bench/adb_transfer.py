@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from harness.backends import get_backend
 from harness.bench import Protocol, compute_reference, make_model_inputs, measure
-from harness.compile import get_backend
 from harness.devices.adb import AdbDevice
 from harness.devices.emulator import EmulatedPhone
 from harness.examples import write_example

@@ -213,6 +213,7 @@ def demo(
     ort, print the results, and keep the farm up."""
     from harness.client import FarmClient
     from harness.config import get_settings
+    from harness.devices.base import DeviceFacts
     from harness.embedded import EmbeddedFarm
     from harness.examples import EXAMPLES, write_example
 
@@ -243,7 +244,11 @@ def demo(
                 settings={**bench, "inputs": []},
                 status=status,
             )
-            local = [d["id"] for d in client.devices() if d.get("address") == "local"]
+            local = [
+                d["id"]
+                for d in client.devices()
+                if DeviceFacts.from_dict(d.get("facts") or {}).runs_host_python
+            ]
             if local:
                 documents += _submit_and_wait(
                     client,

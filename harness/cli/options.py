@@ -52,12 +52,11 @@ def apply_partition(
     """``--partition MODE``: the ``partition`` option of every offloading backend given."""
     if mode is None:
         return
-    from harness.compile import get_backend
-    from harness.compile.backends import ByocBackend
+    from harness.backends import get_backend
 
     if mode not in PARTITION_MODES:
         raise JobError("partition", f"--partition {mode!r}: one of {', '.join(PARTITION_MODES)}")
-    offloading = [b for b in backends if isinstance(get_backend(b), ByocBackend)]
+    offloading = [b for b in backends if get_backend(b).offloads()]
     if not offloading:
         raise JobError(
             "partition", "--partition applies to offloading backends (tvm-nnapi, tvm-neuron)"

@@ -1,21 +1,23 @@
-"""Compilation: targets, backends, the artifact cache and the compile step."""
+"""Compilation with TVM: targets, lowerings, the artifact cache and the compile step.
 
-from harness.compile.backends import Backend, backend_names, get_backend, register_all
+Which backend builds what is :mod:`harness.backends`'s business; a backend that builds with
+TVM hands :func:`compile_artifact` itself (a :class:`TvmBuild`).
+"""
+
 from harness.compile.build import compile_artifact, tvm_version
 from harness.compile.cache import Artifact, ArtifactCache, artifact_key
+from harness.compile.lowering import Lowering, TvmBuild
 from harness.compile.targets import TARGETS, TargetSpec, get_target
 
 __all__ = [
     "TARGETS",
     "Artifact",
     "ArtifactCache",
-    "Backend",
+    "Lowering",
     "TargetSpec",
+    "TvmBuild",
     "artifact_key",
-    "backend_names",
     "compile_artifact",
-    "get_backend",
     "get_target",
-    "register_all",
     "tvm_version",
 ]

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.compile.backends import Backend
 from harness.compile.cache import COMPILE_VERSION, Artifact, ArtifactCache, artifact_key
+from harness.compile.lowering import Lowering, TvmBuild
 from harness.compile.targets import get_target
 from harness.config import get_settings
 from harness.errors import JobError, one_line
@@ -44,7 +44,7 @@ def tvm_version() -> str:
 
 
 def artifact_key_for(
-    model: PreparedModel, backend: Backend, target: str, options: dict[str, Any]
+    model: PreparedModel, backend: TvmBuild, target: str, options: dict[str, Any]
 ) -> str:
     return artifact_key(
         model_sha256=model.file.sha256,
@@ -58,7 +58,7 @@ def artifact_key_for(
 
 def compile_artifact(
     model: PreparedModel,
-    backend: Backend,
+    backend: TvmBuild,
     *,
     target: str,
     options: dict[str, Any] | None = None,
@@ -66,8 +66,6 @@ def compile_artifact(
     timeout_s: float | None = None,
 ) -> Artifact:
     """Return the artifact of ``model`` for ``backend`` on ``target``, building it at most once."""
-    if backend.kind != "tvm":
-        raise JobError("compile", f"backend {backend.name} does not compile")
     backend.check_format(model.format, model_name=model.name)
     settings = get_settings()
     resolved = backend.resolve_options(options)
@@ -77,7 +75,9 @@ def compile_artifact(
     timeout = timeout_s or settings.compile_timeout_s
 
     def build(out_dir: Path) -> dict[str, Any]:
-        result = _run_child(model, backend.name, target, resolved, out_dir, timeout)
+        result = _run_child(
+            model, backend.name, backend.lowering, target, resolved, out_dir, timeout
+        )
         return {
             "library": result["library"],
             "backend": backend.name,
@@ -104,6 +104,7 @@ def compile_artifact(
 def _run_child(
     model: PreparedModel,
     backend: str,
+    lowering: Lowering,
     target: str,
     options: dict[str, Any],
     out_dir: Path,
@@ -120,6 +121,7 @@ def _run_child(
             "model_name": model.name,
             "inputs": [f"{s.name}:{s.shape_str()}:{s.dtype}" for s in model.inputs],
             "backend": backend,
+            "lowering": lowering.to_json(),
             "target": target,
             "options": options,
             "out_dir": str(out_dir),

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from harness.compile.backends import get_backend, register_all
+from harness.compile.lowering import Lowering
 from harness.compile.ndk import find_clang, link_archive
 from harness.compile.targets import get_target
 from harness.errors import EdgefarmError, JobError, one_line
@@ -41,8 +41,7 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     import tvm
     import tvm_ffi
 
-    register_all()
-    backend = get_backend(request["backend"])
+    lowering = Lowering.from_json(request["lowering"])
     target = get_target(request["target"])
     out_dir = Path(request["out_dir"])
     stages: dict[str, float] = {}
@@ -57,7 +56,7 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
 
     t = time.perf_counter()
     try:
-        mod = backend.lower(mod, request["options"])
+        mod = lowering.lower(mod, request["options"])
     except EdgefarmError:
         raise
     except Exception as exc:
@@ -66,7 +65,7 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
         ) from None
     stages["lower_ms"] = _ms(t)
     # BYOC backends describe what they offloaded (the partition report) for the manifest.
-    extra = backend.artifact_extra(mod)
+    extra = lowering.artifact_extra(mod)
 
     t = time.perf_counter()
     try:
@@ -101,13 +100,13 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
             clang=clang,
             include_dirs=include_dirs,
             # BYOC: the generated C's header and the phone's accelerator library.
-            extra_args=backend.link_options(android=True, options=request["options"]),
+            extra_args=lowering.link_options(android=True, options=request["options"]),
         )
         result["toolchain"]["cc"] = _cc_version(str(clang))
         stages["link_ms"] = _ms(t)
     else:
         # BYOC backends add the generated C's header and the host reference driver.
-        link = backend.link_options(android=False, options=request["options"])
+        link = lowering.link_options(android=False, options=request["options"])
         try:
             executable.export_library(
                 str(out_dir / target.library), options=[f"-I{d}" for d in include_dirs] + link

@@ -8,7 +8,8 @@ device; nothing else escapes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,6 +55,31 @@ class DeviceFacts:
     # What the device is, wherever it is attached: ro.serialno, ``local@HOST`` for a host.
     serial: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceFacts:
+        """Facts as :meth:`to_dict` wrote them (a registered device's, a result's); a device
+        never probed (no ``kind``) counts as a phone."""
+        known = {f.name for f in fields(cls)}
+        given = {k: v for k, v in data.items() if k in known}
+        return cls(**{"id": str(data.get("id", "")), "kind": str(data.get("kind", "")), **given})
+
+    @property
+    def on_this_machine(self) -> bool:
+        """The device is the machine edgefarm runs on (``local``)."""
+        return self.kind == "local"
+
+    @property
+    def runs_host_python(self) -> bool:
+        """It can start this interpreter's Python runners (a phone has no Python)."""
+        return self.on_this_machine
+
+    @property
+    def android_nnapi(self) -> bool:
+        """Its NNAPI is Android's, bounded by its feature level (``nnapi_feature_level``,
+        None below SDK level 27); on this machine BYOC artifacts run the host reference
+        driver, which has no such bound."""
+        return not self.on_this_machine
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from harness.compile.backends import Backend, get_backend
+from harness.backends import Backend, get_backend
 from harness.config import Settings, get_settings
 from harness.db import Device, Job, JobStatus, Model, Run, RunStatus
 from harness.errors import JobError

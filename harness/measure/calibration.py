@@ -25,12 +25,10 @@ from typing import Any
 import numpy as np
 
 from harness.byoc.costmodel import Costs
-from harness.compile import compile_artifact, tvm_version
-from harness.compile.backends import Backend
-from harness.compile.cache import Artifact
+from harness.compile import Artifact, TvmBuild, compile_artifact, tvm_version
 from harness.db.costs import CostKey, Measured, store_costs, stored_costs
 from harness.db.session import SessionScope
-from harness.devices.base import Device
+from harness.devices.base import Device, DeviceFacts
 from harness.errors import JobError
 from harness.measure.device_run import (
     NativeRunner,
@@ -56,15 +54,15 @@ CALIBRATION_PROTOCOL = Protocol(
 )
 
 
-def device_class(facts: dict[str, Any]) -> str:
+def device_class(facts: DeviceFacts) -> str:
     """Devices whose costs are interchangeable: one phone model with one SoC (emulated phones
     apart: they run on the host's CPU), or this machine's CPU."""
-    if facts.get("kind") == "local":
-        return f"local:{facts.get('model') or facts.get('soc') or 'cpu'}"[:128]
-    name = " ".join(p for p in (facts.get("manufacturer"), facts.get("model")) if p)
-    soc = facts.get("soc") or "?"
-    emulated = " emulated" if facts.get("emulated") else ""
-    return f"adb:{name or facts.get('id', '?')} ({soc}){emulated}"[:128]
+    if facts.on_this_machine:
+        return f"local:{facts.model or facts.soc or 'cpu'}"[:128]
+    name = " ".join(p for p in (facts.manufacturer, facts.model) if p)
+    soc = facts.soc or "?"
+    emulated = " emulated" if facts.emulated else ""
+    return f"adb:{name or facts.id or '?'} ({soc}){emulated}"[:128]
 
 
 def software_version() -> str:
@@ -181,11 +179,12 @@ def _entries(model: PreparedModel, info: dict[str, Any], *, with_baseline: bool)
 def measured_costs(
     model: PreparedModel,
     device: Device,
-    backend: Backend,
+    backend: TvmBuild,
     *,
+    dialect: str,
     target: str,
     options: dict[str, Any],
-    facts: dict[str, Any],
+    facts: DeviceFacts,
     sessions: SessionScope,
     limits: RunLimits,
     progress: Progress,
@@ -193,10 +192,8 @@ def measured_costs(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``costs`` option of a ``partition: cost`` build for ``device`` (see module doc),
     and what calibration did (for the result document). The costs alone go into the build
-    options, so the same stored costs give the same artifact."""
-    dialect = getattr(backend, "dialect", None)
-    if dialect is None:
-        raise JobError("partition", f"backend {backend.name} does not offload; no cost mode")
+    options, so the same stored costs give the same artifact. ``backend`` offloads through
+    ``dialect``."""
     started = time.perf_counter()
     resolved = backend.resolve_options(options)
     base = {k: v for k, v in resolved.items() if k != "costs"}

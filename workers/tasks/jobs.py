@@ -12,11 +12,11 @@ from celery import Task
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from harness.backends import get_backend
 from harness.compile import Artifact as BuiltArtifact
-from harness.compile import compile_artifact, get_backend
-from harness.compile.build import artifact_key_for
 from harness.config import get_settings
 from harness.db import Artifact, Job, JobStatus, Run, RunStatus, utcnow
+from harness.devices.base import DeviceFacts
 from harness.errors import InfrastructureError, JobError, Stage, one_line
 from harness.farm.results import record_artifact
 from harness.modelio import PreparedModel
@@ -47,43 +47,39 @@ def _artifact(
     target: str,
     given_options: dict[str, Any] | None,
 ) -> Artifact | None:
-    """The Artifact row of (backend, target) for the job's model, compiled now unless the
-    local artifact cache already has it; None for a backend that does not compile, or for a
-    cost-guided partition (built by the run, after calibration on its phone)."""
+    """What the backend builds for (target, options) before the runs go to their phones,
+    compiled now unless the local artifact cache already has it; the Artifact row of the
+    runs' own artifact, or None when they have none built here (a backend that does not
+    compile, or a cost-guided partition, built by the run after calibration on its phone)."""
     backend = get_backend(backend_name)
-    if backend.kind != "tvm":
-        return None
     backend.check_format(model.format, model_name=model.name)
     options = backend.resolve_options(given_options)
-    if options.get("partition") == "cost":
-        # The artifact depends on the costs measured on the phone's class, which its run
-        # finds or measures (harness.measure.calibration); what can be built now is the pair of
-        # calibration builds, so a broken model fails here, for every run at once.
-        session.commit()
-        for mode in ("calibrate-cpu", "calibrate-accel"):
-            compile_artifact(model, backend, target=target, options={**options, "partition": mode})
-        return None
-    key = artifact_key_for(model, backend, target, options)
-    session.commit()  # no transaction stays open through a build of many minutes
-    log.info("job %s: artifact %s (%s for %s)", job.id, key, backend_name, target)
-    built: BuiltArtifact | None = None
-    error: JobError | None = None
-    try:
-        built = compile_artifact(model, backend, target=target, options=options)
-    except JobError as exc:
-        error = exc
-    row = record_artifact(
-        session=session,
-        model_id=job.model_id,
-        key=key,
-        backend=backend_name,
-        target=target,
-        options=options,
-        built=built,
-        error=error,
-    )
-    if error is not None:
-        raise error
+    row: Artifact | None = None
+    for build in backend.job_builds(options):
+        session.commit()  # no transaction stays open through a build of many minutes
+        if not build.for_run:
+            backend.compile(model, target=target, options=build.options)
+            continue
+        key = backend.artifact_key(model, target, build.options)
+        log.info("job %s: artifact %s (%s for %s)", job.id, key, backend_name, target)
+        built: BuiltArtifact | None = None
+        error: JobError | None = None
+        try:
+            built = backend.compile(model, target=target, options=build.options)
+        except JobError as exc:
+            error = exc
+        row = record_artifact(
+            session=session,
+            model_id=job.model_id,
+            key=key,
+            backend=backend_name,
+            target=target,
+            options=build.options,
+            built=built,
+            error=error,
+        )
+        if error is not None:
+            raise error
     return row
 
 
@@ -155,7 +151,7 @@ def _start_job(job_id: int) -> None:
             for run in pending:
                 try:
                     options = get_backend(run.backend).device_options(
-                        run.device.facts or {"id": run.device.address},
+                        DeviceFacts.from_dict(run.device.facts or {"id": run.device.address}),
                         backend_options(job, run.backend),
                     )
                 except JobError as exc:  # e.g. tvm-nnapi on a phone without NNAPI

@@ -28,8 +28,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from harness.backends import get_backend
 from harness.bench import measure
-from harness.compile import get_backend
 from harness.config import get_settings
 from harness.db import Run, RunStatus, scoped, utcnow
 from harness.devices import Device as DeviceHandle

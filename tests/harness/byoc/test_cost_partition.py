@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 
+from harness.backends import get_backend
 from harness.bench import Protocol, compute_reference, make_model_inputs, measure
 from harness.byoc import partition
 from harness.byoc.candidates import describe
 from harness.byoc.costmodel import Candidate, Costs, Line, Planner
 from harness.byoc.partition import PartitionOptions, find_candidates
-from harness.compile import compile_artifact, get_backend
+from harness.compile import compile_artifact
 from harness.db import SessionScope, make_engine, make_session_factory, scoped
 from harness.db.costs import CostKey, Measured, list_costs, store_costs
 from harness.db.migrate import upgrade
 from harness.devices import open_device
+from harness.devices.base import DeviceFacts
 from harness.devices.emulator import EmulatedPhone
 from harness.errors import JobError
 from harness.measure.calibration import (
@@ -127,7 +129,7 @@ def _seed(
     store: SessionScope,
     model: Any,
     backend_name: str,
-    facts: dict[str, Any],
+    facts: DeviceFacts,
     accel_wins: Callable[[str], bool],
 ) -> None:
     """Store made-up costs for every key a cost run of ``model`` on ``facts``'s class needs:
@@ -179,7 +181,7 @@ def test_stored_costs_decide_what_runs_where_and_outputs_stay_right(
 ) -> None:
     model = load(mnet)
     device = open_device("local")
-    facts = device.facts().to_dict()
+    facts = device.facts()
     docs = {}
     tables: dict[str, Callable[[str], bool]] = {
         "convs": lambda ops: "conv2d" in ops,

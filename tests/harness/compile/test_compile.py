@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.compile import ArtifactCache, compile_artifact, get_backend
+from harness.backends import get_backend
+from harness.compile import ArtifactCache, compile_artifact
 from harness.compile.targets import TARGETS
 from harness.config import get_settings
 from harness.errors import JobError

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.compile import Artifact, compile_artifact, get_backend
+from harness.backends import get_backend
+from harness.compile import Artifact, compile_artifact
 from harness.devices.adb import WORK_ROOT, AdbDevice
 from harness.devices.deploy import (
     MARKER,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from harness.backends import get_backend
 from harness.bench import Protocol, compute_reference, make_model_inputs, measure
-from harness.compile import get_backend
 from harness.devices.adb import AdbDevice
 from harness.devices.emulator import EmulatedPhone
 from harness.modelio import load

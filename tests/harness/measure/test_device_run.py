@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from harness.compile import Artifact, compile_artifact, get_backend
+from harness.backends import get_backend
+from harness.compile import Artifact, compile_artifact
 from harness.devices import Device, open_device
 from harness.errors import JobError
 from harness.measure.device_run import (

@@ -1,0 +1,115 @@
+"""What every backend is and does; :mod:`harness.backends` keeps the registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.compile import Artifact
+from harness.db.session import SessionScope
+from harness.devices.base import Device, DeviceFacts
+from harness.errors import HarnessBug, JobError
+from harness.measure.device_run import Program, Progress, RunLimits
+from harness.modelio import PreparedModel
+
+
+@dataclass(frozen=True)
+class JobBuild:
+    """A build a job makes on the compile queue, before its runs go to their phones."""
+
+    options: dict[str, Any]  # the build's options, resolved
+    # The run's own artifact (recorded, and linked to the run); otherwise a build made early
+    # so that a model the backend cannot build fails for every run at once.
+    for_run: bool = True
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a preparation is for: the device's facts and compile target, and, for a backend
+    that measures on the device while preparing (``partition: cost``), the device itself."""
+
+    facts: DeviceFacts
+    target: str
+    limits: RunLimits
+    progress: Progress
+    device: Device | None = None
+    # Short transactions on the store of measured per-device-class costs (default:
+    # ``edgefarm bench``'s local store).
+    cost_sessions: SessionScope | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a device runs for a backend, and what preparing it adds to the result document:
+    entries of its ``provenance``, and the ``partition`` report of an offloading build."""
+
+    program: Program
+    provenance: dict[str, Any]
+    partition: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Backend(ABC):
+    """A way to run a model on a device. Names are prefixed by family (``tvm-*``, ``ort``)."""
+
+    name: str
+    description: str
+    formats: tuple[str, ...] = ("onnx", "tflite", "pt2")
+    default_options: dict[str, Any] = field(default_factory=dict)
+
+    def check_format(self, fmt: str, *, model_name: str) -> None:
+        """A JobError (stage import) unless the backend runs ``fmt`` models."""
+        if fmt not in self.formats:
+            raise JobError(
+                "import",
+                f"backend {self.name} runs {'/'.join(self.formats)} models; {model_name} is {fmt}",
+            )
+
+    def resolve_options(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """The backend's defaults overlaid with ``given``; unknown keys are a JobError."""
+        options = dict(self.default_options)
+        for key, value in (given or {}).items():
+            if key not in options:
+                known = ", ".join(sorted(options)) or "none"
+                raise JobError(
+                    "compile", f"backend {self.name} has no option {key!r} (options: {known})"
+                )
+            options[key] = value
+        return options
+
+    def device_options(
+        self, facts: DeviceFacts, options: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """``options`` completed (or refused, a JobError) for the device ``facts`` describe."""
+        return options
+
+    def offloads(self) -> bool:
+        """Whether the backend offloads subgraphs to an accelerator (``--partition``)."""
+        return False
+
+    def job_builds(self, options: dict[str, Any]) -> list[JobBuild]:
+        """What a job builds for a run with ``options`` (resolved) on the compile queue."""
+        return []
+
+    def compile(
+        self, model: PreparedModel, *, target: str, options: dict[str, Any] | None
+    ) -> Artifact:
+        """The artifact of a :class:`JobBuild`'s ``options`` for ``target``, built at most
+        once. Only a backend that lists job builds is asked."""
+        raise HarnessBug(f"backend {self.name} builds nothing")
+
+    def artifact_key(self, model: PreparedModel, target: str, options: dict[str, Any]) -> str:
+        """The cache key of :meth:`compile`'s artifact."""
+        raise HarnessBug(f"backend {self.name} builds nothing")
+
+    def needs_device(self, options: dict[str, Any] | None) -> bool:
+        """Whether :meth:`prepare` measures on the device (so runs under its lease)."""
+        return False
+
+    @abstractmethod
+    def prepare(
+        self, model: PreparedModel, options: dict[str, Any] | None, where: Target
+    ) -> Prepared:
+        """What ``where``'s device runs for ``model`` with ``options``. Raises JobError (the
+        user's input) or InfrastructureError (the farm)."""

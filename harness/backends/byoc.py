@@ -1,0 +1,138 @@
+"""``tvm-nnapi`` and ``tvm-neuron``: TVM Relax with subgraphs offloaded to an NNAPI-family
+accelerator (:mod:`harness.byoc`), run by the native runner.
+
+What they add to a TVM build: the version of the BYOC code in their options (so a changed
+codegen never reuses an old artifact), the phone's NNAPI feature level as a bound, and
+``partition: cost``, for which the device's class is calibrated first (its measured costs
+decide what is offloaded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.backends.base import JobBuild, Target
+from harness.backends.tvm_cpu import TvmBackend
+from harness.compile import Lowering
+from harness.db.costs import local_store
+from harness.db.session import scoped
+from harness.devices.base import DeviceFacts
+from harness.errors import HarnessBug, JobError
+from harness.measure.calibration import measured_costs
+from harness.modelio import PreparedModel
+
+
+@dataclass(frozen=True)
+class ByocBackend(TvmBackend):
+    """TVM Relax with subgraphs offloaded through ``dialect`` (``nnapi`` or ``neuron``)."""
+
+    dialect: str = "nnapi"
+
+    def offloads(self) -> bool:
+        return True
+
+    def resolve_options(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """As for every backend, plus the version of the BYOC code: the options are part of
+        the artifact cache key, so a changed codegen or driver never reuses an old artifact."""
+        from harness.byoc.link import byoc_version
+
+        # A version recorded in earlier resolved options is replaced, never trusted.
+        user = {k: v for k, v in (given or {}).items() if k != "byoc_version"}
+        return {**super().resolve_options(user), "byoc_version": byoc_version()}
+
+    def device_options(
+        self, facts: DeviceFacts, options: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """A phone's NNAPI feature level bounds what tvm-nnapi may offload; a phone without
+        NNAPI (SDK level below 27) is refused. This machine runs the reference driver.
+
+        The default ``feature_level`` (NNAPI's highest) stands for "the highest the device
+        supports": the farm stores a job's options with the defaults filled in, so a default
+        is all a job that named no level carries to an older phone. A lower level given is a
+        ceiling the device must reach."""
+        if self.dialect != "nnapi" or not facts.android_nnapi:
+            return options
+        level = facts.nnapi_feature_level
+        if level is None:
+            raise JobError(
+                "partition",
+                f"{facts.id or 'the device'} runs Android SDK level {facts.sdk_level}, which has "
+                "no NNAPI (NNAPI needs SDK level 27 or newer); use tvm-cpu on it",
+            )
+        resolved = dict(options or {})
+        given = resolved.get("feature_level")
+        if given is None or given == self.default_options.get("feature_level"):
+            given = min(int(level), int(given if given is not None else level))
+            resolved["feature_level"] = given
+        if int(given) > int(level):
+            raise JobError(
+                "partition",
+                f"feature_level {given} is above what {facts.id} supports ({level}, "
+                f"Android SDK level {facts.sdk_level})",
+            )
+        return resolved
+
+    def job_builds(self, options: dict[str, Any]) -> list[JobBuild]:
+        """``partition: cost``: the run's artifact depends on the costs measured on its
+        phone's class, which the run finds or measures; what can be built now is the pair of
+        calibration builds, so that a broken model fails here, for every run at once."""
+        if options.get("partition") != "cost":
+            return super().job_builds(options)
+        return [
+            JobBuild({**options, "partition": mode}, for_run=False)
+            for mode in ("calibrate-cpu", "calibrate-accel")
+        ]
+
+    def needs_device(self, options: dict[str, Any] | None) -> bool:
+        return (options or {}).get("partition") == "cost"
+
+    def build_options(
+        self, model: PreparedModel, options: dict[str, Any] | None, where: Target
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The device's NNAPI feature level bounds what may be offloaded; ``partition:
+        cost`` takes the per-candidate costs of the device's class: stored, or measured now
+        on it."""
+        options = self.device_options(where.facts, options)
+        if not self.needs_device(options):
+            return options, None
+        if where.device is None:
+            raise HarnessBug(f"{self.name} with partition cost needs the device to calibrate")
+        costs, calibration = measured_costs(
+            model,
+            where.device,
+            self,
+            dialect=self.dialect,
+            target=where.target,
+            options=options or {},
+            facts=where.facts,
+            sessions=where.cost_sessions or scoped(local_store()),
+            limits=where.limits,
+            progress=where.progress,
+        )
+        return {**(options or {}), "costs": costs}, calibration
+
+
+_BYOC_OPTIONS: dict[str, Any] = {
+    "opt_level": 3,
+    "preference": "fast_single_answer",
+    "partition": "all",
+    # partition "cost": the measured costs the decision uses (filled in by calibration).
+    "costs": None,
+}
+
+NNAPI = ByocBackend(
+    "tvm-nnapi",
+    "TVM Relax, subgraphs offloaded through Android NNAPI (TVM's NNAPI pattern table)",
+    default_options={**_BYOC_OPTIONS, "feature_level": 7},
+    lowering=Lowering("nnapi"),
+    dialect="nnapi",
+)
+
+NEURON = ByocBackend(
+    "tvm-neuron",
+    "TVM Relax, subgraphs offloaded through MediaTek's Neuron Adapter API",
+    default_options={**_BYOC_OPTIONS, "neuron_lib": None},
+    lowering=Lowering("neuron"),
+    dialect="neuron",
+)

@@ -1,0 +1,322 @@
+"""After a night: close it once its jobs are done, then judge every series it measured.
+
+Per series and metric (median latency, peak RSS, load time), the change-point detector
+(:mod:`harness.regression.changepoint`) looks at the last ``detect_window`` nights; a change
+that starts within the last ``detect_recent`` nights and has no alert yet becomes one, with
+what changed in the toolchain between the last good night and the first changed one. A series
+that was measured the night before and fails tonight is a ``failure`` alert (``accuracy`` when
+it failed comparing its outputs). Alerts of one night with the same toolchain change share a
+``group_key``: they are one notification. Functions take ``session`` and never commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from harness.config import Settings, get_settings
+from harness.db import (
+    Alert,
+    AlertKind,
+    Job,
+    JobStatus,
+    Model,
+    Night,
+    NightStatus,
+    Result,
+    Run,
+    RunStatus,
+    Series,
+    utcnow,
+)
+from harness.regression.changepoint import DetectorSettings, change_points
+from harness.regression.toolchain import Toolchain, differences
+
+log = logging.getLogger(__name__)
+
+# What is watched; each is worse when larger.
+METRICS = ("median_ms", "peak_rss_kb", "load_ms")
+
+
+def close_finished_nights(session: Session, now: datetime | None = None) -> list[int]:
+    """Mark ``done`` every running night whose jobs have all finished; their ids."""
+    unfinished = exists().where(Job.night_id == Night.id, Job.status != JobStatus.done)
+    closed = []
+    for night in session.scalars(
+        select(Night).where(Night.status == NightStatus.running, ~unfinished)
+    ):
+        night.status = NightStatus.done
+        night.finished_at = now or utcnow()
+        closed.append(night.id)
+    session.flush()
+    return closed
+
+
+@dataclass(frozen=True)
+class Point:
+    """One night of one series."""
+
+    night: Night
+    run: Run
+    result: Result | None
+
+
+def _history(session: Session, night: Night, window: int) -> dict[int, list[Point]]:
+    """Per series id, its points over the suite's last ``window`` nights up to ``night``,
+    oldest first."""
+    nights = list(
+        session.scalars(
+            select(Night)
+            .where(
+                Night.suite_id == night.suite_id,
+                Night.scheduled_for <= night.scheduled_for,
+                Night.status == NightStatus.done,
+            )
+            .order_by(Night.scheduled_for.desc(), Night.id.desc())
+            .limit(window)
+        )
+    )
+    if night not in nights:
+        nights.append(night)
+    by_id = {n.id: n for n in nights}
+    series = {
+        (s.model_name, s.device_id, s.backend, s.variant): s.id
+        for s in session.scalars(select(Series).where(Series.suite_id == night.suite_id))
+    }
+    rows = session.execute(
+        select(Run, Job, Model.name, Result)
+        .join(Job, Run.job_id == Job.id)
+        .join(Model, Job.model_id == Model.id)
+        .outerjoin(Result, Result.run_id == Run.id)
+        .where(Job.night_id.in_(by_id))
+    ).all()
+    points: dict[int, list[Point]] = defaultdict(list)
+    for run, job, model_name, result in rows:
+        key = series.get((model_name, run.device_id, run.backend, job.variant))
+        if key is not None and job.night_id is not None:
+            points[key].append(Point(by_id[job.night_id], run, result))
+    for found in points.values():
+        found.sort(key=lambda p: (p.night.scheduled_for, p.night.id))
+    return points
+
+
+def _toolchain(point: Point, series_id: int) -> Toolchain | None:
+    stored = (point.night.toolchain or {}).get("series", {}).get(str(series_id))
+    if stored is None:
+        return None
+    runner = None
+    if point.result is not None:
+        runner = (point.result.document or {}).get("provenance", {}).get("runner_version")
+    return Toolchain.model_validate({**stored, "runner": runner})
+
+
+def _changes(before: Point | None, after: Point, series_id: int) -> list[object]:
+    if before is None:
+        return []
+    old, new = _toolchain(before, series_id), _toolchain(after, series_id)
+    if old is None or new is None:
+        return []
+    return list(differences(old, new))
+
+
+def group_key(night_id: int, changes: list[object]) -> str:
+    """Alerts of one night with the same toolchain change are one group."""
+    text = json.dumps([night_id, changes], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def detector(settings: Settings) -> DetectorSettings:
+    return DetectorSettings(
+        max_pvalue=settings.detect_max_pvalue, min_effect=settings.detect_min_effect
+    )
+
+
+def _measured(points: list[Point], metric: str) -> list[tuple[Point, float]]:
+    out = []
+    for p in points:
+        value = getattr(p.result, metric, None) if p.result is not None else None
+        if p.result is not None and p.result.status == "ok" and value is not None and value > 0:
+            out.append((p, float(value)))
+    return out
+
+
+def _metric_alerts(
+    series_id: int, points: list[Point], night: Night, settings: Settings
+) -> list[Alert]:
+    alerts = []
+    for metric in METRICS:
+        measured = _measured(points, metric)
+        if len(measured) < 3:
+            continue
+        values = [value for _, value in measured]
+        recent_from = len(values) - settings.detect_recent
+        for point in change_points(values, detector(settings)):
+            if point.index < recent_from:
+                continue
+            first_bad = measured[point.index][0]
+            last_good = measured[point.index - 1][0] if point.index > 0 else None
+            changes = _changes(last_good, first_bad, series_id)
+            worse = point.ratio > 1.0
+            alerts.append(
+                Alert(
+                    series_id=series_id,
+                    night_id=night.id,
+                    kind=AlertKind.regression if worse else AlertKind.improvement,
+                    metric=metric,
+                    direction=point.direction,
+                    ratio=point.ratio,
+                    ratio_low=point.ratio_low,
+                    ratio_high=point.ratio_high,
+                    before=point.before,
+                    after=point.after,
+                    pvalue=point.pvalue,
+                    first_bad_night_id=first_bad.night.id,
+                    last_good_night_id=last_good.night.id if last_good else None,
+                    changes=changes,
+                    group_key=group_key(night.id, changes),
+                    message=(
+                        f"{metric} {'rose' if worse else 'fell'} {abs(point.ratio - 1) * 100:.1f}%"
+                        f" ({point.before:.4g} -> {point.after:.4g}; 95% CI of the ratio "
+                        f"{point.ratio_low:.3f}-{point.ratio_high:.3f})"
+                    ),
+                )
+            )
+    return alerts
+
+
+def _failure_alert(series_id: int, points: list[Point], night: Night) -> Alert | None:
+    """Tonight failed where the series' previous night did not."""
+    if len(points) < 2 or points[-1].night.id != night.id:
+        return None
+    now, before = points[-1], points[-2]
+    if now.run.status != RunStatus.failed or before.run.status != RunStatus.done:
+        return None
+    stage = now.run.error_stage or "run"
+    changes = _changes(before, now, series_id)
+    return Alert(
+        series_id=series_id,
+        night_id=night.id,
+        kind=AlertKind.accuracy if stage == "compare" else AlertKind.failure,
+        metric="accuracy" if stage == "compare" else "status",
+        direction="down",
+        first_bad_night_id=night.id,
+        last_good_night_id=before.night.id,
+        changes=changes,
+        group_key=group_key(night.id, changes),
+        message=f"failed at {stage}: {now.run.error_message or ''}".strip(),
+    )
+
+
+def _known(session: Session, alert: Alert, recent: list[int]) -> bool:
+    """The same change was alerted already: an alert of the series for the same metric and
+    direction whose change starts among its ``recent`` nights (a change point's estimated
+    night may move by one as nights are added)."""
+    found = session.scalar(
+        select(Alert.id).where(
+            Alert.series_id == alert.series_id,
+            Alert.metric == alert.metric,
+            Alert.direction == alert.direction,
+            Alert.first_bad_night_id.in_(recent),
+        )
+    )
+    return found is not None
+
+
+def analyse_night(session: Session, night_id: int, settings: Settings | None = None) -> list[Alert]:
+    """The alerts night ``night_id`` raises (added, flushed); none if it was analysed
+    already or is not done."""
+    settings = settings or get_settings()
+    # Claimed by one conditional UPDATE: of two ticks analysing at once, one does it.
+    claimed = session.execute(
+        update(Night)
+        .where(
+            Night.id == night_id,
+            Night.analysed_at.is_(None),
+            Night.status == NightStatus.done,
+        )
+        .values(analysed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return []
+    night = session.get(Night, night_id)
+    assert night is not None
+    session.refresh(night)
+    alerts: list[Alert] = []
+    for series_id, points in sorted(_history(session, night, settings.detect_window).items()):
+        if points[-1].night.id != night.id:
+            continue  # the series did not run tonight (a device gone)
+        candidates = _metric_alerts(series_id, points, night, settings)
+        failure = _failure_alert(series_id, points, night)
+        if failure is not None:
+            candidates.append(failure)
+        recent = [p.night.id for p in points[-(settings.detect_recent + 1) :]]
+        for alert in candidates:
+            if not _known(session, alert, recent):
+                session.add(alert)
+                session.flush()
+                alerts.append(alert)
+    for alert in alerts:
+        log.warning("night %s: series %s: %s", night.id, alert.series_id, alert.message)
+    return alerts
+
+
+def alert_payload(alert: Alert) -> dict[str, object]:
+    """An alert as notifications show it."""
+    series = alert.series
+    return {
+        "id": alert.id,
+        "kind": str(alert.kind),
+        "state": str(alert.state),
+        "series": {
+            "id": series.id,
+            "model": series.model_name,
+            "device_id": series.device_id,
+            "backend": series.backend,
+            "variant": series.variant,
+        },
+        "metric": alert.metric,
+        "direction": alert.direction,
+        "ratio": alert.ratio,
+        "ratio_ci": [alert.ratio_low, alert.ratio_high],
+        "before": alert.before,
+        "after": alert.after,
+        "pvalue": alert.pvalue,
+        "first_bad_night_id": alert.first_bad_night_id,
+        "last_good_night_id": alert.last_good_night_id,
+        "changes": alert.changes,
+        "message": alert.message,
+    }
+
+
+NOTIFIED = (AlertKind.regression, AlertKind.accuracy, AlertKind.failure)
+
+
+def alert_groups(night: Night, alerts: list[Alert]) -> list[tuple[str, dict[str, object]]]:
+    """The notifications of a night's new alerts: one per group (same toolchain change),
+    as (event key, payload). Improvements are recorded, not notified."""
+    groups: dict[str, list[Alert]] = defaultdict(list)
+    for alert in alerts:
+        if alert.kind in NOTIFIED:
+            groups[alert.group_key].append(alert)
+    return [
+        (
+            f"alerts:{key}",
+            {
+                "event": "alerts",
+                "suite": night.suite.name,
+                "night": {"id": night.id, "scheduled_for": night.scheduled_for.isoformat()},
+                "group_key": key,
+                "changes": members[0].changes,
+                "alerts": [alert_payload(a) for a in members],
+            },
+        )
+        for key, members in groups.items()
+    ]

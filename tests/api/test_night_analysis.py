@@ -1,0 +1,225 @@
+"""Nights of a suite in the farm's database (real PostgreSQL): started once per scheduled time,
+closed when their jobs end, analysed into alerts that say what changed.
+
+The measurements are written as a worker writes them (a Result per run, the run and job
+ended), with latencies whose truth is known, so that what the analysis must find is known;
+the whole loop on a real farm is in tests/workers/test_worker_nightly.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from harness.config import Settings
+from harness.db import (
+    Alert,
+    AlertKind,
+    Device,
+    Job,
+    JobStatus,
+    Model,
+    Night,
+    NightStatus,
+    NightTrigger,
+    Result,
+    RunStatus,
+    Series,
+    utcnow,
+)
+from harness.farm.analysis import alert_groups, analyse_night, close_finished_nights
+from harness.farm.suites import create_suite, due, start_night
+from harness.regression.suites import SuiteFields
+
+FIRST = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
+SETTINGS = Settings(detect_max_pvalue=0.001, detect_min_effect=0.03)
+
+
+def _model(session: Session, name: str) -> Model:
+    model = Model(
+        sha256=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+        name=name,
+        format="onnx",
+        size_bytes=1000,
+        input_spec=[],
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def _suite(session: Session, devices: list[Device], models: list[str]) -> Any:
+    fields = SuiteFields(
+        name=f"nightly-{uuid.uuid4().hex[:8]}",
+        spec={
+            "models": models,
+            "backends": ["tvm-cpu"],
+            "devices": {"ids": [d.id for d in devices]},
+        },
+    )
+    return create_suite(session, fields, created_by="tester")
+
+
+def _night(
+    session: Session,
+    suite: Any,
+    k: int,
+    latency: dict[str, float],
+    rng: np.random.Generator,
+    *,
+    failed: dict[str, str] | None = None,
+) -> Night:
+    """Night ``k`` of ``suite``, measured: each model's runs at ``latency[model]`` (1% noise),
+    or failed at the stage ``failed[model]``."""
+    started = start_night(
+        session, suite, scheduled_for=FIRST + timedelta(days=k), trigger=NightTrigger.schedule
+    )
+    assert started is not None
+    for job in session.scalars(select(Job).where(Job.id.in_(started.job_ids))):
+        name = job.model.name
+        for run in job.runs:
+            stage = (failed or {}).get(name)
+            ok = stage is None
+            median = latency[name] * float(np.exp(rng.normal(0.0, 0.01)))
+            run.status = RunStatus.done if ok else RunStatus.failed
+            run.attempts = 1
+            run.error_stage = stage
+            run.error_message = None if ok else "outputs differ from onnxruntime"
+            run.finished_at = utcnow()
+            session.add(
+                Result(
+                    run_id=run.id,
+                    job_id=job.id,
+                    model_id=job.model_id,
+                    device_id=run.device_id,
+                    backend=run.backend,
+                    status="ok" if ok else "failed",
+                    error_stage=stage,
+                    median_ms=median if ok else None,
+                    load_ms=5.0 if ok else None,
+                    peak_rss_kb=20_000 if ok else None,
+                    document={"provenance": {"runner_version": "1"}},
+                )
+            )
+        job.status = JobStatus.done
+    session.flush()
+    assert close_finished_nights(session) == [started.night.id]
+    return started.night
+
+
+@pytest.fixture
+def phones(farm: dict[str, Any]) -> list[Device]:
+    return [farm["devices"]["mtk-a"], farm["devices"]["mtk-b"]]
+
+
+def test_a_slower_model_version_alerts_its_series_only_once_grouped(
+    session: Session, phones: list[Device]
+) -> None:
+    rng = np.random.default_rng(7)
+    _model(session, "alpha")
+    _model(session, "beta")
+    suite = _suite(session, phones, ["alpha", "beta"])
+    for k in range(6):
+        night = _night(session, suite, k, {"alpha": 10.0, "beta": 4.0}, rng)
+        assert analyse_night(session, night.id, SETTINGS) == []
+
+    _model(session, "alpha")  # a new upload under the same name: version 2, slower
+    night = _night(session, suite, 6, {"alpha": 12.0, "beta": 4.0}, rng)
+    alerts = analyse_night(session, night.id, SETTINGS)
+
+    series = {a.series_id: session.get(Series, a.series_id) for a in alerts}
+    assert sorted((s.model_name, s.device_id) for s in series.values()) == sorted(
+        ("alpha", d.id) for d in phones
+    )
+    for alert in alerts:
+        assert alert.kind == AlertKind.regression
+        assert alert.metric == "median_ms"
+        assert alert.ratio == pytest.approx(1.2, rel=0.03)
+        assert alert.ratio_low < 1.2 < alert.ratio_high
+        assert alert.first_bad_night_id == night.id
+        assert [c["change"] for c in alert.changes] == ["model version changed"]
+    assert analyse_night(session, night.id, SETTINGS) == []  # analysed once
+
+    groups = alert_groups(night, alerts)
+    assert len(groups) == 1  # both phones, one toolchain change: one notification
+    event_key, payload = groups[0]
+    assert event_key == f"alerts:{alerts[0].group_key}"
+    assert len(payload["alerts"]) == 2  # type: ignore[arg-type]
+
+    # The next night is as slow: the same change, not a new alert.
+    night = _night(session, suite, 7, {"alpha": 12.0, "beta": 4.0}, rng)
+    assert analyse_night(session, night.id, SETTINGS) == []
+
+
+def test_a_series_that_fails_tonight_is_an_alert_with_its_stage(
+    session: Session, phones: list[Device]
+) -> None:
+    rng = np.random.default_rng(8)
+    _model(session, "gamma")
+    suite = _suite(session, phones[:1], ["gamma"])
+    for k in range(3):
+        _night(session, suite, k, {"gamma": 3.0}, rng)
+    night = _night(session, suite, 3, {"gamma": 3.0}, rng, failed={"gamma": "compare"})
+    (alert,) = analyse_night(session, night.id, SETTINGS)
+    assert alert.kind == AlertKind.accuracy
+    assert "failed at compare" in alert.message
+
+
+def test_a_night_starts_once_and_records_what_is_missing(
+    session: Session, phones: list[Device]
+) -> None:
+    _model(session, "delta")
+    suite = _suite(session, phones, ["delta", "no-such-model"])
+    when = FIRST + timedelta(days=40)
+    started = start_night(session, suite, scheduled_for=when, trigger=NightTrigger.schedule)
+    assert started is not None and len(started.job_ids) == 1
+    assert started.night.status == NightStatus.running
+    assert started.night.problems == [
+        {"what": "model no-such-model", "message": "no model named 'no-such-model' is uploaded"}
+    ]
+    toolchains = started.night.toolchain["series"]
+    assert len(toolchains) == 2 and all(t["model_version"] == 1 for t in toolchains.values())
+    # A second beat, a restarted one, a redelivered tick: the same key starts nothing.
+    assert start_night(session, suite, scheduled_for=when, trigger=NightTrigger.schedule) is None
+
+    empty = _suite(session, phones, ["no-such-model"])
+    started = start_night(session, empty, scheduled_for=when, trigger=NightTrigger.schedule)
+    assert started is not None and started.job_ids == []
+    assert started.night.status == NightStatus.failed
+
+
+def test_a_farm_down_over_several_nights_runs_the_missed_night_once(
+    session: Session, phones: list[Device]
+) -> None:
+    _model(session, "epsilon")
+    suite = _suite(session, phones, ["epsilon"])
+    suite.created_at = FIRST - timedelta(days=10)
+    session.flush()
+    now = FIRST + timedelta(hours=5)  # 02:00 has passed today, and on ten days before
+    mine = [(s, when) for s, when in due(session, now) if s.id == suite.id]
+    assert mine == [(suite, FIRST)]
+    started = start_night(session, suite, scheduled_for=FIRST, trigger=NightTrigger.schedule)
+    assert started is not None
+    assert [s for s, _ in due(session, now) if s.id == suite.id] == []
+    later = FIRST + timedelta(days=1, hours=1)  # the next 02:00 is due
+    assert [w for s, w in due(session, later) if s.id == suite.id] == [FIRST + timedelta(days=1)]
+
+
+def test_improvements_are_recorded_but_not_notified(session: Session, phones: list[Device]) -> None:
+    rng = np.random.default_rng(9)
+    _model(session, "zeta")
+    suite = _suite(session, phones[:1], ["zeta"])
+    for k in range(6):
+        _night(session, suite, k, {"zeta": 10.0}, rng)
+    night = _night(session, suite, 6, {"zeta": 7.0}, rng)
+    (alert,) = analyse_night(session, night.id, SETTINGS)
+    assert alert.kind == AlertKind.improvement and alert.direction == "down"
+    assert alert_groups(night, [alert]) == []
+    assert session.scalar(select(Alert.id).where(Alert.id == alert.id)) is not None
