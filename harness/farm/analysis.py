@@ -36,7 +36,7 @@ from harness.db import (
     Series,
     utcnow,
 )
-from harness.regression.changepoint import DetectorSettings, change_points
+from harness.regression.changepoint import DetectorSettings, recent_changes
 from harness.regression.toolchain import Toolchain, differences
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,7 @@ def _metric_alerts(
         if len(measured) < 3:
             continue
         values = [value for _, value in measured]
-        recent_from = len(values) - settings.detect_recent
-        for point in change_points(values, detector(settings)):
-            if point.index < recent_from:
-                continue
+        for point in recent_changes(values, detector(settings), recent=settings.detect_recent):
             first_bad = measured[point.index][0]
             last_good = measured[point.index - 1][0] if point.index > 0 else None
             changes = _changes(last_good, first_bad, series_id)

@@ -203,3 +203,11 @@ def _test(
     if abs(ratio - 1.0) < settings.min_effect:
         return None
     return ChangePoint(0, before, after, ratio, low, high, pvalue)
+
+
+def recent_changes(
+    values: Sequence[float], settings: DetectorSettings | None = None, *, recent: int = 2
+) -> list[ChangePoint]:
+    """The change points of ``values`` that start within its last ``recent`` values: what a
+    night raises (the farm's analysis and bench/regression.py decide with this)."""
+    return [p for p in change_points(values, settings) if p.index >= len(values) - recent]
