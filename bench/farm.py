@@ -2,8 +2,10 @@
 
 1. Throughput: four emulated phones and a queue of RUNS runs of a small cached model
    (ds-cnn): runs per minute, and each phone's utilisation — the time it spent in a run
-   (claimed to finished, as the database records it) and the time inside the runner (load,
-   first call, timed calls) over the wall time of the batch.
+   (claimed to finished, as the database records it), the time it was leased (its
+   ``devices.state`` not idle, sampled every 10 ms) and the time inside the runner (load,
+   first call, timed calls) over the wall time of the batch; then the in-runner share of
+   leased time: how much of the time a phone is held goes to the measurement itself.
 2. Submit-to-result latency of one cached run (HTTP submit until the result is readable).
 3. API read latency of GET /api/v1/results with 100,000 stored results: median and p99.
 
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,6 +180,8 @@ def main() -> None:
             assert done["runs"][0]["status"] == "done", done["runs"][0]
 
         # 1. Throughput: RUNS runs queued at once over the phones.
+        sampler = LeaseSampler(env["EDGEFARM_DATABASE_URL"].replace("+psycopg", ""))
+        sampler.start()
         jobs = []
         submitted = time.perf_counter()
         for _ in range(max(1, args.runs // len(ids))):
@@ -191,6 +196,7 @@ def main() -> None:
         submit_s = time.perf_counter() - submitted
         for job_id in jobs:
             client.wait(job_id, poll_s=1.0, timeout_s=3600)
+        leased_s = sampler.stop()
         with session_scope(factory) as session:
             runs = session.query(Run).filter(Run.job_id.in_(jobs)).all()
             docs = {
@@ -211,7 +217,11 @@ def main() -> None:
         )
         print(f"  submitting {len(jobs)} jobs over HTTP took {submit_s:.2f} s")
         print(f"  wall {wall:.1f} s -> {len(rows) / wall * 60:.1f} runs/min")
-        print(f"  {'phone':<26}{'runs':>6}{'in a run':>10}{'in runner':>11}")
+        print(
+            f"  {'phone':<26}{'runs':>6}{'in a run':>10}{'leased':>8}{'in runner':>11}"
+            f"{'runner/leased':>15}"
+        )
+        all_runner = all_leased = 0.0
         for device_id in sorted({r[0] for r in rows}):
             mine = [r for r in rows if r[0] == device_id]
             busy = sum((r[3] - r[2]).total_seconds() for r in mine)
@@ -220,12 +230,20 @@ def main() -> None:
                 for *_, d in mine
                 if d and d.get("load_ms") is not None
             )
+            leased = leased_s.get(device_id, 0.0)
+            all_runner += runner
+            all_leased += leased
             name = next(d["address"] for d in client.devices() if d["id"] == device_id)
-            print(f"  {name:<26}{len(mine):>6}{busy / wall:>10.3f}{runner / wall:>11.3f}")
+            print(
+                f"  {name:<26}{len(mine):>6}{busy / wall:>10.3f}{leased / wall:>8.3f}"
+                f"{runner / wall:>11.3f}{runner / leased if leased else 0.0:>15.3f}"
+            )
         print(
-            "  (in a run: claimed to finished in the database; in runner: load + first call "
-            "+ timed calls, without warm-up)"
+            "  (in a run: claimed to finished in the database; leased: the phone's state not "
+            "idle; in runner: load + first call + timed calls, without warm-up)"
         )
+        share = all_runner / all_leased if all_leased else 0.0
+        print(f"in-runner share of leased time: {share:.3f} (min_seconds={args.min_seconds})")
         print(
             f"submit-to-result latency of one cached run (min_seconds={args.min_seconds}): "
             f"median {statistics.median(latencies):.2f} s over {len(latencies)}"
@@ -274,6 +292,38 @@ def main() -> None:
         engine.dispose()
         with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+
+
+class LeaseSampler:
+    """Seconds each device spent leased (``devices.state`` not idle), read every
+    ``interval_s`` from the database in a thread of its own."""
+
+    def __init__(self, url: str, interval_s: float = 0.01) -> None:
+        self._url = url
+        self._interval_s = interval_s
+        self._leased: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            before = time.monotonic()
+            while not self._stop.is_set():
+                rows = conn.execute("SELECT id, state FROM devices").fetchall()
+                now = time.monotonic()
+                for device_id, state in rows:
+                    if state != "idle":
+                        self._leased[device_id] = self._leased.get(device_id, 0.0) + now - before
+                before = now
+                self._stop.wait(self._interval_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[int, float]:
+        self._stop.set()
+        self._thread.join()
+        return dict(self._leased)
 
 
 def _ok(check: Any) -> Any:
