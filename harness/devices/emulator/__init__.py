@@ -56,9 +56,9 @@ clients use the v1 shell (no separate stderr, no exit status: append ``; echo $?
 
 from __future__ import annotations
 
+from .paths import PathEscapeError
 from .phone import FEATURES, EmulatedPhone, serve
 from .profiles import DEFAULT_PROFILE, PROFILES, DeviceProfile, get_profile
-from .sandbox import PathEscapeError
 
 __all__ = [
     "DEFAULT_PROFILE",

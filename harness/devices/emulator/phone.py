@@ -22,8 +22,9 @@ from typing import IO, Any, TypeVar
 from harness.errors import InfrastructureError
 
 from . import protocol as p
+from .namespace import ConfinementError
 from .profiles import DEFAULT_PROFILE, DeviceProfile, get_profile
-from .sandbox import ConfinementError, Isolation, Sandbox
+from .sandbox import Isolation, Sandbox
 from .state import PhoneState
 from .sync import SyncStream, serve_sync
 

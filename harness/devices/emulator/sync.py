@@ -29,7 +29,8 @@ import stat as stat_mod
 import struct
 from typing import Protocol
 
-from .sandbox import STATE_DIRNAME, PathEscapeError, Resolved, Sandbox
+from .paths import STATE_DIRNAME, PathEscapeError, Resolved
+from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ from adb_shell.auth.sign_pythonrsa import PythonRSASigner
 
 from harness.devices.emulator import PROFILES, EmulatedPhone, get_profile
 from harness.devices.emulator import protocol as wire
+from harness.devices.emulator.paths import PathEscapeError
 from harness.devices.emulator.protocol import AndroidPublicKey
-from harness.devices.emulator.sandbox import PathEscapeError, Sandbox
+from harness.devices.emulator.sandbox import Sandbox
 from harness.errors import InfrastructureError
 
 MB = 1024 * 1024
@@ -728,7 +729,7 @@ def test_stat_v2_over_a_raw_sync_stream(tmp_path: Path) -> None:
 
 
 def test_rewrite_output_filter_handles_split_chunks() -> None:
-    from harness.devices.emulator.sandbox import OutputFilter
+    from harness.devices.emulator.rewrite import OutputFilter
 
     text = b"cd /tmp/phone-root/data/x; pwd=/tmp/phone-root\n/tmp/phone-rooted stays\n"
     for cut in range(len(text) + 1):

@@ -109,10 +109,13 @@ def test_the_state_writer_never_follows_a_link_even_where_one_can_be_planted(
         assert sh(phone, "getprop ro.edgefarm.sandbox") == "rewrite\n"
         battery = "/sys/class/power_supply/battery"
         temp = "/sys/class/thermal/thermal_zone0/temp"
+        # The writer may recreate a file between the rm and the ln: retry until each link is
+        # in place (it ticks every TICK_S).
         out = sh(
             phone,
-            f"rm -rf {battery} && ln -s {host_dir} {battery} && "
-            f"rm -f {temp} && ln -s {host_file} {temp} && echo planted",
+            f"until {{ rm -rf {battery} && ln -s {host_dir} {battery}; }} 2>/dev/null; do :; done"
+            f" && until {{ rm -f {temp} && ln -s {host_file} {temp}; }} 2>/dev/null; do :; done"
+            " && echo planted",
         )
         assert out == "planted\n"
         phone.set_temperature(61.0)
