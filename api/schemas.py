@@ -9,28 +9,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
-    field_validator,
+    JsonValue,
     model_validator,
 )
 
 from harness.db import Device, DeviceHealth, DeviceState, Job, JobStatus, Model, Result, Run
 from harness.farm.liveness import FarmLiveness, device_worker, offered
 from harness.farm.selection import DeviceSelector
-from harness.measure.protocol import (
-    MAX_SECONDS_MIN,
-    MIN_ITERATIONS_MAX,
-    SECONDS_MAX,
-    SEED_MAX,
-    WARMUP_MAX,
-)
+from harness.measure.protocol import NO_NUL as NO_NUL
+from harness.measure.protocol import MeasurementRequest, MeasurementSettings
 
 MAX_ID = 2**31 - 1  # row ids are PostgreSQL integers
-MAX_SPECS = 256  # input specs of one benchmark
-MAX_SPEC_LENGTH = 1024
 MAX_BACKENDS = 16
 # PostgreSQL's text and JSONB cannot hold NUL: no text the API takes may contain one.
-NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(pattern=NO_NUL)]
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
@@ -211,40 +202,8 @@ class DeviceSelectorCreate(StrictBody):
         )
 
 
-class BenchmarkSettings(StrictBody):
+class BenchmarkSettings(MeasurementRequest):
     """The measurement protocol; what is left out takes the farm's defaults."""
-
-    inputs: list[Annotated[Text, Field(min_length=1, max_length=MAX_SPEC_LENGTH)]] = Field(
-        default_factory=list,
-        max_length=MAX_SPECS,
-        description="input specs NAME:1x3x224x224[:dtype]; needed for dynamic dimensions. "
-        "Every input must stay within EDGEFARM_MAX_INPUT_ELEMENTS and EDGEFARM_MAX_INPUT_MB, "
-        "all together within EDGEFARM_MAX_INPUTS_MB",
-    )
-    warmup: int | None = Field(default=None, ge=0, le=WARMUP_MAX)
-    min_iterations: int | None = Field(default=None, ge=1, le=MIN_ITERATIONS_MAX)
-    min_seconds: float | None = Field(default=None, ge=0, le=SECONDS_MAX, allow_inf_nan=False)
-    max_seconds: float | None = Field(
-        default=None,
-        ge=MAX_SECONDS_MIN,
-        le=SECONDS_MAX,
-        allow_inf_nan=False,
-        description="at least min_seconds",
-    )
-    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
-    options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description='per backend, e.g. {"tvm-cpu": {"opt_level": 2}}'
-    )
-    profile: bool = False
-
-    @field_validator("max_seconds")
-    @classmethod
-    def _max_after_min(cls, value: float | None, info: ValidationInfo) -> float | None:
-        # Given together, checked here; one alone is checked against the farm's default.
-        minimum = info.data.get("min_seconds")
-        if value is not None and minimum is not None and value < minimum:
-            raise ValueError(f"max_seconds ({value}) is below min_seconds ({minimum})")
-        return value
 
 
 class BenchmarkCreate(StrictBody):
@@ -338,14 +297,14 @@ class JobFields(Public):
 
 
 class JobPublic(JobFields):
-    settings: dict[str, Any]
+    settings: MeasurementSettings
     runs: list[RunPublic]
 
     @classmethod
     def of(cls, job: Job, *, with_results: bool = True) -> JobPublic:
         return cls(
             **JobFields.model_validate(job).model_dump(),
-            settings=job.settings,
+            settings=MeasurementSettings.model_validate(job.settings),
             runs=[RunPublic.of(run, with_result=with_results) for run in job.runs],
         )
 
@@ -384,7 +343,7 @@ class ValidationIssue(BaseModel):
     loc: list[str | int] = Field(description='where: ["body", "settings", "warmup"]')
     msg: str
     input: Any = Field(default=None, description="the value given (NaN/Infinity as text)")
-    ctx: dict[str, Any] | None = None
+    ctx: dict[str, JsonValue] | None = None
 
 
 class ValidationErrorPublic(BaseModel):

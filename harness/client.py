@@ -17,6 +17,7 @@ import httpx
 
 from harness.config import get_settings
 from harness.errors import EdgefarmError, InfrastructureError, JobError
+from harness.measure.protocol import MeasurementRequest, MeasurementSettings
 
 
 class FarmError(EdgefarmError):
@@ -118,13 +119,13 @@ class FarmClient:
         model_id: int,
         devices: dict[str, Any],
         backends: list[str],
-        settings: dict[str, Any],
+        settings: MeasurementRequest | MeasurementSettings,
     ) -> dict[str, Any]:
         body = {
             "model_id": model_id,
             "devices": devices,
             "backends": backends,
-            "settings": settings,
+            "settings": settings.model_dump(mode="json", exclude_none=True),
         }
         result: dict[str, Any] = self._request("POST", "/api/v1/benchmarks", json=body)
         return result

@@ -14,7 +14,15 @@ import platformdirs
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from harness.measure.protocol import MAX_SECONDS_MIN, MIN_ITERATIONS_MAX, SECONDS_MAX, WARMUP_MAX
+from harness.measure.protocol import (
+    DEFAULTS,
+    MaxSeconds,
+    MeasurementSettings,
+    MinIterations,
+    MinSeconds,
+    Seed,
+    Warmup,
+)
 
 
 def _default_home() -> Path:
@@ -98,16 +106,15 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Redis redelivery; default: well above the longest task"
     )
 
-    # Measurement protocol defaults, within harness.measure.protocol's bounds.
-    warmup: int = Field(default=5, ge=0, le=WARMUP_MAX)
-    min_iterations: int = Field(default=20, ge=1, le=MIN_ITERATIONS_MAX)
-    min_seconds: float = Field(default=1.0, ge=0, le=SECONDS_MAX, allow_inf_nan=False)
-    max_seconds: float = Field(
-        default=60.0, ge=MAX_SECONDS_MIN, le=SECONDS_MAX, allow_inf_nan=False
-    )
+    # The farm's measurement defaults (a benchmark's knobs left out), within the bounds of
+    # harness.measure.protocol and by default its defaults: see measurement().
+    warmup: Warmup = DEFAULTS.warmup
+    min_iterations: MinIterations = DEFAULTS.min_iterations
+    min_seconds: MinSeconds = DEFAULTS.min_seconds
+    max_seconds: MaxSeconds = DEFAULTS.max_seconds
+    seed: Seed = DEFAULTS.seed
     run_timeout_s: float = 120.0  # beyond the protocol's max_seconds
     compile_timeout_s: float = 1800.0
-    seed: int = 0
 
     # Devices.
     devices: list[str] = Field(
@@ -129,6 +136,17 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("EDGEFARM_ANDROID_NDK_HOME", "ANDROID_NDK_HOME")
     )
     android_api_level: int = 28
+
+    def measurement(self) -> MeasurementSettings:
+        """The measurement settings a benchmark gets for every knob it leaves out. A
+        ProtocolLimitError when they do not fit together (max_seconds below min_seconds)."""
+        return MeasurementSettings.checked(
+            warmup=self.warmup,
+            min_iterations=self.min_iterations,
+            min_seconds=self.min_seconds,
+            max_seconds=self.max_seconds,
+            seed=self.seed,
+        )
 
     @property
     def cache_path(self) -> Path:

@@ -10,16 +10,22 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
+from pydantic import ValidationError
 
 from harness.bench import Protocol, Reference, compute_reference, make_model_inputs, reference_name
 from harness.config import get_settings
 from harness.db import Job, Model
 from harness.errors import InfrastructureError, JobError
 from harness.farm.models import model_path
+from harness.measure.protocol import (
+    BackendOptions,
+    MeasurementRequest,
+    MeasurementSettings,
+    ProtocolLimitError,
+)
 from harness.modelio import PreparedModel, model_from_bytes, parse_input_spec, prepare
 
 log = logging.getLogger(__name__)
@@ -71,7 +77,7 @@ _PREPARED_MAX = 4
 def prepare_job_model(job: Job) -> PreparedModel:
     """The job's model, read from the store and prepared with the job's input specs.
     A missing file or an unusable model is a JobError (stage import/prepare)."""
-    specs_text = tuple(job.settings.get("inputs") or [])
+    specs_text = tuple(job_settings(job).inputs)
     key = (job.model.sha256, job.model.name, specs_text)
     if key in _PREPARED:
         _PREPARED.move_to_end(key)
@@ -89,32 +95,27 @@ def prepare_job_model(job: Job) -> PreparedModel:
     return prepared
 
 
-def job_protocol(job: Job) -> Protocol:
-    """The job's measurement protocol, held to the same bounds as a submission: a job written
-    past the API (an older row, another client) is a JobError, never a phone held for days."""
-    settings = get_settings()
-    given = job.settings
+def job_settings(job: Job) -> MeasurementSettings:
+    """The job's measurement settings, held to the same bounds as a submission (what a row
+    leaves out takes the farm's defaults): a job written past the API (an older row, another
+    client) is a JobError, never a phone held for days."""
     try:
-        protocol = Protocol(
-            warmup=int(given.get("warmup", settings.warmup)),
-            min_iterations=int(given.get("min_iterations", settings.min_iterations)),
-            min_seconds=float(given.get("min_seconds", settings.min_seconds)),
-            max_seconds=float(given.get("max_seconds", settings.max_seconds)),
-            profile=bool(given.get("profile", False)),
-        )
-        protocol.check()
-    except (TypeError, ValueError, OverflowError) as exc:  # ProtocolLimitError is a ValueError
-        raise JobError("prepare", f"the job's measurement settings: {exc}") from None
-    return protocol
+        stored = MeasurementRequest.model_validate(job.settings)
+        return stored.resolve(get_settings().measurement())
+    except ValidationError as exc:
+        error: ProtocolLimitError = ProtocolLimitError.of(exc)
+    except ProtocolLimitError as exc:
+        error = exc
+    raise JobError("prepare", f"the job's measurement settings: {error.message}")
 
 
-def job_seed(job: Job) -> int:
-    return int(job.settings.get("seed", get_settings().seed))
+def job_protocol(job: Job) -> Protocol:
+    """How the job's runs are timed (see :func:`job_settings`)."""
+    return job_settings(job).protocol()
 
 
-def backend_options(job: Job, backend: str) -> dict[str, Any]:
-    options = (job.settings.get("options") or {}).get(backend) or {}
-    return dict(options)
+def backend_options(job: Job, backend: str) -> BackendOptions:
+    return dict(job_settings(job).options.get(backend) or {})
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Prepared:
 def prepare_run(job: Job) -> Prepared:
     """The prepared model, its seeded inputs and the reference outputs."""
     model = prepare_job_model(job)
-    seed = job_seed(job)
+    seed = job_settings(job).seed
     inputs = make_model_inputs(model, seed=seed)
     return Prepared(model=model, inputs=inputs, reference=cached_reference(model, inputs, seed))
 
@@ -145,7 +146,7 @@ def cached_reference(model: PreparedModel, inputs: dict[str, np.ndarray], seed: 
     name = reference_name(model)
     try:
         with np.load(path, allow_pickle=False) as stored:
-            outputs = [stored[f"out{i}"] for i in range(len(stored.files))]
+            outputs = [stored[f"arr_{i}"] for i in range(len(stored.files))]
         return Reference(name, outputs=outputs)
     except (OSError, ValueError, KeyError):
         pass
@@ -155,8 +156,7 @@ def cached_reference(model: PreparedModel, inputs: dict[str, np.ndarray], seed: 
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as handle:
-                arrays: dict[str, Any] = {f"out{i}": o for i, o in enumerate(reference.outputs)}
-                np.savez(handle, **arrays)
+                np.savez(handle, *reference.outputs)  # arr_0, arr_1, ...
             os.replace(tmp, path)  # readers see the whole file or none
         except OSError:
             log.warning("could not keep reference outputs in %s", path, exc_info=True)

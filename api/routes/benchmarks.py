@@ -35,7 +35,7 @@ def submit_benchmark(
         model=model,
         devices=devices,
         backends=body.backends,
-        settings=body.settings.model_dump(exclude_none=True),
+        settings=body.settings,
         submitted_by=writer.name,
         defaults=settings,
     )

@@ -17,16 +17,51 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from harness.byoc.costmodel import Candidate, Costs, Planner, Prediction
-from harness.byoc.report import short_op, tensor_bytes
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
+
+from harness.byoc.costmodel import Candidate, CandidateRecord, Costs, Planner, Prediction
+from harness.byoc.report import CostDecisionReport, short_op, tensor_bytes
 from harness.byoc.translate import Refused, flat_args, is_const_tensor, op_name
 from harness.errors import JobError
 
 CALIBRATION_ATTR = "edgefarm_calibration"
 # Boundary probes: NCHW float32 shapes of 2 KiB, 64 KiB and 512 KiB.
 PROBE_SHAPES = ((1, 8, 8, 8), (1, 16, 32, 32), (1, 32, 64, 64))
+
+
+class TensorType(TypedDict):
+    shape: list[int]
+    dtype: str
+
+
+class CalibrationEntry(TypedDict):
+    """A public function of a calibration module: one candidate alone."""
+
+    name: str  # cal_0, cal_1, ...
+    candidate: str
+    signature: str
+    inputs: list[TensorType]
+
+
+class ProbeEntry(TypedDict):
+    """A boundary probe: a ReLU on ``bytes`` in and out."""
+
+    name: str  # probe_0, ...
+    shape: list[int]
+    bytes: int
+
+
+class CalibrationInfo(TypedDict):
+    """What a calibration module holds (see the module doc); its artifact carries it."""
+
+    placement: Literal["cpu", "accel"]
+    dialect: str
+    candidates: list[CandidateRecord]
+    entries: list[CalibrationEntry]
+    probes: list[ProbeEntry]
+    baseline: str | None  # the whole model's function (CPU builds): the baseline
 
 
 def _ty_text(expr: Any) -> str:
@@ -158,14 +193,14 @@ def _shape_of(expr: Any) -> list[int]:
 
 def calibration_module(
     mod: Any, matches: Sequence[Any], opts: Any, *, accel: bool = False
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, CalibrationInfo]:
     """The calibration module of ``mod`` and what it holds (see the module doc)."""
     import tvm
     from tvm import relax
 
     candidates = describe(mod, matches)
-    functions: dict[str, Any] = {}
-    entries = []
+    functions: dict[str, object] = {}  # TVM Relax functions by name
+    entries: list[CalibrationEntry] = []
     for k, (match, cand) in enumerate(zip(matches, candidates, strict=True)):
         name = f"cal_{k}"
         functions[name] = _candidate_function(match, name)
@@ -181,7 +216,7 @@ def calibration_module(
                 ],
             }
         )
-    probes = []
+    probes: list[ProbeEntry] = []
     for k, shape in enumerate(PROBE_SHAPES):
         name = f"probe_{k}"
         functions[name] = _probe_function(name, shape)
@@ -192,7 +227,7 @@ def calibration_module(
     if not accel:
         functions["main"] = mod["main"]
     module = tvm.IRModule({tvm.ir.GlobalVar(n): f for n, f in functions.items()})
-    info = {
+    info: CalibrationInfo = {
         "placement": "accel" if accel else "cpu",
         "dialect": opts.dialect,
         "candidates": [c.to_dict() for c in candidates],
@@ -204,11 +239,11 @@ def calibration_module(
     return module, info
 
 
-def calibration_of(mod: Any) -> dict[str, Any] | None:
+def calibration_of(mod: Any) -> CalibrationInfo | None:
     """The calibration description a lowered module carries, if any."""
     if mod.attrs is None or CALIBRATION_ATTR not in mod.attrs:
         return None
-    info: dict[str, Any] = json.loads(str(mod.attrs[CALIBRATION_ATTR]))
+    info: CalibrationInfo = json.loads(str(mod.attrs[CALIBRATION_ATTR]))
     return info
 
 
@@ -222,7 +257,7 @@ class CostDecision:
     everything: Prediction
     keep_on_cpu: dict[str, Refused]
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> CostDecisionReport:
         """Keys added to the partition report in mode ``cost``."""
         costs = self.costs
         return {
@@ -261,9 +296,7 @@ class CostDecision:
         return {c.name: c for c in self.candidates}
 
 
-def decide(
-    mod: Any, matches: Sequence[Any], opts: Any, costs_given: dict[str, Any] | None
-) -> CostDecision:
+def decide(mod: Any, matches: Sequence[Any], opts: Any, costs_given: object) -> CostDecision:
     """Choose which matches to offload from measured costs (see :mod:`costmodel`)."""
     if not costs_given:
         raise JobError(

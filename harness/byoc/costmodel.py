@@ -28,7 +28,40 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
+
+
+class CandidateRecord(TypedDict):
+    """A :class:`Candidate` as JSON (in a calibration module's description)."""
+
+    name: str
+    ops: list[str]
+    signature: str
+    members: list[str]
+    inputs: list[tuple[str, int]]
+    output_bytes: int
+    users: list[str]
+    used_outside: bool
+
+
+class LineRecord(TypedDict):
+    fixed_ms: float
+    ms_per_byte: float
+
+
+class CostsRecord(TypedDict):
+    """:class:`Costs` as JSON: how measured costs travel in a build's options (``costs``)."""
+
+    device_class: str
+    baseline_ms: float
+    cpu_ms: dict[str, float]
+    accel_ms: dict[str, float]
+    boundary: LineRecord
+
+
+_COSTS = TypeAdapter(CostsRecord)
 
 
 @dataclass(frozen=True)
@@ -48,30 +81,17 @@ class Candidate:
     def standalone_bytes(self) -> int:
         return sum(b for _, b in self.inputs) + self.output_bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CandidateRecord:
         return {
             "name": self.name,
             "ops": list(self.ops),
             "signature": self.signature,
             "members": list(self.members),
-            "inputs": [list(i) for i in self.inputs],
+            "inputs": [(var, nbytes) for var, nbytes in self.inputs],
             "output_bytes": self.output_bytes,
             "users": list(self.users),
             "used_outside": self.used_outside,
         }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Candidate:
-        return cls(
-            name=str(d["name"]),
-            ops=tuple(d["ops"]),
-            signature=str(d["signature"]),
-            members=tuple(d["members"]),
-            inputs=tuple((str(v), int(b)) for v, b in d["inputs"]),
-            output_bytes=int(d["output_bytes"]),
-            users=tuple(d.get("users", ())),
-            used_outside=bool(d.get("used_outside", False)),
-        )
 
 
 @dataclass(frozen=True)
@@ -131,7 +151,7 @@ class Costs:
         }
         return cls(device_class, baseline_ms, cpu, accel, boundary)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CostsRecord:
         return {
             "device_class": self.device_class,
             "baseline_ms": self.baseline_ms,
@@ -144,14 +164,16 @@ class Costs:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Costs:
+    def from_dict(cls, given: object) -> Costs:
+        """Costs from their JSON (:meth:`to_dict`); a ValueError naming what is malformed."""
+        d = _COSTS.validate_python(given)
         b = d["boundary"]
         return cls(
-            device_class=str(d["device_class"]),
-            baseline_ms=float(d["baseline_ms"]),
-            cpu_ms={str(k): float(v) for k, v in d["cpu_ms"].items()},
-            accel_ms={str(k): float(v) for k, v in d["accel_ms"].items()},
-            boundary=Line(float(b["fixed_ms"]), float(b["ms_per_byte"])),
+            device_class=d["device_class"],
+            baseline_ms=d["baseline_ms"],
+            cpu_ms=d["cpu_ms"],
+            accel_ms=d["accel_ms"],
+            boundary=Line(b["fixed_ms"], b["ms_per_byte"]),
         )
 
     def missing(self, candidates: Iterable[Candidate]) -> list[Candidate]:

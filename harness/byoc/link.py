@@ -16,10 +16,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from harness.config import get_settings
 from harness.errors import HarnessBug, JobError, one_line
+from harness.jsontypes import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def host_export_options() -> list[str]:
     ]
 
 
-def android_link_args(dialect: str, options: dict[str, Any]) -> list[str]:
+def android_link_args(dialect: str, options: BackendOptions) -> list[str]:
     """Extra NDK link arguments of a phone build: the header, and the vendor library."""
     driver_sources()  # the header must be there
     args = [f"-I{INCLUDE_DIR}"]

@@ -21,10 +21,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from harness.byoc.candidates import CalibrationInfo
 from harness.byoc.codegen import CONST_PARAMS_ATTR, register_codegens
 from harness.byoc.dialect import DEFAULT_FEATURE_LEVEL, DIALECTS, NEURON_LEVEL, PREFERENCES
 from harness.byoc.patterns import neuron_patterns, nnapi_excluded, nnapi_patterns
-from harness.byoc.report import build_report
+from harness.byoc.report import PartitionReport, build_report
 from harness.byoc.translate import (
     Const,
     NNModel,
@@ -35,6 +36,7 @@ from harness.byoc.translate import (
     translate_bindings,
 )
 from harness.errors import JobError
+from harness.jsontypes import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class PartitionOptions:
     mode: str
 
     @classmethod
-    def from_backend(cls, dialect: str, options: dict[str, Any]) -> PartitionOptions:
+    def from_backend(cls, dialect: str, options: BackendOptions) -> PartitionOptions:
         """Validated options; a bad value is a JobError (stage partition)."""
         level_given = options.get("feature_level", DEFAULT_FEATURE_LEVEL)
         if dialect == "nnapi":
@@ -64,6 +66,8 @@ class PartitionOptions:
                     "exists from Android SDK level 27)",
                 )
             try:
+                if not isinstance(level_given, int | float | str):
+                    raise TypeError(level_given)
                 level = int(level_given)
             except (TypeError, ValueError):
                 raise JobError(
@@ -186,25 +190,27 @@ class _Checker:
 
 @dataclass
 class Partitioned:
+    """A lowered module and what its partition did (a calibration build: what it holds)."""
+
     mod: Any
-    report: dict[str, Any]
+    report: PartitionReport | CalibrationInfo
 
 
 def _fuse(
     mod: Any, dialect: str, checker: _Checker, *, merge: bool = True
-) -> tuple[Any, str, dict[str, Any]]:
+) -> tuple[Any, str, dict[str, tuple[str, int]]]:
     """FuseOpsByPattern + MergeCompositeFunctions with the dialect's table. Without ``merge``
     every match becomes its own offloaded function (and ``main`` is not needed)."""
     from tvm import relax
 
+    excluded: dict[str, tuple[str, int]] = {}
     if dialect == "nnapi":
         patterns = nnapi_patterns(checker.options.feature_level, checker)
         table = "TVM NNAPI"
-        excluded: dict[str, Any] = nnapi_excluded(checker.options.feature_level)
+        excluded = nnapi_excluded(checker.options.feature_level)
     else:
         patterns = neuron_patterns(checker)
         table = "edgefarm Neuron"
-        excluded = {}
     fused = relax.transform.FuseOpsByPattern(
         patterns, bind_constants=False, annotate_codegen=not merge
     )(mod)
@@ -220,7 +226,7 @@ def find_candidates(mod: Any, opts: PartitionOptions) -> list[Match]:
     return checker.accepted
 
 
-def partition(mod: Any, dialect: str, options: dict[str, Any]) -> Partitioned:
+def partition(mod: Any, dialect: str, options: BackendOptions) -> Partitioned:
     """Partition ``mod`` for ``dialect`` (nnapi | neuron) and run its codegen."""
     from tvm import relax
 
@@ -252,7 +258,9 @@ def partition(mod: Any, dialect: str, options: dict[str, Any]) -> Partitioned:
         excluded=excluded,
     )
     if decision is not None:
-        report.update(decision.report())
+        decided = decision.report()
+        report["predicted_ms"] = decided["predicted_ms"]
+        report["cost"] = decided["cost"]
     lowered = _codegen(merged, opts)
     lowered = lowered.with_attr(REPORT_ATTR, json.dumps(report))
     log.info(
@@ -295,9 +303,9 @@ def _mark_constant_params(mod: Any) -> Any:
     return mod
 
 
-def report_of(mod: Any) -> dict[str, Any] | None:
+def report_of(mod: Any) -> PartitionReport | None:
     """The partition report a lowered module carries, if any."""
     if mod.attrs is None or REPORT_ATTR not in mod.attrs:
         return None
-    report: dict[str, Any] = json.loads(str(mod.attrs[REPORT_ATTR]))
+    report: PartitionReport = json.loads(str(mod.attrs[REPORT_ATTR]))
     return report

@@ -5,17 +5,104 @@ Stored in the artifact's manifest (``extra.partition``) and copied into each res
 ({op: {offloaded, total}}), ``macs_offloaded_share`` (0..1), ``boundary_tensors``,
 ``boundary_bytes`` (tensors crossing CPU <-> accelerator per inference, weights excluded),
 ``cpu_ops`` ([{op, reason, detail}], reason one of :data:`REASONS`), plus ``dialect``,
-``feature_level`` and ``mode``.
+``feature_level`` and ``mode``; in mode ``cost`` also ``predicted_ms``, ``cost`` (the
+decision: :class:`CostReport`) and, once a run measured it, ``measured_ms``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NotRequired
+
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.byoc.translate import REASONS, Refused, is_const_tensor, op_name
 
-__all__ = ["REASONS", "build_report", "op_calls"]
+__all__ = ["REASONS", "PartitionReport", "build_report", "op_calls"]
+
+
+class OpCount(TypedDict):
+    offloaded: int
+    total: int
+
+
+class CpuOp(TypedDict):
+    """An operator kept on the CPU, and why."""
+
+    op: str
+    reason: str
+    detail: str
+
+
+class BoundaryCost(TypedDict):
+    fixed_ms: float
+    ms_per_kib: float
+
+
+class CandidateCost(TypedDict):
+    """One offload candidate of a cost decision: its operators and their times."""
+
+    ops: list[str]
+    offloaded: bool
+    cpu_ms: float
+    accel_ms: float
+
+
+class SubgraphCost(TypedDict):
+    ops: int
+    accel_ms: float
+    boundary_bytes: int
+    boundary_ms: float
+
+
+class CalibrationReport(TypedDict):
+    """What measuring a device class's costs did before a ``cost`` partition."""
+
+    device_class: str
+    software: str
+    variants: dict[str, str]  # placement (cpu, accel) -> the variant its times are kept under
+    measured_now: int
+    reused: int
+    wall_ms: float
+
+
+class CostReport(TypedDict):
+    """The cost model's decision: predicted times and each candidate's costs."""
+
+    device_class: str
+    predicted_cpu_only_ms: float
+    predicted_all_ms: float
+    boundary: BoundaryCost
+    candidates: list[CandidateCost]
+    subgraphs: list[SubgraphCost]
+    calibration: NotRequired[CalibrationReport]
+
+
+class CostDecisionReport(TypedDict):
+    """What a cost decision adds to the partition report."""
+
+    predicted_ms: float
+    cost: CostReport
+
+
+class PartitionReport(TypedDict):
+    """See the module doc."""
+
+    dialect: str
+    feature_level: int | None
+    mode: str
+    subgraphs: int
+    ops_offloaded: int
+    ops_total: int
+    by_op_type: dict[str, OpCount]
+    macs_offloaded_share: float
+    boundary_tensors: int
+    boundary_bytes: int
+    cpu_ops: list[CpuOp]
+    predicted_ms: NotRequired[float]
+    cost: NotRequired[CostReport]
+    measured_ms: NotRequired[float]
+
 
 _DTYPE_BYTES = {
     "float32": 4,
@@ -131,11 +218,11 @@ def build_report(
     mode: str,
     table: str,
     excluded: dict[str, tuple[str, int]] | None = None,
-) -> dict[str, Any]:
+) -> PartitionReport:
     """Compare ``original`` main with ``partitioned`` (after MergeCompositeFunctions)."""
     from tvm import relax
 
-    by_type: dict[str, dict[str, int]] = {}
+    by_type: dict[str, OpCount] = {}
     macs_total = 0
     for _, call in op_calls(original["main"]):
         entry = by_type.setdefault(short_op(op_name(call)), {"offloaded": 0, "total": 0})
@@ -156,7 +243,7 @@ def build_report(
             ops_offloaded += 1
             macs_offloaded += macs_of(call)
 
-    cpu_ops: list[dict[str, str]] = []
+    cpu_ops: list[CpuOp] = []
     boundary_tensors = 0
     boundary_bytes = 0
     for binding in _bindings(partitioned["main"]):

@@ -19,6 +19,7 @@ from harness.cli.render import (
     results_table,
 )
 from harness.errors import JobError
+from harness.measure.protocol import DEFAULTS, MeasurementSettings, ProtocolLimitError
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,20 @@ def bench(
         list[str] | None,
         typer.Option("--device", "-d", help="local, tcp:HOST:PORT, usb:SERIAL; repeatable."),
     ] = None,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first.")] = 5,
-    min_iterations: Annotated[int, typer.Option(min=1, help="Timed calls, at least.")] = 20,
-    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds, at least.")] = 1.0,
-    max_seconds: Annotated[float, typer.Option(min=0.001, help="Stop timing after this.")] = 60.0,
+    warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = DEFAULTS.warmup,
+    min_iterations: Annotated[
+        int, typer.Option(help="Timed calls, at least.")
+    ] = DEFAULTS.min_iterations,
+    min_seconds: Annotated[
+        float, typer.Option(help="Timed seconds, at least.")
+    ] = DEFAULTS.min_seconds,
+    max_seconds: Annotated[
+        float, typer.Option(help="Stop timing after this.")
+    ] = DEFAULTS.max_seconds,
     inputs_npz: Annotated[
         Path | None, typer.Option("--inputs", help="An .npz of input arrays (default: random).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = DEFAULTS.seed,
     option: Annotated[
         list[str] | None,
         typer.Option("--option", "-o", help="Backend option BACKEND.KEY=VALUE; repeatable."),
@@ -66,22 +73,21 @@ def bench(
     ] = None,
 ) -> None:
     """Compile and measure MODEL; print a table; exit 0 only if every measurement succeeded."""
-    from harness.bench import BenchPlan, Protocol, run_bench
-    from harness.measure.protocol import ProtocolLimitError
+    from harness.bench import BenchPlan, run_bench
     from harness.modelio import parse_input_spec
 
-    protocol = Protocol(
-        warmup=warmup,
-        min_iterations=min_iterations,
-        min_seconds=min_seconds,
-        max_seconds=max_seconds,
-        profile=profile,
-    )
     try:
         specs = [parse_input_spec(text) for text in input or []]
         options = parse_options(option or [])
         apply_partition(options, backend or ["tvm-cpu"], partition)
-        protocol.check()
+        settings = MeasurementSettings.checked(
+            warmup=warmup,
+            min_iterations=min_iterations,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            seed=seed,
+            profile=profile,
+        )
     except JobError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)
         raise typer.Exit(2) from None
@@ -93,9 +99,9 @@ def bench(
         inputs=specs,
         backends=backend or ["tvm-cpu"],
         devices=device or ["local"],
-        protocol=protocol,
+        protocol=settings.protocol(),
         inputs_npz=inputs_npz,
-        seed=seed,
+        seed=settings.seed,
         options=options,
     )
     with console.status("starting", spinner="dots") as status:

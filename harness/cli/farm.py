@@ -21,6 +21,12 @@ from harness.cli.render import (
     workers_table,
 )
 from harness.errors import JobError
+from harness.measure.protocol import (
+    DEFAULTS,
+    MeasurementRequest,
+    MeasurementSettings,
+    ProtocolLimitError,
+)
 
 if TYPE_CHECKING:
     from rich.status import Status
@@ -35,17 +41,13 @@ def register(app: typer.Typer) -> None:
     app.command()(demo)
 
 
-def _settings_from(bench: dict[str, Any], inputs: list[str], options: list[str]) -> dict[str, Any]:
-    return {"inputs": inputs, **bench, "options": parse_options(options)}
-
-
 def _submit_and_wait(
     client: FarmClient,
     model_path: Path,
     *,
     devices: dict[str, Any],
     backends: list[str],
-    settings: dict[str, Any],
+    settings: MeasurementRequest | MeasurementSettings,
     status: Status,
 ) -> list[dict[str, Any]]:
     from harness.client import job_documents
@@ -76,11 +78,11 @@ def submit(
         ),
     ] = "all",
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b")] = None,
-    warmup: Annotated[int, typer.Option(min=0)] = 5,
-    min_iterations: Annotated[int, typer.Option(min=1)] = 20,
-    min_seconds: Annotated[float, typer.Option(min=0.0)] = 1.0,
-    max_seconds: Annotated[float, typer.Option(min=0.001)] = 60.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    warmup: Annotated[int, typer.Option()] = DEFAULTS.warmup,
+    min_iterations: Annotated[int, typer.Option()] = DEFAULTS.min_iterations,
+    min_seconds: Annotated[float, typer.Option()] = DEFAULTS.min_seconds,
+    max_seconds: Annotated[float, typer.Option()] = DEFAULTS.max_seconds,
+    seed: Annotated[int, typer.Option()] = DEFAULTS.seed,
     option: Annotated[list[str] | None, typer.Option("--option", "-o")] = None,
     profile: Annotated[bool, typer.Option(help="Per-operator times.")] = False,
     partition: Annotated[
@@ -98,21 +100,23 @@ def submit(
 
     try:
         selector = parse_selector(device_selector)
-        settings = _settings_from(
-            {
-                "warmup": warmup,
-                "min_iterations": min_iterations,
-                "min_seconds": min_seconds,
-                "max_seconds": max_seconds,
-                "seed": seed,
-                "profile": profile,
-            },
-            input or [],
-            option or [],
+        options = parse_options(option or [])
+        apply_partition(options, backend or ["tvm-cpu"], partition)
+        settings = MeasurementSettings.checked(
+            inputs=input or [],
+            warmup=warmup,
+            min_iterations=min_iterations,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            seed=seed,
+            options=options,
+            profile=profile,
         )
-        apply_partition(settings["options"], backend or ["tvm-cpu"], partition)
     except JobError as exc:
         console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    except ProtocolLimitError as exc:
+        console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
         raise typer.Exit(2) from None
     if not model.is_file():
         console.print(f"[red]error:[/] model file {model} does not exist", highlight=False)
@@ -205,7 +209,7 @@ def up(
 def demo(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     example: Annotated[str, typer.Option(help="Which example model.")] = "resnet8",
-    min_seconds: Annotated[float, typer.Option(min=0.0, help="Timed seconds per run.")] = 0.5,
+    min_seconds: Annotated[float, typer.Option(help="Timed seconds per run.")] = 0.5,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
     stay: Annotated[bool, typer.Option(help="Keep the farm up afterwards.")] = True,
 ) -> None:
@@ -223,6 +227,11 @@ def demo(
             highlight=False,
         )
         raise typer.Exit(2)
+    try:
+        bench = MeasurementRequest.checked(min_seconds=min_seconds)
+    except ProtocolLimitError as exc:
+        console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
+        raise typer.Exit(2) from None
     farm = EmbeddedFarm(port=port)
     documents: list[dict[str, Any]] = []
     try:
@@ -233,7 +242,6 @@ def demo(
             directory.mkdir(parents=True, exist_ok=True)
             path = write_example(example, directory)
             client = FarmClient(farm.url)
-            bench = {"warmup": 5, "min_iterations": 20, "min_seconds": min_seconds}
             # tvm-cpu on every device; the ort baseline where it can run (the worker host:
             # a phone has no Python, see README).
             documents += _submit_and_wait(
@@ -241,7 +249,7 @@ def demo(
                 path,
                 devices={"all": True},
                 backends=["tvm-cpu"],
-                settings={**bench, "inputs": []},
+                settings=bench,
                 status=status,
             )
             local = [
@@ -255,7 +263,7 @@ def demo(
                     path,
                     devices={"ids": local},
                     backends=["ort"],
-                    settings={**bench, "inputs": []},
+                    settings=bench,
                     status=status,
                 )
             client.close()

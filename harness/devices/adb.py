@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 from harness.config import get_settings
 from harness.devices.adbkeys import load_signer
 from harness.devices.address import DeviceAddress
-from harness.devices.base import _UNHEALTHY, MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.devices.base import MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.devices.records import (
+    BatteryState,
+    CpuState,
+    HealthReport,
+    StateSnapshot,
+    unhealthy,
+)
 from harness.errors import CommandTimeout, InfrastructureError, JobError, one_line
 
 log = logging.getLogger(__name__)
@@ -118,10 +125,10 @@ true
 """
 
 
-def parse_state(text: str) -> dict[str, Any]:
+def parse_state(text: str) -> StateSnapshot:
     thermal: dict[str, float] = {}
-    cpus: dict[str, dict[str, Any]] = {}
-    battery: dict[str, Any] = {}
+    cpus: dict[str, CpuState] = {}
+    battery: BatteryState = {}
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[0] == "T" and parts[2].lstrip("-").isdigit():
@@ -136,11 +143,13 @@ def parse_state(text: str) -> dict[str, Any]:
             if len(parts) >= 4:
                 battery["status"] = parts[3]
         elif len(parts) >= 3 and parts[0] == "C" and parts[2].isdigit():
-            cpus[parts[1]] = {
+            cpu: CpuState = {
                 "cur_khz": int(parts[2]),
                 "governor": parts[3] if len(parts) >= 4 else "",
-                **({"max_khz": int(parts[4])} if len(parts) >= 5 and parts[4].isdigit() else {}),
             }
+            if len(parts) >= 5 and parts[4].isdigit():
+                cpu["max_khz"] = int(parts[4])
+            cpus[parts[1]] = cpu
     hottest = max(thermal.values()) if thermal else battery.get("temp_c")
     return {"thermal_c": thermal, "battery": battery, "cpu": cpus, "max_temp_c": hottest}
 
@@ -492,7 +501,7 @@ class AdbDevice:
             self._facts = facts_from_props(self.id, props)
         return self._facts
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> StateSnapshot:
         _code, out = self._raw_shell(_STATE_SCRIPT.strip(), self._timeout_s, "reading state")
         return parse_state(out)
 
@@ -538,21 +547,21 @@ class AdbDevice:
         path = self._confined(remote)
         self._raw_shell(f"touch {shlex.quote(path)}", self._timeout_s, f"touching {path}")
 
-    def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
+    def health(self, *, bundle_hash: str | None = None) -> HealthReport:
         """Reachable, shell works, free space, runtime bundle present. Never raises."""
-        report: dict[str, Any] = dict(_UNHEALTHY)
+        report = unhealthy()
         try:
             # Reachable means it answered: a connection left over from before the phone went
             # away proves nothing until a round trip over it succeeds.
             code, out = self._raw_shell("echo edgefarm-ok", self._timeout_s, "shell check")
             report["reachable"] = True
             report["shell"] = code == 0 and "edgefarm-ok" in out
-            report["free_bytes"] = self.free_bytes()
+            report["free_bytes"] = free = self.free_bytes()
             if bundle_hash is not None:
                 report["bundle_present"] = self.exists(
                     posixpath.join(WORK_ROOT, "runtime", bundle_hash, ".complete")
                 )
-            report["ok"] = bool(report["shell"]) and report["free_bytes"] > MIN_FREE_BYTES
+            report["ok"] = report["shell"] and free > MIN_FREE_BYTES
             if not report["ok"]:
                 report["problem"] = "shell broken" if not report["shell"] else "low disk space"
         except InfrastructureError as exc:

@@ -13,18 +13,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from harness.devices.records import CooldownWait, HealthReport, StateSnapshot
+
 # A device with less free space under its work root than this is unhealthy: an artifact push
 # would fail halfway.
 MIN_FREE_BYTES = 64 * 1024 * 1024
-
-_UNHEALTHY: dict[str, Any] = {
-    "reachable": False,
-    "shell": False,
-    "free_bytes": None,
-    "bundle_present": None,
-    "ok": False,
-    "problem": None,
-}
 
 
 @dataclass(frozen=True)
@@ -114,7 +107,7 @@ class Device(Protocol):
 
     def facts(self) -> DeviceFacts: ...
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> StateSnapshot:
         """A snapshot of thermal/battery/CPU-frequency state (may be empty for local)."""
         ...
 
@@ -163,7 +156,7 @@ class Device(Protocol):
         """Set the mtime of ``remote`` to now."""
         ...
 
-    def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
+    def health(self, *, bundle_hash: str | None = None) -> HealthReport:
         """Whether the device can take a run now: ``reachable``, ``shell``, ``free_bytes``,
         ``bundle_present`` (when ``bundle_hash`` is given), ``ok`` and ``problem``. Never
         raises: a device that cannot be asked is not ok."""
@@ -174,7 +167,7 @@ class Device(Protocol):
 
 def wait_cool(
     device: Device, *, max_temp_c: float, max_wait_s: float, poll_s: float = 2.0
-) -> dict[str, Any]:
+) -> CooldownWait:
     """Wait, at most ``max_wait_s``, until the device's hottest sensor is at or below
     ``max_temp_c``. Returns what happened (recorded with the result): ``waited_s``,
     ``cooled``, ``start_temp_c``, ``end_temp_c``, ``threshold_c``, and ``state``, the last

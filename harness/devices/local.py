@@ -12,10 +12,10 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from harness.config import get_settings
-from harness.devices.base import _UNHEALTHY, MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.devices.base import MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.devices.records import CpuState, HealthReport, StateSnapshot, unhealthy
 from harness.errors import CommandTimeout, InfrastructureError
 
 
@@ -63,14 +63,14 @@ class LocalDevice:
             extra={"cpus": os.cpu_count() or 0, "hostname": uname.node},
         )
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> StateSnapshot:
         """Thermal zones and CPU frequencies where Linux exposes them (often not in VMs)."""
-        thermal = {}
+        thermal: dict[str, float] = {}
         for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
             temp = _read(zone / "temp")
             if temp.lstrip("-").isdigit():
                 thermal[_read(zone / "type") or zone.name] = int(temp) / 1000.0
-        cpus = {}
+        cpus: dict[str, CpuState] = {}
         for cpu in sorted(Path("/sys/devices/system/cpu").glob("cpu[0-9]*")):
             freq = _read(cpu / "cpufreq" / "scaling_cur_freq")
             if freq.isdigit():
@@ -191,12 +191,12 @@ class LocalDevice:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self._root).free
 
-    def health(self, *, bundle_hash: str | None = None) -> dict[str, Any]:
+    def health(self, *, bundle_hash: str | None = None) -> HealthReport:
         """This machine is reachable by definition; healthy while its work root has room."""
         try:
             free = self.free_bytes()
         except OSError as exc:
-            return {**_UNHEALTHY, "reachable": True, "problem": f"work root: {exc.strerror}"}
+            return unhealthy(f"work root: {exc.strerror}", reachable=True)
         ok = free > MIN_FREE_BYTES
         return {
             "reachable": True,

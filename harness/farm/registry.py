@@ -11,13 +11,13 @@ registered at its address.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.db import Device, DeviceHealth, utcnow
 from harness.devices import open_device
+from harness.devices.records import HealthReport, unhealthy
 from harness.errors import EdgefarmError
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,12 @@ def mark_unreachable(address: str, reason: str, *, session: Session) -> Device |
     return row
 
 
-def record_health(session: Session, device: Device, health: dict[str, Any]) -> None:
+def record_health(session: Session, device: Device, health: HealthReport) -> None:
     """A health check's verdict becomes the device's health (good or bad, with the problem);
     what an operator set (maintenance, retired) stays."""
     if device.health in (DeviceHealth.maintenance, DeviceHealth.retired):
         return
-    if health.get("ok"):
+    if health["ok"]:
         if device.health == DeviceHealth.bad:
             log.info("device %s passes its health check again", device.address)
         device.health, device.health_reason = DeviceHealth.good, None
@@ -96,17 +96,17 @@ def record_health(session: Session, device: Device, health: dict[str, Any]) -> N
         if device.health == DeviceHealth.good:
             log.warning("device %s failed its health check: %s", device.address, health["problem"])
         device.health = DeviceHealth.bad
-        device.health_reason = f"health check: {health.get('problem')}"
+        device.health_reason = f"health check: {health['problem']}"
     device.last_seen_at = utcnow()
 
 
-def check_device(session: Session, device: Device) -> dict[str, Any]:
+def check_device(session: Session, device: Device) -> HealthReport:
     """Run the device's health check now and record it (not committed). Opening the device
     may take up to the ADB timeout when it is gone."""
     try:
         handle = open_device(device.address)
     except EdgefarmError as exc:
-        health = {"ok": False, "problem": exc.message}
+        health = unhealthy(exc.message)
     else:
         try:
             health = handle.health()

@@ -18,6 +18,7 @@ from harness.modelio.specs import (
     InputLimits,
     InputSpec,
     InputTooLarge,
+    ModelDescription,
     TensorSpec,
     check_input_sizes,
     normalize_dtype,
@@ -31,6 +32,7 @@ __all__ = [
     "InputSpec",
     "InputTooLarge",
     "ModelFile",
+    "ModelDescription",
     "ModelFormat",
     "PreparedModel",
     "TensorSpec",
@@ -78,6 +80,17 @@ class PreparedModel:
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
         }
+
+    def description(self) -> ModelDescription:
+        """The ``model`` object of the result document."""
+        return ModelDescription(
+            name=self.file.name,
+            sha256=self.file.sha256,
+            format=self.file.format,
+            size=self.file.size,
+            inputs=self.inputs,
+            outputs=self.outputs,
+        )
 
 
 def prepare(

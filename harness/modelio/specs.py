@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import MISSING, BaseModel, ConfigDict
+
 from harness.errors import JobError
 
 if TYPE_CHECKING:
@@ -55,6 +57,20 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+class ModelDescription(BaseModel):
+    """The ``model`` object of a result document. ``sha256`` and ``format`` are None, and
+    ``size`` and ``outputs`` absent, when the file could not be read as a model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    sha256: str | None
+    format: str | None
+    size: int | MISSING = MISSING
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec] | MISSING = MISSING
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def test_a_farm_job_that_names_no_feature_level_runs_at_an_older_phones_own(
             for s in declared_inputs(file)
         ],
     )
-    stored = job_settings({}, model=model, backends=["tvm-nnapi"])["options"]
+    stored = job_settings(None, model=model, backends=["tvm-nnapi"]).options
     assert stored["tvm-nnapi"]["feature_level"] == 7  # as the API writes it into the job
     path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
     with EmulatedPhone("pixel-3a", thermal_time_constant_s=3600.0) as phone:
