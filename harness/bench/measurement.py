@@ -9,7 +9,7 @@ failure the later steps do nothing. :func:`measure` takes all of them in a row.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +159,39 @@ class Measurement:
         if self.prepared.partition is not None:
             self.doc["partition"] = self.prepared.partition
         self.doc["provenance"].update(self.prepared.provenance)
+        try:
+            self.prepared = replace(self.prepared, program=self.prepared.program.ready())
+        except EdgefarmError as exc:
+            self.fail_with(exc)
 
-    def run(self, device: Device, inputs: dict[str, np.ndarray]) -> RunOk | None:
+    def on_device(
+        self,
+        device: Device,
+        inputs: dict[str, np.ndarray],
+        *,
+        exclusive: bool = False,
+        cost_sessions: SessionScope | None = None,
+    ) -> RunOk | None:
+        """All that needs the device, in a row: runners left over from interrupted runs
+        ended (``exclusive``: the caller owns the device), the preparation if it measures on
+        the device, the run."""
+        if self.failed:
+            return None
+        if exclusive:
+            try:
+                ended = device.reset()
+            except EdgefarmError as exc:
+                self.fail_with(exc)
+                return None
+            if ended:
+                log.warning("%s: ended leftover runner(s) %s", device.id, ended)
+        if self.prepared is None:
+            self.prepare(device=device, cost_sessions=cost_sessions)
+        return self.run(device, inputs, exclusive=exclusive)
+
+    def run(
+        self, device: Device, inputs: dict[str, np.ndarray], *, exclusive: bool = False
+    ) -> RunOk | None:
         """The prepared program run on ``device`` (deploy, push, cool down, run, pull)."""
         if self.failed or self.prepared is None:
             return None
@@ -174,7 +205,13 @@ class Measurement:
         try:
             ran = record_run(
                 self.doc,
-                run_on_device(device, call, limits=run_limits(), progress=self.progress),
+                run_on_device(
+                    device,
+                    call,
+                    limits=run_limits(),
+                    exclusive=exclusive,
+                    progress=self.progress,
+                ),
             )
         except EdgefarmError as exc:
             self.fail_with(exc)
@@ -245,5 +282,5 @@ def measure(
         return measurement.doc
     measurement.start(facts=facts)
     measurement.prepare(device=device, cost_sessions=cost_sessions)
-    measurement.run(device, inputs)
+    measurement.run(device, inputs, exclusive=exclusive)
     return measurement.compare(reference, f"{backend.name} on {device.id}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
+import shlex
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -125,6 +126,24 @@ def ensure_artifact(device: Device, artifact: Artifact, *, cap_bytes: int | None
     )
     _push_directory(device, [(artifact.library, artifact.library.name)], directory)
     return directory
+
+
+def ensure_deployed(device: Device, bundle: Bundle, artifact: Artifact) -> tuple[str, str]:
+    """:func:`ensure_bundle` and :func:`ensure_artifact`, in one round trip when the device
+    has both already (every run of an artifact on a device but its first): one shell command
+    checks both markers and marks the artifact recently used. Returns their directories."""
+    bundle_dir = posixpath.join(device.work_root, "runtime", bundle.hash)
+    artifact_dir = posixpath.join(device.work_root, "artifacts", artifact.key)
+    bundle_marker = shlex.quote(posixpath.join(bundle_dir, MARKER))
+    artifact_marker = shlex.quote(posixpath.join(artifact_dir, MARKER))
+    script = (
+        f"[ -f {bundle_marker} ] && [ -f {artifact_marker} ] && touch {artifact_marker} && "
+        "echo edgefarm-deployed"
+    )
+    result = device.shell(["sh", "-c", script], timeout_s=get_settings().adb_timeout_s)
+    if "edgefarm-deployed" in result.stdout:
+        return bundle_dir, artifact_dir
+    return ensure_bundle(device, bundle), ensure_artifact(device, artifact)
 
 
 def evict_artifacts(

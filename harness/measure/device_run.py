@@ -10,7 +10,9 @@ run); it raises only HarnessBug.
 
 Several calls on one device can share a :class:`Workspace`: one run directory, each program
 deployed once (calibration times tens of functions of one artifact). Without one, a call gets
-a workspace of its own. A workspace's directory is removed when it closes.
+a workspace of its own. A workspace's directory is removed when it closes, unless the caller
+owns the device (a farm worker under its lease): then the next owner's ``Device.reset()``,
+which removes every run directory, does it, and the run saves a round trip.
 
 This module reads no settings (``harness.config`` imports :mod:`harness.measure.protocol`):
 the caller passes :class:`RunLimits`.
@@ -35,11 +37,12 @@ from harness.compile.cache import Artifact
 from harness.devices.base import Device, wait_cool
 from harness.devices.deploy import (
     RUNNER_NAME,
-    ensure_artifact,
-    ensure_bundle,
+    Bundle,
+    ensure_deployed,
     new_run_dir,
     runtime_bundle,
 )
+from harness.devices.records import Cooldown, StateSnapshot
 from harness.errors import (
     CommandTimeout,
     EdgefarmError,
@@ -92,6 +95,11 @@ class Program(Protocol):
         """Equal for programs that deploy the same files (deployed once per workspace)."""
         ...
 
+    def ready(self) -> Program:
+        """The same program with what can be done before the device is used done (found,
+        built, hashed), so that a caller holding the device does not wait for it."""
+        ...
+
     def deploy(self, device: Device, directory: str, staging: Path) -> Launch:
         """Put what the program needs on ``device`` (``directory``: the workspace's run
         directory; ``staging``: a local scratch directory) and say how it starts."""
@@ -101,18 +109,27 @@ class Program(Protocol):
 @dataclass(frozen=True)
 class NativeRunner:
     """``edgefarm-runner`` from the runtime bundle of the artifact's target, on the artifact.
-    Both are kept on the device between runs (pushed only when missing)."""
+    Both are kept on the device between runs (pushed only when missing). ``bundle``: the
+    runtime bundle found already (:meth:`ready`, off the device), else found when
+    deployed."""
 
     artifact: Artifact
+    bundle: Bundle | None = None
 
     @property
     def key(self) -> str:
         return f"native:{self.artifact.key}"
 
+    def ready(self) -> NativeRunner:
+        """The same, its runtime bundle found (built and hashed) now."""
+        return NativeRunner(
+            self.artifact, self.bundle or runtime_bundle(str(self.artifact.manifest["target"]))
+        )
+
     def deploy(self, device: Device, directory: str, staging: Path) -> Launch:
-        bundle = runtime_bundle(str(self.artifact.manifest["target"]))
-        bundle_dir = ensure_bundle(device, bundle)
-        artifact_dir = ensure_artifact(device, self.artifact)
+        bundle = self.ready().bundle
+        assert bundle is not None
+        bundle_dir, artifact_dir = ensure_deployed(device, bundle, self.artifact)
         return Launch(
             argv=(
                 posixpath.join(bundle_dir, RUNNER_NAME),
@@ -137,6 +154,9 @@ class PythonRunner:
     @property
     def key(self) -> str:
         return f"python:{self.module}:{self.model.sha256}"
+
+    def ready(self) -> PythonRunner:
+        return self
 
     def deploy(self, device: Device, directory: str, staging: Path) -> Launch:
         local = staging / f"model.{self.model.format}"
@@ -163,9 +183,9 @@ class DeviceState:
     """The device around a run: waiting for it to cool (``wait_cool``'s report without its
     state) and its state before and after (None when the runner did not end by itself)."""
 
-    cooldown: dict[str, Any]
-    before: dict[str, Any]
-    after: dict[str, Any] | None = None
+    cooldown: Cooldown
+    before: StateSnapshot
+    after: StateSnapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -194,8 +214,9 @@ class RunFailed:
 class Workspace:
     """A run directory on a device, and the programs deployed for it; removed on close."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, *, keep: bool = False) -> None:
         self.device = device
+        self.keep = keep  # left to the next exclusive owner's reset
         self.directory = new_run_dir(device)
         self._staging = tempfile.TemporaryDirectory(prefix="edgefarm-run-")
         self._launches: dict[str, Launch] = {}
@@ -219,6 +240,9 @@ class Workspace:
         return self._calls - 1
 
     def close(self) -> None:
+        if self.keep:
+            self._staging.cleanup()
+            return
         try:
             self.device.remove(self.directory)
         except EdgefarmError as exc:
@@ -245,13 +269,16 @@ def run_on_device(
     limits: RunLimits,
     workspace: Workspace | None = None,
     cooldown: bool = True,
+    exclusive: bool = False,
     progress: Progress = _quiet,
 ) -> RunOk | RunFailed:
     """Run ``call`` on ``device`` (see the module doc). With ``cooldown``, wait until the
     device is cool (at most ``limits.cooldown_max_wait_s``) right before the runner starts,
-    and snapshot its state before and after. Raises only HarnessBug."""
+    and snapshot its state before and after. ``exclusive``: the caller owns the device, and
+    the run directory of a workspace of the call's own is left to the next owner's reset.
+    Raises only HarnessBug."""
     own = workspace is None
-    space = workspace if workspace is not None else Workspace(device)
+    space = workspace if workspace is not None else Workspace(device, keep=exclusive)
     bundle: str | None = None
     state: DeviceState | None = None
     report: RunnerOk | RunnerError | None = None

@@ -7,21 +7,27 @@ run or hand it back while ``attempts`` is still N. So a redelivered message, the
 re-sent message and a worker thought dead that was only slow never record a run twice, and a
 run that has ended is left alone.
 
-Steps: claim the run and lease its device (one short transaction); prepare the model, inputs
-and reference; open the device; measure (a heartbeat thread keeps the run and the lease
-fresh); record the result, end the run and release the lease (one transaction); send
-finish_job. A failure of the farm (device unreachable, gone mid-run) hands the run back for
-another attempt with backoff, up to ``max_run_attempts``; the user's errors are recorded at
-once.
+A phone is held only while it works. Steps: first, off the lease, all that needs no phone:
+the prepared model, inputs and reference, what the phone will run (the compile cache's
+artifact), the connection and the phone's facts (:class:`_Plan`). Then claim the run and
+lease its device (one short transaction); check its health, end leftover runners, deploy,
+push, run, pull (a heartbeat thread keeps the run and the lease fresh); release the lease
+(keyed by the attempt). Then, off the lease again, compare with the reference, record the
+result and end the run (one transaction), send finish_job. A backend that measures on the
+phone while preparing (``partition: cost``) does that under the lease. A failure of the farm
+(device unreachable, gone mid-run) hands the run back for another attempt with backoff, up to
+``max_run_attempts``; the user's errors are recorded at once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from celery import Task
 from celery.exceptions import MaxRetriesExceededError
 from sqlalchemy import and_, func, or_, select, update
@@ -29,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from harness.backends import get_backend
-from harness.bench import measure
+from harness.bench import Measurement, Reference
 from harness.config import get_settings
 from harness.db import Run, RunStatus, scoped, utcnow
 from harness.devices import Device as DeviceHandle
@@ -106,34 +112,65 @@ def run(self: Task, run_id: int) -> None:
         if runrow.enqueued_at is None:
             log.info("run %s is not ready yet (its job is being started)", run_id)
             return
-        now = utcnow()
-        stale_before = now - timedelta(seconds=settings.lease_timeout_s)
-        if not _claim(session, run_id, now, stale_before):
-            session.rollback()
-            runrow = session.get(Run, run_id, populate_existing=True)
-            if runrow is None or runrow.status.ended or runrow.enqueued_at is None:
-                return
-            _wait(self, session, runrow, "it is in progress elsewhere")
-            return
-        device_id = runrow.device_id
-        attempt = int(session.scalar(select(Run.attempts).where(Run.id == run_id)) or 0)
-        if not acquire_lease(
-            session, device_id, run_id, settings.lease_timeout_s, attempt=attempt, now=now
-        ):
-            session.rollback()
-            runrow = session.get(Run, run_id, populate_existing=True)
-            if runrow is None or runrow.status.ended:
-                return
-            _wait(self, session, runrow, f"device {device_id} is busy")
-            return
-        session.commit()
-        log.info(
-            "run %s: attempt %s on device %s (pid %s)", run_id, attempt, device_id, os.getpid()
-        )
+        plan = _plan(runrow)  # off the lease: nothing here needs the phone
+        session.rollback()  # no transaction stays open meanwhile
         try:
-            _attempt(self, session, run_id, attempt)
-        except _Superseded:
-            log.info("run %s: attempt %s was superseded; its outcome is dropped", run_id, attempt)
+            now = utcnow()
+            stale_before = now - timedelta(seconds=settings.lease_timeout_s)
+            if not _claim(session, run_id, now, stale_before):
+                session.rollback()
+                runrow = session.get(Run, run_id, populate_existing=True)
+                if runrow is None or runrow.status.ended or runrow.enqueued_at is None:
+                    return
+                _wait(self, session, runrow, "it is in progress elsewhere")
+                return
+            device_id = runrow.device_id
+            attempt = int(session.scalar(select(Run.attempts).where(Run.id == run_id)) or 0)
+            if not acquire_lease(
+                session, device_id, run_id, settings.lease_timeout_s, attempt=attempt, now=now
+            ):
+                session.rollback()
+                runrow = session.get(Run, run_id, populate_existing=True)
+                if runrow is None or runrow.status.ended:
+                    return
+                _wait(self, session, runrow, f"device {device_id} is busy")
+                return
+            session.commit()
+            log.info(
+                "run %s: attempt %s on device %s (pid %s)",
+                run_id,
+                attempt,
+                device_id,
+                os.getpid(),
+            )
+            try:
+                _attempt(self, session, run_id, attempt, plan)
+            except _Superseded:
+                log.info(
+                    "run %s: attempt %s was superseded; its outcome is dropped", run_id, attempt
+                )
+        finally:
+            plan.close()
+
+
+@dataclass
+class _Plan:
+    """What a run needs that does not need its phone, made before the lease is taken: the
+    measurement started (and prepared, unless its backend measures on the phone to prepare),
+    its inputs and reference, the phone connected. Or what went wrong making it, handled once
+    the run is claimed as if measuring had raised it."""
+
+    measurement: Measurement | None = None
+    inputs: dict[str, np.ndarray] | None = None
+    reference: Reference | None = None
+    device: DeviceHandle | None = None
+    document: dict[str, Any] | None = None  # the run failed already (the user's input)
+    error: BaseException | None = None
+
+    def close(self) -> None:
+        if self.device is not None:
+            self.device.close()
+            self.device = None
 
 
 def _wait(self: Task, session: Session, runrow: Run, why: str) -> None:
@@ -152,7 +189,46 @@ def _wait(self: Task, session: Session, runrow: Run, why: str) -> None:
         log.warning("run %s waited too long (%s); left to the reaper", runrow.id, why)
 
 
-def _attempt(self: Task, session: Session, run_id: int, attempt: int) -> None:
+def _plan(runrow: Run) -> _Plan:
+    """The run's :class:`_Plan` (never raises)."""
+    job = runrow.job
+    try:
+        backend = get_backend(runrow.backend)
+        protocol = job_protocol(job)
+        prepared = prepare_run(job)
+    except JobError as exc:
+        return _Plan(document=failed_run_document(runrow, exc))
+    except Exception as exc:
+        return _Plan(error=exc)
+    plan = _Plan(inputs=prepared.inputs, reference=prepared.reference)
+    try:
+        plan.device = open_device(runrow.device.address)
+    except JobError as exc:  # a malformed address
+        plan.document = failed_run_document(runrow, exc, model=prepared.model)
+        return plan
+    except Exception as exc:
+        plan.error = exc
+        return plan
+    try:
+        facts = plan.device.facts().to_dict()
+        measurement = Measurement(
+            prepared.model,
+            backend,
+            facts,
+            protocol=protocol,
+            options=backend_options(job, runrow.backend),
+        )
+        measurement.start()
+        if not measurement.needs_device_to_prepare:
+            measurement.prepare()  # the compile cache's artifact: built on the compile queue
+    except Exception as exc:
+        plan.error = exc
+        return plan
+    plan.measurement = measurement
+    return plan
+
+
+def _attempt(self: Task, session: Session, run_id: int, attempt: int, plan: _Plan) -> None:
     settings = get_settings()
     runrow = _current(session, run_id, attempt)
     device_id = runrow.device_id
@@ -170,7 +246,7 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int) -> None:
     failure: InfrastructureError | None = None
     with Heartbeat(f"run {run_id}", beat, interval):
         try:
-            document = _measure(session, runrow, attempt)
+            document = _measure(session, runrow, attempt, plan)
         except InfrastructureError as exc:
             failure = exc
         except (_Superseded, SQLAlchemyError):
@@ -199,47 +275,44 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int) -> None:
     _record(session, run_id, attempt, document)
 
 
-def _measure(session: Session, runrow: Run, attempt: int) -> dict[str, Any]:
+def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> dict[str, Any]:
     """The result document of the measurement; InfrastructureError when the device could not
-    be used at all (the caller hands the run back)."""
-    job = runrow.job
-    try:
-        backend = get_backend(runrow.backend)
-        protocol = job_protocol(job)
-        prepared = prepare_run(job)
-    except JobError as exc:
-        return failed_run_document(runrow, exc)
-    try:
-        device: DeviceHandle = open_device(runrow.device.address)
-    except JobError as exc:  # a malformed address
-        return failed_run_document(runrow, exc, model=prepared.model)
-    try:
-        health = device.health()
-        _current(session, runrow.id, attempt)
-        record_health(session, runrow.device, health)
-        if not health["ok"]:
-            session.commit()
-            raise InfrastructureError(
-                f"{runrow.device.address} failed its health check: {health['problem']}",
-                stage="run",
-            )
-        mark_running(session, runrow.device_id, runrow.id, attempt=attempt)
+    be used at all (the caller hands the run back). The lease is released as soon as the
+    phone's part is done: the comparison happens off it."""
+    if plan.error is not None:
+        raise plan.error
+    if plan.document is not None:
+        return plan.document
+    assert plan.device is not None and plan.measurement is not None
+    assert plan.inputs is not None and plan.reference is not None
+    device = plan.device
+    health = device.health()
+    _current(session, runrow.id, attempt)
+    record_health(session, runrow.device, health)
+    if not health["ok"]:
         session.commit()
-        return measure(
-            prepared.model,
-            device,
-            backend,
-            inputs=prepared.inputs,
-            reference=prepared.reference,
-            protocol=protocol,
-            options=backend_options(job, runrow.backend),
-            exclusive=True,  # under our lease: runners of interrupted attempts are ended first
-            # partition "cost": per-device-class costs live in the farm's database, read and
-            # written in short sessions of their own (the task's stays as it is).
-            cost_sessions=scoped(session_factory()),
+        raise InfrastructureError(
+            f"{runrow.device.address} failed its health check: {health['problem']}",
+            stage="run",
         )
-    finally:
-        device.close()
+    mark_running(session, runrow.device_id, runrow.id, attempt=attempt)
+    session.commit()
+    measurement = plan.measurement
+    measurement.on_device(
+        device,
+        plan.inputs,
+        exclusive=True,  # under our lease: runners of interrupted attempts are ended first
+        # partition "cost": per-device-class costs live in the farm's database, read and
+        # written in short sessions of their own (the task's stays as it is).
+        cost_sessions=scoped(session_factory()),
+    )
+    plan.close()
+    if not (measurement.doc.get("error") or {}).get("retryable"):
+        # The phone's part is done: free it for the next run before comparing and
+        # recording. Keyed by the attempt: a superseded attempt frees nothing.
+        release_lease(session, runrow.device_id, runrow.id, attempt=attempt)
+        session.commit()
+    return measurement.compare(plan.reference, f"{runrow.backend} on {device.id}")
 
 
 def _end_attempt(session: Session, run_id: int, attempt: int, **values: Any) -> None:
