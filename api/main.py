@@ -11,7 +11,18 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from api.deps import require_token
 from api.errors import answers, install_error_handlers
-from api.routes import benchmarks, devices, health, jobs, models, results
+from api.routes import (
+    alerts,
+    benchmarks,
+    devices,
+    health,
+    jobs,
+    models,
+    nights,
+    results,
+    suites,
+    webhooks,
+)
 from harness import __version__
 from harness.config import Settings, get_settings
 from harness.db import make_engine, make_session_factory
@@ -96,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(require_token)] if closed else [],
         responses=answers(401) if closed else {},
     )
-    for module in (models, benchmarks, jobs, results, devices):
+    for module in (models, benchmarks, jobs, results, devices, suites, nights, alerts, webhooks):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         description="a queued run whose device has had no live worker for this long ends "
         "failed (instead of waiting for a worker that may never come)",
     )
+    # Webhooks (harness.regression.webhooks): a delivery that fails is tried again after
+    # backoff_s * 2**(attempts - 1), at most backoff_max_s, and ends failed after max_attempts.
+    webhook_interval_s: float = Field(default=5.0, gt=0, description="how often beat delivers")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="one POST, at most")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     worker_restart_limit: int = Field(
         default=5,
         ge=0,

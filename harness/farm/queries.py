@@ -63,6 +63,12 @@ def _page(session: Session, query: Select[T], limit: int, offset: int) -> Page[T
     return Page(items=items, count=count or 0, limit=limit, offset=offset)
 
 
+def paginate(session: Session, query: Select[T], *, limit: int, offset: int) -> Page[T]:
+    """One page of ``query`` (which must have a stable order) and the count of all it
+    matches; InvalidRequest for a limit or offset out of bounds."""
+    return _page(session, query, limit, offset)
+
+
 # Models.
 
 

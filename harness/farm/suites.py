@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from harness.db import Device, Job, Model, Night, NightStatus, NightTrigger, Series, Suite, utcnow
 from harness.farm import InvalidRequest, NotFound
 from harness.farm.jobs import create_job
+from harness.farm.queries import MAX_ID
 from harness.farm.selection import DeviceSelector, NoDevicesMatch, select_devices
 from harness.regression.suites import SuiteChanges, SuiteFields, SuiteInvalid, SuiteSpec, due_time
 from harness.regression.toolchain import DeviceBuild, current
@@ -54,11 +55,14 @@ def create_suite(session: Session, fields: SuiteFields, *, created_by: str) -> S
 
 
 def get_suite(session: Session, key: str | int) -> Suite:
-    """The suite called ``key`` (or with id ``key``); NotFound otherwise."""
-    if isinstance(key, int) or key.isdigit():
-        suite = session.get(Suite, int(key))
-    else:
+    """The suite called ``key``, else the one with id ``key``; NotFound otherwise. (A name may
+    be all digits: the name is looked up first.)"""
+    suite = None
+    if isinstance(key, str):
         suite = session.scalar(select(Suite).where(Suite.name == key))
+    number = key if isinstance(key, int) else int(key) if key.isascii() and key.isdigit() else 0
+    if suite is None and 1 <= number <= MAX_ID:
+        suite = session.get(Suite, number)
     if suite is None:
         raise NotFound("suite", "name" if isinstance(key, str) else "id", key)
     return suite

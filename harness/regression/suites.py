@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 
 from harness.backends import get_backend
 from harness.errors import JobError
-from harness.measure.protocol import BackendOptions, MeasurementRequest
+from harness.measure.protocol import NO_NUL, BackendOptions, MeasurementRequest
 
 DEFAULT_SCHEDULE = "0 2 * * *"
 MAX_MODELS = 64
@@ -50,9 +50,10 @@ class SuiteDevices(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pool: str | None = Field(default=None, min_length=1, max_length=64)
-    soc: str | None = Field(default=None, min_length=1, max_length=255)
-    model: str | None = Field(default=None, min_length=1, max_length=255)
+    # No text may hold NUL: the farm keeps suites in PostgreSQL's JSONB, which cannot.
+    pool: str | None = Field(default=None, min_length=1, max_length=64, pattern=NO_NUL)
+    soc: str | None = Field(default=None, min_length=1, max_length=255, pattern=NO_NUL)
+    model: str | None = Field(default=None, min_length=1, max_length=255, pattern=NO_NUL)
     ids: list[int] | None = Field(default=None, min_length=1, max_length=1000)
     all: bool = False
 
@@ -64,6 +65,19 @@ class SuiteDevices(BaseModel):
         if not self.all and not given:
             raise ValueError("say which devices: pool, soc, model, ids, or all: true")
         return self
+
+
+def _no_nul(value: object, field: tuple[str | int, ...]) -> None:
+    """Suites are kept in PostgreSQL's JSONB, which cannot hold NUL: refuse it by name."""
+    if isinstance(value, str) and "\x00" in value:
+        raise SuiteInvalid(field, f"{'.'.join(map(str, field))} contains a NUL character")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key, (*field, str(key)))
+            _no_nul(item, (*field, str(key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _no_nul(item, (*field, i))
 
 
 def _check_schedule(schedule: str) -> str:
@@ -111,6 +125,8 @@ class SuiteSpec(BaseModel):
     def check(self) -> None:
         """:class:`SuiteInvalid` for a repeated model or backend, an unknown backend, or an
         option (given or swept) that the backend does not have or refuses."""
+        _no_nul(self.settings.options, ("settings", "options"))
+        _no_nul(self.matrix, ("matrix",))
         for field, values in (("models", self.models), ("backends", self.backends)):
             for i, value in enumerate(values):
                 if value in values[:i]:
@@ -191,7 +207,7 @@ class SuiteFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: SuiteName
-    description: str = Field(default="", max_length=4000)
+    description: str = Field(default="", max_length=4000, pattern=NO_NUL)
     spec: SuiteSpec
     schedule: Schedule = DEFAULT_SCHEDULE
     timezone: TimeZone = "UTC"
@@ -206,7 +222,7 @@ class SuiteChanges(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = Field(default=None, max_length=4000)
+    description: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
     spec: SuiteSpec | None = None
     schedule: Schedule | None = None
     timezone: TimeZone | None = None

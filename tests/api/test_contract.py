@@ -55,6 +55,27 @@ ROUTES = [
     Route("GET", "/api/v1/devices"),
     Route("GET", "/api/v1/devices/{id}"),
     Route("PATCH", "/api/v1/devices/{id}", {"health": "good"}),
+    Route("GET", "/api/v1/suites"),
+    Route(
+        "POST",
+        "/api/v1/suites",
+        {"name": "contract", "spec": {"models": ["m"], "backends": ["tvm-cpu"]}},
+    ),
+    Route("GET", "/api/v1/suites/{id}"),  # a suite's name, or its id
+    Route("PATCH", "/api/v1/suites/{id}", {"description": "nightly"}),
+    Route("DELETE", "/api/v1/suites/{id}"),
+    Route("POST", "/api/v1/suites/{id}/pause"),
+    Route("POST", "/api/v1/suites/{id}/resume"),
+    Route("POST", "/api/v1/suites/{id}/runs"),
+    Route("GET", "/api/v1/suites/{id}/nights"),
+    Route("POST", "/api/v1/suites/{id}/webhooks", {"url": "http://127.0.0.1:9/hook"}),
+    Route("GET", "/api/v1/suites/{id}/webhooks"),
+    Route("GET", "/api/v1/nights/{id}"),
+    Route("GET", "/api/v1/alerts"),
+    Route("GET", "/api/v1/alerts/{id}"),
+    Route("PATCH", "/api/v1/alerts/{id}", {"state": "acknowledged"}),
+    Route("DELETE", "/api/v1/webhooks/{id}"),
+    Route("GET", "/api/v1/webhooks/{id}/deliveries"),
 ]
 
 
