@@ -1,0 +1,278 @@
+"""The NNAPI-family model being built (operands, operations, inputs, outputs), as plain data.
+
+Layout: the APIs' convolutions and pools are NHWC; Relax graphs from ONNX are NCHW. Inside a
+built model every 4-D tensor is held NHWC (its Relax dims permuted by ``NHWC``); the generated
+C transposes 4-D inputs and outputs at the subgraph boundary, and constants (weights, biases)
+are permuted once when the model is built. Other ranks keep the Relax order.
+
+Also here: what an operator translation is (:class:`Translation`), so that each operator
+family (:mod:`.translate_layers`, :mod:`.translate_elementwise`, :mod:`.translate_axes`)
+and the graph walk (:mod:`.translate`) agree on it, and :class:`Refused`, how a translation
+says an operator stays on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Reason = Literal["unsupported operator", "dtype", "shape constraint", "cost decision"]
+REASONS: tuple[Reason, ...] = ("unsupported operator", "dtype", "shape constraint", "cost decision")
+
+NHWC = (0, 2, 3, 1)  # NN dim i is Relax (NCHW) dim NHWC[i]
+NCHW_FROM_NHWC = (0, 3, 1, 2)
+
+ACTIVATION_CODES = {"relu": 1, "relu1": 2, "relu6": 3}
+# Operations that take a fused activation operand.
+FUSES_ACTIVATION = {
+    "ADD",
+    "SUB",
+    "MUL",
+    "DIV",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "GROUPED_CONV_2D",
+    "FULLY_CONNECTED",
+    "AVERAGE_POOL_2D",
+    "MAX_POOL_2D",
+}
+# The NNAPI feature level that brought each operation (NNAPI's documentation); Neuron has all.
+OPERATION_LEVEL = {
+    "SUB": 2,
+    "DIV": 2,
+    "MEAN": 2,
+    "TRANSPOSE": 2,
+    "GROUPED_CONV_2D": 3,
+    "MAXIMUM": 3,
+    "MINIMUM": 3,
+    "POW": 3,
+    "ABS": 3,
+    "EXP": 3,
+    "LOG": 3,
+    "NEG": 3,
+    "SQRT": 3,
+    "RSQRT": 3,
+    "BATCH_MATMUL": 6,
+}
+# Operations the Neuron adapter lists as not available.
+NEURON_UNAVAILABLE = {"LOG"}
+
+
+class Refused(Exception):
+    """The translator cannot emit an operator; it stays on the CPU for ``reason``."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: Reason = reason
+        self.detail = detail
+        self.call: Any = None  # the operator call that was refused, once known
+
+
+def layout_of(rank: int) -> tuple[int, ...]:
+    return NHWC if rank == 4 else tuple(range(rank))
+
+
+def inverse(perm: Sequence[int]) -> tuple[int, ...]:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+def permuted(dims: Sequence[int], perm: Sequence[int]) -> tuple[int, ...]:
+    return tuple(dims[p] for p in perm)
+
+
+def nhwc_is_nchw(shape: Sequence[int]) -> bool:
+    """True when an NCHW tensor and its NHWC form have the same bytes (C == 1 or H*W == 1)."""
+    return len(shape) == 4 and (shape[1] == 1 or shape[2] * shape[3] == 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Values and operands
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A float32 tensor of the NN model: operand index and its Relax shape."""
+
+    operand: int
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant argument of the subgraph (weights): its data arrives with the first call."""
+
+    param: int
+    shape: tuple[int, ...]
+
+
+Value = Tensor | Const
+
+
+def require_tensor(value: Value, what: str) -> Tensor:
+    """``value`` if it is a computed tensor; Refused for a constant."""
+    if not isinstance(value, Tensor):
+        raise Refused("shape constraint", f"{what} is a constant (left to constant folding)")
+    return value
+
+
+@dataclass
+class Operand:
+    """One operand of the NN model.
+
+    ``kind``: ``tensor`` (float32, computed or a model input/output), ``const`` (float32 from
+    argument ``param``, reshaped to ``src_shape`` and permuted by ``perm``), ``zeros``,
+    ``i32`` / ``f32`` / ``bool`` scalars and ``i32vec`` (TENSOR_INT32) immediates.
+    """
+
+    kind: str
+    dims: tuple[int, ...] = ()
+    value: Any = None
+    param: int = -1
+    src_shape: tuple[int, ...] = ()
+    perm: tuple[int, ...] = ()
+
+
+@dataclass
+class Operation:
+    code: str  # operation name without prefix: CONV_2D
+    inputs: list[int]
+    outputs: list[int]
+
+
+@dataclass
+class ModelIO:
+    """A model input or output: which operand, which subgraph argument/result, and the
+    permutation between the Relax layout and the NN layout (empty when they agree)."""
+
+    operand: int
+    index: int
+    shape: tuple[int, ...]  # Relax shape
+    perm: tuple[int, ...]  # NN dims = permuted(Relax dims, perm)
+
+
+# ------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NNModel:
+    dialect: str
+    feature_level: int
+    operands: list[Operand] = field(default_factory=list)
+    operations: list[Operation] = field(default_factory=list)
+    inputs: list[ModelIO] = field(default_factory=list)
+    outputs: list[ModelIO] = field(default_factory=list)
+    const_params: set[int] = field(default_factory=set)
+    _immediates: dict[tuple[str, Any], int] = field(default_factory=dict)
+
+    # -- operands ---------------------------------------------------------------------------
+
+    def add(self, operand: Operand) -> int:
+        self.operands.append(operand)
+        return len(self.operands) - 1
+
+    def immediate(self, kind: str, value: Any) -> int:
+        key = (kind, value)
+        if key not in self._immediates:
+            self._immediates[key] = self.add(Operand(kind, value=value))
+        return self._immediates[key]
+
+    def i32(self, value: int) -> int:
+        return self.immediate("i32", int(value))
+
+    def f32(self, value: float) -> int:
+        return self.immediate("f32", float(value))
+
+    def flag(self, value: bool) -> int:
+        return self.immediate("bool", bool(value))
+
+    def i32vec(self, values: Sequence[int]) -> int:
+        return self.immediate("i32vec", tuple(int(v) for v in values))
+
+    def new_tensor(self, shape: Sequence[int]) -> Tensor:
+        shape = tuple(int(d) for d in shape)
+        return Tensor(self.add(Operand("tensor", permuted(shape, layout_of(len(shape))))), shape)
+
+    def raw_tensor(self, nn_dims: Sequence[int]) -> int:
+        """An intermediate operand in an explicit (not layout-derived) form."""
+        return self.add(Operand("tensor", tuple(int(d) for d in nn_dims)))
+
+    def const(self, value: Const, src_shape: Sequence[int], perm: Sequence[int]) -> int:
+        src = tuple(int(d) for d in src_shape)
+        self.const_params.add(value.param)
+        return self.add(
+            Operand(
+                "const",
+                permuted(src, perm),
+                param=value.param,
+                src_shape=src,
+                perm=tuple(perm),
+            )
+        )
+
+    def zeros(self, dims: Sequence[int]) -> int:
+        return self.add(Operand("zeros", tuple(int(d) for d in dims)))
+
+    def operand_for(self, value: Value, rank: int) -> int:
+        """``value`` as an operand in the NN layout of a rank-``rank`` result."""
+        if isinstance(value, Tensor):
+            if len(value.shape) != rank and (rank == 4 or len(value.shape) == 4):
+                raise Refused(
+                    "shape constraint",
+                    f"a rank-{len(value.shape)} tensor broadcast against rank {rank} crosses "
+                    "the NCHW/NHWC boundary",
+                )
+            return value.operand
+        k = len(value.shape)
+        if rank == 4 and k <= 4:
+            src = (1,) * (4 - k) + value.shape
+            return self.const(value, src, NHWC)
+        if k > rank:
+            raise Refused("shape constraint", "a constant of higher rank than the result")
+        src = value.shape if k else (1,)
+        return self.const(value, src, tuple(range(len(src))))
+
+    def emit(self, code: str, inputs: Sequence[int], outputs: Sequence[int]) -> None:
+        self.require(code)
+        self.operations.append(Operation(code, list(inputs), list(outputs)))
+
+    def require(self, code: str, level: int | None = None, what: str | None = None) -> None:
+        if self.dialect == "neuron":
+            if code in NEURON_UNAVAILABLE:
+                raise Refused("unsupported operator", f"Neuron has no {code}")
+            return
+        need = level if level is not None else OPERATION_LEVEL.get(code, 1)
+        if self.feature_level < need:
+            raise Refused(
+                "unsupported operator",
+                f"{what or code} needs NNAPI feature level {need}; the target has "
+                f"{self.feature_level}",
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# What a translation of one operator is
+# ------------------------------------------------------------------------------------------
+
+Lookup = Callable[[Any], Value]
+"""Resolves an argument expression of the call being translated to its value."""
+
+Emit = Callable[[NNModel, Any, Lookup, tuple[int, ...], Value | None, int], Value]
+"""``emit(model, call, get, out_shape, bias, act)``: add the call's operations to ``model``
+(with a fused bias constant and activation code, when the walk fused them) and return the
+result's value; Refused when it cannot."""
+
+
+@dataclass(frozen=True)
+class Translation:
+    """How one Relax operator becomes NN operations, and what the walk may fuse into it."""
+
+    emit: Emit
+    takes_bias: bool = False  # a following add of a per-channel constant folds into it
+    fuses_activation: bool = False  # a following relu/relu1/relu6 becomes its activation
