@@ -33,15 +33,25 @@ def _setup_logging(debug: bool) -> None:
     )
 
 
+def _print_version(value: bool) -> None:
+    # Eager: runs while the options are parsed, before click asks for a command, so that
+    # `edgefarm --version` alone prints the version instead of "Missing command".
+    if value:
+        out.print(f"edgefarm {__version__}")
+        raise typer.Exit(0)
+
+
 def _global_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show logs and tracebacks.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
     global_options.debug = debug
     _setup_logging(debug)
-    if version:
-        out.print(f"edgefarm {__version__}")
-        raise typer.Exit(0)
 
 
 def make_app() -> typer.Typer:
