@@ -92,6 +92,7 @@ def main() -> None:
     from harness.devices.emulator import EmulatedPhone
     from harness.examples import write_example
     from harness.farm.tokens import create_token
+    from harness.measure.protocol import MeasurementRequest
 
     engine = make_engine()
     factory = make_session_factory(engine)
@@ -151,13 +152,9 @@ def main() -> None:
         )
         model = client.upload_model(write_example("ds-cnn", home))
         ids = [d["id"] for d in client.devices()]
-        settings = {
-            "inputs": [],
-            "warmup": 5,
-            "min_iterations": 20,
-            "min_seconds": args.min_seconds,
-            "max_seconds": 60.0,
-        }
+        settings = MeasurementRequest(
+            inputs=[], warmup=5, min_iterations=20, min_seconds=args.min_seconds, max_seconds=60.0
+        )
 
         # Warm-up: compile once, deploy the bundle and artifact to every phone.
         job = client.submit(
