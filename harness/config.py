@@ -113,6 +113,16 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Redis redelivery; default: well above the longest task"
     )
 
+    # Nightly regression runs (harness.regression): how often beat looks for due nights, and
+    # what the change detector takes for a change (figures: bench/regression.py, README).
+    nightly_tick_s: float = Field(default=15.0, gt=0, description="how often due nights start")
+    detect_max_pvalue: float = Field(default=0.001, gt=0, lt=1)
+    detect_min_effect: float = Field(default=0.03, ge=0, description="relative, 0.03 = 3%")
+    detect_window: int = Field(default=60, ge=4, description="nights a series is judged on")
+    detect_recent: int = Field(
+        default=2, ge=1, description="a change must start within the last this many nights"
+    )
+
     # The farm's measurement defaults (a benchmark's knobs left out), within the bounds of
     # harness.measure.protocol and by default its defaults: see measurement().
     warmup: Warmup = DEFAULTS.warmup

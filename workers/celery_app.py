@@ -40,7 +40,13 @@ def make_app() -> Celery:
         transport_options["visibility_timeout"] = worker_settings.visibility_timeout(settings)
     app = Celery(
         "edgefarm",
-        include=["workers.tasks.jobs", "workers.tasks.runs", "workers.tasks.maintenance"],
+        include=[
+            "workers.tasks.jobs",
+            "workers.tasks.runs",
+            "workers.tasks.maintenance",
+            "workers.tasks.nightly",
+            "workers.tasks.notify",
+        ],
     )
     app.conf.update(
         broker_url=url,
@@ -62,6 +68,8 @@ def make_app() -> Celery:
             "edgefarm.start_job": {"queue": COMPILE_QUEUE},
             "edgefarm.finish_job": {"queue": COMPILE_QUEUE},
             "edgefarm.reap": {"queue": MAINTENANCE_QUEUE},
+            "edgefarm.nightly": {"queue": MAINTENANCE_QUEUE},
+            "edgefarm.deliver_webhooks": {"queue": MAINTENANCE_QUEUE},
         },
         beat_schedule={
             "reap": {
@@ -69,7 +77,17 @@ def make_app() -> Celery:
                 "schedule": settings.reap_interval_s,
                 # A reap nobody picked up in time is superseded by the next one.
                 "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reap_interval_s},
-            }
+            },
+            "nightly": {
+                "task": "edgefarm.nightly",
+                "schedule": settings.nightly_tick_s,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.nightly_tick_s},
+            },
+            "deliver-webhooks": {
+                "task": "edgefarm.deliver_webhooks",
+                "schedule": settings.webhook_interval_s,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.webhook_interval_s},
+            },
         },
         # Beat's heartbeat rides on its ticks (workers.beat).
         beat_max_loop_interval=worker_settings.heartbeat_interval_s(settings),
