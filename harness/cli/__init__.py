@@ -17,7 +17,18 @@ from typing import Annotated
 import typer
 
 from harness import __version__
-from harness.cli import bench, costs, devices, emulator, examples, farm, tokens, worker
+from harness.cli import (
+    alerts,
+    bench,
+    costs,
+    devices,
+    emulator,
+    examples,
+    farm,
+    suite,
+    tokens,
+    worker,
+)
 from harness.cli.options import global_options
 from harness.cli.render import console, out
 from harness.errors import EdgefarmError
@@ -65,6 +76,8 @@ def make_app() -> typer.Typer:
     )
     app.callback()(_global_options)
     for group in (bench, examples, farm, devices, worker, emulator, tokens, costs):
+        group.register(app)
+    for group in (suite, alerts):  # the nightly regression loop
         group.register(app)
     return app
 
