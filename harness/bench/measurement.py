@@ -174,9 +174,12 @@ class Measurement:
     ) -> RunOk | None:
         """All that needs the device, in a row: runners left over from interrupted runs
         ended (``exclusive``: the caller owns the device), the preparation if it measures on
-        the device, the run."""
+        the device, the run. Without such a preparation, the leftover runners are ended in
+        the run's first round trip."""
         if self.failed:
             return None
+        if self.prepared is not None:
+            return self.run(device, inputs, exclusive=exclusive, reset=exclusive)
         if exclusive:
             try:
                 ended = device.reset()
@@ -185,14 +188,19 @@ class Measurement:
                 return None
             if ended:
                 log.warning("%s: ended leftover runner(s) %s", device.id, ended)
-        if self.prepared is None:
-            self.prepare(device=device, cost_sessions=cost_sessions)
+        self.prepare(device=device, cost_sessions=cost_sessions)
         return self.run(device, inputs, exclusive=exclusive)
 
     def run(
-        self, device: Device, inputs: dict[str, np.ndarray], *, exclusive: bool = False
+        self,
+        device: Device,
+        inputs: dict[str, np.ndarray],
+        *,
+        exclusive: bool = False,
+        reset: bool = False,
     ) -> RunOk | None:
-        """The prepared program run on ``device`` (deploy, push, cool down, run, pull)."""
+        """The prepared program run on ``device`` (deploy, push, cool down, run, pull);
+        ``reset``: leftover runners ended first (see :func:`run_on_device`)."""
         if self.failed or self.prepared is None:
             return None
         call = RunnerCall(
@@ -210,6 +218,7 @@ class Measurement:
                     call,
                     limits=run_limits(),
                     exclusive=exclusive,
+                    reset=reset,
                     progress=self.progress,
                 ),
             )

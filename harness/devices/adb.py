@@ -16,7 +16,7 @@ import shlex
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from harness.config import get_settings
 from harness.devices.adbkeys import load_signer
 from harness.devices.address import DeviceAddress
-from harness.devices.base import MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.devices.base import MIN_FREE_BYTES, DeviceFacts, Preflight, ShellResult
 from harness.devices.records import (
     BatteryState,
     CpuState,
@@ -129,6 +129,28 @@ for c in /sys/devices/system/cpu/cpu[0-9]*; do
 done 2>/dev/null
 true
 """
+
+
+# End the runners of interrupted runs (each wrote its pid to runner.pid) and remove every run
+# directory; prints "killed PID" for each runner ended.
+_RESET_SCRIPT = (
+    f"cd {posixpath.join(WORK_ROOT, 'runs')} 2>/dev/null || exit 0; "
+    'for f in */runner.pid; do [ -f "$f" ] || continue; read -r p < "$f"; '
+    'kill -9 "$p" 2>/dev/null && echo "killed $p"; done; '
+    f"cd / && rm -rf {posixpath.join(WORK_ROOT, 'runs')}"
+)
+_STATE_MARKER = "EDGEFARM-STATE-FOLLOWS"
+_PRESENT = "EDGEFARM-PRESENT "
+
+
+def _killed(output: str) -> list[int]:
+    return [
+        int(w)
+        for ln in output.splitlines()
+        if ln.startswith("killed ")
+        for w in ln.split()[1:2]
+        if w.isdigit()
+    ]
 
 
 def parse_state(text: str) -> StateSnapshot:
@@ -379,6 +401,41 @@ class AdbDevice:
     ) -> ShellResult:
         """Run ``argv`` on the phone with every element quoted; killed on the phone at the
         timeout (toybox ``timeout``), and given up on by us a few seconds later."""
+        command = self._command(argv, timeout_s=timeout_s, env=env, cwd=cwd)
+        started = time.monotonic()
+        code, output = self._raw_shell(command, timeout_s + 10, f"running {Path(argv[0]).name}")
+        self._check_timeout(argv, code, started, timeout_s)
+        return ShellResult(exit_code=code, stdout=output, stderr="")
+
+    def shell_then_state(
+        self,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> tuple[ShellResult, StateSnapshot]:
+        """:meth:`shell` and :meth:`state` in one round trip: the snapshot follows the
+        command's output, after a line of its own."""
+        command = self._command(argv, timeout_s=timeout_s, env=env, cwd=cwd)
+        script = f"{command}\nrc=$?; echo; echo {_STATE_MARKER}\n{_STATE_SCRIPT.strip()}\nexit $rc"
+        started = time.monotonic()
+        code, output = self._raw_shell(script, timeout_s + 15, f"running {Path(argv[0]).name}")
+        self._check_timeout(argv, code, started, timeout_s)
+        head, sep, tail = output.rpartition(f"\n{_STATE_MARKER}\n")
+        if not sep:
+            raise InfrastructureError(f"{self.id}: no state after {Path(argv[0]).name}")
+        # The newline echoed before the marker went with the marker: ``head`` is the output.
+        return ShellResult(exit_code=code, stdout=head), parse_state(tail)
+
+    def _command(
+        self,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        env: dict[str, str] | None,
+        cwd: str | None,
+    ) -> str:
         for key in env or {}:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise JobError("run", f"bad environment variable name {key!r}")
@@ -390,16 +447,15 @@ class AdbDevice:
         if env:
             parts.append("env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
         parts.append(" ".join(shlex.quote(a) for a in argv))
-        command = " ".join(parts)
-        started = time.monotonic()
-        code, output = self._raw_shell(command, timeout_s + 10, f"running {Path(argv[0]).name}")
+        return " ".join(parts)
+
+    def _check_timeout(self, argv: list[str], code: int, started: float, timeout_s: float) -> None:
         if code == 137 and time.monotonic() - started >= timeout_s - 0.5:
             raise CommandTimeout(
                 f"{self.id}: {Path(argv[0]).name} did not finish within {timeout_s:.0f} s and "
                 "was killed",
                 stage="run",
             )
-        return ShellResult(exit_code=code, stdout=output, stderr="")
 
     def run_script(self, script: str, *, timeout_s: float | None = None) -> tuple[int, str]:
         """Run a fixed script of ours (never built from user input)."""
@@ -517,21 +573,31 @@ class AdbDevice:
         Only for a caller that owns the phone (a farm worker under its lease): every run
         directory present is then stale. Each runner wrote its pid to ``runner.pid``. Returns
         the pids signalled."""
-        runs = posixpath.join(WORK_ROOT, "runs")
-        script = (
-            f"cd {runs} 2>/dev/null || exit 0; "
-            'for f in */runner.pid; do [ -f "$f" ] || continue; p=$(cat "$f"); '
-            'kill -9 "$p" 2>/dev/null && echo "killed $p"; done; '
-            f"cd / && rm -rf {runs}"
-        )
-        _code, out = self._raw_shell(script, self._timeout_s, "ending leftover runners")
-        return [
-            int(w)
-            for ln in out.splitlines()
-            if ln.startswith("killed ")
-            for w in ln.split()[1:2]
-            if w.isdigit()
+        _code, out = self._raw_shell(_RESET_SCRIPT, self._timeout_s, "ending leftover runners")
+        return _killed(out)
+
+    def preflight(self, *, reset: bool, markers: Sequence[str]) -> Preflight:
+        """:meth:`reset`, the markers' check and :meth:`state` in one shell command."""
+        checks = [
+            f"[ -f {m} ] && touch {m} && echo {_PRESENT}{m}"
+            for m in (shlex.quote(self._confined(marker)) for marker in markers)
         ]
+        script = "\n".join(
+            [
+                f"( {_RESET_SCRIPT}\n)" if reset else "true",
+                *checks,
+                f"echo {_STATE_MARKER}",
+                _STATE_SCRIPT.strip(),
+            ]
+        )
+        _code, out = self._raw_shell(script, self._timeout_s, "getting ready to run")
+        head, sep, tail = out.rpartition(f"{_STATE_MARKER}\n")
+        if not sep:
+            raise InfrastructureError(f"{self.id}: getting ready to run: no state in the answer")
+        present = frozenset(
+            line[len(_PRESENT) :] for line in head.splitlines() if line.startswith(_PRESENT)
+        )
+        return Preflight(_killed(head), present, parse_state(tail))
 
     def usage(self, remote_dir: str) -> list[tuple[str, int, float]]:
         path = self._confined(remote_dir)

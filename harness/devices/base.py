@@ -8,7 +8,7 @@ device; nothing else escapes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,6 +27,16 @@ class ShellResult:
     exit_code: int
     stdout: str
     stderr: str = ""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What :meth:`Device.preflight` found right before a run: the leftover runners it ended,
+    which of the markers asked about exist (each touched: recently used), the state."""
+
+    ended: list[int]
+    present: frozenset[str]
+    state: StateSnapshot
 
 
 @dataclass
@@ -162,18 +172,42 @@ class Device(Protocol):
         raises: a device that cannot be asked is not ok."""
         ...
 
+    def preflight(self, *, reset: bool, markers: Sequence[str]) -> Preflight:
+        """Right before a run, in one round trip where the transport allows: with ``reset``,
+        what :meth:`reset` does; which of ``markers`` (files under the work root) exist,
+        each of those touched as by :meth:`touch`; and a snapshot as :meth:`state` takes."""
+        ...
+
+    def shell_then_state(
+        self,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> tuple[ShellResult, StateSnapshot]:
+        """:meth:`shell`, and a :meth:`state` snapshot right after ``argv`` ends (or is
+        killed at its timeout), in one round trip where the transport allows."""
+        ...
+
     def close(self) -> None: ...
 
 
 def wait_cool(
-    device: Device, *, max_temp_c: float, max_wait_s: float, poll_s: float = 2.0
+    device: Device,
+    *,
+    max_temp_c: float,
+    max_wait_s: float,
+    poll_s: float = 2.0,
+    initial: StateSnapshot | None = None,
 ) -> CooldownWait:
     """Wait, at most ``max_wait_s``, until the device's hottest sensor is at or below
     ``max_temp_c``. Returns what happened (recorded with the result): ``waited_s``,
     ``cooled``, ``start_temp_c``, ``end_temp_c``, ``threshold_c``, and ``state``, the last
-    snapshot read. A device with no temperature sensors counts as cool."""
+    snapshot read. A device with no temperature sensors counts as cool. ``initial``: a snapshot
+    just taken, read instead of a first one."""
     started = time.monotonic()
-    state = device.state()
+    state = initial if initial is not None else device.state()
     first = current = state.get("max_temp_c")
     while current is not None and current > max_temp_c:
         left = max_wait_s - (time.monotonic() - started)

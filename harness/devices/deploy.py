@@ -128,21 +128,39 @@ def ensure_artifact(device: Device, artifact: Artifact, *, cap_bytes: int | None
     return directory
 
 
-def ensure_deployed(device: Device, bundle: Bundle, artifact: Artifact) -> tuple[str, str]:
-    """:func:`ensure_bundle` and :func:`ensure_artifact`, in one round trip when the device
-    has both already (every run of an artifact on a device but its first): one shell command
-    checks both markers and marks the artifact recently used. Returns their directories."""
-    bundle_dir = posixpath.join(device.work_root, "runtime", bundle.hash)
-    artifact_dir = posixpath.join(device.work_root, "artifacts", artifact.key)
-    bundle_marker = shlex.quote(posixpath.join(bundle_dir, MARKER))
-    artifact_marker = shlex.quote(posixpath.join(artifact_dir, MARKER))
-    script = (
-        f"[ -f {bundle_marker} ] && [ -f {artifact_marker} ] && touch {artifact_marker} && "
-        "echo edgefarm-deployed"
+def deploy_markers(device: Device, bundle: Bundle, artifact: Artifact) -> tuple[str, str]:
+    """The markers whose presence says the bundle and the artifact are on ``device``."""
+    return (
+        posixpath.join(device.work_root, "runtime", bundle.hash, MARKER),
+        posixpath.join(device.work_root, "artifacts", artifact.key, MARKER),
     )
-    result = device.shell(["sh", "-c", script], timeout_s=get_settings().adb_timeout_s)
-    if "edgefarm-deployed" in result.stdout:
-        return bundle_dir, artifact_dir
+
+
+def ensure_deployed(
+    device: Device,
+    bundle: Bundle,
+    artifact: Artifact,
+    *,
+    present: frozenset[str] | None = None,
+) -> tuple[str, str]:
+    """:func:`ensure_bundle` and :func:`ensure_artifact`, in no round trip or one when the
+    device has both already (every run of an artifact on a device but its first).
+    ``present``: the :func:`deploy_markers` found present just before (and touched), as
+    :meth:`Device.preflight` reports them; without it, one shell command checks both markers
+    and marks the artifact recently used. Returns their directories."""
+    bundle_marker, artifact_marker = deploy_markers(device, bundle, artifact)
+    directories = posixpath.dirname(bundle_marker), posixpath.dirname(artifact_marker)
+    if present is None:
+        quoted = shlex.quote(bundle_marker), shlex.quote(artifact_marker)
+        script = (
+            f"[ -f {quoted[0]} ] && [ -f {quoted[1]} ] && touch {quoted[1]} && "
+            "echo edgefarm-deployed"
+        )
+        result = device.shell(["sh", "-c", script], timeout_s=get_settings().adb_timeout_s)
+        if "edgefarm-deployed" in result.stdout:
+            return directories
+    elif bundle_marker in present and artifact_marker in present:
+        return directories
     return ensure_bundle(device, bundle), ensure_artifact(device, artifact)
 
 

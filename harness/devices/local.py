@@ -11,10 +11,11 @@ import platform
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.config import get_settings
-from harness.devices.base import MIN_FREE_BYTES, DeviceFacts, ShellResult
+from harness.devices.base import MIN_FREE_BYTES, DeviceFacts, Preflight, ShellResult
 from harness.devices.records import CpuState, HealthReport, StateSnapshot, unhealthy
 from harness.errors import CommandTimeout, InfrastructureError
 
@@ -187,6 +188,25 @@ class LocalDevice:
 
     def touch(self, remote: str) -> None:
         self._local_path(remote).touch()
+
+    def preflight(self, *, reset: bool, markers: Sequence[str]) -> Preflight:
+        """No round trips here: :meth:`reset`, the markers and :meth:`state` one by one."""
+        ended = self.reset() if reset else []
+        present = frozenset(m for m in markers if self.exists(m))
+        for marker in present:
+            self.touch(marker)
+        return Preflight(ended, present, self.state())
+
+    def shell_then_state(
+        self,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> tuple[ShellResult, StateSnapshot]:
+        result = self.shell(argv, timeout_s=timeout_s, env=env, cwd=cwd)
+        return result, self.state()
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self._root).free

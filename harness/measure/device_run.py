@@ -38,6 +38,7 @@ from harness.devices.base import Device, wait_cool
 from harness.devices.deploy import (
     RUNNER_NAME,
     Bundle,
+    deploy_markers,
     ensure_deployed,
     new_run_dir,
     runtime_bundle,
@@ -100,9 +101,17 @@ class Program(Protocol):
         built, hashed), so that a caller holding the device does not wait for it."""
         ...
 
-    def deploy(self, device: Device, directory: str, staging: Path) -> Launch:
+    def markers(self, device: Device) -> tuple[str, ...]:
+        """Files on ``device`` whose presence says the program is deployed there already."""
+        ...
+
+    def deploy(
+        self, device: Device, directory: str, staging: Path, present: frozenset[str] | None
+    ) -> Launch:
         """Put what the program needs on ``device`` (``directory``: the workspace's run
-        directory; ``staging``: a local scratch directory) and say how it starts."""
+        directory; ``staging``: a local scratch directory) and say how it starts.
+        ``present``: which of its :meth:`markers` were found just before (None: not
+        looked for)."""
         ...
 
 
@@ -126,10 +135,17 @@ class NativeRunner:
             self.artifact, self.bundle or runtime_bundle(str(self.artifact.manifest["target"]))
         )
 
-    def deploy(self, device: Device, directory: str, staging: Path) -> Launch:
+    def markers(self, device: Device) -> tuple[str, ...]:
         bundle = self.ready().bundle
         assert bundle is not None
-        bundle_dir, artifact_dir = ensure_deployed(device, bundle, self.artifact)
+        return deploy_markers(device, bundle, self.artifact)
+
+    def deploy(
+        self, device: Device, directory: str, staging: Path, present: frozenset[str] | None
+    ) -> Launch:
+        bundle = self.ready().bundle
+        assert bundle is not None
+        bundle_dir, artifact_dir = ensure_deployed(device, bundle, self.artifact, present=present)
         return Launch(
             argv=(
                 posixpath.join(bundle_dir, RUNNER_NAME),
@@ -158,7 +174,12 @@ class PythonRunner:
     def ready(self) -> PythonRunner:
         return self
 
-    def deploy(self, device: Device, directory: str, staging: Path) -> Launch:
+    def markers(self, device: Device) -> tuple[str, ...]:
+        return ()  # pushed into each run's directory
+
+    def deploy(
+        self, device: Device, directory: str, staging: Path, present: frozenset[str] | None
+    ) -> Launch:
         local = staging / f"model.{self.model.format}"
         local.write_bytes(self.model.data)
         remote = posixpath.join(directory, local.name)
@@ -226,12 +247,18 @@ class Workspace:
     def staging(self) -> Path:
         return Path(self._staging.name)
 
-    def launch(self, program: Program, progress: Progress) -> Launch:
-        """``program`` deployed, the first time it is asked for."""
+    def deployed(self, program: Program) -> bool:
+        return program.key in self._launches
+
+    def launch(
+        self, program: Program, progress: Progress, present: frozenset[str] | None = None
+    ) -> Launch:
+        """``program`` deployed, the first time it is asked for (``present``: see
+        :meth:`Program.deploy`)."""
         launch = self._launches.get(program.key)
         if launch is None:
             progress("deploy", f"deploying to {self.device.id}")
-            launch = program.deploy(self.device, self.directory, self.staging)
+            launch = program.deploy(self.device, self.directory, self.staging, present)
             self._launches[program.key] = launch
         return launch
 
@@ -270,20 +297,36 @@ def run_on_device(
     workspace: Workspace | None = None,
     cooldown: bool = True,
     exclusive: bool = False,
+    reset: bool = False,
     progress: Progress = _quiet,
 ) -> RunOk | RunFailed:
     """Run ``call`` on ``device`` (see the module doc). With ``cooldown``, wait until the
     device is cool (at most ``limits.cooldown_max_wait_s``) right before the runner starts,
     and snapshot its state before and after. ``exclusive``: the caller owns the device, and
     the run directory of a workspace of the call's own is left to the next owner's reset.
-    Raises only HarnessBug."""
+    ``reset``: runners left over from interrupted runs are ended first (for an exclusive
+    owner). Raises only HarnessBug.
+
+    Round trips to the device are few: the reset, the check that the program is deployed
+    and the first state snapshot are one (:meth:`Device.preflight`), the run and the
+    snapshot after it another (:meth:`Device.shell_then_state`); then the outputs' pulls."""
     own = workspace is None
     space = workspace if workspace is not None else Workspace(device, keep=exclusive)
     bundle: str | None = None
     state: DeviceState | None = None
     report: RunnerOk | RunnerError | None = None
     try:
-        launch = space.launch(call.program, progress)
+        present: frozenset[str] | None = None
+        first: StateSnapshot | None = None
+        if cooldown or reset:
+            markers = () if space.deployed(call.program) else call.program.markers(device)
+            checked = device.preflight(reset=reset, markers=markers)
+            if checked.ended:
+                log.warning("%s: ended leftover runner(s) %s", device.id, checked.ended)
+            present = checked.present
+            # Deploying pushes files: then the state is read again afterwards.
+            first = checked.state if present.issuperset(markers) else None
+        launch = space.launch(call.program, progress, present)
         bundle = launch.runtime_bundle
         argv = _command_with_inputs(space, call, launch)
 
@@ -292,23 +335,26 @@ def run_on_device(
                 device,
                 max_temp_c=limits.cooldown_max_temp_c,
                 max_wait_s=limits.cooldown_max_wait_s,
+                initial=first,
             )
             if cooled["waited_s"]:
                 progress("cooldown", f"{device.id} waited {cooled['waited_s']:.0f} s to cool")
             state = DeviceState(before=cooled.pop("state"), cooldown=cooled)
         progress("run", f"running {call.label} on {device.id}")
+        timeout_s = limits.run_timeout_s + call.protocol.max_seconds
         try:
-            result = device.shell(
-                argv,
-                timeout_s=limits.run_timeout_s + call.protocol.max_seconds,
-                env=launch.env,
-                cwd=space.directory,
-            )
+            if state is not None:
+                result, after = device.shell_then_state(
+                    argv, timeout_s=timeout_s, env=launch.env, cwd=space.directory
+                )
+                state = DeviceState(state.cooldown, state.before, after)
+            else:
+                result = device.shell(
+                    argv, timeout_s=timeout_s, env=launch.env, cwd=space.directory
+                )
         except CommandTimeout as exc:
             error = blame_timeout(device, exc, call.protocol)
             return RunFailed(error, runtime_bundle=bundle, state=state)
-        if state is not None:
-            state = DeviceState(state.cooldown, state.before, device.state())
         report = parse_runner_output(
             result.stdout, stderr=result.stderr, returncode=result.exit_code
         )

@@ -9,14 +9,14 @@ run that has ended is left alone.
 
 A phone is held only while it works. Steps: first, off the lease, all that needs no phone:
 the prepared model, inputs and reference, what the phone will run (the compile cache's
-artifact), the connection and the phone's facts (:class:`_Plan`). Then claim the run and
-lease its device (one short transaction); check its health, end leftover runners, deploy,
-push, run, pull (a heartbeat thread keeps the run and the lease fresh); release the lease
-(keyed by the attempt). Then, off the lease again, compare with the reference, record the
-result and end the run (one transaction), send finish_job. A backend that measures on the
-phone while preparing (``partition: cost``) does that under the lease. A failure of the farm
-(device unreachable, gone mid-run) hands the run back for another attempt with backoff, up to
-``max_run_attempts``; the user's errors are recorded at once.
+artifact), the connection, the phone's facts and a health check (read-only) (:class:`_Plan`).
+Then claim the run and lease its device, recording that health (one short transaction); end
+leftover runners, deploy, push, run, pull (a heartbeat thread keeps the run and the lease
+fresh); release the lease (keyed by the attempt). Then, off the lease again, compare with the
+reference, record the result and end the run (one transaction), send finish_job. A backend
+that measures on the phone while preparing (``partition: cost``) does that under the lease. A
+failure of the farm (device unreachable, gone mid-run) hands the run back for another attempt
+with backoff, up to ``max_run_attempts``; the user's errors are recorded at once.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from harness.config import get_settings
 from harness.db import Run, RunStatus, scoped, utcnow
 from harness.devices import Device as DeviceHandle
 from harness.devices import open_device
+from harness.devices.records import HealthReport
 from harness.errors import HarnessBug, InfrastructureError, JobError
 from harness.farm.leases import acquire_lease, mark_running, release_lease, renew_lease
 from harness.farm.registry import check_device, record_health
@@ -135,6 +136,10 @@ def run(self: Task, run_id: int) -> None:
                     return
                 _wait(self, session, runrow, f"device {device_id} is busy")
                 return
+            if plan.health is not None:
+                record_health(session, runrow.device, plan.health)
+                if plan.health["ok"]:
+                    mark_running(session, device_id, run_id, attempt=attempt)
             session.commit()
             log.info(
                 "run %s: attempt %s on device %s (pid %s)",
@@ -164,6 +169,7 @@ class _Plan:
     inputs: dict[str, np.ndarray] | None = None
     reference: Reference | None = None
     device: DeviceHandle | None = None
+    health: HealthReport | None = None  # the phone's, checked right before the claim
     document: dict[str, Any] | None = None  # the run failed already (the user's input)
     error: BaseException | None = None
 
@@ -221,6 +227,8 @@ def _plan(runrow: Run) -> _Plan:
         measurement.start()
         if not measurement.needs_device_to_prepare:
             measurement.prepare()  # the compile cache's artifact: built on the compile queue
+        # Read-only, so taken before the claim; recorded in the claim's transaction.
+        plan.health = plan.device.health()
     except Exception as exc:
         plan.error = exc
         return plan
@@ -286,17 +294,13 @@ def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> dict[s
     assert plan.device is not None and plan.measurement is not None
     assert plan.inputs is not None and plan.reference is not None
     device = plan.device
-    health = device.health()
-    _current(session, runrow.id, attempt)
-    record_health(session, runrow.device, health)
+    health = plan.health
+    assert health is not None  # recorded with the claim
     if not health["ok"]:
-        session.commit()
         raise InfrastructureError(
             f"{runrow.device.address} failed its health check: {health['problem']}",
             stage="run",
         )
-    mark_running(session, runrow.device_id, runrow.id, attempt=attempt)
-    session.commit()
     measurement = plan.measurement
     measurement.on_device(
         device,
@@ -306,12 +310,12 @@ def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> dict[s
         # written in short sessions of their own (the task's stays as it is).
         cost_sessions=scoped(session_factory()),
     )
-    plan.close()
     if not (measurement.doc.get("error") or {}).get("retryable"):
         # The phone's part is done: free it for the next run before comparing and
         # recording. Keyed by the attempt: a superseded attempt frees nothing.
         release_lease(session, runrow.device_id, runrow.id, attempt=attempt)
         session.commit()
+    plan.close()  # after the release: closing the connection needs no lease
     return measurement.compare(plan.reference, f"{runrow.backend} on {device.id}")
 
 
