@@ -5,8 +5,9 @@ Per series and metric (median latency, peak RSS, load time), the change-point de
 that starts within the last ``detect_recent`` nights and has no alert yet becomes one, with
 what changed in the toolchain between the last good night and the first changed one. A series
 that was measured the night before and fails tonight is a ``failure`` alert (``accuracy`` when
-it failed comparing its outputs). Alerts of one night with the same toolchain change share a
-``group_key``: they are one notification. Functions take ``session`` and never commit.
+it failed comparing its outputs). Alerts whose change starts the same night with the same
+toolchain change share a ``group_key``: one cause, one notification per night that finds
+them. Functions take ``session`` and never commit.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ from harness.regression.toolchain import Toolchain, differences
 
 log = logging.getLogger(__name__)
 
-# What is watched; each is worse when larger.
+# What is watched (each is worse when larger), and the smallest absolute change of each that
+# can be an alert: a relative change of a tiny value is noise (a 0.2 ms model load that took
+# 2 ms one night because the other phone read a file at the same moment).
 METRICS = ("median_ms", "peak_rss_kb", "load_ms")
+MIN_ABSOLUTE = {"median_ms": 0.01, "peak_rss_kb": 1024.0, "load_ms": 5.0}
 
 
 def close_finished_nights(session: Session, now: datetime | None = None) -> list[int]:
@@ -126,9 +130,11 @@ def _changes(before: Point | None, after: Point, series_id: int) -> list[object]
     return list(differences(old, new))
 
 
-def group_key(night_id: int, changes: list[object]) -> str:
-    """Alerts of one night with the same toolchain change are one group."""
-    text = json.dumps([night_id, changes], sort_keys=True, default=str)
+def group_key(first_bad_night_id: int, changes: list[object]) -> str:
+    """Alerts whose change starts the same night with the same toolchain change are one group
+    (one cause), whichever night each was found on: a metric that needed a second night to
+    be significant joins the group of the first."""
+    text = json.dumps([first_bad_night_id, changes], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -157,6 +163,8 @@ def _metric_alerts(
             continue
         values = [value for _, value in measured]
         for point in recent_changes(values, detector(settings), recent=settings.detect_recent):
+            if abs(point.after - point.before) < MIN_ABSOLUTE[metric]:
+                continue
             first_bad = measured[point.index][0]
             last_good = measured[point.index - 1][0] if point.index > 0 else None
             changes = _changes(last_good, first_bad, series_id)
@@ -177,7 +185,7 @@ def _metric_alerts(
                     first_bad_night_id=first_bad.night.id,
                     last_good_night_id=last_good.night.id if last_good else None,
                     changes=changes,
-                    group_key=group_key(night.id, changes),
+                    group_key=group_key(first_bad.night.id, changes),
                     message=(
                         f"{metric} {'rose' if worse else 'fell'} {abs(point.ratio - 1) * 100:.1f}%"
                         f" ({point.before:.4g} -> {point.after:.4g}; 95% CI of the ratio "
@@ -297,15 +305,15 @@ NOTIFIED = (AlertKind.regression, AlertKind.accuracy, AlertKind.failure)
 
 
 def alert_groups(night: Night, alerts: list[Alert]) -> list[tuple[str, dict[str, object]]]:
-    """The notifications of a night's new alerts: one per group (same toolchain change),
-    as (event key, payload). Improvements are recorded, not notified."""
+    """The notifications of a night's new alerts: one per group (same change, same cause), as
+    (event key, payload). Improvements are recorded, not notified."""
     groups: dict[str, list[Alert]] = defaultdict(list)
     for alert in alerts:
         if alert.kind in NOTIFIED:
             groups[alert.group_key].append(alert)
     return [
         (
-            f"alerts:{key}",
+            f"alerts:{key}:{night.id}",  # once per group and night: a later alert is news
             {
                 "event": "alerts",
                 "suite": night.suite.name,

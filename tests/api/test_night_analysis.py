@@ -150,7 +150,7 @@ def test_a_slower_model_version_alerts_its_series_only_once_grouped(
     groups = alert_groups(night, alerts)
     assert len(groups) == 1  # both phones, one toolchain change: one notification
     event_key, payload = groups[0]
-    assert event_key == f"alerts:{alerts[0].group_key}"
+    assert event_key == f"alerts:{alerts[0].group_key}:{night.id}"
     assert len(payload["alerts"]) == 2  # type: ignore[arg-type]
 
     # The next night is as slow: the same change, not a new alert.
