@@ -14,8 +14,10 @@ from pydantic import (
 )
 
 from harness.db import Device, DeviceHealth, DeviceState, Job, JobStatus, Model, Result, Run
+from harness.devices.base import DeviceFacts
 from harness.farm.liveness import FarmLiveness, device_worker, offered
-from harness.farm.selection import DeviceSelector
+from harness.farm.selection import DeviceSelector, DeviceSummary
+from harness.measure.document import ResultDocument
 from harness.measure.protocol import NO_NUL as NO_NUL
 from harness.measure.protocol import MeasurementRequest, MeasurementSettings
 
@@ -105,7 +107,7 @@ class DevicePublic(Public):
     soc: str
     model_name: str
     target: str
-    facts: dict[str, Any]
+    facts: DeviceFacts
     state: DeviceState
     health: DeviceHealth
     health_reason: str | None
@@ -126,7 +128,7 @@ class DevicePublic(Public):
             soc=device.soc,
             model_name=device.model_name,
             target=device.target,
-            facts=device.facts,
+            facts=DeviceFacts.from_dict(device.facts or {"id": device.address}),
             state=device.state,
             health=device.health,
             health_reason=device.health_reason,
@@ -152,15 +154,6 @@ class DeviceUpdate(StrictBody):
     health_reason: Text | None = Field(
         default=None, max_length=2000, description='why; "" clears it'
     )
-
-
-class DeviceSummary(Public):
-    id: int
-    address: str
-    pool: str
-    soc: str
-    model: str
-    health: str
 
 
 # Benchmarks and jobs.
@@ -231,7 +224,7 @@ class ResultPublic(Public):
     backend: str
     status: str
     created_at: datetime
-    document: dict[str, Any] = Field(description="the result document (see the README)")
+    document: ResultDocument = Field(description="the result document (see the README)")
 
     @classmethod
     def of(cls, result: Result) -> ResultPublic:

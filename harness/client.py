@@ -11,13 +11,135 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NotRequired
 
 import httpx
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
+from harness import __version__
 from harness.config import get_settings
-from harness.errors import EdgefarmError, InfrastructureError, JobError
+from harness.errors import EdgefarmError, InfrastructureError, JobError, Stage
+from harness.jsontypes import JsonObject
+from harness.measure.document import DeviceRef, Provenance, ResultDocument, ResultError
 from harness.measure.protocol import MeasurementRequest, MeasurementSettings
+from harness.modelio import ModelDescription
+from harness.modelio.specs import TensorJson
+
+if TYPE_CHECKING:  # the farm's queries (SQLAlchemy) are not the client's
+    from harness.farm.liveness import ProcessJson
+    from harness.farm.selection import SelectorJson
+
+# What the client reads of the API's answers (api/schemas.py writes them): JSON, typed. A
+# job's result documents and settings are read into their harness types.
+
+
+class ModelJson(TypedDict):
+    id: int
+    sha256: str
+    name: str
+    format: str
+    size_bytes: int
+    inputs: list[TensorJson]
+    created_at: str
+
+
+class RunErrorJson(TypedDict):
+    stage: Stage | None
+    message: str
+
+
+class ResultJson(TypedDict):
+    id: int
+    run_id: int
+    job_id: int
+    model_id: int
+    device_id: int
+    backend: str
+    status: str
+    created_at: str
+    document: ResultDocument
+
+
+class RunJson(TypedDict):
+    id: int
+    device_id: int
+    backend: str
+    status: str
+    attempts: int
+    artifact_id: int | None
+    error: RunErrorJson | None
+    created_at: str
+    enqueued_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    result: ResultJson | None
+
+
+class JobJson(TypedDict):
+    id: int
+    status: Literal["queued", "running", "done"]
+    model_id: int
+    submitted_by: str
+    nightly: bool
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    settings: MeasurementSettings
+    runs: list[RunJson]
+    enqueued: NotRequired[bool]  # an answer to a submission
+
+
+class LivenessJson(TypedDict):
+    worker: str | None
+    alive: bool
+    heartbeat_at: str | None
+    reason: str | None
+    offered: bool
+
+
+class DeviceJson(TypedDict):
+    id: int
+    serial: str | None
+    address: str
+    pool: str
+    soc: str
+    model_name: str
+    target: str
+    facts: JsonObject  # DeviceFacts.from_dict reads it
+    state: str
+    health: str
+    health_reason: str | None
+    worker: str | None
+    liveness: LivenessJson
+    current_run: JsonObject | None
+    lease_expires_at: str | None
+    last_seen_at: str | None
+    created_at: str
+
+
+class BeatJson(TypedDict):
+    alive: bool
+    last_tick_at: str | None
+    age_s: float | None
+
+
+class HealthJson(TypedDict, total=False):
+    """``/healthz``; a farm that is down may leave out all but ``status``."""
+
+    status: str
+    database: str
+    broker: str
+    detail: str | None
+    problems: list[str]
+    beat: BeatJson | None
+    workers: list[ProcessJson]
+    live_queues: list[str]
+    starved_queues: list[JsonObject]
+    runs_in_flight: int
+
+
+_JOB: TypeAdapter[JobJson] = TypeAdapter(JobJson)
 
 
 class FarmError(EdgefarmError):
@@ -57,12 +179,12 @@ def default_token() -> str | None:
         return None
 
 
-def parse_selector(text: str) -> dict[str, Any]:
+def parse_selector(text: str) -> SelectorJson:
     """``all`` | ``pool=NAME`` | ``soc=NAME`` | ``model=TEXT`` | ``ids=1,2``; comma-free terms
     may be joined with ``;`` (e.g. ``pool=lab;soc=MT6985``)."""
     if text.strip() == "all":
         return {"all": True}
-    selector: dict[str, Any] = {}
+    selector: SelectorJson = {}
     for term in text.split(";"):
         key, sep, value = term.partition("=")
         key = key.strip()
@@ -76,8 +198,12 @@ def parse_selector(text: str) -> dict[str, Any]:
                 selector["ids"] = [int(v) for v in value.split(",")]
             except ValueError:
                 raise JobError("prepare", f"ids={value!r}: write ids=1,2,3") from None
+        elif key == "pool":
+            selector["pool"] = value.strip()
+        elif key == "soc":
+            selector["soc"] = value.strip()
         else:
-            selector[key] = value.strip()
+            selector["model"] = value.strip()
     return selector
 
 
@@ -106,9 +232,9 @@ class FarmClient:
             raise FarmError(response.status_code, _error_text(response))
         return response.json()
 
-    def upload_model(self, path: Path) -> dict[str, Any]:
+    def upload_model(self, path: Path) -> ModelJson:
         with open(path, "rb") as handle:
-            result: dict[str, Any] = self._request(
+            result: ModelJson = self._request(
                 "POST", "/api/v1/models", files={"file": (path.name, handle)}
             )
         return result
@@ -117,24 +243,22 @@ class FarmClient:
         self,
         *,
         model_id: int,
-        devices: dict[str, Any],
+        devices: SelectorJson,
         backends: list[str],
         settings: MeasurementRequest | MeasurementSettings,
-    ) -> dict[str, Any]:
+    ) -> JobJson:
         body = {
             "model_id": model_id,
             "devices": devices,
             "backends": backends,
             "settings": settings.model_dump(mode="json", exclude_none=True),
         }
-        result: dict[str, Any] = self._request("POST", "/api/v1/benchmarks", json=body)
-        return result
+        return _JOB.validate_python(self._request("POST", "/api/v1/benchmarks", json=body))
 
-    def job(self, job_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}")
-        return result
+    def job(self, job_id: int) -> JobJson:
+        return _JOB.validate_python(self._request("GET", f"/api/v1/jobs/{job_id}"))
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    def health(self) -> tuple[int, HealthJson]:
         """``/healthz``: its status code (200 or 503, both answers) and its body."""
         try:
             response = self._http.get("/healthz")
@@ -144,21 +268,22 @@ class FarmClient:
             ) from None
         if response.status_code not in (200, 503):
             raise FarmError(response.status_code, _error_text(response))
-        body: dict[str, Any] = response.json()
+        body: HealthJson = response.json()
         return response.status_code, body
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceJson]:
         result = self._request("GET", "/api/v1/devices")
-        return list(result["data"] if isinstance(result, dict) else result)
+        devices: list[DeviceJson] = result["data"] if isinstance(result, dict) else result
+        return list(devices)
 
     def wait(
         self,
         job_id: int,
         *,
-        on_update: Callable[[dict[str, Any]], None] | None = None,
+        on_update: Callable[[JobJson], None] | None = None,
         poll_s: float = 1.0,
         timeout_s: float = 3600.0,
-    ) -> dict[str, Any]:
+    ) -> JobJson:
         """Poll the job until it is done; returns the final job."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -187,26 +312,29 @@ def _error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {detail}"
 
 
-def job_documents(job: dict[str, Any]) -> list[dict[str, Any]]:
+def job_documents(job: JobJson) -> list[ResultDocument]:
     """The result documents of a finished job's runs, in run order (a run that ended with no
     result recorded gets a ``failed`` document saying so)."""
     documents = []
-    for run in job.get("runs", []):
-        result = run.get("result")
+    for run in job["runs"]:
+        result = run["result"]
         if result is not None:
             documents.append(result["document"])
             continue
-        error = run.get("error") or {}
+        error = run["error"]
         documents.append(
-            {
-                "model": {"name": f"model {job.get('model_id')}"},
-                "device": {"id": f"device {run.get('device_id')}"},
-                "backend": run.get("backend"),
-                "status": "failed",
-                "error": {
-                    "stage": error.get("stage") or "run",
-                    "message": error.get("message") or f"run ended {run.get('status')}",
-                },
-            }
+            ResultDocument(
+                model=ModelDescription(
+                    name=f"model {job['model_id']}", sha256=None, format=None, inputs=[]
+                ),
+                device=DeviceRef(id=f"device {run['device_id']}"),
+                backend=run["backend"],
+                error=ResultError(
+                    stage=(error and error["stage"]) or "run",
+                    message=(error and error["message"]) or f"run ended {run['status']}",
+                ),
+                # The farm's versions are not known here: the client's own, and no TVM's.
+                provenance=Provenance(edgefarm_version=__version__, tvm_version=""),
+            )
         )
     return documents

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
+from harness.errors import JobError, Stage
+
 JsonObject = dict[str, JsonValue]
 """A JSON object."""
 
@@ -17,4 +19,16 @@ BackendOptions = JsonObject
 """One backend's options: free-form JSON that the backend checks and completes with its
 defaults (``harness.backends``)."""
 
-__all__ = ["BackendOptions", "JsonObject", "JsonValue"]
+__all__ = ["BackendOptions", "JsonObject", "JsonValue", "json_int"]
+
+
+def json_int(value: JsonValue, *, what: str, stage: Stage) -> int:
+    """``value`` (an option given as JSON) as an integer: an int, an integral float or the
+    digits of one; a JobError at ``stage`` naming ``what`` otherwise."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobError(stage, f"{what} must be an integer, not {value!r}")
+    return value

@@ -31,7 +31,7 @@ def device_queue(device_id: int) -> str:
 def make_app() -> Celery:
     settings = get_settings()
     url = broker_url(settings)
-    transport_options: dict[str, Any] = {}
+    transport_options: dict[str, float] = {}
     if url.startswith(("redis", "sentinel")):
         # A message is unacknowledged until its task returns; Redis hands it out again only
         # after this long, which must exceed the longest task or it would run twice at once.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,21 +12,20 @@ from harness.db import Job, JobStatus, Result, Run, RunStatus, utcnow
 from harness.errors import EdgefarmError, InfrastructureError
 from harness.farm.models import model_path
 from harness.farm.results import record_result
-from harness.modelio import PreparedModel
+from harness.measure.document import DeviceRecord, ResultDocument, device_record
+from harness.modelio import ModelDescription, PreparedModel
 
 log = logging.getLogger(__name__)
 
 
-def device_document(run: Run) -> dict[str, Any]:
+def device_document(run: Run) -> DeviceRecord:
     """The ``device`` object of a result document, from the registered facts."""
-    facts = dict(run.device.facts or {})
-    facts.setdefault("id", run.device.address)
-    return facts
+    return device_record({"id": run.device.address, **(run.device.facts or {})})
 
 
 def failed_run_document(
     run: Run, error: EdgefarmError, *, model: PreparedModel | None = None
-) -> dict[str, Any]:
+) -> ResultDocument:
     """A failed result document for ``run``, which never got to (or through) a measurement.
     A failure of the farm is marked ``retryable``, as :func:`harness.bench.measure` does."""
     doc = failed_document(
@@ -37,20 +35,22 @@ def failed_run_document(
         backend=run.backend,
         error=error,
     )
-    if isinstance(error, InfrastructureError):
-        doc["error"]["retryable"] = True
+    if doc.error is not None and isinstance(error, InfrastructureError):
+        doc.error.retryable = True
     if model is None:
         stored = run.job.model
-        doc["model"] = {
-            "name": stored.name,
-            "sha256": stored.sha256,
-            "format": stored.format,
-            "inputs": list(stored.input_spec or []),
-        }
+        doc.model = ModelDescription.model_validate(
+            {
+                "name": stored.name,
+                "sha256": stored.sha256,
+                "format": stored.format,
+                "inputs": list(stored.input_spec or []),
+            }
+        )
     return doc
 
 
-def end_run(session: Session, run: Run, document: dict[str, Any]) -> Result:
+def end_run(session: Session, run: Run, document: ResultDocument) -> Result:
     """Record ``document`` as the run's result (unless it has one) and end the run
     accordingly: done when the stored result is ok, failed with its stage and message
     otherwise. Does not commit."""

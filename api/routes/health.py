@@ -29,7 +29,7 @@ def _with_liveness(health: HealthPublic, report: FarmLiveness) -> HealthPublic:
                 last_tick_at=beat.heartbeat_at if beat else None,
                 age_s=round(beat.heartbeat_age_s, 1) if beat else None,
             ),
-            "workers": [ProcessPublic(**p.to_dict()) for p in report.processes],
+            "workers": [ProcessPublic.model_validate(p.to_dict()) for p in report.processes],
             "live_queues": sorted(report.live_queues),
             "starved_queues": [
                 StarvedQueuePublic(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
@@ -23,10 +23,11 @@ from api.schemas import NO_NUL, ModelPublic, ModelsPublic
 from api.upload import FIELD, receive_upload
 from harness.farm import NotFound, queries
 from harness.farm.models import StagedModel, model_path, store_model
+from harness.jsontypes import JsonObject
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-_UPLOAD_BODY: dict[str, Any] = {
+_UPLOAD_BODY: JsonObject = {  # an OpenAPI fragment: the multipart body FastAPI cannot infer
     "requestBody": {
         "required": True,
         "content": {

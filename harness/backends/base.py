@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
 
+from harness.byoc.report import PartitionReport
 from harness.compile import Artifact
 from harness.db.session import SessionScope
 from harness.devices.base import Device, DeviceFacts
 from harness.errors import HarnessBug, JobError
+from harness.jsontypes import BackendOptions
 from harness.measure.device_run import Program, Progress, RunLimits
+from harness.measure.document import BuildProvenance
 from harness.modelio import PreparedModel
 
 
@@ -18,7 +20,7 @@ from harness.modelio import PreparedModel
 class JobBuild:
     """A build a job makes on the compile queue, before its runs go to their phones."""
 
-    options: dict[str, Any]  # the build's options, resolved
+    options: BackendOptions  # the build's options, resolved
     # The run's own artifact (recorded, and linked to the run); otherwise a build made early
     # so that a model the backend cannot build fails for every run at once.
     for_run: bool = True
@@ -45,8 +47,8 @@ class Prepared:
     entries of its ``provenance``, and the ``partition`` report of an offloading build."""
 
     program: Program
-    provenance: dict[str, Any]
-    partition: dict[str, Any] | None = None
+    provenance: BuildProvenance
+    partition: PartitionReport | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Backend(ABC):
     name: str
     description: str
     formats: tuple[str, ...] = ("onnx", "tflite", "pt2")
-    default_options: dict[str, Any] = field(default_factory=dict)
+    default_options: BackendOptions = field(default_factory=dict)
 
     def check_format(self, fmt: str, *, model_name: str) -> None:
         """A JobError (stage import) unless the backend runs ``fmt`` models."""
@@ -66,7 +68,7 @@ class Backend(ABC):
                 f"backend {self.name} runs {'/'.join(self.formats)} models; {model_name} is {fmt}",
             )
 
-    def resolve_options(self, given: dict[str, Any] | None) -> dict[str, Any]:
+    def resolve_options(self, given: BackendOptions | None) -> BackendOptions:
         """The backend's defaults overlaid with ``given``; unknown keys are a JobError."""
         options = dict(self.default_options)
         for key, value in (given or {}).items():
@@ -79,8 +81,8 @@ class Backend(ABC):
         return options
 
     def device_options(
-        self, facts: DeviceFacts, options: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+        self, facts: DeviceFacts, options: BackendOptions | None
+    ) -> BackendOptions | None:
         """``options`` completed (or refused, a JobError) for the device ``facts`` describe."""
         return options
 
@@ -88,28 +90,28 @@ class Backend(ABC):
         """Whether the backend offloads subgraphs to an accelerator (``--partition``)."""
         return False
 
-    def job_builds(self, options: dict[str, Any]) -> list[JobBuild]:
+    def job_builds(self, options: BackendOptions) -> list[JobBuild]:
         """What a job builds for a run with ``options`` (resolved) on the compile queue."""
         return []
 
     def compile(
-        self, model: PreparedModel, *, target: str, options: dict[str, Any] | None
+        self, model: PreparedModel, *, target: str, options: BackendOptions | None
     ) -> Artifact:
         """The artifact of a :class:`JobBuild`'s ``options`` for ``target``, built at most
         once. Only a backend that lists job builds is asked."""
         raise HarnessBug(f"backend {self.name} builds nothing")
 
-    def artifact_key(self, model: PreparedModel, target: str, options: dict[str, Any]) -> str:
+    def artifact_key(self, model: PreparedModel, target: str, options: BackendOptions) -> str:
         """The cache key of :meth:`compile`'s artifact."""
         raise HarnessBug(f"backend {self.name} builds nothing")
 
-    def needs_device(self, options: dict[str, Any] | None) -> bool:
+    def needs_device(self, options: BackendOptions | None) -> bool:
         """Whether :meth:`prepare` measures on the device (so runs under its lease)."""
         return False
 
     @abstractmethod
     def prepare(
-        self, model: PreparedModel, options: dict[str, Any] | None, where: Target
+        self, model: PreparedModel, options: BackendOptions | None, where: Target
     ) -> Prepared:
         """What ``where``'s device runs for ``model`` with ``options``. Raises JobError (the
         user's input) or InfrastructureError (the farm)."""

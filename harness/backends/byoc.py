@@ -10,15 +10,17 @@ decide what is offloaded).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from harness.backends.base import JobBuild, Target
 from harness.backends.tvm_cpu import TvmBackend
+from harness.byoc.costmodel import costs_json
+from harness.byoc.report import CalibrationReport
 from harness.compile import Lowering
 from harness.db.costs import local_store
 from harness.db.session import scoped
 from harness.devices.base import DeviceFacts
 from harness.errors import HarnessBug, JobError
+from harness.jsontypes import BackendOptions, JsonValue, json_int
 from harness.measure.calibration import measured_costs
 from harness.modelio import PreparedModel
 
@@ -32,7 +34,7 @@ class ByocBackend(TvmBackend):
     def offloads(self) -> bool:
         return True
 
-    def resolve_options(self, given: dict[str, Any] | None) -> dict[str, Any]:
+    def resolve_options(self, given: BackendOptions | None) -> BackendOptions:
         """As for every backend, plus the version of the BYOC code: the options are part of
         the artifact cache key, so a changed codegen or driver never reuses an old artifact."""
         from harness.byoc.link import byoc_version
@@ -42,8 +44,8 @@ class ByocBackend(TvmBackend):
         return {**super().resolve_options(user), "byoc_version": byoc_version()}
 
     def device_options(
-        self, facts: DeviceFacts, options: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+        self, facts: DeviceFacts, options: BackendOptions | None
+    ) -> BackendOptions | None:
         """A phone's NNAPI feature level bounds what tvm-nnapi may offload; a phone without
         NNAPI (SDK level below 27) is refused. This machine runs the reference driver.
 
@@ -63,9 +65,9 @@ class ByocBackend(TvmBackend):
         resolved = dict(options or {})
         given = resolved.get("feature_level")
         if given is None or given == self.default_options.get("feature_level"):
-            given = min(int(level), int(given if given is not None else level))
+            given = min(level, level if given is None else _feature_level(given))
             resolved["feature_level"] = given
-        if int(given) > int(level):
+        if _feature_level(given) > level:
             raise JobError(
                 "partition",
                 f"feature_level {given} is above what {facts.id} supports ({level}, "
@@ -73,7 +75,7 @@ class ByocBackend(TvmBackend):
             )
         return resolved
 
-    def job_builds(self, options: dict[str, Any]) -> list[JobBuild]:
+    def job_builds(self, options: BackendOptions) -> list[JobBuild]:
         """``partition: cost``: the run's artifact depends on the costs measured on its
         phone's class, which the run finds or measures; what can be built now is the pair of
         calibration builds, so that a broken model fails here, for every run at once."""
@@ -84,12 +86,12 @@ class ByocBackend(TvmBackend):
             for mode in ("calibrate-cpu", "calibrate-accel")
         ]
 
-    def needs_device(self, options: dict[str, Any] | None) -> bool:
+    def needs_device(self, options: BackendOptions | None) -> bool:
         return (options or {}).get("partition") == "cost"
 
     def build_options(
-        self, model: PreparedModel, options: dict[str, Any] | None, where: Target
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        self, model: PreparedModel, options: BackendOptions | None, where: Target
+    ) -> tuple[BackendOptions | None, CalibrationReport | None]:
         """The device's NNAPI feature level bounds what may be offloaded; ``partition:
         cost`` takes the per-candidate costs of the device's class: stored, or measured now
         on it."""
@@ -110,10 +112,14 @@ class ByocBackend(TvmBackend):
             limits=where.limits,
             progress=where.progress,
         )
-        return {**(options or {}), "costs": costs}, calibration
+        return {**(options or {}), "costs": costs_json(costs)}, calibration
 
 
-_BYOC_OPTIONS: dict[str, Any] = {
+def _feature_level(given: JsonValue) -> int:
+    return json_int(given, what="feature_level", stage="partition")
+
+
+_BYOC_OPTIONS: BackendOptions = {
     "opt_level": 3,
     "preference": "fast_single_answer",
     "partition": "all",

@@ -4,10 +4,10 @@ file itself (no compilation), run by a Python runner on a device that has this P
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from harness.backends.base import Backend, Prepared, Target
 from harness.errors import JobError
+from harness.jsontypes import BackendOptions, json_int
 from harness.measure.device_run import PythonRunner
 from harness.modelio import PreparedModel
 
@@ -17,7 +17,7 @@ class OrtBackend(Backend):
     """onnxruntime, run by :mod:`harness.runner.ort_runner`."""
 
     def prepare(
-        self, model: PreparedModel, options: dict[str, Any] | None, where: Target
+        self, model: PreparedModel, options: BackendOptions | None, where: Target
     ) -> Prepared:
         if not where.facts.runs_host_python:
             raise JobError(
@@ -30,7 +30,7 @@ class OrtBackend(Backend):
         resolved = self.resolve_options(options)
         args = (
             "--threads",
-            str(int(resolved["threads"])),
+            str(json_int(resolved["threads"], what="threads", stage="compile")),
             "--graph-optimization",
             str(resolved["graph_optimization"]),
         )

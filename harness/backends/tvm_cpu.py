@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from harness.backends.base import Backend, JobBuild, Prepared, Target
+from harness.byoc.report import CalibrationReport
 from harness.compile import Artifact, Lowering, compile_artifact
 from harness.compile.build import artifact_key_for
+from harness.jsontypes import BackendOptions
 from harness.measure.device_run import NativeRunner
+from harness.measure.document import BuildProvenance
 from harness.modelio import PreparedModel
 
 
@@ -19,20 +21,20 @@ class TvmBackend(Backend):
 
     lowering: Lowering = field(default_factory=Lowering)
 
-    def job_builds(self, options: dict[str, Any]) -> list[JobBuild]:
+    def job_builds(self, options: BackendOptions) -> list[JobBuild]:
         return [JobBuild(options)]
 
     def compile(
-        self, model: PreparedModel, *, target: str, options: dict[str, Any] | None
+        self, model: PreparedModel, *, target: str, options: BackendOptions | None
     ) -> Artifact:
         """The artifact of ``model`` for ``target``, built at most once (the cache)."""
         return compile_artifact(model, self, target=target, options=options)
 
-    def artifact_key(self, model: PreparedModel, target: str, options: dict[str, Any]) -> str:
+    def artifact_key(self, model: PreparedModel, target: str, options: BackendOptions) -> str:
         return artifact_key_for(model, self, target, options)
 
     def prepare(
-        self, model: PreparedModel, options: dict[str, Any] | None, where: Target
+        self, model: PreparedModel, options: BackendOptions | None, where: Target
     ) -> Prepared:
         """The model compiled for the device's target (the cache's when built already), its
         provenance and partition report."""
@@ -42,7 +44,7 @@ class TvmBackend(Backend):
         partition = artifact.manifest.get("extra", {}).get("partition")
         if partition is not None and calibration is not None and "cost" in partition:
             partition["cost"]["calibration"] = calibration
-        provenance = {
+        provenance: BuildProvenance = {
             "compile_options": artifact.manifest["options"],
             "artifact_key": artifact.key,
             "compile_ms": artifact.compile_ms,
@@ -52,8 +54,8 @@ class TvmBackend(Backend):
         return Prepared(NativeRunner(artifact), provenance, partition)
 
     def build_options(
-        self, model: PreparedModel, options: dict[str, Any] | None, where: Target
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        self, model: PreparedModel, options: BackendOptions | None, where: Target
+    ) -> tuple[BackendOptions | None, CalibrationReport | None]:
         """The build's options for the device, and what calibrating for them did (None: no
         calibration)."""
         return self.device_options(where.facts, options), None

@@ -12,7 +12,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness.backends import Backend, get_backend
 from harness.bench.document import RESULT_KEYS, failed_document
@@ -27,7 +26,9 @@ from harness.bench.measurement import (
 )
 from harness.devices import open_device
 from harness.errors import EdgefarmError, HarnessBug, JobError
+from harness.jsontypes import BackendOptions
 from harness.measure.device_run import Progress
+from harness.measure.document import ResultDocument
 from harness.measure.protocol import Protocol as Protocol  # re-exported: callers import it here
 from harness.modelio import InputSpec, load
 
@@ -65,10 +66,10 @@ class BenchPlan:
     protocol: Protocol = field(default_factory=Protocol)
     inputs_npz: Path | None = None
     seed: int = 0
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    options: dict[str, BackendOptions] = field(default_factory=dict)
 
 
-def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[dict[str, Any]]:
+def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[ResultDocument]:
     """Every requested (device, backend) measurement, in order; one document each."""
     backends: list[Backend | EdgefarmError] = []
     for name in plan.backends:
@@ -90,7 +91,7 @@ def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[dict[str, An
     progress("reference", f"computing reference outputs with {reference_name(model)}")
     reference = compute_reference(model, inputs)
 
-    documents: list[dict[str, Any]] = []
+    documents: list[ResultDocument] = []
     for address in plan.devices:
         try:
             device = open_device(address)
@@ -103,7 +104,7 @@ def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[dict[str, An
             ]
             continue
         try:
-            facts = device.facts().to_dict()
+            facts = device.facts()
             for name, backend in zip(plan.backends, backends, strict=True):
                 if isinstance(backend, EdgefarmError):
                     documents.append(
@@ -128,12 +129,12 @@ def run_bench(plan: BenchPlan, progress: Progress = _quiet) -> list[dict[str, An
                     progress=progress,
                     device_facts=facts,
                 )
-                doc["wall_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
+                doc.wall_ms = round((time.perf_counter() - started) * 1000.0, 3)
                 documents.append(doc)
         except EdgefarmError as exc:
             if isinstance(exc, HarnessBug):
                 raise
-            done = {(d["device"].get("id"), d["backend"]) for d in documents}
+            done = {(d.device.id, d.backend) for d in documents}
             documents += [
                 failed_document(
                     model=model, model_path=plan.model_path, device=address, backend=b, error=exc

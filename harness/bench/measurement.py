@@ -9,9 +9,9 @@ failure the later steps do nothing. :func:`measure` takes all of them in a row.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +22,9 @@ from harness.db.session import SessionScope
 from harness.devices import Device
 from harness.devices.base import DeviceFacts
 from harness.errors import EdgefarmError, HarnessBug
+from harness.jsontypes import BackendOptions
 from harness.measure.device_run import Progress, RunLimits, RunnerCall, RunOk, run_on_device
+from harness.measure.document import DeviceRecord, DeviceRef, ResultDocument, device_record
 from harness.measure.inputs import load_inputs_npz, make_inputs
 from harness.measure.protocol import Protocol
 from harness.modelio import PreparedModel
@@ -95,10 +97,10 @@ class Measurement:
         self,
         model: PreparedModel,
         backend: Backend,
-        facts: dict[str, Any],
+        facts: DeviceRecord | Mapping[str, object],
         *,
         protocol: Protocol,
-        options: dict[str, Any] | None = None,
+        options: BackendOptions | None = None,
         progress: Progress = _quiet,
     ) -> None:
         self.model = model
@@ -112,28 +114,28 @@ class Measurement:
 
     @property
     def failed(self) -> bool:
-        return self.doc["error"] is not None
+        return self.doc.error is not None
 
     @property
     def needs_device_to_prepare(self) -> bool:
         """Whether :meth:`prepare` measures on the device (``partition: cost``)."""
         return self.backend.needs_device(self.options)
 
-    def start(self, *, facts: dict[str, Any] | None = None) -> None:
+    def start(self, *, facts: DeviceRecord | Mapping[str, object] | None = None) -> None:
         """The device's facts as the document records them (read from the device by the
         caller, when it did not know them up front), and the measurement's settings."""
         if facts is not None:
-            self.doc["device"] = facts
+            self.doc.device = device_record(facts)
         try:
             self.backend.check_format(self.model.format, model_name=self.model.name)
-            self.doc["provenance"]["target"] = self.target
-            self.doc["provenance"]["protocol"] = self.protocol.to_dict()
+            self.doc.provenance.target = self.target
+            self.doc.provenance.protocol = self.protocol
         except EdgefarmError as exc:
             self.fail_with(exc)
 
     @property
     def target(self) -> str:
-        return str(self.doc["device"].get("target") or "host")
+        return self.doc.facts.target or "host"
 
     def prepare(
         self, *, device: Device | None = None, cost_sessions: SessionScope | None = None
@@ -144,7 +146,7 @@ class Measurement:
         if self.failed:
             return
         where = Target(
-            facts=DeviceFacts.from_dict(self.doc["device"]),
+            facts=self.doc.facts,
             target=self.target,
             limits=run_limits(),
             progress=self.progress,
@@ -157,8 +159,8 @@ class Measurement:
             self.fail_with(exc)
             return
         if self.prepared.partition is not None:
-            self.doc["partition"] = self.prepared.partition
-        self.doc["provenance"].update(self.prepared.provenance)
+            self.doc.partition = self.prepared.partition
+        self.doc.provenance = self.doc.provenance.model_copy(update=self.prepared.provenance)
         try:
             self.prepared = replace(self.prepared, program=self.prepared.program.ready())
         except EdgefarmError as exc:
@@ -228,7 +230,7 @@ class Measurement:
         self.outputs = ran.outputs
         return ran
 
-    def compare(self, reference: Reference, label: str) -> dict[str, Any]:
+    def compare(self, reference: Reference, label: str) -> ResultDocument:
         """The outputs against the reference's; the finished document."""
         if not self.failed and self.outputs is not None:
             self.progress("compare", f"comparing {label} with {reference.name}")
@@ -255,12 +257,12 @@ def measure(
     inputs: dict[str, np.ndarray],
     reference: Reference,
     protocol: Protocol,
-    options: dict[str, Any] | None = None,
+    options: BackendOptions | None = None,
     progress: Progress = _quiet,
-    device_facts: dict[str, Any] | None = None,
+    device_facts: DeviceFacts | None = None,
     exclusive: bool = False,
     cost_sessions: SessionScope | None = None,
-) -> dict[str, Any]:
+) -> ResultDocument:
     """Measure ``model`` with ``backend`` on ``device``; always returns a result document.
 
     ``exclusive``: the caller owns the device (a farm worker holding its lease), so runners
@@ -275,13 +277,13 @@ def measure(
     measurement = Measurement(
         model,
         backend,
-        device_facts or {"id": device.id},
+        device_facts or DeviceRef(id=device.id),
         protocol=protocol,
         options=options,
         progress=progress,
     )
     try:
-        facts = device.facts().to_dict() if device_facts is None else None
+        facts = device.facts() if device_facts is None else None
         if exclusive:
             ended = device.reset()
             if ended:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
+from harness.jsontypes import JsonObject
+
 
 class CandidateRecord(TypedDict):
     """A :class:`Candidate` as JSON (in a calibration module's description)."""
@@ -62,6 +64,12 @@ class CostsRecord(TypedDict):
 
 
 _COSTS = TypeAdapter(CostsRecord)
+
+
+def costs_json(record: CostsRecord) -> JsonObject:
+    """``record`` as the JSON a build's ``costs`` option holds."""
+    dumped: JsonObject = _COSTS.dump_python(record, mode="json")
+    return dumped
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import MISSING
 
 from harness.cli.options import apply_partition, global_options, parse_options
 from harness.cli.render import (
@@ -74,6 +74,7 @@ def bench(
 ) -> None:
     """Compile and measure MODEL; print a table; exit 0 only if every measurement succeeded."""
     from harness.bench import BenchPlan, run_bench
+    from harness.measure.document import documents_json
     from harness.modelio import parse_input_spec
 
     try:
@@ -115,10 +116,10 @@ def bench(
     out.print(results_table(documents))
     print_partitions(documents)
     for doc in documents:
-        if doc.get("profile"):
+        if doc.profile is not MISSING and doc.profile:
             out.print(profile_table(doc))
     print_failures(documents)
     if json_path is not None:
-        json_path.write_text(json.dumps(documents, indent=2) + "\n")
+        json_path.write_text(documents_json(documents))
         console.print(f"wrote {len(documents)} result(s) to {json_path}", highlight=False)
-    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)
+    raise typer.Exit(0 if documents and all(d.status == "ok" for d in documents) else 1)

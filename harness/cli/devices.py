@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from pydantic import TypeAdapter
 
-from harness.cli.render import console, devices_table, out
+from harness.cli.render import DeviceListing, console, devices_table, out
+from harness.devices.records import unhealthy
 from harness.errors import EdgefarmError
 
 log = logging.getLogger(__name__)
+
+
+_LISTING = TypeAdapter(list[DeviceListing])
 
 
 def register(app: typer.Typer) -> None:
@@ -36,38 +40,32 @@ def devices(
     from harness.devices.deploy import runtime_bundle
 
     addresses = device or [*get_settings().devices, "local"]
-    rows: list[dict[str, Any]] = []
+    rows: list[DeviceListing] = []
     with console.status("reading devices", spinner="dots"):
         for address in addresses:
-            row: dict[str, Any] = {"id": address}
+            row: DeviceListing = {"id": address, "health": unhealthy()}
             try:
                 dev = open_device(address)
             except EdgefarmError as exc:
-                row["health"] = {"ok": False, "problem": exc.message}
+                row["health"] = unhealthy(exc.message)
                 rows.append(row)
                 continue
             try:
                 facts = dev.facts()
-                row["facts"] = facts.to_dict()
+                row["facts"] = facts
                 bundle_hash = None
                 try:
                     bundle_hash = runtime_bundle(facts.target).hash
                 except EdgefarmError as exc:
                     log.info("no runtime bundle for %s: %s", facts.target, exc)
-                row["health"] = device_health(dev, bundle_hash)
+                row["health"] = dev.health(bundle_hash=bundle_hash)
                 row["state"] = dev.state()
             except EdgefarmError as exc:
-                row["health"] = {"ok": False, "problem": exc.message}
+                row["health"] = unhealthy(exc.message)
             finally:
                 dev.close()
             rows.append(row)
     out.print(devices_table(rows))
     if json_path is not None:
-        json_path.write_text(json.dumps(rows, indent=2) + "\n")
-    raise typer.Exit(0 if all(r.get("health", {}).get("ok") for r in rows) else 1)
-
-
-def device_health(dev: Any, bundle_hash: str | None) -> dict[str, Any]:
-    """Health of any device (see ``Device.health``)."""
-    result: dict[str, Any] = dev.health(bundle_hash=bundle_hash)
-    return result
+        json_path.write_bytes(_LISTING.dump_json(rows, indent=2) + b"\n")
+    raise typer.Exit(0 if all(r["health"]["ok"] for r in rows) else 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -31,7 +31,9 @@ from harness.measure.protocol import (
 if TYPE_CHECKING:
     from rich.status import Status
 
-    from harness.client import FarmClient
+    from harness.client import FarmClient, JobJson
+    from harness.farm.selection import SelectorJson
+    from harness.measure.document import ResultDocument
 
 
 def register(app: typer.Typer) -> None:
@@ -45,18 +47,18 @@ def _submit_and_wait(
     client: FarmClient,
     model_path: Path,
     *,
-    devices: dict[str, Any],
+    devices: SelectorJson,
     backends: list[str],
     settings: MeasurementRequest | MeasurementSettings,
     status: Status,
-) -> list[dict[str, Any]]:
+) -> list[ResultDocument]:
     from harness.client import job_documents
 
     model = client.upload_model(model_path)
     job = client.submit(model_id=model["id"], devices=devices, backends=backends, settings=settings)
     status.update(f"job {job['id']}: {len(job['runs'])} run(s) queued")
 
-    def on_update(current: dict[str, Any]) -> None:
+    def on_update(current: JobJson) -> None:
         counts: dict[str, int] = {}
         for run in current["runs"]:
             counts[run["status"]] = counts.get(run["status"], 0) + 1
@@ -97,6 +99,7 @@ def submit(
 ) -> None:
     """Submit MODEL to a running farm over HTTP; with --wait, print the results."""
     from harness.client import FarmClient, parse_selector
+    from harness.measure.document import documents_json
 
     try:
         selector = parse_selector(device_selector)
@@ -151,8 +154,8 @@ def submit(
     print_partitions(documents)
     print_failures(documents)
     if json_path is not None:
-        json_path.write_text(json.dumps(documents, indent=2) + "\n")
-    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)
+        json_path.write_text(documents_json(documents))
+    raise typer.Exit(0 if documents and all(d.status == "ok" for d in documents) else 1)
 
 
 def status(
@@ -220,6 +223,7 @@ def demo(
     from harness.devices.base import DeviceFacts
     from harness.embedded import EmbeddedFarm
     from harness.examples import EXAMPLES, write_example
+    from harness.measure.document import documents_json
 
     if example not in EXAMPLES:
         console.print(
@@ -233,7 +237,7 @@ def demo(
         console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
         raise typer.Exit(2) from None
     farm = EmbeddedFarm(port=port)
-    documents: list[dict[str, Any]] = []
+    documents: list[ResultDocument] = []
     try:
         with console.status("starting the farm", spinner="dots") as status:
             farm.start()
@@ -270,7 +274,7 @@ def demo(
         out.print(results_table(documents))
         print_failures(documents)
         if json_path is not None:
-            json_path.write_text(json.dumps(documents, indent=2) + "\n")
+            json_path.write_text(documents_json(documents))
         if stay:
             out.print(
                 f"the farm stays up at [bold]{farm.url}[/]; Ctrl-C stops it.", highlight=False
@@ -278,4 +282,4 @@ def demo(
             farm.serve_forever()
     finally:
         farm.stop()
-    raise typer.Exit(0 if documents and all(d["status"] == "ok" for d in documents) else 1)
+    raise typer.Exit(0 if documents and all(d.status == "ok" for d in documents) else 1)

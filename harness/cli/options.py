@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from harness.errors import JobError
+from harness.jsontypes import BackendOptions, JsonValue
 
 
 @dataclass
@@ -24,10 +24,10 @@ class GlobalOptions:
 global_options = GlobalOptions()
 
 
-def parse_options(values: list[str]) -> dict[str, dict[str, Any]]:
+def parse_options(values: list[str]) -> dict[str, BackendOptions]:
     """``--option BACKEND.KEY=VALUE`` values as {backend: {key: value}}; VALUE is JSON if it
     parses as JSON, else the string itself."""
-    options: dict[str, dict[str, Any]] = {}
+    options: dict[str, BackendOptions] = {}
     for text in values:
         key, sep, raw = text.partition("=")
         backend, dot, name = key.partition(".")
@@ -36,7 +36,7 @@ def parse_options(values: list[str]) -> dict[str, dict[str, Any]]:
                 "compile", f"--option {text!r}: write BACKEND.KEY=VALUE, e.g. ort.threads=1"
             )
         try:
-            value: Any = json.loads(raw)
+            value: JsonValue = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
         options.setdefault(backend, {})[name] = value
@@ -47,7 +47,7 @@ PARTITION_MODES = ("all", "cost")
 
 
 def apply_partition(
-    options: dict[str, dict[str, Any]], backends: list[str], mode: str | None
+    options: dict[str, BackendOptions], backends: list[str], mode: str | None
 ) -> None:
     """``--partition MODE``: the ``partition`` option of every offloading backend given."""
     if mode is None:

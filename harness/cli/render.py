@@ -7,23 +7,42 @@ here or a farm did.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NotRequired
 
+from pydantic import MISSING
 from rich.console import Console
 from rich.table import Table
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
+
+from harness.devices.base import DeviceFacts
+from harness.devices.records import HealthReport, StateSnapshot
 
 if TYPE_CHECKING:
+    from harness.client import DeviceJson, HealthJson
     from harness.db.models import OpCost
+    from harness.farm.liveness import ProcessJson
+    from harness.measure.document import ResultDocument
+
+
+class DeviceListing(TypedDict):
+    """One device as ``edgefarm devices`` lists it (``--json``: a list of these)."""
+
+    id: str  # the address it was asked at
+    facts: NotRequired[DeviceFacts]
+    health: HealthReport
+    state: NotRequired[StateSnapshot]
+
 
 console = Console(stderr=True)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 170)
 
 
-def fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: float | int | None, digits: int = 3) -> str:
     """A number for a table cell: ``-`` for none, significant digits for the very small."""
     if value is None:
         return "-"
@@ -32,7 +51,7 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def results_table(documents: list[dict[str, Any]]) -> Table:
+def results_table(documents: Sequence[ResultDocument]) -> Table:
     """The readable summary of result documents."""
     table = Table(title="edgefarm results", show_lines=False)
     for column, justify in [
@@ -54,47 +73,48 @@ def results_table(documents: list[dict[str, Any]]) -> Table:
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for doc in documents:
-        lat = doc.get("latency_ms") or {}
-        acc = doc.get("accuracy") or {}
-        rss = doc.get("peak_rss_kb")
-        status = "[green]ok[/]" if doc["status"] == "ok" else "[red]failed[/]"
-        ci = lat.get("ci95")
+        lat, acc, rss = doc.latency_ms, doc.accuracy, doc.peak_rss_kb
+        status = "[green]ok[/]" if doc.status == "ok" else "[red]failed[/]"
         table.add_row(
-            str(doc["model"].get("name")),
-            str(doc["device"].get("id")),
-            doc["backend"],
+            doc.model.name,
+            doc.device.id,
+            doc.backend,
             status,
-            fmt(lat.get("median")),
-            f"{fmt(ci[0])}-{fmt(ci[1])}" if ci else "-",
-            fmt(lat.get("p90")),
-            fmt(lat.get("cv"), 2),
-            fmt(lat.get("n")),
-            fmt(doc.get("load_ms"), 1),
-            fmt(doc.get("first_ms")),
+            fmt(lat.median if lat else None),
+            f"{fmt(lat.ci95[0])}-{fmt(lat.ci95[1])}" if lat else "-",
+            fmt(lat.p90 if lat else None),
+            fmt(lat.cv if lat else None, 2),
+            fmt(lat.n if lat else None),
+            fmt(doc.load_ms, 1),
+            fmt(doc.first_ms),
             fmt(rss / 1024.0 if rss else None, 1),
-            fmt(acc.get("max_abs_err")),
-            fmt(acc.get("cosine"), 6),
-            fmt(acc.get("top1_agree"), 2),
+            fmt(_finite(acc.max_abs_err) if acc else None),
+            fmt(_finite(acc.cosine) if acc else None, 6),
+            fmt(acc.top1_agree if acc else None, 2),
         )
     return table
 
 
-def print_failures(documents: list[dict[str, Any]]) -> None:
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def print_failures(documents: Sequence[ResultDocument]) -> None:
     """One line on stderr per failed measurement: where it failed and why."""
     for doc in documents:
-        if doc["status"] != "ok" and doc.get("error"):
-            err = doc["error"]
+        if doc.status != "ok" and doc.error is not None:
+            err = doc.error
             console.print(
-                f"[red]failed[/] {doc['model'].get('name')} / {doc['device'].get('id')} / "
-                f"{doc['backend']} at [bold]{err['stage']}[/]: {err['message']}",
+                f"[red]failed[/] {doc.model.name} / {doc.device.id} / "
+                f"{doc.backend} at [bold]{err.stage}[/]: {err.message}",
                 highlight=False,
                 soft_wrap=True,
             )
 
 
-def partition_table(documents: list[dict[str, Any]]) -> Table | None:
+def partition_table(documents: Sequence[ResultDocument]) -> Table | None:
     """What each offloading measurement sent to the accelerator; None when there is none."""
-    rows = [d for d in documents if d.get("partition")]
+    rows = [(d, d.partition) for d in documents if d.partition is not MISSING]
     if not rows:
         return None
     table = Table(title="partition")
@@ -112,26 +132,25 @@ def partition_table(documents: list[dict[str, Any]]) -> Table | None:
         table.add_column(
             column, justify="left" if column in ("device", "backend", "mode") else "right"
         )
-    for doc in rows:
-        p = doc["partition"]
+    for doc, p in rows:
         table.add_row(
-            str(doc["device"].get("id")),
-            doc["backend"],
-            str(p.get("mode")),
-            str(p.get("subgraphs")),
-            f"{p.get('ops_offloaded')}/{p.get('ops_total')}",
-            f"{100.0 * float(p.get('macs_offloaded_share') or 0.0):.0f}%",
-            fmt((p.get("boundary_bytes") or 0) / 1024.0, 1),
+            doc.device.id,
+            doc.backend,
+            p["mode"],
+            str(p["subgraphs"]),
+            f"{p['ops_offloaded']}/{p['ops_total']}",
+            f"{100.0 * p['macs_offloaded_share']:.0f}%",
+            fmt(p["boundary_bytes"] / 1024.0, 1),
             fmt(p.get("predicted_ms")),
             fmt(p.get("measured_ms")),
         )
     return table
 
 
-def print_cpu_ops(documents: list[dict[str, Any]]) -> None:
+def print_cpu_ops(documents: Sequence[ResultDocument]) -> None:
     """Operators left on the CPU by offloading backends, counted by (operator, reason)."""
     for doc in documents:
-        cpu_ops = (doc.get("partition") or {}).get("cpu_ops") or []
+        cpu_ops = doc.partition["cpu_ops"] if doc.partition is not MISSING else []
         if not cpu_ops:
             continue
         counts: dict[tuple[str, str], int] = {}
@@ -140,13 +159,13 @@ def print_cpu_ops(documents: list[dict[str, Any]]) -> None:
             counts[key] = counts.get(key, 0) + 1
         listed = ", ".join(f"{op} x{n} ({reason})" for (op, reason), n in sorted(counts.items()))
         out.print(
-            f"{doc['backend']} on {doc['device'].get('id')} kept on the CPU: {listed}",
+            f"{doc.backend} on {doc.device.id} kept on the CPU: {listed}",
             highlight=False,
             soft_wrap=True,
         )
 
 
-def print_partitions(documents: list[dict[str, Any]]) -> None:
+def print_partitions(documents: Sequence[ResultDocument]) -> None:
     """The partition table and the operators kept on the CPU, when anything was offloaded."""
     parts = partition_table(documents)
     if parts is not None:
@@ -154,35 +173,34 @@ def print_partitions(documents: list[dict[str, Any]]) -> None:
         print_cpu_ops(documents)
 
 
-def profile_table(doc: dict[str, Any], limit: int = 20) -> Table:
+def profile_table(doc: ResultDocument, limit: int = 20) -> Table:
     """The ``limit`` costliest operators of one profiled measurement."""
-    table = Table(title=f"per-operator profile: {doc['backend']} on {doc['device'].get('id')}")
+    table = Table(title=f"per-operator profile: {doc.backend} on {doc.device.id}")
     for column in ("operator", "calls", "total ms", "mean ms"):
         table.add_column(column, justify="left" if column == "operator" else "right")
-    for entry in doc["profile"][:limit]:
-        table.add_row(
-            entry["name"], str(entry["calls"]), fmt(entry["total_ms"]), fmt(entry["mean_ms"])
-        )
+    for entry in (doc.profile if doc.profile is not MISSING else [])[:limit]:
+        table.add_row(entry.name, str(entry.calls), fmt(entry.total_ms), fmt(entry.mean_ms))
     return table
 
 
-def health_line(code: int, health: dict[str, Any], url: str) -> str:
+def health_line(code: int, health: HealthJson, url: str) -> str:
     """The first line of ``edgefarm status``: the farm's verdict and its services."""
-    beat = health.get("beat") or {}
+    beat = health.get("beat")
+    age_s = beat["age_s"] if beat else None
     colour = "green" if code == 200 else "red"
     return (
         f"[{colour}]{health.get('status', '?')}[/] at {url}: database "
         f"{health.get('database')}, broker {health.get('broker')}, beat "
         + (
-            f"ticked {beat['age_s']:.0f} s ago" + ("" if beat.get("alive") else " (dead)")
-            if beat.get("age_s") is not None
+            f"ticked {age_s:.0f} s ago" + ("" if beat and beat["alive"] else " (dead)")
+            if age_s is not None
             else "never ticked"
         )
         + f", {health.get('runs_in_flight', 0)} run(s) in flight"
     )
 
 
-def workers_table(workers: list[dict[str, Any]]) -> Table:
+def workers_table(workers: Sequence[ProcessJson]) -> Table:
     """The farm's workers as /healthz reports them."""
     table = Table(title="workers", title_justify="left")
     for column in ("name", "queues", "status", "alive", "heartbeat", "reason"):
@@ -194,31 +212,31 @@ def workers_table(workers: list[dict[str, Any]]) -> Table:
             w["status"],
             "yes" if w["alive"] else "[red]no[/]",
             f"{w['heartbeat_age_s']:.0f} s ago",
-            w.get("reason") or "",
+            w["reason"] or "",
         )
     return table
 
 
-def farm_devices_table(devices: list[dict[str, Any]]) -> Table:
+def farm_devices_table(devices: Sequence[DeviceJson]) -> Table:
     """The farm's devices as its API lists them, with their liveness."""
     table = Table(title="devices", title_justify="left")
     for column in ("id", "address", "model", "health", "state", "worker", "offered"):
         table.add_column(column)
     for d in devices:
-        live = d.get("liveness") or {}
+        live = d["liveness"]
         table.add_row(
             str(d["id"]),
             d["address"],
-            d.get("model_name", ""),
-            d["health"] + (f" ({d['health_reason']})" if d.get("health_reason") else ""),
+            d["model_name"],
+            d["health"] + (f" ({d['health_reason']})" if d["health_reason"] else ""),
             d["state"],
-            "alive" if live.get("alive") else f"[red]{live.get('reason') or 'none'}[/]",
-            "yes" if live.get("offered") else "no",
+            "alive" if live["alive"] else f"[red]{live['reason'] or 'none'}[/]",
+            "yes" if live["offered"] else "no",
         )
     return table
 
 
-def devices_table(rows: list[dict[str, Any]]) -> Table:
+def devices_table(rows: Sequence[DeviceListing]) -> Table:
     """``edgefarm devices``: each device's facts, health and hottest sensor."""
     table = Table(title="edgefarm devices")
     for column in (
@@ -236,22 +254,29 @@ def devices_table(rows: list[dict[str, Any]]) -> Table:
     ):
         table.add_column(column)
     for row in rows:
-        facts = row.get("facts", {})
-        health = row.get("health", {})
-        free = health.get("free_bytes")
-        state = row.get("state", {})
+        health = row["health"]
+        free = health["free_bytes"]
+        state = row.get("state")
+        facts = row.get("facts")
+        known = (
+            (
+                facts.model,
+                facts.soc,
+                facts.abi,
+                facts.android_release or "-",
+                fmt(facts.sdk_level),
+                fmt(facts.nnapi_feature_level),
+                facts.target,
+            )
+            if facts is not None
+            else ("-", "-", "-", "-", "-", "-", "-")
+        )
         table.add_row(
             row["id"],
-            str(facts.get("model", "-")),
-            str(facts.get("soc", "-")),
-            str(facts.get("abi", "-")),
-            str(facts.get("android_release") or "-"),
-            fmt(facts.get("sdk_level")),
-            fmt(facts.get("nnapi_feature_level")),
-            str(facts.get("target", "-")),
-            "[green]good[/]" if health.get("ok") else f"[red]bad[/] {health.get('problem') or ''}",
+            *known,
+            "[green]good[/]" if health["ok"] else f"[red]bad[/] {health['problem'] or ''}",
             fmt(free / 1e9 if free else None, 1),
-            fmt(state.get("max_temp_c"), 1),
+            fmt(state["max_temp_c"] if state else None, 1),
         )
     return table
 

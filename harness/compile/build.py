@@ -16,14 +16,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from harness import __version__
 from harness.compile.cache import COMPILE_VERSION, Artifact, ArtifactCache, artifact_key
 from harness.compile.lowering import Lowering, TvmBuild
+from harness.compile.records import CompileRequest, CompileResult, Manifest
 from harness.compile.targets import get_target
 from harness.config import get_settings
 from harness.errors import JobError, one_line
+from harness.jsontypes import BackendOptions
 from harness.modelio import PreparedModel
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def tvm_version() -> str:
 
 
 def artifact_key_for(
-    model: PreparedModel, backend: TvmBuild, target: str, options: dict[str, Any]
+    model: PreparedModel, backend: TvmBuild, target: str, options: BackendOptions
 ) -> str:
     return artifact_key(
         model_sha256=model.file.sha256,
@@ -61,7 +62,7 @@ def compile_artifact(
     backend: TvmBuild,
     *,
     target: str,
-    options: dict[str, Any] | None = None,
+    options: BackendOptions | None = None,
     cache: ArtifactCache | None = None,
     timeout_s: float | None = None,
 ) -> Artifact:
@@ -74,11 +75,11 @@ def compile_artifact(
     key = artifact_key_for(model, backend, target, resolved)
     timeout = timeout_s or settings.compile_timeout_s
 
-    def build(out_dir: Path) -> dict[str, Any]:
+    def build(out_dir: Path) -> Manifest:
         result = _run_child(
             model, backend.name, backend.lowering, target, resolved, out_dir, timeout
         )
-        return {
+        manifest: Manifest = {
             "library": result["library"],
             "backend": backend.name,
             "target": target,
@@ -95,8 +96,10 @@ def compile_artifact(
             "archive": result.get("archive"),
             "toolchain": result.get("toolchain", {}),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **({"extra": result["extra"]} if result.get("extra") else {}),
         }
+        if result.get("extra"):
+            manifest["extra"] = result["extra"]
+        return manifest
 
     return cache.get_or_build(key, build)
 
@@ -106,17 +109,17 @@ def _run_child(
     backend: str,
     lowering: Lowering,
     target: str,
-    options: dict[str, Any],
+    options: BackendOptions,
     out_dir: Path,
     timeout_s: float,
-) -> dict[str, Any]:
+) -> CompileResult:
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="edgefarm-compile-") as tmp:
         model_path = model.file.path
         if model_path is None:
             model_path = Path(tmp) / f"model.{model.format}"
             model_path.write_bytes(model.file.data)
-        request = {
+        request: CompileRequest = {
             "model_path": str(model_path),
             "model_name": model.name,
             "inputs": [f"{s.name}:{s.shape_str()}:{s.dtype}" for s in model.inputs],
@@ -150,7 +153,7 @@ def _run_child(
             ) from None
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
-            result: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
+            result: CompileResult = json.loads(line[len(RESULT_MARKER) :])
             break
     else:
         if proc.returncode < 0:

@@ -19,9 +19,10 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from harness.compile.records import Manifest
 from harness.errors import HarnessBug
+from harness.jsontypes import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def artifact_key(
     input_spec: str,
     backend: str,
     target: str,
-    options: dict[str, Any],
+    options: BackendOptions,
     tvm_version: str,
 ) -> str:
     """The cache key: sha256 over a canonical JSON of everything that shapes the build."""
@@ -61,7 +62,7 @@ class Artifact:
 
     key: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     cache_hit: bool = False
 
     @property
@@ -89,7 +90,7 @@ class ArtifactCache:
         directory = self.path(key)
         manifest_path = directory / "manifest.json"
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest: Manifest = json.loads(manifest_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         library = directory / str(manifest.get("library", ""))
@@ -110,7 +111,7 @@ class ArtifactCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def get_or_build(self, key: str, build: Callable[[Path], dict[str, Any]]) -> Artifact:
+    def get_or_build(self, key: str, build: Callable[[Path], Manifest]) -> Artifact:
         """Return the cached artifact, or call ``build(tmpdir)`` once and publish its result.
 
         ``build`` writes the library into ``tmpdir`` and returns the manifest, which must name

@@ -13,12 +13,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from harness.compile.lowering import Lowering
 from harness.compile.ndk import find_clang, link_archive
+from harness.compile.records import CompileRequest, CompileResult
 from harness.compile.targets import get_target
 from harness.errors import EdgefarmError, JobError, one_line
+from harness.jsontypes import BackendOptions
 from harness.modelio import model_from_bytes, parse_input_spec, prepare, to_relax
 
 RESULT_MARKER = "EDGEFARM-COMPILE-RESULT "
@@ -36,7 +37,16 @@ def _cc_version(cc: str) -> str:
         return ""
 
 
-def compile_request(request: dict[str, Any]) -> dict[str, Any]:
+def _opt_level(options: BackendOptions) -> int:
+    given = options.get("opt_level", 3)
+    if isinstance(given, float) and given.is_integer():
+        given = int(given)
+    if isinstance(given, bool) or not isinstance(given, int):
+        raise JobError("compile", f"opt_level is an integer, not {given!r}")
+    return given
+
+
+def compile_request(request: CompileRequest) -> CompileResult:
     """Import, lower, build and export one model; returns the result dict."""
     import tvm
     import tvm_ffi
@@ -67,9 +77,10 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
     # BYOC backends describe what they offloaded (the partition report) for the manifest.
     extra = lowering.artifact_extra(mod)
 
+    opt_level = _opt_level(request["options"])
     t = time.perf_counter()
     try:
-        with tvm.transform.PassContext(opt_level=int(request["options"].get("opt_level", 3))):
+        with tvm.transform.PassContext(opt_level=opt_level):
             executable = tvm.compile(mod, target=target.tvm_target())
     except Exception as exc:
         raise JobError("compile", f"TVM failed to build: {one_line(str(exc))}") from None
@@ -79,7 +90,8 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
         Path(tvm_ffi.libinfo.find_include_path()),
         Path(tvm_ffi.libinfo.find_dlpack_include_path()),
     ]
-    result: dict[str, Any] = {"status": "ok", "toolchain": {}}
+    toolchain: dict[str, str] = {}
+    result: CompileResult = {"status": "ok", "toolchain": toolchain}
     t = time.perf_counter()
     if target.needs_ndk:
         archive = out_dir / "lib.tar"
@@ -102,7 +114,7 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
             # BYOC: the generated C's header and the phone's accelerator library.
             extra_args=lowering.link_options(android=True, options=request["options"]),
         )
-        result["toolchain"]["cc"] = _cc_version(str(clang))
+        toolchain["cc"] = _cc_version(str(clang))
         stages["link_ms"] = _ms(t)
     else:
         # BYOC backends add the generated C's header and the host reference driver.
@@ -116,7 +128,7 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
                 "link", f"linking the host library failed: {one_line(str(exc))}"
             ) from None
         stages["export_ms"] = _ms(t)
-        result["toolchain"]["cc"] = _cc_version("g++")
+        toolchain["cc"] = _cc_version("g++")
     result["library"] = target.library
     if extra:
         result["extra"] = extra
@@ -127,7 +139,7 @@ def compile_request(request: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    request = json.loads(sys.stdin.read())
+    request: CompileRequest = json.loads(sys.stdin.read())
     try:
         result = compile_request(request)
     except JobError as exc:

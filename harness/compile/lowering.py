@@ -9,10 +9,13 @@ as JSON (:meth:`Lowering.to_json`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from harness.compile.records import ArtifactExtra, LoweringJson
 from harness.errors import JobError
+from harness.jsontypes import BackendOptions
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class Lowering:
 
     offload: str | None = None
 
-    def lower(self, mod: Any, options: dict[str, Any]) -> Any:
+    def lower(self, mod: Any, options: BackendOptions) -> Any:
         """The imported Relax module transformed before the build."""
         if self.offload is None:
             return mod
@@ -29,7 +32,7 @@ class Lowering:
 
         return partition(mod, self.offload, options).mod
 
-    def artifact_extra(self, mod: Any) -> dict[str, Any] | None:
+    def artifact_extra(self, mod: Any) -> ArtifactExtra | None:
         """What the lowered module says about itself, for the artifact's manifest: the
         partition report, or the functions of a calibration build."""
         if self.offload is None:
@@ -43,7 +46,7 @@ class Lowering:
         report = report_of(mod)
         return {"partition": report} if report is not None else None
 
-    def link_options(self, *, android: bool, options: dict[str, Any]) -> list[str]:
+    def link_options(self, *, android: bool, options: BackendOptions) -> list[str]:
         """Extra compiler/linker arguments when the artifact is exported (host) or linked
         with the NDK (android)."""
         if self.offload is None:
@@ -54,11 +57,11 @@ class Lowering:
             return android_link_args(self.offload, options)
         return host_export_options()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> LoweringJson:
         return {"offload": self.offload}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Lowering:
+    def from_json(cls, data: Mapping[str, object]) -> Lowering:
         offload = data.get("offload")
         if offload is not None and not isinstance(offload, str):
             raise JobError("compile", f"bad lowering {data!r}")
@@ -76,4 +79,4 @@ class TvmBuild(Protocol):
 
     def check_format(self, fmt: str, *, model_name: str) -> None: ...
 
-    def resolve_options(self, given: dict[str, Any] | None) -> dict[str, Any]: ...
+    def resolve_options(self, given: BackendOptions | None) -> BackendOptions: ...

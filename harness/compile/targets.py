@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.compile.records import TvmTarget
 from harness.errors import JobError
 
 
@@ -13,7 +14,7 @@ class TargetSpec:
     """A named compile target: its TVM dict, and how its library is packaged."""
 
     name: str
-    tvm: dict[str, Any]
+    tvm: TvmTarget
     library: str  # file name of the loadable library in an artifact
     needs_ndk: bool
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Insert, create_engine, delete, select
+from sqlalchemy import Insert, RowMapping, create_engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.config import get_settings
 from harness.db.models import OpCost, utcnow
@@ -89,7 +90,7 @@ def store_costs(
     One upsert per row, so two writers of the same keys never fail on the unique constraint:
     the later one's times stand, and both measured the same thing."""
     now = utcnow()
-    rows = [
+    rows: list[CostRow] = [
         {
             "device_class": key.device_class,
             "variant": key.variant,
@@ -123,7 +124,21 @@ def forget_costs(device_class: str | None = None, *, session: Session) -> int:
     return int(session.execute(query).rowcount)  # type: ignore[attr-defined]
 
 
-def _insert(session: Session, rows: list[dict[str, Any]], *, replace: bool) -> None:
+class CostRow(TypedDict):
+    """The values of one OpCost row, as inserted."""
+
+    device_class: str
+    variant: str
+    software: str
+    signature: str
+    median_ms: float
+    samples: int
+    description: str
+    device: str
+    measured_at: datetime
+
+
+def _insert(session: Session, rows: Sequence[CostRow], *, replace: bool) -> None:
     """INSERT ... ON CONFLICT on the unique key: replace the times, or keep the stored ones."""
     dialect = session.get_bind().dialect.name
     for start in range(0, len(rows), _CHUNK):
@@ -151,7 +166,7 @@ def _insert(session: Session, rows: list[dict[str, Any]], *, replace: bool) -> N
         session.execute(statement)
 
 
-def _replaced(excluded: Any) -> dict[str, Any]:
+def _replaced(excluded: Any) -> dict[str, object]:
     return {
         name: excluded[name]
         for name in ("median_ms", "samples", "description", "device", "measured_at")
@@ -186,6 +201,21 @@ def _local_store(url: str) -> sessionmaker[Session]:
     return factory
 
 
+def _legacy_row(row: RowMapping) -> CostRow:
+    measured_at = row.get("measured_at")
+    return {
+        "device_class": str(row["device_class"]),
+        "variant": str(row["variant"]),
+        "software": str(row["software"]),
+        "signature": str(row["signature"]),
+        "median_ms": float(row["median_ms"]),
+        "samples": int(row["samples"]),
+        "description": str(row.get("description") or ""),
+        "device": str(row.get("device") or ""),
+        "measured_at": measured_at if isinstance(measured_at, datetime) else utcnow(),
+    }
+
+
 def _take_over_legacy(path: Path, factory: sessionmaker[Session]) -> None:
     """Copy the rows of an earlier version's ``costs.sqlite`` (its own ``op_costs`` table,
     created outside Alembic) into the store, keeping times the store already has, then
@@ -197,16 +227,12 @@ def _take_over_legacy(path: Path, factory: sessionmaker[Session]) -> None:
     try:
         with legacy.connect() as conn:
             table = OpCost.__table__
-            rows = [dict(r._mapping) for r in conn.execute(select(table))]
+            rows = [_legacy_row(r._mapping) for r in conn.execute(select(table))]
     except SQLAlchemyError as exc:
         log.warning("%s is not a cost store edgefarm can read (%s); left as it is", path, exc)
         return
     finally:
         legacy.dispose()
-    for row in rows:
-        row.pop("id", None)
-        if not isinstance(row.get("measured_at"), datetime):
-            row["measured_at"] = utcnow()
     with session_scope(factory) as session:
         _insert(session, rows, replace=False)
     # Another process taking it over at the same time inserted the same rows.

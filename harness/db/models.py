@@ -58,6 +58,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
+    # A JSON column holds the dump of a harness type, read back through it where it crosses
+    # a layer: Device.facts a DeviceFacts, Job.settings MeasurementSettings, Result.document
+    # a ResultDocument, Artifact.options a backend's options, Artifact.provenance a Manifest.
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSONType,
         list[Any]: JSONType,
@@ -127,7 +130,7 @@ class Device(Base):
     serial: Mapped[str | None] = mapped_column(String(128), default=None)
     address: Mapped[str] = mapped_column(String(255), unique=True)
     pool: Mapped[str] = mapped_column(String(64), default="default", index=True)
-    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # DeviceFacts.dump()
     soc: Mapped[str] = mapped_column(String(64), default="", index=True)
     model_name: Mapped[str] = mapped_column(String(128), default="")
     target: Mapped[str] = mapped_column(String(32), default="host")
@@ -175,8 +178,8 @@ class Artifact(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     backend: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(32))
-    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the backend's, resolved
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the artifact's Manifest
     compile_ms: Mapped[float | None] = mapped_column(Float, default=None)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     status: Mapped[ArtifactStatus] = mapped_column(
@@ -193,7 +196,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     submitted_by: Mapped[str] = mapped_column(String(128))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
-    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # MeasurementSettings dump
     status: Mapped[JobStatus] = mapped_column(
         _enum(JobStatus, "job_status"), default=JobStatus.queued, index=True
     )
@@ -275,7 +278,7 @@ class Result(Base):
     max_abs_err: Mapped[float | None] = mapped_column(Float, default=None)
     cosine: Mapped[float | None] = mapped_column(Float, default=None)
     samples_ms: Mapped[list[Any]] = mapped_column(default=list)
-    document: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the full result document
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)  # ResultDocument.dump()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="result")

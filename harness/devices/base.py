@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from harness.devices.records import CooldownWait, HealthReport, StateSnapshot
 
@@ -39,12 +41,19 @@ class Preflight:
     state: StateSnapshot
 
 
-@dataclass
-class DeviceFacts:
-    """What a device is. ``extra`` holds the raw properties it was read from."""
+def _empty(value: dict[str, str | int]) -> bool:
+    return not value
+
+
+class DeviceFacts(BaseModel):
+    """What a device is. ``extra`` holds the raw properties it was read from (absent from the
+    JSON form when there are none). The JSON form, :meth:`dump`, is what a result document's
+    ``device``, a farm device row's ``facts`` and the API's devices hold."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: str
-    kind: str  # "local" | "adb"
+    kind: str  # "local" | "adb"; "" for a device never probed
     manufacturer: str = ""
     model: str = ""
     soc: str = ""
@@ -57,15 +66,13 @@ class DeviceFacts:
     target: str = "host"  # the compile target that runs on it: "host" | "android-arm64"
     # What the device is, wherever it is attached: ro.serialno, ``local@HOST`` for a host.
     serial: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, str | int] = Field(default_factory=dict, exclude_if=_empty)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DeviceFacts:
-        """Facts as :meth:`to_dict` wrote them (a registered device's, a result's); a device
-        never probed (no ``kind``) counts as a phone."""
-        known = {f.name for f in fields(cls)}
-        given = {k: v for k, v in data.items() if k in known}
-        return cls(**{"id": str(data.get("id", "")), "kind": str(data.get("kind", "")), **given})
+    def from_dict(cls, data: Mapping[str, object]) -> DeviceFacts:
+        """Facts as :meth:`dump` wrote them (a registered device's, a result's); keys it does
+        not know are ignored, and a device never probed (no ``kind``) counts as a phone."""
+        return cls.model_validate({"kind": "", **data, "id": str(data.get("id", ""))})
 
     @property
     def on_this_machine(self) -> bool:
@@ -84,23 +91,11 @@ class DeviceFacts:
         driver, which has no such bound."""
         return not self.on_this_machine
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "manufacturer": self.manufacturer,
-            "model": self.model,
-            "soc": self.soc,
-            "abi": self.abi,
-            "android_release": self.android_release,
-            "sdk_level": self.sdk_level,
-            "fingerprint": self.fingerprint,
-            "nnapi_feature_level": self.nnapi_feature_level,
-            "emulated": self.emulated,
-            "target": self.target,
-            "serial": self.serial,
-            **({"extra": self.extra} if self.extra else {}),
-        }
+    def dump(self) -> dict[str, JsonValue]:
+        """The JSON form."""
+        return self.model_dump(mode="json")
+
+    to_dict = dump
 
 
 @runtime_checkable

@@ -18,10 +18,10 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.config import get_settings
 from harness.db import Device, Run, RunStatus, Worker, WorkerKind, WorkerStatus, utcnow
@@ -89,6 +89,22 @@ def mark(session: Session, name: str, status: WorkerStatus, reason: str | None =
     session.flush()
 
 
+class ProcessJson(TypedDict):
+    """A farm process as /healthz lists it."""
+
+    name: str
+    kind: str
+    host: str
+    pid: int | None
+    queues: list[str]
+    status: str
+    reason: str | None
+    started_at: str
+    heartbeat_at: str
+    alive: bool
+    heartbeat_age_s: float
+
+
 @dataclass(frozen=True)
 class ProcessLife:
     """One farm process as health reports it."""
@@ -105,7 +121,7 @@ class ProcessLife:
     alive: bool
     heartbeat_age_s: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ProcessJson:
         return {
             "name": self.name,
             "kind": self.kind,
@@ -243,7 +259,16 @@ def offered(device: Device, report: FarmLiveness) -> bool:
     return device.queue in report.live_queues or device.queue not in report.known_queues
 
 
-def device_worker(device: Device, report: FarmLiveness) -> dict[str, Any]:
+class DeviceWorker(TypedDict):
+    """What the devices list says about a device's worker (``reason``: why it is not alive)."""
+
+    worker: str | None
+    alive: bool
+    heartbeat_at: datetime | None
+    reason: str | None
+
+
+def device_worker(device: Device, report: FarmLiveness) -> DeviceWorker:
     """What the devices list says about a device's worker: ``worker``, ``alive``,
     ``heartbeat_at``, ``reason`` (why it is not alive)."""
     worker = report.worker_for(device.queue)

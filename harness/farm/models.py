@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +25,7 @@ from harness.db import Model
 from harness.errors import JobError
 from harness.modelio import ModelFile, TensorSpec, prepare
 from harness.modelio.formats import model_from_path
+from harness.modelio.specs import TensorJson
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def store_model(staged: StagedModel, filename: str, *, session: Session) -> tupl
         name=name,
         format=file.format,
         size_bytes=staged.size,
-        input_spec=[_spec_dict(spec) for spec in inputs],
+        input_spec=[spec.to_dict() for spec in inputs],
     )
     path = model_path(model, directory)
     if not _is_stored(path, staged.size):
@@ -197,10 +197,6 @@ def store_model(staged: StagedModel, filename: str, *, session: Session) -> tupl
     return model, True
 
 
-def _spec_dict(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype}
-
-
-def spec_from_dict(entry: dict[str, Any]) -> TensorSpec:
+def spec_from_dict(entry: TensorJson) -> TensorSpec:
     """A stored ``input_spec`` entry back as a :class:`TensorSpec`."""
     return TensorSpec(str(entry["name"]), tuple(entry["shape"]), str(entry["dtype"]))

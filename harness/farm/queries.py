@@ -178,9 +178,6 @@ class ResultFilter:
     status: str | None = None  # ok | failed
     job: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
 
 def get_result(result_id: int, *, session: Session) -> Result:
     result = session.get(Result, result_id)

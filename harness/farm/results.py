@@ -9,6 +9,7 @@ one in place and returns it. Functions here never commit.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,9 +17,12 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.db import Artifact, ArtifactStatus, Result, Run, utcnow
 from harness.errors import JobError
+from harness.jsontypes import BackendOptions
+from harness.measure.document import ResultDocument
 
 if TYPE_CHECKING:  # the compile package is heavy; only its Artifact's type is needed here
     from harness.compile import Artifact as BuiltArtifact
@@ -38,51 +42,64 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+def _float(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value) if math.isfinite(value) else None
+class ResultColumns(TypedDict):
+    """The columns of a Result that queries filter on, read from its result document."""
+
+    status: str
+    error_stage: str | None
+    error_message: str | None
+    median_ms: float | None
+    mean_ms: float | None
+    min_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    std_ms: float | None
+    cv: float | None
+    ci_low_ms: float | None
+    ci_high_ms: float | None
+    n: int | None
+    load_ms: float | None
+    first_ms: float | None
+    peak_rss_kb: int | None
+    accuracy_passed: bool | None
+    max_abs_err: float | None
+    cosine: float | None
+    samples_ms: list[float]
 
 
-def result_columns(document: dict[str, Any]) -> dict[str, Any]:
+def result_columns(document: ResultDocument) -> ResultColumns:
     """The statistics columns of a Result, read from its result document."""
-    latency = document.get("latency_ms") or {}
-    accuracy = document.get("accuracy") or {}
-    error = document.get("error") or {}
-    ci = latency.get("ci95") or [None, None]
-    passed = accuracy.get("passed")
+    latency, accuracy, error = document.latency_ms, document.accuracy, document.error
     return {
-        "status": "ok" if document.get("status") == "ok" else "failed",
-        "error_stage": error.get("stage"),
-        "error_message": error.get("message"),
-        "median_ms": _float(latency.get("median")),
-        "mean_ms": _float(latency.get("mean")),
-        "min_ms": _float(latency.get("min")),
-        "p90_ms": _float(latency.get("p90")),
-        "p99_ms": _float(latency.get("p99")),
-        "std_ms": _float(latency.get("std")),
-        "cv": _float(latency.get("cv")),
-        "ci_low_ms": _float(ci[0]),
-        "ci_high_ms": _float(ci[1]),
-        "n": _int(latency.get("n")),
-        "load_ms": _float(document.get("load_ms")),
-        "first_ms": _float(document.get("first_ms")),
-        "peak_rss_kb": _int(document.get("peak_rss_kb")),
-        "accuracy_passed": passed if isinstance(passed, bool) else None,
-        "max_abs_err": _float(accuracy.get("max_abs_err")),
-        "cosine": _float(accuracy.get("cosine")),
-        "samples_ms": [s for s in map(_float, document.get("samples_ms") or []) if s is not None],
+        "status": "ok" if document.status == "ok" else "failed",
+        "error_stage": error.stage if error else None,
+        "error_message": error.message if error else None,
+        "median_ms": _float(latency.median) if latency else None,
+        "mean_ms": _float(latency.mean) if latency else None,
+        "min_ms": _float(latency.min) if latency else None,
+        "p90_ms": _float(latency.p90) if latency else None,
+        "p99_ms": _float(latency.p99) if latency else None,
+        "std_ms": _float(latency.std) if latency else None,
+        "cv": _float(latency.cv) if latency else None,
+        "ci_low_ms": _float(latency.ci95[0]) if latency else None,
+        "ci_high_ms": _float(latency.ci95[1]) if latency else None,
+        "n": latency.n if latency else None,
+        "load_ms": _float(document.load_ms),
+        "first_ms": _float(document.first_ms),
+        "peak_rss_kb": document.peak_rss_kb,
+        "accuracy_passed": accuracy.passed if accuracy else None,
+        "max_abs_err": _float(accuracy.max_abs_err) if accuracy else None,
+        "cosine": _float(accuracy.cosine) if accuracy else None,
+        "samples_ms": [s for s in map(_float, document.samples_ms) if s is not None],
     }
 
 
 def _insert_ignoring_conflict(
-    session: Session, table: Table, values: dict[str, Any], conflict: str
+    session: Session, table: Table, values: Mapping[str, object], conflict: str
 ) -> None:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -103,7 +120,7 @@ def _insert_ignoring_conflict(
             pass
 
 
-def record_result(run: Run, document: dict[str, Any], *, session: Session) -> Result:
+def record_result(run: Run, document: ResultDocument, *, session: Session) -> Result:
     """The Result of ``run`` from its result ``document``, inserted unless the run already has
     one; returns the stored Result (the earlier one, if there was)."""
     existing = session.scalar(select(Result).where(Result.run_id == run.id))
@@ -117,7 +134,7 @@ def record_result(run: Run, document: dict[str, Any], *, session: Session) -> Re
         "model_id": run.job.model_id,
         "device_id": run.device_id,
         "backend": run.backend,
-        "document": json_safe(document),
+        "document": json_safe(document.dump()),
         "created_at": utcnow(),
         **result_columns(document),
     }
@@ -136,7 +153,7 @@ def record_artifact(
     key: str,
     backend: str,
     target: str,
-    options: dict[str, Any],
+    options: BackendOptions,
     built: BuiltArtifact | None = None,
     error: JobError | None = None,
 ) -> Artifact:

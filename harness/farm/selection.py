@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.db import Device, DeviceHealth
 from harness.errors import EdgefarmError
 from harness.farm import InvalidRequest, NotFound
 from harness.farm.liveness import device_worker, liveness, offered
+
+
+class SelectorJson(TypedDict, total=False):
+    """A :class:`DeviceSelector` as JSON (a submission's ``devices``): every criterion given
+    must hold; ``all`` alone takes every good device."""
+
+    pool: str
+    soc: str
+    model: str
+    ids: list[int]
+    all: bool
+
+
+class DeviceSummary(TypedDict):
+    """What a user needs to pick devices again (the API's 409 lists the farm's devices)."""
+
+    id: int
+    address: str
+    pool: str
+    soc: str
+    model: str
+    health: str
 
 
 @dataclass(frozen=True)
@@ -29,15 +51,24 @@ class DeviceSelector:
     ids: tuple[int, ...] | None = None
     all: bool = False
 
-    def criteria(self) -> dict[str, Any]:
-        given = {"pool": self.pool, "soc": self.soc, "model": self.model}
-        out: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    def criteria(self) -> SelectorJson:
+        """The criteria given (``all`` apart)."""
+        out: SelectorJson = {}
+        if self.pool is not None:
+            out["pool"] = self.pool
+        if self.soc is not None:
+            out["soc"] = self.soc
+        if self.model is not None:
+            out["model"] = self.model
         if self.ids is not None:
             out["ids"] = list(self.ids)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.criteria(), "all": True} if self.all else self.criteria()
+    def to_dict(self) -> SelectorJson:
+        out = self.criteria()
+        if self.all:
+            out["all"] = True
+        return out
 
     def describe(self) -> str:
         if self.all:
@@ -45,7 +76,7 @@ class DeviceSelector:
         return ", ".join(f"{k}={v}" for k, v in self.criteria().items())
 
 
-def device_summary(device: Device) -> dict[str, Any]:
+def device_summary(device: Device) -> DeviceSummary:
     """What a user needs to pick devices: id, address, pool, soc, model, health."""
     return {
         "id": device.id,
@@ -61,12 +92,12 @@ class NoDevicesMatch(EdgefarmError):
     """No good device fits the selector. Carries the farm's devices (the API answers 409
     with them, so that the user can pick again)."""
 
-    def __init__(self, message: str, devices: list[dict[str, Any]]) -> None:
+    def __init__(self, message: str, devices: list[DeviceSummary]) -> None:
         super().__init__(message)
         self.devices = devices
 
 
-def _all_devices(session: Session) -> list[dict[str, Any]]:
+def _all_devices(session: Session) -> list[DeviceSummary]:
     return [device_summary(d) for d in session.scalars(select(Device).order_by(Device.id))]
 
 

@@ -26,12 +26,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BeforeValidator, JsonValue, PlainSerializer, TypeAdapter
 
 from harness.errors import JobError
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _nan_for_none(value: object) -> object:
+    return math.nan if value is None else value
+
+
+JsonFloat = Annotated[
+    float,
+    BeforeValidator(_nan_for_none),
+    PlainSerializer(_finite_or_none, return_type=float | None),
+]
+"""A float that may not be finite (an error with NaN in the outputs); JSON has no NaN or
+infinity, so the JSON form says null, and reads null back as NaN."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +100,8 @@ class OutputAccuracy:
     index: int
     shape: tuple[int, ...]
     dtype: str
-    max_abs_err: float
-    max_rel_err: float
+    max_abs_err: JsonFloat
+    max_rel_err: JsonFloat
     mismatched: int
     """Elements outside the tolerance (NaN mismatches included)."""
     nan_count: int
@@ -92,19 +110,10 @@ class OutputAccuracy:
     passed: bool
     tolerance: Tolerance
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "max_abs_err": _json_float(self.max_abs_err),
-            "max_rel_err": _json_float(self.max_rel_err),
-            "mismatched": self.mismatched,
-            "nan_count": self.nan_count,
-            "top1_agree": self.top1_agree,
-            "passed": self.passed,
-            "tolerance": self.tolerance.to_dict(),
-        }
+    def to_dict(self) -> dict[str, JsonValue]:
+        """The JSON form: non-finite errors (NaN, inf) become None."""
+        dumped: dict[str, JsonValue] = _OUTPUT.dump_python(self, mode="json")
+        return dumped
 
 
 @dataclass(frozen=True)
@@ -118,32 +127,24 @@ class Accuracy:
     """
 
     reference: str
-    max_abs_err: float
-    max_rel_err: float
-    cosine: float
+    max_abs_err: JsonFloat
+    max_rel_err: JsonFloat
+    cosine: JsonFloat
     top1_agree: float | None
     passed: bool
     nan_count: int
     per_output: tuple[OutputAccuracy, ...]
     tolerance: dict[str, Tolerance]
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict: non-finite errors (NaN, inf) become None."""
-        return {
-            "reference": self.reference,
-            "max_abs_err": _json_float(self.max_abs_err),
-            "max_rel_err": _json_float(self.max_rel_err),
-            "cosine": _json_float(self.cosine),
-            "top1_agree": self.top1_agree,
-            "passed": self.passed,
-            "nan_count": self.nan_count,
-            "per_output": [o.to_dict() for o in self.per_output],
-            "tolerance": {k: v.to_dict() for k, v in self.tolerance.items()},
-        }
+    def to_dict(self) -> dict[str, JsonValue]:
+        """The JSON form (a result document's ``accuracy``): non-finite errors (NaN, inf)
+        become None."""
+        dumped: dict[str, JsonValue] = _ACCURACY.dump_python(self, mode="json")
+        return dumped
 
 
-def _json_float(v: float) -> float | None:
-    return v if math.isfinite(v) else None
+_OUTPUT = TypeAdapter(OutputAccuracy)
+_ACCURACY = TypeAdapter(Accuracy)
 
 
 def looks_like_class_scores(shape: tuple[int, ...], dtype: npt.DTypeLike) -> bool:

@@ -20,16 +20,18 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from harness.byoc.costmodel import Costs
+from harness.byoc.candidates import CalibrationInfo
+from harness.byoc.costmodel import Costs, CostsRecord
+from harness.byoc.report import CalibrationReport
 from harness.compile import Artifact, TvmBuild, compile_artifact, tvm_version
 from harness.db.costs import CostKey, Measured, store_costs, stored_costs
 from harness.db.session import SessionScope
 from harness.devices.base import Device, DeviceFacts
 from harness.errors import JobError
+from harness.jsontypes import BackendOptions
 from harness.measure.device_run import (
     NativeRunner,
     Progress,
@@ -71,14 +73,14 @@ def software_version() -> str:
     return f"tvm {tvm_version()} byoc {byoc_version()}"[:64]
 
 
-def accel_variant(dialect: str, options: dict[str, Any]) -> str:
+def accel_variant(dialect: str, options: BackendOptions) -> str:
     preference = options.get("preference", "fast_single_answer")
     if dialect == "nnapi":
         return f"nnapi/fl{options.get('feature_level')}/{preference}"
     return f"{dialect}/{preference}"
 
 
-def cpu_variant(options: dict[str, Any]) -> str:
+def cpu_variant(options: BackendOptions) -> str:
     return f"cpu/o{options.get('opt_level', 3)}"
 
 
@@ -138,14 +140,14 @@ def time_entries(
     return measured
 
 
-def _calibration_of(artifact: Artifact) -> dict[str, Any]:
-    info = (artifact.manifest.get("extra") or {}).get("calibration")
-    if not isinstance(info, dict):
+def _calibration_of(artifact: Artifact) -> CalibrationInfo:
+    info = artifact.manifest.get("extra", {}).get("calibration")
+    if info is None:
         raise JobError("partition", "the calibration build did not describe its functions")
     return info
 
 
-def _entries(model: PreparedModel, info: dict[str, Any], *, with_baseline: bool) -> list[Entry]:
+def _entries(model: PreparedModel, info: CalibrationInfo, *, with_baseline: bool) -> list[Entry]:
     """What a calibration artifact (described by ``info``) has to time: its candidates, its
     probes and, built for the CPU, the whole model."""
     candidates = {c["name"]: c for c in info["candidates"]}
@@ -183,13 +185,13 @@ def measured_costs(
     *,
     dialect: str,
     target: str,
-    options: dict[str, Any],
+    options: BackendOptions,
     facts: DeviceFacts,
     sessions: SessionScope,
     limits: RunLimits,
     progress: Progress,
     seed: int = 0,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[CostsRecord, CalibrationReport]:
     """The ``costs`` option of a ``partition: cost`` build for ``device`` (see module doc),
     and what calibration did (for the result document). The costs alone go into the build
     options, so the same stored costs give the same artifact. ``backend`` offloads through
@@ -246,7 +248,7 @@ def measured_costs(
         c["signature"]: sum(b for _, b in c["inputs"]) + int(c["output_bytes"]) for c in candidates
     }
 
-    def probes(found: dict[str, Measured], info: dict[str, Any]) -> list[tuple[int, float]]:
+    def probes(found: dict[str, Measured], info: CalibrationInfo) -> list[tuple[int, float]]:
         return [(int(p["bytes"]), found[f"probe:{p['bytes']}"].median_ms) for p in info["probes"]]
 
     costs = Costs.from_measurements(

@@ -8,12 +8,23 @@ model as written. Any failure of a runtime becomes a one-line JobError ("compare
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import TypedDict
 
 from harness.errors import JobError, one_line
+
+
+class TensorDetails(TypedDict):
+    """What LiteRT's interpreter says of an input tensor (the keys read here)."""
+
+    name: str
+    index: int
+    shape: npt.NDArray[np.int32]
+    dtype: type[np.generic]
 
 
 def onnx_reference(
@@ -45,7 +56,7 @@ def onnx_reference(
     return [np.asarray(r) for r in results]
 
 
-def _check_names(expected: list[str], inputs: dict[str, Any], runtime: str) -> None:
+def _check_names(expected: list[str], inputs: Mapping[str, npt.NDArray[Any]], runtime: str) -> None:
     missing = [n for n in expected if n not in inputs]
     extra = sorted(set(inputs) - set(expected))
     if missing or extra:
@@ -77,7 +88,9 @@ def tflite_input_aliases(tensor_name: str) -> list[str]:
 
 
 def _match_tflite_inputs(
-    details: list[dict[str, Any]], signature_names: dict[int, str], inputs: dict[str, Any]
+    details: list[TensorDetails],
+    signature_names: dict[int, str],
+    inputs: Mapping[str, npt.NDArray[Any]],
 ) -> dict[int, str]:
     """Tensor index -> key of ``inputs``, by tensor name, its aliases, or signature name."""
     matched: dict[int, str] = {}
@@ -119,7 +132,7 @@ def tflite_reference(
             model_content=bytes(model_bytes),
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
-        details = interp.get_input_details()
+        details: list[TensorDetails] = interp.get_input_details()
         signature_names = _signature_input_names(interp, details)
     except Exception as exc:  # LiteRT raises ValueError/RuntimeError with C++ text
         raise JobError("compare", f"LiteRT cannot load the model: {one_line(str(exc))}") from exc
@@ -146,7 +159,7 @@ def tflite_reference(
         raise JobError("compare", f"LiteRT failed to run the model: {one_line(str(exc))}") from exc
 
 
-def _signature_input_names(interp: Any, details: list[dict[str, Any]]) -> dict[int, str]:
+def _signature_input_names(interp: Any, details: list[TensorDetails]) -> dict[int, str]:
     """Input tensor index -> signature input name, when the model has exactly one signature.
 
     A signature may run another subgraph than the interpreter's first; its tensors count only

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import JsonValue, TypeAdapter
 
 CI_LEVEL = 0.95
 # Below this many samples no pair of order statistics covers the median with 95%:
@@ -40,18 +41,13 @@ class LatencyStats:
     ci95: tuple[float, float]
     n: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "min": self.min,
-            "median": self.median,
-            "mean": self.mean,
-            "std": self.std,
-            "p90": self.p90,
-            "p99": self.p99,
-            "cv": self.cv,
-            "ci95": [self.ci95[0], self.ci95[1]],
-            "n": self.n,
-        }
+    def to_dict(self) -> dict[str, JsonValue]:
+        """The JSON form (a result document's ``latency_ms``)."""
+        dumped: dict[str, JsonValue] = _STATS.dump_python(self, mode="json")
+        return dumped
+
+
+_STATS = TypeAdapter(LatencyStats)
 
 
 class MannWhitneyResult(NamedTuple):

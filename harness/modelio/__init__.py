@@ -31,8 +31,8 @@ __all__ = [
     "InputLimits",
     "InputSpec",
     "InputTooLarge",
-    "ModelFile",
     "ModelDescription",
+    "ModelFile",
     "ModelFormat",
     "PreparedModel",
     "TensorSpec",
@@ -69,17 +69,6 @@ class PreparedModel:
     def input_spec_key(self) -> str:
         """A canonical text of the input specs, part of the artifact cache key."""
         return ";".join(f"{s.name}:{s.shape_str()}:{s.dtype}" for s in self.inputs)
-
-    def describe(self) -> dict[str, Any]:
-        """The ``model`` object of the result document."""
-        return {
-            "name": self.file.name,
-            "sha256": self.file.sha256,
-            "format": self.file.format,
-            "size": self.file.size,
-            "inputs": [s.to_dict() for s in self.inputs],
-            "outputs": [s.to_dict() for s in self.outputs],
-        }
 
     def description(self) -> ModelDescription:
         """The ``model`` object of the result document."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import MISSING, BaseModel, ConfigDict
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.errors import JobError
 
@@ -55,8 +56,16 @@ class TensorSpec:
     def shape_str(self) -> str:
         return "x".join(str(d) for d in self.shape) or "scalar"
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> TensorJson:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+class TensorJson(TypedDict):
+    """A :class:`TensorSpec` as JSON (a model's declared inputs, a manifest's)."""
+
+    name: str
+    shape: list[Dim]
+    dtype: str
 
 
 class ModelDescription(BaseModel):

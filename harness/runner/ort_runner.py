@@ -18,7 +18,6 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 RUNNER_VERSION = "ort-1"
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     declared = session.get_inputs()
     if len(args.input) != len(declared):
         return _error("input", f"the model has {len(declared)} inputs, {len(args.input)} given")
-    feeds: dict[str, Any] = {}
+    feeds: dict[str, np.ndarray] = {}
     described = []
     for meta, path in zip(declared, args.input, strict=True):
         try:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from harness.errors import HarnessBug, InfrastructureError, one_line
+from harness.jsontypes import JsonObject
 
 RunnerStage = Literal["load", "input", "run", "output", "usage"]
 
@@ -75,10 +76,11 @@ RUNNER_REPORT: TypeAdapter[RunnerOk | RunnerError] = TypeAdapter(RunnerReport)
 _MARKER = '{"status"'
 
 
-def _candidates(stdout: str) -> list[dict[str, Any]]:
-    """JSON objects that start with a ``status`` key, last printed first."""
+def _candidates(stdout: str) -> list[JsonObject]:
+    """JSON objects that start with a ``status`` key, last printed first (not yet validated:
+    each is tried as a :data:`RunnerReport`)."""
     decoder = json.JSONDecoder()
-    found: list[dict[str, Any]] = []
+    found: list[JsonObject] = []
     pos = stdout.rfind(_MARKER)
     while pos != -1:
         try:

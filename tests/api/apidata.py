@@ -13,6 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from harness.db import Device, Job, JobStatus, Model, Result, Run, RunStatus
+from harness.measure.document import DeviceRef, Provenance, ResultDocument, ResultError
+from harness.measure.stats import LatencyStats
+from harness.modelio import ModelDescription
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -74,13 +77,19 @@ def add_result(
     )
     session.add(run)
     session.flush()
-    document = {
-        "model": {"name": model.name, "sha256": model.sha256},
-        "device": {"id": device.address},
-        "backend": backend,
-        "status": status,
-        "latency_ms": {"median": median_ms},
-    }
+    m = median_ms
+    document = ResultDocument(
+        model=ModelDescription(
+            name=model.name, sha256=model.sha256, format=model.format, inputs=[]
+        ),
+        device=DeviceRef(id=device.address),
+        backend=backend,
+        status="ok" if status == "ok" else "failed",
+        error=None if status == "ok" else ResultError(stage="run", message="it failed"),
+        latency_ms=LatencyStats(m, m, m, 0.0, m, m, 0.0, (m, m), 1),
+        samples_ms=[m],
+        provenance=Provenance(edgefarm_version="0", tvm_version="0"),
+    ).dump()
     result = Result(
         run_id=run.id,
         job_id=job.id,

@@ -30,6 +30,7 @@ from harness.db import (
     make_engine,
     session_scope,
 )
+from harness.devices.base import DeviceFacts
 from harness.farm.tokens import create_token
 
 from apidata import (
@@ -183,7 +184,9 @@ def farm(session: Session) -> dict[str, Any]:
             soc=soc,
             model_name=model_name,
             health=health,
-            facts={"model": model_name, "soc": soc},
+            facts=DeviceFacts(
+                id=f"tcp:{key}-{tag}:5555", kind="adb", model=model_name, soc=soc
+            ).dump(),
         )
         session.add(device)
         devices[key] = device

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from harness.db import Device, DeviceHealth, DeviceState, Job, Run, RunStatus
+from harness.devices.base import DeviceFacts
 
 from apidata import add_model
 
@@ -40,7 +41,10 @@ def test_list_and_get(client: TestClient, farm: dict[str, Any], session: Session
         "backend": "tvm-cpu",
         "status": "running",
     }
-    assert one["facts"] == {"model": busy.model_name, "soc": busy.soc}
+    assert (
+        one["facts"]
+        == DeviceFacts(id=busy.address, kind="adb", model=busy.model_name, soc=busy.soc).dump()
+    )
     retired = client.get("/api/v1/devices", params={"pool": busy.pool, "health": "retired"}).json()
     assert [d["id"] for d in retired["data"]] == [devices["old"].id]
 

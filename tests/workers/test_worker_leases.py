@@ -173,8 +173,8 @@ def test_a_superseded_attempt_cannot_end_the_run(engine: Engine) -> None:
         assert acquire_lease(session, device_id, run_id, 60.0, attempt=2)
         session.commit()
         document = failed_run_document(run, InfrastructureError("late", stage="run"))
-        document["error"] = None
-        document["status"] = "ok"
+        document.error = None
+        document.status = "ok"
     with sessions() as session, pytest.raises(_Superseded):
         _record(session, run_id, 1, document)
     with sessions() as session:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from typing import Any
 
 from celery import Task
 from sqlalchemy import update
@@ -19,6 +18,7 @@ from harness.db import Artifact, Job, JobStatus, Run, RunStatus, utcnow
 from harness.devices.base import DeviceFacts
 from harness.errors import InfrastructureError, JobError, Stage, one_line
 from harness.farm.results import record_artifact
+from harness.jsontypes import BackendOptions
 from harness.modelio import PreparedModel
 from workers import settings as worker_settings
 from workers.celery_app import task
@@ -45,7 +45,7 @@ def _artifact(
     model: PreparedModel,
     backend_name: str,
     target: str,
-    given_options: dict[str, Any] | None,
+    given_options: BackendOptions | None,
 ) -> Artifact | None:
     """What the backend builds for (target, options) before the runs go to their phones,
     compiled now unless the local artifact cache already has it; the Artifact row of the
@@ -146,7 +146,7 @@ def _start_job(job_id: int) -> None:
             # One artifact per (backend, target, options as completed by the device): a
             # phone's NNAPI feature level changes what tvm-nnapi may offload.
             groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
-            group_options: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+            group_options: dict[tuple[str, str, str], BackendOptions | None] = {}
             ended = False
             for run in pending:
                 try:

@@ -44,6 +44,7 @@ from harness.devices.records import HealthReport
 from harness.errors import HarnessBug, InfrastructureError, JobError
 from harness.farm.leases import acquire_lease, mark_running, release_lease, renew_lease
 from harness.farm.registry import check_device, record_health
+from harness.measure.document import ResultDocument
 from workers import settings as worker_settings
 from workers.celery_app import task
 from workers.db import db_session, session_factory
@@ -170,7 +171,7 @@ class _Plan:
     reference: Reference | None = None
     device: DeviceHandle | None = None
     health: HealthReport | None = None  # the phone's, checked right before the claim
-    document: dict[str, Any] | None = None  # the run failed already (the user's input)
+    document: ResultDocument | None = None  # the run failed already (the user's input)
     error: BaseException | None = None
 
     def close(self) -> None:
@@ -216,7 +217,7 @@ def _plan(runrow: Run) -> _Plan:
         plan.error = exc
         return plan
     try:
-        facts = plan.device.facts().to_dict()
+        facts = plan.device.facts()
         measurement = Measurement(
             prepared.model,
             backend,
@@ -250,7 +251,7 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int, plan: _Pla
         renew_lease(s, device_id, run_id, settings.lease_timeout_s, attempt=attempt)
 
     interval = worker_settings.heartbeat_interval_s(settings)
-    document: dict[str, Any] | None = None
+    document: ResultDocument | None = None
     failure: InfrastructureError | None = None
     with Heartbeat(f"run {run_id}", beat, interval):
         try:
@@ -272,10 +273,9 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int, plan: _Pla
             bug = HarnessBug(f"internal error ({type(exc).__name__}): {exc}")
             _record(session, run_id, attempt, failed_run_document(runrow, bug))
             raise
-    if document is not None and (document.get("error") or {}).get("retryable"):
+    if document is not None and document.error is not None and document.error.retryable is True:
         # measure() turned a failure of the farm (phone gone mid-run) into a document.
-        error = document["error"]
-        failure = InfrastructureError(str(error.get("message")), stage=error.get("stage"))
+        failure = InfrastructureError(document.error.message, stage=document.error.stage)
     if failure is not None:
         _hand_back(self, session, run_id, attempt, failure, document=document)
         return
@@ -283,7 +283,7 @@ def _attempt(self: Task, session: Session, run_id: int, attempt: int, plan: _Pla
     _record(session, run_id, attempt, document)
 
 
-def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> dict[str, Any]:
+def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> ResultDocument:
     """The result document of the measurement; InfrastructureError when the device could not
     be used at all (the caller hands the run back). The lease is released as soon as the
     phone's part is done: the comparison happens off it."""
@@ -310,7 +310,7 @@ def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> dict[s
         # written in short sessions of their own (the task's stays as it is).
         cost_sessions=scoped(session_factory()),
     )
-    if not (measurement.doc.get("error") or {}).get("retryable"):
+    if measurement.doc.error is None or measurement.doc.error.retryable is not True:
         # The phone's part is done: free it for the next run before comparing and
         # recording. Keyed by the attempt: a superseded attempt frees nothing.
         release_lease(session, runrow.device_id, runrow.id, attempt=attempt)
@@ -334,7 +334,7 @@ def _end_attempt(session: Session, run_id: int, attempt: int, **values: Any) -> 
         raise _Superseded
 
 
-def _record(session: Session, run_id: int, attempt: int, document: dict[str, Any]) -> None:
+def _record(session: Session, run_id: int, attempt: int, document: ResultDocument) -> None:
     """Record the result, end the run and release the lease: one transaction, taken only by
     the attempt that owns the run. Then finish_job. A job's failure never changes the device's
     health: only health checks do (:func:`record_health`)."""
@@ -356,7 +356,7 @@ def _hand_back(
     attempt: int,
     exc: InfrastructureError,
     *,
-    document: dict[str, Any] | None = None,
+    document: ResultDocument | None = None,
 ) -> None:
     """The farm failed this attempt: check the device's health (a failed check marks it bad),
     release the lease and retry with backoff, or, after ``max_run_attempts``, end the run

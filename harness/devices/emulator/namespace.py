@@ -17,7 +17,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # nsinit stands alone; it is run, not imported
+    from .nsinit import Plan, Step
 
 SHELL_UID = 2000  # AID_SHELL: who `adb shell` runs as on a user build
 # Writable inside the phone besides its storage: the plan's own tmpfs mounts, never the host's.
@@ -37,11 +40,11 @@ class NamespacesUnavailable(Exception):
     """This host cannot make the namespaces at all (the message says why)."""
 
 
-def namespace_plan(phone_root: Path, rootfs: Path, system_bin: Path) -> dict[str, Any]:
+def namespace_plan(phone_root: Path, rootfs: Path, system_bin: Path) -> Plan:
     """What nsinit builds at ``rootfs``: the phone's root on a private tmpfs, everything
     read-only except /data and /sdcard (``phone_root``'s) and a private /dev/shm."""
     r = str(rootfs)
-    steps: list[dict[str, Any]] = []
+    steps: list[Step] = []
 
     def at(rel: str) -> str:
         return f"{r}/{rel}"

@@ -23,7 +23,29 @@ import os
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Required, TypedDict
+
+
+class Step(TypedDict, total=False):
+    """One step of a plan: ``op`` and the arguments that op takes."""
+
+    op: Required[str]  # tmpfs mkdir symlink touch bind remount_ro loopback_up hostname
+    target: str
+    options: str  # tmpfs
+    mode: int  # mkdir
+    link_to: str  # symlink
+    source: str  # bind
+    readonly: bool  # bind
+    device: bool  # bind
+    name: str  # hostname
+
+
+class Plan(TypedDict):
+    """What to build (``json.dumps``'d into argv[1]): the new root, and the steps in order."""
+
+    root: str
+    steps: list[Step]
+
 
 # <sys/mount.h>
 MS_RDONLY = 0x1
@@ -182,7 +204,7 @@ def loopback_up() -> None:
         raise StepError(f"bringing up lo: {exc.strerror}") from None
 
 
-def run_step(step: dict[str, Any]) -> None:
+def run_step(step: Step) -> None:
     op = step["op"]
     if op == "tmpfs":
         tmpfs(step["target"], step["options"])
@@ -206,7 +228,7 @@ def run_step(step: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     global _root
-    plan = json.loads(argv[1])
+    plan: Plan = json.loads(argv[1])
     _root = plan["root"]
     try:
         for step in plan["steps"]:

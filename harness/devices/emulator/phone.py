@@ -25,7 +25,7 @@ from . import protocol as p
 from .namespace import ConfinementError
 from .profiles import DEFAULT_PROFILE, DeviceProfile, get_profile
 from .sandbox import Isolation, Sandbox
-from .state import PhoneState
+from .state import HardwareState, PhoneState
 from .sync import SyncStream, serve_sync
 
 log = logging.getLogger(__name__)
@@ -549,7 +549,7 @@ class EmulatedPhone:
     def temperature_c(self) -> float:
         return self._require_state().die_c
 
-    def hardware_state(self) -> dict[str, Any]:
+    def hardware_state(self) -> HardwareState:
         """Thermal, battery and cpufreq numbers as the sysfs files currently say."""
         return self._require_state().snapshot()
 

@@ -14,10 +14,22 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from . import fsat
 from .profiles import DeviceProfile
+
+
+class HardwareState(TypedDict):
+    """What the emulated phone's sysfs files say, as numbers."""
+
+    die_c: float
+    zones_c: dict[str, float]
+    battery_pct: int
+    battery_status: str
+    busy: int  # shell commands running
+    cpu_cur_khz: list[int]
+
 
 _IDLE_FRACTION = 0.15  # idle cores sit this far up their frequency range
 
@@ -91,7 +103,7 @@ class PhoneState:
             return "Full"
         return "Discharging" if self.busy else "Charging"
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> HardwareState:
         """What the files say, as numbers (for the emulator's control surface and logs)."""
         with self._lock:
             return {

@@ -25,7 +25,7 @@ FAST = Protocol(warmup=2, min_iterations=10, min_seconds=0.05, max_seconds=5.0)
 
 def _bench(path: Path, **kwargs: Any) -> list[dict[str, Any]]:
     kwargs.setdefault("protocol", FAST)
-    return run_bench(BenchPlan(model_path=path, **kwargs))
+    return [doc.dump() for doc in run_bench(BenchPlan(model_path=path, **kwargs))]
 
 
 def _check_ok(doc: dict[str, Any], min_iterations: int = FAST.min_iterations) -> None:
@@ -162,7 +162,7 @@ def test_runner_hang_is_cut_off(
     thread.start()
     slow = Protocol(warmup=1, min_iterations=10, min_seconds=3.0, max_seconds=3.0)
     started = time.monotonic()
-    (doc,) = run_bench(BenchPlan(model_path=path, protocol=slow))
+    (doc,) = [d.dump() for d in run_bench(BenchPlan(model_path=path, protocol=slow))]
     thread.join()
     assert stopped, "the runner was never seen"
     assert doc["status"] == "failed" and doc["error"]["stage"] == "run"

@@ -33,7 +33,8 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
 
 
 def _bench(path: Path, devices: list[str], backends: list[str] = BACKENDS) -> list[dict[str, Any]]:
-    return run_bench(BenchPlan(path, backends=backends, devices=devices, protocol=FAST))
+    plan = BenchPlan(path, backends=backends, devices=devices, protocol=FAST)
+    return [doc.dump() for doc in run_bench(plan)]
 
 
 def _assert_ok(doc: dict[str, Any]) -> None:
@@ -139,7 +140,7 @@ def test_a_farm_job_that_names_no_feature_level_runs_at_an_older_phones_own(
     assert stored["tvm-nnapi"]["feature_level"] == 7  # as the API writes it into the job
     path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
     with EmulatedPhone("pixel-3a", thermal_time_constant_s=3600.0) as phone:
-        [doc] = run_bench(
+        [measured] = run_bench(
             BenchPlan(
                 path,
                 backends=["tvm-nnapi"],
@@ -148,11 +149,12 @@ def test_a_farm_job_that_names_no_feature_level_runs_at_an_older_phones_own(
                 options=stored,
             )
         )
+        doc = measured.dump()
         _assert_ok(doc)
         assert doc["partition"]["feature_level"] == 2
 
         # A level the job does name is a ceiling the phone must reach.
-        [refused] = run_bench(
+        [refusal] = run_bench(
             BenchPlan(
                 path,
                 backends=["tvm-nnapi"],
@@ -161,5 +163,6 @@ def test_a_farm_job_that_names_no_feature_level_runs_at_an_older_phones_own(
                 options={"tvm-nnapi": {"feature_level": 5}},
             )
         )
+        refused = refusal.dump()
     assert refused["status"] == "failed" and refused["error"]["stage"] == "partition"
     assert "feature_level 5 is above what" in refused["error"]["message"]

@@ -173,7 +173,7 @@ def _measure(model: Any, device: Any, backend: str, store: SessionScope) -> dict
         protocol=FAST,
         options={"partition": "cost"},
         cost_sessions=store,
-    )
+    ).dump()
 
 
 def test_stored_costs_decide_what_runs_where_and_outputs_stay_right(

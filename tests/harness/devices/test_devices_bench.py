@@ -35,7 +35,7 @@ def _bench(path: Path, phone: EmulatedPhone, protocol: Protocol = FAST) -> dict[
         model_path=path, backends=["tvm-cpu"], devices=[f"tcp:{phone.serial}"], protocol=protocol
     )
     [doc] = run_bench(plan)
-    return doc
+    return doc.dump()
 
 
 def _host(phone: EmulatedPhone, device_path: str) -> Path:

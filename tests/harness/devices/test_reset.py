@@ -48,7 +48,7 @@ def test_exclusive_measure_ends_a_leftover_runner(tmp_path: Path) -> None:
                 inputs=inputs,
                 reference=reference,
                 protocol=fast,
-            )
+            ).dump()
             assert shared["status"] == "ok"
             assert _alive(leftover), "a non-exclusive run must leave other runs alone"
 
@@ -60,7 +60,7 @@ def test_exclusive_measure_ends_a_leftover_runner(tmp_path: Path) -> None:
                 reference=reference,
                 protocol=fast,
                 exclusive=True,
-            )
+            ).dump()
             assert owned["status"] == "ok", owned["error"]
             deadline = time.monotonic() + 5
             while _alive(leftover) and time.monotonic() < deadline:

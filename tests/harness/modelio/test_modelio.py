@@ -44,7 +44,7 @@ class TestInputSpec:
 class TestOnnx:
     def test_describe(self, tmp_path: Path) -> None:
         model = load(testmodels.save(testmodels.mobilenet_like(), tmp_path, "mnet"))
-        doc = model.describe()
+        doc = model.description().model_dump(mode="json")
         assert doc["format"] == "onnx"
         assert doc["inputs"] == [{"name": "input", "shape": [1, 3, 32, 32], "dtype": "float32"}]
         assert doc["outputs"][0]["shape"] == [1, 10]

@@ -1,0 +1,95 @@
+"""What a build says about itself, as typed JSON: the compile child's request and result, and
+an artifact's ``manifest.json`` (its provenance; a result document copies parts of it)."""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired
+
+from typing_extensions import TypedDict  # pydantic validates these only on 3.11
+
+from harness.byoc.candidates import CalibrationInfo
+from harness.byoc.report import PartitionReport
+from harness.errors import Stage
+from harness.jsontypes import BackendOptions
+from harness.modelio.specs import TensorJson
+
+TvmTarget = dict[str, str | list[str]]
+"""A TVM target as JSON: ``{"kind": "llvm", "mtriple": ..., "mattr": ["+neon"]}``."""
+
+
+class LoweringJson(TypedDict):
+    offload: str | None
+
+
+class ArtifactExtra(TypedDict, total=False):
+    """What a lowered module says about itself: the partition report of an offloading build,
+    or what a calibration build holds."""
+
+    partition: PartitionReport
+    calibration: CalibrationInfo
+
+
+class CompileRequest(TypedDict):
+    """One build, as the compile child reads it on stdin."""
+
+    model_path: str
+    model_name: str
+    inputs: list[str]  # input specs NAME:1x3x8x8:float32
+    backend: str
+    lowering: LoweringJson
+    target: str
+    options: BackendOptions
+    out_dir: str
+    ndk_home: str | None
+    api_level: int
+
+
+class CompileResult(TypedDict):
+    """What the compile child answers: ``ok`` with the build's files and times, or ``error``
+    with a stage and one line."""
+
+    status: Literal["ok", "error"]
+    stage: NotRequired[Stage]
+    message: NotRequired[str]
+    toolchain: NotRequired[dict[str, str]]
+    archive: NotRequired[str]
+    library: NotRequired[str]
+    extra: NotRequired[ArtifactExtra]
+    stages_ms: NotRequired[dict[str, float]]
+    compile_ms: NotRequired[float]
+
+
+class ModelRef(TypedDict):
+    name: str
+    sha256: str
+    format: str
+
+
+class Sizes(TypedDict, total=False):
+    library_bytes: int
+    total_bytes: int
+
+
+class Manifest(TypedDict):
+    """An artifact's ``manifest.json``: what was built, from what, with what. ``key`` and
+    ``sizes`` are added when the artifact is published."""
+
+    library: str
+    backend: str
+    target: str
+    target_tvm: TvmTarget
+    options: BackendOptions
+    tvm_version: str
+    edgefarm_version: str
+    compile_version: str
+    model: ModelRef
+    inputs: list[TensorJson]
+    outputs: list[TensorJson]
+    compile_ms: float
+    stages_ms: dict[str, float]
+    archive: str | None
+    toolchain: dict[str, str]
+    created_at: str
+    extra: NotRequired[ArtifactExtra]
+    key: NotRequired[str]
+    sizes: NotRequired[Sizes]
