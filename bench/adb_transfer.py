@@ -87,7 +87,7 @@ def main() -> None:
             start = time.perf_counter()
             doc = measure(
                 model, device, backend, inputs=inputs, reference=reference, protocol=protocol
-            )
+            ).dump()
             walls.append((time.perf_counter() - start) * 1000.0)
             assert doc["status"] == "ok", doc["error"]
             in_runner = doc["load_ms"] + doc["first_ms"] + sum(doc["samples_ms"])
@@ -98,7 +98,7 @@ def main() -> None:
             inputs=inputs,
             reference=reference,
             protocol=Protocol(min_seconds=1.0),
-        )
+        ).dump()
         wall = statistics.median(walls)
         print("one cached run of ds-cnn on the emulated phone (tvm-cpu, 2 calls)")
         print(f"  wall time of the run:         {wall:8.1f} ms")

@@ -82,7 +82,7 @@ def main() -> None:
                         continue
                     options = {backend: {"partition": mode}} if mode else {}
                     plan = BenchPlan(path, backends=[backend], protocol=protocol, options=options)
-                    (doc,) = run_bench(plan)
+                    (doc,) = [d.dump() for d in run_bench(plan)]
                     if doc["status"] != "ok":
                         failures[label] = f"{doc['error']['stage']}: {doc['error']['message']}"
                         continue

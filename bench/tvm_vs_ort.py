@@ -27,13 +27,14 @@ def main() -> None:
             medians: dict[str, list[float]] = {"tvm-cpu": [], "ort": []}
             for _ in range(args.rounds):
                 for backend in ("tvm-cpu", "ort"):
-                    (doc,) = run_bench(
+                    (measured,) = run_bench(
                         BenchPlan(
                             Path(path),
                             backends=[backend],
                             protocol=Protocol(min_seconds=args.min_seconds),
                         )
                     )
+                    doc = measured.dump()
                     if doc["status"] != "ok":
                         raise SystemExit(f"{name}/{backend} failed: {doc['error']}")
                     medians[backend].append(doc["latency_ms"]["median"])
