@@ -8,7 +8,15 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import LimitQuery, OffsetQuery, SessionDep, SettingsDep, WriterDep, next_url
+from api.deps import (
+    LimitQuery,
+    OffsetQuery,
+    SessionDep,
+    SettingsDep,
+    TokenDep,
+    WriterDep,
+    next_url,
+)
 from api.errors import NOT_JSON, answers
 from api.queue import enqueue_job
 from api.schemas_nightly import (
@@ -172,8 +180,10 @@ def add_suite_webhook(
     return WebhookCreated(**WebhookPublic.of(webhook).model_dump(), secret=webhook.secret)
 
 
-@router.get("/{name}/webhooks", responses=answers(404, 422, n404=NO_SUITE))
-def list_suite_webhooks(name: SuiteName, session: SessionDep) -> WebhooksPublic:
-    """A suite's webhooks (never their secrets)."""
+# A webhook's URL is often a credential itself (chat services put their key in it): reading
+# webhooks takes the token even when reads are open.
+@router.get("/{name}/webhooks", responses=answers(401, 404, 422, n404=NO_SUITE))
+def list_suite_webhooks(name: SuiteName, session: SessionDep, _reader: TokenDep) -> WebhooksPublic:
+    """A suite's webhooks (never their secrets); needs the token."""
     found = list_webhooks(session, store.get_suite(session, name))
     return WebhooksPublic(data=[WebhookPublic.of(w) for w in found], count=len(found), next=None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi import status as http
 
-from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, WriterDep, next_url
+from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, TokenDep, WriterDep, next_url
 from api.errors import answers
 from api.schemas_nightly import DeliveriesPublic, DeliveryPublic
 from harness.db import DeliveryStatus
@@ -29,16 +29,17 @@ def delete_webhook_route(webhook_id: IdPath, session: SessionDep, _writer: Write
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{webhook_id}/deliveries", responses=answers(404, 422, n404=NO_WEBHOOK))
+@router.get("/{webhook_id}/deliveries", responses=answers(401, 404, 422, n404=NO_WEBHOOK))
 def list_deliveries_route(
     request: Request,
     webhook_id: IdPath,
     session: SessionDep,
+    _reader: TokenDep,
     status: DeliveryStatus | None = None,
     limit: LimitQuery = queries.DEFAULT_LIMIT,
     offset: OffsetQuery = 0,
 ) -> DeliveriesPublic:
-    """A webhook's delivery log, newest first: each notification, its attempts and outcome."""
+    """A webhook's delivery log, newest first (what receivers answered); needs the token."""
     page = list_deliveries(
         session, get_webhook(session, webhook_id), status=status, limit=limit, offset=offset
     )

@@ -167,7 +167,8 @@ def test_openapi_security_is_what_the_routes_do(
     make_client: Any, broker: Any, closed: bool
 ) -> None:
     """A route is marked as needing the bearer token exactly when it answers 401 without
-    one: writes and model bytes always, reads only when EDGEFARM_API_READS_NEED_TOKEN."""
+    one: writes, model bytes and webhooks (their URLs may be credentials) always, other reads
+    only when EDGEFARM_API_READS_NEED_TOKEN."""
     client = make_client(api_reads_need_token=closed)
     spec = client.get("/openapi.json").json()
     needing = set()
@@ -181,6 +182,11 @@ def test_openapi_security_is_what_the_routes_do(
             needing.add(str(route))
     # /healthz answers everyone; a token is optional (more detail for its holder).
     assert operation(spec, Route("GET", "/healthz")).get("security") == [{}, {"HTTPBearer": []}]
-    opened = {"GET /api/v1/models/{id}/file"} | {str(r) for r in ROUTES if r.writes}
+    secret = {
+        "GET /api/v1/models/{id}/file",
+        "GET /api/v1/suites/{id}/webhooks",
+        "GET /api/v1/webhooks/{id}/deliveries",
+    }
+    opened = secret | {str(r) for r in ROUTES if r.writes}
     every = {str(r) for r in ROUTES if r.path.startswith("/api/")}
     assert needing == (every if closed else opened)

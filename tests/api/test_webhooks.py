@@ -250,17 +250,31 @@ def test_a_500_is_retried_with_backoff_logged_and_failed_after_the_last_attempt(
 
     # The delivery log, as the API shows it.
     settings = SETTINGS.model_copy(
-        update={"database_url": database_url, "broker_url": BROKER_URL, "home": tmp_path}
+        update={
+            "database_url": database_url,
+            "broker_url": BROKER_URL,
+            "home": tmp_path,
+            "api_token": TOKEN,
+        }
     )
     with TestClient(create_app(settings)) as client:
-        log = client.get(f"/api/v1/webhooks/{hook.id}/deliveries").json()
+        deliveries_url = f"/api/v1/webhooks/{hook.id}/deliveries"
+        assert client.get(deliveries_url).status_code == 401  # a token, even for reading
+        log = client.get(deliveries_url, headers={"Authorization": f"Bearer {TOKEN}"}).json()
         [entry] = log["data"]
         assert entry["status"] == "failed" and entry["attempts"] == 3
         assert entry["response_status"] == 500 and entry["error"] == "HTTP 500: boom"
         assert entry["event_key"] == "alerts:0" and entry["payload"]["n"] == 0
-        failed = client.get(f"/api/v1/webhooks/{hook.id}/deliveries", params={"status": "failed"})
+        failed = client.get(
+            deliveries_url,
+            params={"status": "failed"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert failed.json()["count"] == 1
-        hooks = client.get(f"/api/v1/suites/{hook.suite_id}/webhooks").json()
+        hooks = client.get(
+            f"/api/v1/suites/{hook.suite_id}/webhooks",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()
         assert [h["url"] for h in hooks["data"]] == [receiver.url]
         assert "secret" not in hooks["data"][0]
 
@@ -334,7 +348,8 @@ def test_add_list_remove_through_the_api(
         url, json={"url": "http://10.0.0.5:8080/h", "secret": "x" * 16}, headers=auth
     ).json()
     assert given["secret"] == "x" * 16
-    listed = client.get(url).json()
+    assert client.get(url).status_code == 401  # webhook URLs may be credentials
+    listed = client.get(url, headers=auth).json()
     assert [h["url"] for h in listed["data"]] == [
         "https://hooks.example.org/edgefarm",
         "http://10.0.0.5:8080/h",
@@ -344,9 +359,10 @@ def test_add_list_remove_through_the_api(
 
     assert client.delete(f"/api/v1/webhooks/{given['id']}").status_code == 401
     assert client.delete(f"/api/v1/webhooks/{given['id']}", headers=auth).status_code == 204
-    assert [h["id"] for h in client.get(url).json()["data"]] == [made.json()["id"]]
+    assert [h["id"] for h in client.get(url, headers=auth).json()["data"]] == [made.json()["id"]]
     assert client.delete(f"/api/v1/webhooks/{given['id']}", headers=auth).status_code == 404
-    assert client.get(f"/api/v1/webhooks/{given['id']}/deliveries").status_code == 404
+    gone = client.get(f"/api/v1/webhooks/{given['id']}/deliveries", headers=auth)
+    assert gone.status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -373,4 +389,4 @@ def test_bad_webhooks_are_422_naming_the_field(
     response = client.post(url, json=body, headers=auth)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body", field]
-    assert client.get(url).json()["count"] == 0
+    assert client.get(url, headers=auth).json()["count"] == 0
