@@ -18,6 +18,7 @@ import typer
 
 from harness import __version__
 from harness.cli import (
+    ab,
     alerts,
     bench,
     costs,
@@ -75,7 +76,7 @@ def make_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     app.callback()(_global_options)
-    for group in (bench, examples, farm, devices, worker, emulator, tokens, costs):
+    for group in (bench, ab, examples, farm, devices, worker, emulator, tokens, costs):
         group.register(app)
     for group in (suite, alerts):  # the nightly regression loop
         group.register(app)
