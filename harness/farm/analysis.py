@@ -8,6 +8,16 @@ that was measured the night before and fails tonight is a ``failure`` alert (``a
 it failed comparing its outputs). Alerts whose change starts the same night with the same
 toolchain change share a ``group_key``: one cause, one notification per night that finds
 them. Functions take ``session`` and never commit.
+
+Before the series, each phone's device canary (:mod:`harness.regression.canary`) is judged
+against the phone's own canary history: a drifting phone becomes ``suspect`` (unless an
+operator set maintenance or retired, or a health check found it bad), a suspect phone whose
+canary is back within its noise becomes ``good``; the verdicts are kept in the night's
+``toolchain["canary"]``. The canary's own series is never analysed as a model series. An alert
+on a phone that is suspect after tonight's verdict is flagged (its message, and
+``device_suspect`` with the canary's drift in its payload); a group of alerts that are all on
+suspect phones and whose toolchain did not change (nothing but the phone explains them) is
+recorded but not notified.
 """
 
 from __future__ import annotations
@@ -20,12 +30,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import exists, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from harness.config import Settings, get_settings
 from harness.db import (
     Alert,
     AlertKind,
+    Device,
+    DeviceHealth,
     Job,
     JobStatus,
     Model,
@@ -37,6 +49,7 @@ from harness.db import (
     Series,
     utcnow,
 )
+from harness.regression.canary import CANARY_VARIANT, CanaryRule, canary_drift, canary_medians
 from harness.regression.changepoint import DetectorSettings, recent_changes
 from harness.regression.toolchain import Toolchain, differences
 
@@ -234,6 +247,47 @@ def _known(session: Session, alert: Alert, recent: list[int]) -> bool:
     return found is not None
 
 
+def judge_canaries(
+    session: Session, night: Night, rule: CanaryRule | None = None
+) -> dict[str, dict[str, object]]:
+    """Each phone's canary verdict for ``night`` (by device id, as text), applied to its
+    health and kept in ``night.toolchain["canary"]``: ``drift`` (None with too little
+    history or no canary result tonight, health unchanged) and ``suspect`` (after it)."""
+    rule = rule or CanaryRule()
+    verdicts: dict[str, dict[str, object]] = {}
+    for device_id, (tonight, history) in sorted(
+        canary_medians(session, night, rule.window).items()
+    ):
+        device = session.get(Device, device_id)
+        drift = canary_drift(tonight, history, rule) if tonight is not None else None
+        if device is not None and drift is not None:
+            if drift.drifting and device.health in (DeviceHealth.good, DeviceHealth.suspect):
+                if device.health == DeviceHealth.good:
+                    log.warning("device %s is suspect: %s", device.address, drift.describe())
+                device.health = DeviceHealth.suspect
+                device.health_reason = f"night {night.id}: {drift.describe()}"
+            elif not drift.drifting and device.health == DeviceHealth.suspect:
+                log.info("device %s: its canary is back within its noise", device.address)
+                device.health, device.health_reason = DeviceHealth.good, None
+        verdicts[str(device_id)] = {
+            "drift": drift.to_json() if drift is not None else None,
+            "suspect": device is not None and device.health == DeviceHealth.suspect,
+        }
+    night.toolchain = {**(night.toolchain or {}), "canary": verdicts}
+    session.flush()
+    return verdicts
+
+
+def _flag(alert: Alert, device_id: int, verdict: dict[str, object] | None) -> None:
+    drift = (verdict or {}).get("drift")
+    why = (
+        f"{(float(drift['ratio']) - 1) * 100:+.1f}% on its canary tonight"
+        if isinstance(drift, dict)
+        else "its canary drifted on an earlier night"
+    )
+    alert.message += f" [device {device_id} is suspect: {why}]"
+
+
 def analyse_night(session: Session, night_id: int, settings: Settings | None = None) -> list[Alert]:
     """The alerts night ``night_id`` raises (added, flushed); none if it was analysed
     already or is not done."""
@@ -254,10 +308,18 @@ def analyse_night(session: Session, night_id: int, settings: Settings | None = N
     night = session.get(Night, night_id)
     assert night is not None
     session.refresh(night)
+    verdicts = judge_canaries(session, night)
+    suspect = set(session.scalars(select(Device.id).where(Device.health == DeviceHealth.suspect)))
+    series_rows = {
+        s.id: s for s in session.scalars(select(Series).where(Series.suite_id == night.suite_id))
+    }
     alerts: list[Alert] = []
     for series_id, points in sorted(_history(session, night, settings.detect_window).items()):
         if points[-1].night.id != night.id:
             continue  # the series did not run tonight (a device gone)
+        series = series_rows[series_id]
+        if series.variant == CANARY_VARIANT:
+            continue  # the phone's reference, judged above
         candidates = _metric_alerts(series_id, points, night, settings)
         failure = _failure_alert(series_id, points, night)
         if failure is not None:
@@ -265,6 +327,8 @@ def analyse_night(session: Session, night_id: int, settings: Settings | None = N
         recent = [p.night.id for p in points[-(settings.detect_recent + 1) :]]
         for alert in candidates:
             if not _known(session, alert, recent):
+                if series.device_id in suspect:
+                    _flag(alert, series.device_id, verdicts.get(str(series.device_id)))
                 session.add(alert)
                 session.flush()
                 alerts.append(alert)
@@ -273,9 +337,20 @@ def analyse_night(session: Session, night_id: int, settings: Settings | None = N
     return alerts
 
 
+def _suspect(alert: Alert) -> tuple[bool, object]:
+    """Whether ``alert`` was raised on a phone suspect that night, and its canary drift."""
+    session = object_session(alert)
+    night = session.get(Night, alert.night_id) if session is not None else None
+    verdicts = (night.toolchain or {}).get("canary", {}) if night is not None else {}
+    verdict = verdicts.get(str(alert.series.device_id)) or {}
+    return bool(verdict.get("suspect")), verdict.get("drift")
+
+
 def alert_payload(alert: Alert) -> dict[str, object]:
-    """An alert as notifications show it."""
+    """An alert as notifications show it (``device_suspect``: raised on a phone whose
+    canary had drifted that night, with the canary's ``drift``)."""
     series = alert.series
+    suspect, drift = _suspect(alert)
     return {
         "id": alert.id,
         "kind": str(alert.kind),
@@ -298,6 +373,8 @@ def alert_payload(alert: Alert) -> dict[str, object]:
         "last_good_night_id": alert.last_good_night_id,
         "changes": alert.changes,
         "message": alert.message,
+        "device_suspect": suspect,
+        "canary": drift,
     }
 
 
@@ -306,11 +383,16 @@ NOTIFIED = (AlertKind.regression, AlertKind.accuracy, AlertKind.failure)
 
 def alert_groups(night: Night, alerts: list[Alert]) -> list[tuple[str, dict[str, object]]]:
     """The notifications of a night's new alerts: one per group (same change, same cause), as
-    (event key, payload). Improvements are recorded, not notified."""
+    (event key, payload). Improvements are recorded, not notified; so is a group whose
+    alerts are all on suspect phones with nothing changed in their toolchain (the phone's
+    drift is the only explanation: the phone's health says so, not a notification)."""
     groups: dict[str, list[Alert]] = defaultdict(list)
     for alert in alerts:
         if alert.kind in NOTIFIED:
             groups[alert.group_key].append(alert)
+    for key, members in list(groups.items()):
+        if not members[0].changes and all(_suspect(a)[0] for a in members):
+            del groups[key]
     return [
         (
             f"alerts:{key}:{night.id}",  # once per group and night: a later alert is news

@@ -65,7 +65,7 @@ def register_device(
     row.target = facts.target
     row.worker = worker
     row.last_seen_at = utcnow()
-    if row.health not in _OPERATOR_HEALTH:
+    if row.health not in (*_OPERATOR_HEALTH, DeviceHealth.suspect):  # its canary decides
         row.health = DeviceHealth.good
         row.health_reason = None
     session.flush()
@@ -85,13 +85,16 @@ def mark_unreachable(address: str, reason: str, *, session: Session) -> Device |
 
 def record_health(session: Session, device: Device, health: HealthReport) -> None:
     """A health check's verdict becomes the device's health (good or bad, with the problem);
-    what an operator set (maintenance, retired) stays."""
+    what an operator set (maintenance, retired) stays, and a passed check leaves a
+    ``suspect`` phone suspect (its canary decides)."""
     if device.health in (DeviceHealth.maintenance, DeviceHealth.retired):
         return
     if health["ok"]:
         if device.health == DeviceHealth.bad:
             log.info("device %s passes its health check again", device.address)
-        device.health, device.health_reason = DeviceHealth.good, None
+        # A suspect phone answers its checks; only its canary says when it is good again.
+        if device.health != DeviceHealth.suspect:
+            device.health, device.health_reason = DeviceHealth.good, None
     else:
         if device.health == DeviceHealth.good:
             log.warning("device %s failed its health check: %s", device.address, health["problem"])

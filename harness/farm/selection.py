@@ -101,9 +101,16 @@ def _all_devices(session: Session) -> list[DeviceSummary]:
     return [device_summary(d) for d in session.scalars(select(Device).order_by(Device.id))]
 
 
-def select_devices(selector: DeviceSelector, *, session: Session) -> list[Device]:
+def select_devices(
+    selector: DeviceSelector, *, session: Session, suspect: bool = False
+) -> list[Device]:
     """The good devices that ``selector`` matches, by id; :class:`NoDevicesMatch` when none
-    does (or when an id in ``selector.ids`` is unknown or not good)."""
+    does (or when an id in ``selector.ids`` is unknown or not good).
+
+    A ``suspect`` device (its canary drifted: it works, its timings may not be its usual
+    ones) is taken when ``suspect`` is set (a suite's night: its canary is how it comes back)
+    or when ``selector.ids`` names it (the user asked for that phone); a benchmark that
+    selects by pool, soc, model or ``all`` does not land on it unawares."""
     criteria = selector.criteria()
     if selector.all and criteria:
         raise InvalidRequest(
@@ -117,7 +124,10 @@ def select_devices(selector: DeviceSelector, *, session: Session) -> list[Device
         )
     if selector.ids is not None and not selector.ids:
         raise InvalidRequest("devices.ids is empty", field=("devices", "ids"))
-    query = select(Device).where(Device.health == DeviceHealth.good).order_by(Device.id)
+    usable = [DeviceHealth.good]
+    if suspect or selector.ids is not None:
+        usable.append(DeviceHealth.suspect)
+    query = select(Device).where(Device.health.in_(usable)).order_by(Device.id)
     if selector.pool is not None:
         query = query.where(Device.pool == selector.pool)
     if selector.soc is not None:

@@ -17,10 +17,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from harness.db import Device, Job, Model, Night, NightStatus, NightTrigger, Series, Suite, utcnow
+from harness.errors import EdgefarmError
 from harness.farm import InvalidRequest, NotFound
 from harness.farm.jobs import create_job
 from harness.farm.queries import MAX_ID
 from harness.farm.selection import DeviceSelector, NoDevicesMatch, select_devices
+from harness.regression.canary import (
+    CANARY_BACKEND,
+    CANARY_NAME,
+    CANARY_SETTINGS,
+    CANARY_VARIANT,
+    canary_model,
+)
 from harness.regression.suites import SuiteChanges, SuiteFields, SuiteInvalid, SuiteSpec, due_time
 from harness.regression.toolchain import DeviceBuild, current
 
@@ -171,6 +179,49 @@ def _series(
     return found
 
 
+def _canary_job(
+    session: Session,
+    suite: Suite,
+    night: Night,
+    devices: list[Device],
+    toolchains: dict[str, object],
+    problems: list[dict[str, str]],
+) -> int | None:
+    """The night's canary job (:mod:`harness.regression.canary`) on ``devices``, its series
+    and their toolchains; None, with a problem recorded, when it cannot be made."""
+    try:
+        with session.begin_nested():
+            model = canary_model(session)
+            job = create_job(
+                session=session,
+                model=model,
+                devices=devices,
+                backends=[CANARY_BACKEND],
+                settings=CANARY_SETTINGS,
+                submitted_by=f"suite:{suite.name}",
+                nightly=True,
+            )
+    except (EdgefarmError, OSError) as exc:
+        message = exc.message if isinstance(exc, EdgefarmError) else str(exc)
+        problems.append({"what": "canary", "message": message})
+        return None
+    job.night_id = night.id
+    job.variant = CANARY_VARIANT
+    for device in devices:
+        series = _series(session, suite, CANARY_NAME, device, CANARY_BACKEND, CANARY_VARIANT)
+        facts = device.facts or {}
+        toolchains[str(series.id)] = current(
+            model_sha256=model.sha256,
+            model_version=1,
+            device=DeviceBuild(
+                fingerprint=str(facts.get("fingerprint") or ""),
+                nnapi_feature_level=facts.get("nnapi_feature_level"),
+            ),
+            options={},
+        ).model_dump(mode="json")
+    return job.id
+
+
 def start_night(
     session: Session,
     suite: Suite,
@@ -179,9 +230,11 @@ def start_night(
     trigger: NightTrigger,
 ) -> Started | None:
     """Start ``suite``'s night for ``scheduled_for``: the night row, one job per (model,
-    backend, variant) on the suite's devices, and the toolchain of each series. None when that
-    night exists already. A model or device that is gone is a problem recorded on the night
-    (the others still run); a night with nothing to run ends ``failed`` at once."""
+    backend, variant) on the suite's devices (suspect ones too), and the toolchain of each
+    series; when anything runs, the device canary's job comes first in ``job_ids``, so that
+    its runs reach each phone's queue before the suite's. None when that night exists
+    already. A model or device that is gone is a problem recorded on the night (the others
+    still run); a night with nothing to run ends ``failed`` at once."""
     night = Night(
         suite_id=suite.id,
         scheduled_for=scheduled_for,
@@ -201,7 +254,8 @@ def start_night(
     toolchains: dict[str, object] = {}
     started = Started(night)
     try:
-        devices = select_devices(_selector(spec), session=session)
+        # A suspect phone measures too: its canary is how it comes back to good.
+        devices = select_devices(_selector(spec), session=session, suspect=True)
     except (NoDevicesMatch, InvalidRequest) as exc:
         devices = []
         problems.append({"what": "devices", "message": exc.message})
@@ -246,6 +300,10 @@ def start_night(
                         ),
                         options=options,
                     ).model_dump(mode="json")
+    if started.job_ids:
+        canary = _canary_job(session, suite, night, devices, toolchains, problems)
+        if canary is not None:
+            started.job_ids.insert(0, canary)  # sent first: on each phone before the suite
     night.toolchain = {"series": toolchains}
     night.problems = problems
     if not started.job_ids:

@@ -77,7 +77,7 @@ def _night(
     failed: dict[str, str] | None = None,
 ) -> Night:
     """Night ``k`` of ``suite``, measured: each model's runs at ``latency[model]`` (1% noise),
-    or failed at the stage ``failed[model]``."""
+    or failed at the stage ``failed[model]``; the device canary's at 2 ms."""
     started = start_night(
         session, suite, scheduled_for=FIRST + timedelta(days=k), trigger=NightTrigger.schedule
     )
@@ -87,7 +87,7 @@ def _night(
         for run in job.runs:
             stage = (failed or {}).get(name)
             ok = stage is None
-            median = latency[name] * float(np.exp(rng.normal(0.0, 0.01)))
+            median = latency.get(name, 2.0) * float(np.exp(rng.normal(0.0, 0.01)))
             run.status = RunStatus.done if ok else RunStatus.failed
             run.attempts = 1
             run.error_stage = stage
@@ -179,13 +179,13 @@ def test_a_night_starts_once_and_records_what_is_missing(
     suite = _suite(session, phones, ["delta", "no-such-model"])
     when = FIRST + timedelta(days=40)
     started = start_night(session, suite, scheduled_for=when, trigger=NightTrigger.schedule)
-    assert started is not None and len(started.job_ids) == 1
+    assert started is not None and len(started.job_ids) == 2  # the device canary, then delta
     assert started.night.status == NightStatus.running
     assert started.night.problems == [
         {"what": "model no-such-model", "message": "no model named 'no-such-model' is uploaded"}
     ]
     toolchains = started.night.toolchain["series"]
-    assert len(toolchains) == 2 and all(t["model_version"] == 1 for t in toolchains.values())
+    assert len(toolchains) == 4 and all(t["model_version"] == 1 for t in toolchains.values())
     # A second beat, a restarted one, a redelivered tick: the same key starts nothing.
     assert start_night(session, suite, scheduled_for=when, trigger=NightTrigger.schedule) is None
 
