@@ -18,8 +18,8 @@ from harness.cli.render import (
     profile_table,
     results_table,
 )
-from harness.errors import JobError
-from harness.measure.protocol import DEFAULTS, MeasurementSettings, ProtocolLimitError
+from harness.cli.usage import usage_errors
+from harness.measure.protocol import DEFAULTS, MeasurementSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def bench(
     from harness.measure.document import documents_json
     from harness.modelio import parse_input_spec
 
-    try:
+    with usage_errors():
         specs = [parse_input_spec(text) for text in input or []]
         options = parse_options(option or [])
         apply_partition(options, backend or ["tvm-cpu"], partition)
@@ -89,12 +89,6 @@ def bench(
             seed=seed,
             profile=profile,
         )
-    except JobError as exc:
-        console.print(f"[red]error:[/] {exc.message}", highlight=False)
-        raise typer.Exit(2) from None
-    except ProtocolLimitError as exc:
-        console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
-        raise typer.Exit(2) from None
     plan = BenchPlan(
         model_path=model,
         inputs=specs,

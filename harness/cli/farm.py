@@ -20,7 +20,7 @@ from harness.cli.render import (
     results_table,
     workers_table,
 )
-from harness.errors import JobError
+from harness.cli.usage import usage_errors
 from harness.measure.protocol import (
     DEFAULTS,
     MeasurementRequest,
@@ -101,7 +101,7 @@ def submit(
     from harness.client import FarmClient, parse_selector
     from harness.measure.document import documents_json
 
-    try:
+    with usage_errors():
         selector = parse_selector(device_selector)
         options = parse_options(option or [])
         apply_partition(options, backend or ["tvm-cpu"], partition)
@@ -115,12 +115,6 @@ def submit(
             options=options,
             profile=profile,
         )
-    except JobError as exc:
-        console.print(f"[red]error:[/] {exc.message}", highlight=False)
-        raise typer.Exit(2) from None
-    except ProtocolLimitError as exc:
-        console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
-        raise typer.Exit(2) from None
     if not model.is_file():
         console.print(f"[red]error:[/] model file {model} does not exist", highlight=False)
         raise typer.Exit(2)
