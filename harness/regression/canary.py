@@ -10,9 +10,12 @@ so the same sha256, stored once in the farm's model store as ``edgefarm-canary``
 The drift rule (:func:`canary_drift`) compares tonight's canary median of a phone with the
 phone's own previous canary nights (any suite's; the last ``window``): in log space, tonight
 is drifting when it is further from the history's median than ``k`` robust standard deviations
-(1.4826 x MAD) *and* than ``min_change``. History includes drifted nights, so a phone whose
-speed changed for good (an OS update) stops being suspect once its history has moved with it.
-With fewer than ``min_history`` previous nights there is no verdict.
+(1.4826 x MAD) *and* than ``min_change``. Only nights with the same canary baseline count:
+the same TVM version, canary model and phone build fingerprint (a TVM upgrade or a phone's OS
+update moves every canary on purpose; it is a toolchain change, which alerts say, not a drift),
+so such a change starts the phone's history afresh. History includes drifted nights, so a phone
+whose speed changed for good without a build change stops being suspect once its history has
+moved with it. With fewer than ``min_history`` previous nights there is no verdict.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.config import get_settings
-from harness.db import Job, Model, Night, Result, Run
+from harness.db import Job, Model, Night, Result, Run, Series
 from harness.measure.protocol import MeasurementRequest
 
 CANARY_NAME = "edgefarm-canary"
@@ -130,22 +133,31 @@ def canary_medians(
     """Per device that measured the canary in ``night``: tonight's median (None if its run
     failed) and its previous canary medians from earlier nights of any suite, oldest first
     (at most ``window``)."""
-    tonight = {
-        run.device_id: (result.median_ms if result is not None and result.status == "ok" else None)
-        for run, result in session.execute(
-            select(Run, Result)
-            .join(Job, Run.job_id == Job.id)
-            .outerjoin(Result, Result.run_id == Run.id)
-            .where(Job.night_id == night.id, Job.variant == CANARY_VARIANT)
-        ).all()
-    }
+    series = (
+        (Series.suite_id == Night.suite_id)
+        & (Series.device_id == Run.device_id)
+        & (Series.model_name == CANARY_NAME)
+        & (Series.backend == CANARY_BACKEND)
+        & (Series.variant == CANARY_VARIANT)
+    )
+    tonight = session.execute(
+        select(Run.device_id, Result, Series.id)
+        .join(Job, Run.job_id == Job.id)
+        .join(Night, Job.night_id == Night.id)
+        .outerjoin(Result, Result.run_id == Run.id)
+        .outerjoin(Series, series)
+        .where(Job.night_id == night.id, Job.variant == CANARY_VARIANT)
+    ).all()
     out: dict[int, tuple[float | None, list[float]]] = {}
-    for device_id, median in tonight.items():
-        rows = session.scalars(
-            select(Result.median_ms)
+    for device_id, result, series_id in tonight:
+        median = result.median_ms if result is not None and result.status == "ok" else None
+        baseline = _baseline(night, series_id)
+        rows = session.execute(
+            select(Result.median_ms, Night, Series.id)
             .join(Run, Result.run_id == Run.id)
             .join(Job, Run.job_id == Job.id)
             .join(Night, Job.night_id == Night.id)
+            .join(Series, series)
             .where(
                 Job.variant == CANARY_VARIANT,
                 Run.device_id == device_id,
@@ -155,7 +167,20 @@ def canary_medians(
                 Night.scheduled_for <= night.scheduled_for,
             )
             .order_by(Night.scheduled_for.desc(), Night.id.desc())
-            .limit(window)
+            .limit(window * 4)
         ).all()
-        out[device_id] = (median, [float(v) for v in reversed(rows) if v is not None])
+        history = [float(v) for v, n, s in rows if v is not None and _baseline(n, s) == baseline][
+            :window
+        ]
+        out[device_id] = (median, history[::-1])
     return out
+
+
+def _baseline(night: Night, series_id: int | None) -> tuple[object, ...]:
+    """What the canary's speed may change with on purpose: TVM, the canary, the phone's build."""
+    stored = (night.toolchain or {}).get("series", {}).get(str(series_id)) or {}
+    return (
+        stored.get("tvm"),
+        stored.get("model_sha256"),
+        (stored.get("device") or {}).get("fingerprint"),
+    )

@@ -271,3 +271,24 @@ def test_a_suspect_phone_runs_nights_and_named_benchmarks_only(
     assert (hot.health, hot.health_reason) == (DeviceHealth.suspect, "canary drifted")
     record_health(session, hot, {**ok, "ok": False, "problem": "adb is gone"})
     assert hot.health == DeviceHealth.bad
+
+
+def test_a_phone_build_change_starts_its_canary_history_afresh(
+    session: Session, phones: list[Device]
+) -> None:
+    rng = np.random.default_rng(13)
+    updated, calm = phones
+    suite = _suite(session, phones, ["alpha"])
+    for k in range(6):
+        _night(session, suite, k, {}, rng)
+    # An OS update makes the phone 30% slower on purpose: a toolchain change, not a drift.
+    updated.facts = {**updated.facts, "fingerprint": "vendor/phone:15/NEW"}
+    slow = {(CANARY_NAME, updated.id): CANARY_MS * 1.3, ("alpha", updated.id): 13.0}
+    night = _night(session, suite, 6, slow, rng)
+    (alert,) = analyse_night(session, night.id, SETTINGS)
+    assert updated.health == DeviceHealth.good
+    assert night.toolchain["canary"][str(updated.id)] == {"drift": None, "suspect": False}
+    assert night.toolchain["canary"][str(calm.id)]["drift"] is not None
+    assert "suspect" not in alert.message and alert.changes  # the fingerprint changed
+    ((_, body),) = alert_groups(night, [alert])
+    assert body["alerts"][0]["device_suspect"] is False  # type: ignore[index]
