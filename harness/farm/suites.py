@@ -16,10 +16,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from harness.config import get_settings
 from harness.db import Device, Job, Model, Night, NightStatus, NightTrigger, Series, Suite, utcnow
 from harness.errors import EdgefarmError
 from harness.farm import InvalidRequest, NotFound
 from harness.farm.jobs import create_job
+from harness.farm.models import StagedModel, models_dir, store_model
 from harness.farm.queries import MAX_ID
 from harness.farm.selection import DeviceSelector, NoDevicesMatch, select_devices
 from harness.regression.canary import (
@@ -27,7 +29,8 @@ from harness.regression.canary import (
     CANARY_NAME,
     CANARY_SETTINGS,
     CANARY_VARIANT,
-    canary_model,
+    canary_bytes,
+    canary_sha256,
 )
 from harness.regression.suites import SuiteChanges, SuiteFields, SuiteInvalid, SuiteSpec, due_time
 from harness.regression.toolchain import DeviceBuild, current
@@ -177,6 +180,18 @@ def _series(
         session.add(found)
         session.flush()
     return found
+
+
+def canary_model(session: Session) -> Model:
+    """The canary's Model row, stored in the farm's model store on first use (not committed)."""
+    found = session.scalar(select(Model).where(Model.sha256 == canary_sha256()))
+    if found is not None:
+        return found
+    settings = get_settings()
+    with StagedModel(models_dir(), settings.max_upload_mb * 1024 * 1024) as staged:
+        staged.write(canary_bytes())
+        model, _ = store_model(staged, f"{CANARY_NAME}.onnx", session=session)
+    return model
 
 
 def _canary_job(

@@ -31,8 +31,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from harness.config import get_settings
-from harness.db import Job, Model, Night, Result, Run, Series
+from harness.db import Job, Night, Result, Run, Series
 from harness.measure.protocol import MeasurementRequest
 
 CANARY_NAME = "edgefarm-canary"
@@ -54,20 +53,6 @@ def canary_bytes() -> bytes:
 
 def canary_sha256() -> str:
     return hashlib.sha256(canary_bytes()).hexdigest()
-
-
-def canary_model(session: Session) -> Model:
-    """The canary's Model row, stored in the farm's model store on first use (not committed)."""
-    found = session.scalar(select(Model).where(Model.sha256 == canary_sha256()))
-    if found is not None:
-        return found
-    from harness.farm.models import StagedModel, models_dir, store_model
-
-    settings = get_settings()
-    with StagedModel(models_dir(), settings.max_upload_mb * 1024 * 1024) as staged:
-        staged.write(canary_bytes())
-        model, _ = store_model(staged, f"{CANARY_NAME}.onnx", session=session)
-    return model
 
 
 @dataclass(frozen=True)

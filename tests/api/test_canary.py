@@ -39,7 +39,7 @@ from harness.farm.analysis import alert_groups, alert_payload, analyse_night, cl
 from harness.farm.models import model_path
 from harness.farm.registry import record_health
 from harness.farm.selection import DeviceSelector, NoDevicesMatch, select_devices
-from harness.farm.suites import create_suite, start_night
+from harness.farm.suites import canary_model, create_suite, start_night
 from harness.regression import canary
 from harness.regression.canary import (
     CANARY_NAME,
@@ -47,7 +47,6 @@ from harness.regression.canary import (
     CANARY_VARIANT,
     CanaryRule,
     canary_drift,
-    canary_model,
 )
 from harness.regression.suites import SuiteFields
 
