@@ -26,6 +26,13 @@ _USER_HOME = Path(os.environ.get("EDGEFARM_HOME") or _default_home())
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="edgefarm-test-home-"))
 os.environ["EDGEFARM_HOME"] = str(_SESSION_HOME)
 atexit.register(shutil.rmtree, _SESSION_HOME, True)
+# One artifact and runner cache for the whole run, shared by pytest-xdist's processes (they
+# inherit it from the process that starts them): each test model is compiled once, not once
+# per process. The cache takes concurrent builders (a lock per key, atomic renames).
+if "EDGEFARM_TEST_CACHE" not in os.environ:
+    os.environ["EDGEFARM_TEST_CACHE"] = tempfile.mkdtemp(prefix="edgefarm-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EDGEFARM_TEST_CACHE"], True)
+os.environ["EDGEFARM_CACHE_DIR"] = os.environ["EDGEFARM_TEST_CACHE"]
 
 # Under pytest-xdist (scripts/test runs two processes), the tests that share one named
 # database and Redis database run in one process, one after another: the worker tests

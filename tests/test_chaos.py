@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from harness.config import get_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ FAST = {
 }
 
 
-def test_every_run_ends_exactly_once_under_chaos(tmp_path: Path, edgefarm_home: Path) -> None:
+def test_every_run_ends_exactly_once_under_chaos(tmp_path: Path) -> None:
     config = chaos.SoakConfig(
         minutes=1.25,
         fault_free=False,
@@ -53,7 +55,7 @@ def test_every_run_ends_exactly_once_under_chaos(tmp_path: Path, edgefarm_home: 
         models=("conv64",),
         fresh_model_every_s=35.0,
         env=FAST,
-        cache_dir=edgefarm_home / "cache",  # the runner build is shared with other tests
+        cache_dir=get_settings().cache_path,  # the runner build is shared with other tests
     )
     report = chaos.soak("server", config, tmp_path)
     summary = json.dumps({k: v for k, v in report.items() if k != "fault log"}, default=str)
