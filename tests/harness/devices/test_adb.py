@@ -18,14 +18,9 @@ from typing import Any
 import pytest
 
 from harness.config import get_settings
-from harness.devices.adb import (
-    WORK_ROOT,
-    AdbDevice,
-    facts_from_props,
-    nnapi_feature_level,
-    parse_getprop,
-    parse_state,
-)
+from harness.devices.adb import WORK_ROOT, AdbDevice
+from harness.devices.adbfacts import facts_from_props, nnapi_feature_level, parse_getprop
+from harness.devices.adbscripts import parse_state
 from harness.devices.base import wait_cool
 from harness.devices.deploy import ensure_bundle, runtime_bundle
 from harness.devices.emulator import EmulatedPhone, get_profile

@@ -5,7 +5,8 @@ It is taken twice per run under the lease; with a ``cat``/``tr`` per file read i
 
 from __future__ import annotations
 
-from harness.devices.adb import _STATE_SCRIPT, AdbDevice, parse_state
+from harness.devices.adb import AdbDevice
+from harness.devices.adbscripts import STATE_SCRIPT, parse_state
 
 
 def test_the_state_script_runs_no_program(device: AdbDevice) -> None:
@@ -13,7 +14,7 @@ def test_the_state_script_runs_no_program(device: AdbDevice) -> None:
     # With no PATH, any program the script starts fails: what it still reads is read by the
     # shell itself.
     result = device.shell(
-        ["sh", "-c", "PATH=/nonexistent\n" + _STATE_SCRIPT.strip()], timeout_s=30.0
+        ["sh", "-c", "PATH=/nonexistent\n" + STATE_SCRIPT.strip()], timeout_s=30.0
     )
     assert result.exit_code == 0
     alone = parse_state(result.stdout)
