@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    """bench/chaos.py, the same code the benchmark runs (bench/ is not a package)."""
+    """bench/chaos.py, the same code the benchmark runs (bench/ is not a package: its sibling
+    modules, bench/chaos_*.py, are imported from bench/ as the script imports them)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("edgefarm_bench_chaos", ROOT / "bench/chaos.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
