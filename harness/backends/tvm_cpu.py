@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.backends.base import Backend, JobBuild, Prepared, Target
-from harness.byoc.report import CalibrationReport
+from harness.byoc.report import CalibrationReport, in_declared_order
 from harness.compile import Artifact, Lowering, compile_artifact
 from harness.compile.build import artifact_key_for
 from harness.jsontypes import BackendOptions
@@ -42,6 +42,8 @@ class TvmBackend(Backend):
         options, calibration = self.build_options(model, options, where)
         artifact = self.compile(model, target=where.target, options=options)
         partition = artifact.manifest.get("extra", {}).get("partition")
+        if partition is not None:
+            partition = in_declared_order(partition)
         if partition is not None and calibration is not None and "cost" in partition:
             partition["cost"]["calibration"] = calibration
         provenance: BuildProvenance = {

@@ -299,3 +299,21 @@ def build_report(
         "boundary_bytes": boundary_bytes,
         "cpu_ops": cpu_ops,
     }
+
+
+def in_declared_order(report: PartitionReport) -> PartitionReport:
+    """``report`` with its keys (and its operator entries' keys) in the order declared above,
+    whatever order it was stored in: a report read back from an artifact's manifest must give
+    a result document the same shape as a report just built."""
+    out = {key: report[key] for key in PartitionReport.__annotations__ if key in report}  # type: ignore[literal-required]
+    out.update({key: value for key, value in report.items() if key not in out})
+    if isinstance(out.get("cpu_ops"), list):
+        out["cpu_ops"] = [
+            {**{k: op[k] for k in CpuOp.__annotations__ if k in op}, **op} for op in out["cpu_ops"]
+        ]
+    if isinstance(out.get("by_op_type"), dict):
+        out["by_op_type"] = {
+            name: {**{k: c[k] for k in OpCount.__annotations__ if k in c}, **c}
+            for name, c in out["by_op_type"].items()
+        }
+    return out  # type: ignore[return-value]
