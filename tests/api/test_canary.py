@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pytest
+from nightdata import add_model, add_suite, measured_night
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,21 +26,18 @@ from harness.db import (
     Device,
     DeviceHealth,
     Job,
-    JobStatus,
     Model,
     Night,
     NightTrigger,
-    Result,
-    RunStatus,
     Series,
-    utcnow,
+    Suite,
 )
 from harness.devices.records import HealthReport
-from harness.farm.analysis import alert_groups, alert_payload, analyse_night, close_finished_nights
+from harness.farm.analysis import alert_groups, alert_payload, analyse_night
 from harness.farm.models import model_path
 from harness.farm.registry import record_health
 from harness.farm.selection import DeviceSelector, NoDevicesMatch, select_devices
-from harness.farm.suites import canary_model, create_suite, start_night
+from harness.farm.suites import canary_model, start_night
 from harness.regression import canary
 from harness.regression.canary import (
     CANARY_NAME,
@@ -48,73 +46,32 @@ from harness.regression.canary import (
     CanaryRule,
     canary_drift,
 )
-from harness.regression.suites import SuiteFields
 
 FIRST = datetime(2026, 10, 1, 2, 0, tzinfo=UTC)
 SETTINGS = Settings(detect_max_pvalue=0.001, detect_min_effect=0.03)
 CANARY_MS = 2.0
 
 
-def _suite(session: Session, devices: list[Device], models: list[str]) -> Any:
+def _suite(session: Session, devices: list[Device], models: list[str]) -> Suite:
     for name in models:
-        session.add(
-            Model(
-                sha256=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
-                name=name,
-                format="onnx",
-                size_bytes=1000,
-                input_spec=[],
-            )
-        )
-    fields = SuiteFields(
-        name=f"canary-{uuid.uuid4().hex[:8]}",
-        spec={
-            "models": models,
-            "backends": ["tvm-cpu"],
-            "devices": {"ids": [d.id for d in devices]},
-        },
-    )
-    return create_suite(session, fields, created_by="tester")
+        add_model(session, name)
+    return add_suite(session, devices, models, "canary")
 
 
 def _night(
     session: Session,
-    suite: Any,
+    suite: Suite,
     k: int,
     latency: dict[tuple[str, int], float],
     rng: np.random.Generator,
 ) -> Night:
     """Night ``k``, measured: each (model name, device id) at ``latency`` (default: the
     canary at CANARY_MS, a model at 10 ms), with 1% noise."""
-    started = start_night(
-        session, suite, scheduled_for=FIRST + timedelta(days=k), trigger=NightTrigger.schedule
-    )
-    assert started is not None
-    for job in session.scalars(select(Job).where(Job.id.in_(started.job_ids))):
-        name = job.model.name
-        for run in job.runs:
-            base = latency.get((name, run.device_id), CANARY_MS if name == CANARY_NAME else 10.0)
-            run.status = RunStatus.done
-            run.attempts = 1
-            run.finished_at = utcnow()
-            session.add(
-                Result(
-                    run_id=run.id,
-                    job_id=job.id,
-                    model_id=job.model_id,
-                    device_id=run.device_id,
-                    backend=run.backend,
-                    status="ok",
-                    median_ms=base * float(np.exp(rng.normal(0.0, 0.01))),
-                    load_ms=5.0,
-                    peak_rss_kb=20_000,
-                    document={"provenance": {"runner_version": "1"}},
-                )
-            )
-        job.status = JobStatus.done
-    session.flush()
-    assert close_finished_nights(session) == [started.night.id]
-    return started.night
+
+    def median_ms(name: str, device_id: int) -> float:
+        return latency.get((name, device_id), CANARY_MS if name == CANARY_NAME else 10.0)
+
+    return measured_night(session, suite, k, median_ms, rng, first=FIRST)
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ the whole loop on a real farm is in tests/workers/test_worker_nightly.py.
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pytest
+from nightdata import FIRST, add_model, add_suite, measured_night
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,53 +22,30 @@ from harness.db import (
     Alert,
     AlertKind,
     Device,
-    Job,
-    JobStatus,
     Model,
     Night,
     NightStatus,
     NightTrigger,
-    Result,
-    RunStatus,
     Series,
-    utcnow,
+    Suite,
 )
-from harness.farm.analysis import alert_groups, analyse_night, close_finished_nights
-from harness.farm.suites import create_suite, due, start_night
-from harness.regression.suites import SuiteFields
+from harness.farm.analysis import alert_groups, analyse_night
+from harness.farm.suites import due, start_night
 
-FIRST = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 SETTINGS = Settings(detect_max_pvalue=0.001, detect_min_effect=0.03)
 
 
 def _model(session: Session, name: str) -> Model:
-    model = Model(
-        sha256=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
-        name=name,
-        format="onnx",
-        size_bytes=1000,
-        input_spec=[],
-    )
-    session.add(model)
-    session.flush()
-    return model
+    return add_model(session, name)
 
 
-def _suite(session: Session, devices: list[Device], models: list[str]) -> Any:
-    fields = SuiteFields(
-        name=f"nightly-{uuid.uuid4().hex[:8]}",
-        spec={
-            "models": models,
-            "backends": ["tvm-cpu"],
-            "devices": {"ids": [d.id for d in devices]},
-        },
-    )
-    return create_suite(session, fields, created_by="tester")
+def _suite(session: Session, devices: list[Device], models: list[str]) -> Suite:
+    return add_suite(session, devices, models, "nightly")
 
 
 def _night(
     session: Session,
-    suite: Any,
+    suite: Suite,
     k: int,
     latency: dict[str, float],
     rng: np.random.Generator,
@@ -78,40 +54,9 @@ def _night(
 ) -> Night:
     """Night ``k`` of ``suite``, measured: each model's runs at ``latency[model]`` (1% noise),
     or failed at the stage ``failed[model]``; the device canary's at 2 ms."""
-    started = start_night(
-        session, suite, scheduled_for=FIRST + timedelta(days=k), trigger=NightTrigger.schedule
+    return measured_night(
+        session, suite, k, lambda name, _: latency.get(name, 2.0), rng, failed=failed
     )
-    assert started is not None
-    for job in session.scalars(select(Job).where(Job.id.in_(started.job_ids))):
-        name = job.model.name
-        for run in job.runs:
-            stage = (failed or {}).get(name)
-            ok = stage is None
-            median = latency.get(name, 2.0) * float(np.exp(rng.normal(0.0, 0.01)))
-            run.status = RunStatus.done if ok else RunStatus.failed
-            run.attempts = 1
-            run.error_stage = stage
-            run.error_message = None if ok else "outputs differ from onnxruntime"
-            run.finished_at = utcnow()
-            session.add(
-                Result(
-                    run_id=run.id,
-                    job_id=job.id,
-                    model_id=job.model_id,
-                    device_id=run.device_id,
-                    backend=run.backend,
-                    status="ok" if ok else "failed",
-                    error_stage=stage,
-                    median_ms=median if ok else None,
-                    load_ms=5.0 if ok else None,
-                    peak_rss_kb=20_000 if ok else None,
-                    document={"provenance": {"runner_version": "1"}},
-                )
-            )
-        job.status = JobStatus.done
-    session.flush()
-    assert close_finished_nights(session) == [started.night.id]
-    return started.night
 
 
 @pytest.fixture
