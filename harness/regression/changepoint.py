@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -84,15 +84,8 @@ def change_points(
     for k, index in enumerate(splits):
         point = _test(x[bounds[k] : index], x[index : bounds[k + 2]], settings, logged)
         if point is not None:
-            found.append(_at(point, index))
+            found.append(replace(point, index=index))
     return found
-
-
-def _at(point: ChangePoint, index: int) -> ChangePoint:
-    return ChangePoint(
-        index, point.before, point.after, point.ratio, point.ratio_low, point.ratio_high,
-        point.pvalue,
-    )  # fmt: skip
 
 
 def _divide(x: np.ndarray, settings: DetectorSettings) -> list[int]:
