@@ -118,3 +118,32 @@ def test_bench_documents_keep_their_shape(tmp_path: Path) -> None:
     # Each document is the dump of its type: read back and dumped again, the same bytes.
     again = [ResultDocument.model_validate(doc).dump() for doc in documents]
     assert json.dumps(again, indent=2) + "\n" == text
+
+
+def test_a_cached_artifact_gives_the_same_partition_report_shape_as_a_fresh_build(
+    tmp_path: Path,
+) -> None:
+    """The manifest of a cached artifact is stored with sorted keys; the partition report
+    read back from it must still come out in its declared order (found in a test run whose
+    processes shared one cache)."""
+    model = testmodels.save(testmodels.mobilenet_like(), tmp_path, "mnet")
+    env = {**os.environ, "COLUMNS": "200", "EDGEFARM_CACHE_DIR": str(tmp_path / "cache")}
+    reports = []
+    for attempt in ("fresh", "cached"):
+        out = tmp_path / f"{attempt}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "bench", str(model), "-b", "tvm-nnapi",
+             "--warmup", "1", "--min-iterations", "3", "--min-seconds", "0.01",
+             "--json", str(out)],
+            capture_output=True, text=True, timeout=600, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        (document,) = json.loads(out.read_text())
+        assert document["provenance"]["cache_hit"] is (attempt == "cached")
+        reports.append(document["partition"])
+    fresh, cached = reports
+    assert list(cached) == list(fresh)
+    assert [list(op) for op in cached["cpu_ops"]] == [list(op) for op in fresh["cpu_ops"]]
+    assert [list(c) for c in cached["by_op_type"].values()] == [
+        list(c) for c in fresh["by_op_type"].values()
+    ]
