@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from nightdata import FIRST, add_model, add_suite, measured_night
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from harness.config import Settings
@@ -22,10 +22,12 @@ from harness.db import (
     Alert,
     AlertKind,
     Device,
+    Job,
     Model,
     Night,
     NightStatus,
     NightTrigger,
+    Result,
     Series,
     Suite,
 )
@@ -168,3 +170,26 @@ def test_improvements_are_recorded_but_not_notified(session: Session, phones: li
     assert alert.kind == AlertKind.improvement and alert.direction == "down"
     assert alert_groups(night, [alert]) == []
     assert session.scalar(select(Alert.id).where(Alert.id == alert.id)) is not None
+
+
+def test_a_large_relative_change_of_a_tiny_value_is_not_an_alert(
+    session: Session, phones: list[Device]
+) -> None:
+    """Found by the end-to-end test: a model's 0.2 ms load time that took 2.7 ms one night
+    (the other phone reading at the same moment) raised a 1233% load-time regression. A
+    change must also pass its metric's absolute floor (5 ms of load time)."""
+    rng = np.random.default_rng(11)
+    _model(session, "theta")
+    suite = _suite(session, phones[:1], ["theta"])
+
+    def load_times(night_id: int, load_ms: float) -> None:
+        jobs = select(Job.id).where(Job.night_id == night_id)
+        session.execute(update(Result).where(Result.job_id.in_(jobs)).values(load_ms=load_ms))
+
+    for k in range(6):
+        night = _night(session, suite, k, {"theta": 10.0}, rng)
+        load_times(night.id, 0.2 + 0.001 * k)
+        assert analyse_night(session, night.id, SETTINGS) == []
+    night = _night(session, suite, 6, {"theta": 10.0}, rng)
+    load_times(night.id, 2.7)  # 13x, but 2.5 ms
+    assert analyse_night(session, night.id, SETTINGS) == []
