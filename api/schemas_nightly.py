@@ -13,6 +13,7 @@ from harness.db import (
     Alert,
     AlertKind,
     AlertState,
+    ConfirmationStatus,
     Delivery,
     DeliveryStatus,
     Job,
@@ -210,7 +211,15 @@ class AlertSummaryPublic(Public):
     last_good_night_id: int | None
     changes: list[Any] = Field(description="what changed between the two nights (toolchain)")
     group_key: str = Field(description="alerts of one night with the same changes share it")
-    confirmation: dict[str, Any] = Field(description="the A/B re-measurement, when there was one")
+    confirmation_status: ConfirmationStatus | None = Field(
+        description="its A/B confirmation: pending, confirmed, rejected (a false alarm the A/B "
+        "caught: never notified), unavailable (could not run: notified); null: none needed"
+    )
+    confirmation_job_id: int | None = Field(description="the A/B job (an ordinary job)")
+    confirmation: dict[str, Any] = Field(
+        description="the A/B re-measurement: control and treatment, each phone's paired "
+        "difference (ratio, 95% CI, p-value, verdict), which phone decided"
+    )
     message: str
     state: AlertState
     created_at: datetime

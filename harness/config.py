@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     detect_recent: int = Field(
         default=2, ge=1, description="a change must start within the last this many nights"
     )
+    # The A/B confirmation of a suspected regression (harness.farm.confirm): pairs of
+    # interleaved blocks on the series' phone (0: no confirmation, alerts are notified as
+    # found), and what the paired test calls a difference.
+    confirm_blocks: int = Field(default=10, ge=0, le=200, description="0: no A/B confirmation")
+    confirm_alpha: float = Field(default=0.01, gt=0, lt=1)
+    confirm_min_effect: float = Field(default=0.01, ge=0, description="relative, 0.01 = 1%")
 
     # The farm's measurement defaults (a benchmark's knobs left out), within the bounds of
     # harness.measure.protocol and by default its defaults: see measurement().

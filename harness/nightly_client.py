@@ -101,6 +101,8 @@ class AlertJson(TypedDict, total=False):
     last_good_night_id: int | None
     changes: list[Any]
     group_key: str
+    confirmation_status: str | None
+    confirmation_job_id: int | None
     confirmation: dict[str, Any]
     message: str
     state: str
@@ -259,10 +261,18 @@ class NightlyClient(FarmClient):
         suite: str | None = None,
         series: int | None = None,
         kind: str | None = None,
+        confirmation: str | None = None,
         limit: int = 50,
     ) -> tuple[list[AlertJson], int]:
         """The newest ``limit`` alerts that match, and how many match in all."""
-        given = {"state": state, "suite": suite, "series": series, "kind": kind, "limit": limit}
+        given = {
+            "state": state,
+            "suite": suite,
+            "series": series,
+            "kind": kind,
+            "confirmation": confirmation,
+            "limit": limit,
+        }
         params = {key: value for key, value in given.items() if value is not None}
         page = self._request("GET", "/api/v1/alerts", params=params)
         found: list[AlertJson] = page["data"]

@@ -77,16 +77,19 @@ _PREPARED_MAX = 4
 def prepare_job_model(job: Job) -> PreparedModel:
     """The job's model, read from the store and prepared with the job's input specs.
     A missing file or an unusable model is a JobError (stage import/prepare)."""
-    specs_text = tuple(job_settings(job).inputs)
-    key = (job.model.sha256, job.model.name, specs_text)
+    return prepare_stored_model(job.model, tuple(job_settings(job).inputs))
+
+
+def prepare_stored_model(model: Model, specs_text: tuple[str, ...]) -> PreparedModel:
+    """A stored model version prepared with the input specs ``specs_text`` (an A/B job's
+    control is another version of its model, prepared like the job's own)."""
+    key = (model.sha256, model.name, specs_text)
     if key in _PREPARED:
         _PREPARED.move_to_end(key)
         return _PREPARED[key]
-    path = model_file(job.model)
-    file = model_from_bytes(
-        path.read_bytes(), name=job.model.name, source=job.model.name, path=path
-    )
-    if file.sha256 != job.model.sha256:
+    path = model_file(model)
+    file = model_from_bytes(path.read_bytes(), name=model.name, source=model.name, path=path)
+    if file.sha256 != model.sha256:
         raise InfrastructureError(f"the stored model file {path} does not match its sha256")
     prepared = prepare(file, [parse_input_spec(text) for text in specs_text])
     _PREPARED[key] = prepared

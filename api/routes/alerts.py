@@ -11,7 +11,7 @@ from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, WriterDep, nex
 from api.errors import NOT_JSON, answers
 from api.schemas import MAX_ID
 from api.schemas_nightly import AlertPublic, AlertsPublic, AlertSummaryPublic, AlertUpdate
-from harness.db import AlertKind, AlertState
+from harness.db import AlertKind, AlertState, ConfirmationStatus
 from harness.farm import queries
 from harness.farm.alerts import AlertFilter, get_alert, list_alerts, set_alert_state, suite_names
 from harness.regression.suites import NAME_PATTERN
@@ -32,11 +32,21 @@ def list_alerts_route(
     series: Annotated[int | None, Query(ge=1, le=MAX_ID, description="a series id")] = None,
     kind: AlertKind | None = None,
     night: Annotated[int | None, Query(ge=1, le=MAX_ID, description="a night id")] = None,
+    confirmation: Annotated[
+        ConfirmationStatus | None, Query(description="where its A/B confirmation stands")
+    ] = None,
     limit: LimitQuery = queries.DEFAULT_LIMIT,
     offset: OffsetQuery = 0,
 ) -> AlertsPublic:
     """List alerts, newest first."""
-    filters = AlertFilter(state=state, suite=suite, series_id=series, kind=kind, night_id=night)
+    filters = AlertFilter(
+        state=state,
+        suite=suite,
+        series_id=series,
+        kind=kind,
+        night_id=night,
+        confirmation=confirmation,
+    )
     page = list_alerts(session, filters, limit=limit, offset=offset)
     names = suite_names(session, {alert.series_id for alert in page.items})
     return AlertsPublic(

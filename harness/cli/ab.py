@@ -36,6 +36,17 @@ def ab(
         list[str] | None,
         typer.Option("--option-b", help="B's backend option KEY=VALUE; repeatable."),
     ] = None,
+    artifact_a: Annotated[
+        str | None,
+        typer.Option(
+            "--artifact-a",
+            help="Run A's stored build: an artifact key of the compile cache (a result's "
+            "provenance.artifact_key), instead of building A now.",
+        ),
+    ] = None,
+    artifact_b: Annotated[
+        str | None, typer.Option("--artifact-b", help="B's stored build, as --artifact-a.")
+    ] = None,
     blocks: Annotated[
         int, typer.Option(min=2, max=MAX_BLOCKS, help="Pairs of blocks (A B, then B A, ...).")
     ] = 10,
@@ -53,8 +64,13 @@ def ab(
     ] = None,
 ) -> None:
     """Measure A and B in alternating blocks on one device; print the ratio B/A with its 95%
-    interval and a verdict (slower, faster, same, inconclusive). Exit 0 unless it failed."""
+    interval and a verdict (slower, faster, same, inconclusive). Exit 0 unless it failed.
+
+    A and B are two models, one model with two option sets (--option-a/--option-b), or two
+    stored builds (--artifact-a/--artifact-b: e.g. last week's artifact against today's, both
+    of the model files given)."""
     from harness.backends import get_backend
+    from harness.backends.pinned import check_artifact_key
     from harness.devices import open_device
     from harness.modelio import load, parse_input_spec
     from harness.regression.ab import Arm, interleaved
@@ -65,10 +81,15 @@ def ab(
         options_b = parse_options([f"{backend}.{o}" for o in option_b or []]).get(backend)
         specs = [parse_input_spec(text) for text in input or []]
         chosen = get_backend(backend)
+        for key in (artifact_a, artifact_b):
+            if key is not None:
+                check_artifact_key(key)
         first = load(model_a, specs)
         second = load(model_b, specs) if model_b is not None else first
-    control = Arm(f"A ({model_a.name})", first, chosen, options_a)
-    treatment = Arm(f"B ({(model_b or model_a).name})", second, chosen, options_b)
+    control = Arm(_label("A", model_a, artifact_a), first, chosen, options_a, artifact_a)
+    treatment = Arm(
+        _label("B", model_b or model_a, artifact_b), second, chosen, options_b, artifact_b
+    )
     opened = open_device(device)
     try:
         with console.status("preparing", spinner="dots") as status:
@@ -84,7 +105,8 @@ def ab(
     finally:
         opened.close()
     paired = experiment.paired
-    assert paired is not None
+    if paired is None:
+        raise typer.BadParameter("the blocks' medians were 0 ms: nothing to compare")
     out.print(
         f"{control.label}: median of blocks {_median(experiment.control_ms):.4g} ms\n"
         f"{treatment.label}: median of blocks {_median(experiment.treatment_ms):.4g} ms\n"
@@ -95,6 +117,10 @@ def ab(
     )
     if json_path is not None:
         json_path.write_text(json.dumps(experiment.to_dict(), indent=1))
+
+
+def _label(side: str, model: Path, artifact: str | None) -> str:
+    return f"{side} ({model.name}{f', artifact {artifact[:12]}' if artifact else ''})"
 
 
 def _median(values: list[float]) -> float:

@@ -26,6 +26,10 @@ State = Annotated[
 SuiteName = Annotated[str | None, typer.Option("--suite", help="A suite's name.")]
 Series = Annotated[int | None, typer.Option(help="A series id.")]
 Kind = Annotated[str | None, typer.Option(help="regression | improvement | accuracy | failure")]
+Confirmation = Annotated[
+    str | None,
+    typer.Option(help="pending | confirmed | rejected | unavailable (its A/B confirmation)"),
+]
 Limit = Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")]
 
 
@@ -54,13 +58,14 @@ def alerts_default(
     suite: SuiteName = None,
     series: Series = None,
     kind: Kind = None,
+    confirmation: Confirmation = None,
     limit: Limit = 50,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Without a command: list alerts (as `edgefarm alerts list`)."""
     if ctx.invoked_subcommand is None:
-        alerts_list(state, suite, series, kind, limit, url, token)
+        alerts_list(state, suite, series, kind, confirmation, limit, url, token)
 
 
 def alerts_list(
@@ -68,6 +73,7 @@ def alerts_list(
     suite: SuiteName = None,
     series: Series = None,
     kind: Kind = None,
+    confirmation: Confirmation = None,
     limit: Limit = 50,
     url: Url = None,
     token: Token = None,
@@ -76,7 +82,12 @@ def alerts_list(
     client = _client(url, token)
     try:
         found, count = client.alerts(
-            state=state, suite=suite, series=series, kind=kind, limit=limit
+            state=state,
+            suite=suite,
+            series=series,
+            kind=kind,
+            confirmation=confirmation,
+            limit=limit,
         )
     finally:
         client.close()

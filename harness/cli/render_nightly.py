@@ -182,7 +182,8 @@ def change_text(alert: AlertJson) -> str:
 def alerts_table(alerts: Sequence[AlertJson], count: int) -> Table:
     shown = f"{len(alerts)} of {count}" if count > len(alerts) else str(count)
     table = Table(title=f"edgefarm alerts ({shown})")
-    for column in ("id", "created", "suite", "series", "kind", "metric", "change", "state"):
+    columns = ("id", "created", "suite", "series", "kind", "metric", "change", "A/B", "state")
+    for column in columns:
         table.add_column(column)
     for alert in alerts:
         s = alert["series"]
@@ -197,6 +198,7 @@ def alerts_table(alerts: Sequence[AlertJson], count: int) -> Table:
             alert["kind"],
             f"{alert['metric']} {alert['direction']}",
             escape(change_text(alert)),
+            alert.get("confirmation_status") or "",
             alert["state"],
         )
     return table
@@ -220,8 +222,20 @@ def alert_lines(alert: AlertJson) -> list[str]:
         lines.append(f"  {escape(alert['message'])}")
     for change in alert.get("changes") or []:
         lines.append(f"  changed: {escape(str(change))}")
-    if alert.get("confirmation"):
-        lines.append(f"  confirmation: {escape(str(alert['confirmation']))}")
+    status = alert.get("confirmation_status")
+    if status is not None:
+        lines.append(
+            f"  A/B confirmation: [bold]{status}[/] (job {alert.get('confirmation_job_id')})"
+        )
+    for run in (alert.get("confirmation") or {}).get("experiments") or []:
+        if "verdict" in run:
+            lines.append(
+                f"    device {run['device_id']}: ratio {run['ratio']:.3f} (95% CI "
+                f"{run['ratio_low']:.3f}-{run['ratio_high']:.3f}), p {fmt(run['pvalue'])}, "
+                f"{run['blocks']} block pairs: {run['verdict']}"
+            )
+        else:
+            lines.append(f"    device {run['device_id']}: {escape(str(run.get('error')))}")
     return lines
 
 

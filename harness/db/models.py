@@ -208,6 +208,10 @@ class Job(Base):
         index=True,
     )
     variant: Mapped[str] = mapped_column(String(255), default="")
+    # An A/B job (the confirmation of an alert): its runs measure ``experiment["control"]``
+    # and ``["treatment"]`` interleaved (harness.farm.confirm.ExperimentSpec) instead of the
+    # job's model alone; ``model_id`` is the treatment's model.
+    experiment: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -44,6 +44,16 @@ class AlertState(enum.StrEnum):
     fixed = "fixed"
 
 
+class ConfirmationStatus(enum.StrEnum):
+    """Where an alert's A/B confirmation stands (None: the alert needs none — a failure, an
+    accuracy alert, or confirmation switched off)."""
+
+    pending = "pending"  # its A/B job is queued or running
+    confirmed = "confirmed"  # the A/B found the difference: the alert stands, notified
+    rejected = "rejected"  # the A/B did not: recorded, never notified
+    unavailable = "unavailable"  # the A/B could not run: the alert stands, notified, says so
+
+
 class DeliveryStatus(enum.StrEnum):
     pending = "pending"  # waiting for its next attempt
     delivered = "delivered"
@@ -84,6 +94,9 @@ class Night(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     analysed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When its alerts' notifications were queued: once no alert of the night awaits its
+    # A/B confirmation.
+    notified_at: Mapped[datetime | None] = mapped_column(default=None)
 
     suite: Mapped[Suite] = relationship()
 
@@ -137,6 +150,12 @@ class Alert(Base):
     changes: Mapped[list[Any]] = mapped_column(default=list)  # the toolchain diff
     group_key: Mapped[str] = mapped_column(String(64), index=True)
     confirmation: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the A/B experiment
+    confirmation_status: Mapped[ConfirmationStatus | None] = mapped_column(
+        _enum(ConfirmationStatus, "confirmation_status"), default=None, index=True
+    )
+    confirmation_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), default=None
+    )
     message: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[AlertState] = mapped_column(
         _enum(AlertState, "alert_state"), default=AlertState.untriaged, index=True

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from harness.db import Alert, AlertEvent, AlertKind, AlertState, Series, Suite, utcnow
+from harness.db import (
+    Alert,
+    AlertEvent,
+    AlertKind,
+    AlertState,
+    ConfirmationStatus,
+    Series,
+    Suite,
+    utcnow,
+)
 from harness.farm import NotFound
 from harness.farm.queries import DEFAULT_LIMIT, Page, paginate
 
@@ -27,6 +36,7 @@ class AlertFilter:
     series_id: int | None = None
     kind: AlertKind | None = None
     night_id: int | None = None
+    confirmation: ConfirmationStatus | None = None
 
 
 def list_alerts(
@@ -50,6 +60,8 @@ def list_alerts(
         query = query.where(Alert.series_id == filters.series_id)
     if filters.night_id is not None:
         query = query.where(Alert.night_id == filters.night_id)
+    if filters.confirmation is not None:
+        query = query.where(Alert.confirmation_status == filters.confirmation)
     if filters.suite is not None:
         query = query.where(
             Alert.series_id.in_(

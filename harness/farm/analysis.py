@@ -324,6 +324,12 @@ def analyse_night(session: Session, night_id: int, settings: Settings | None = N
         failure = _failure_alert(series_id, points, night)
         if failure is not None:
             candidates.append(failure)
+        tonight = points[-1]
+        if tonight.run.status == RunStatus.done and not any(
+            c.kind in NOTIFIED for c in candidates
+        ):  # the newest night nothing is wrong with: its build is the next A/B's control
+            series.last_good_night_id = night.id
+            series.last_good_artifact_id = tonight.run.artifact_id
         recent = [p.night.id for p in points[-(settings.detect_recent + 1) :]]
         for alert in candidates:
             if not _known(session, alert, recent):
@@ -373,6 +379,10 @@ def alert_payload(alert: Alert) -> dict[str, object]:
         "last_good_night_id": alert.last_good_night_id,
         "changes": alert.changes,
         "message": alert.message,
+        "confirmation_status": (
+            str(alert.confirmation_status) if alert.confirmation_status is not None else None
+        ),
+        "confirmation": alert.confirmation,
         "device_suspect": suspect,
         "canary": drift,
     }

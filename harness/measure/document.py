@@ -84,6 +84,45 @@ class Provenance(Record):
     runner_version: str | MISSING = MISSING
 
 
+class ExperimentArm(Record):
+    """One side of an A/B experiment: what ran (the artifact's cache key when it was pinned
+    to a stored build, the model version's sha256)."""
+
+    label: str
+    model_sha256: str
+    artifact_key: str | None = None
+    # Per metric (median_ms, load_ms, peak_rss_kb), one value per block, in run order.
+    blocks: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class ExperimentDifference(Record):
+    """Treatment against control for one metric, from the paired blocks
+    (:func:`harness.regression.difference.paired_difference`)."""
+
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    pvalue: float
+    effect_size: float
+    n_control: int
+    n_treatment: int
+    test: str
+    verdict: Literal["slower", "faster", "same", "inconclusive"]
+
+
+class ExperimentRecord(Record):
+    """An interleaved A/B experiment's record (the run's ``experiment``): its arms, how many
+    pairs of blocks ran, and per metric the paired difference (absent for a metric with too
+    few usable blocks)."""
+
+    control: ExperimentArm
+    treatment: ExperimentArm
+    blocks: int
+    min_effect: float
+    alpha: float
+    differences: dict[str, ExperimentDifference] = Field(default_factory=dict)
+
+
 class ResultDocument(Record):
     """One measurement's result document (see the module doc for absent vs null)."""
 
@@ -106,6 +145,7 @@ class ResultDocument(Record):
     state_after: StateSnapshot | MISSING = MISSING  # when the runner ended by itself
     profile: list[OpProfile] | MISSING = MISSING  # with --profile: costliest first
     wall_ms: float | MISSING = MISSING  # edgefarm bench: the whole measurement
+    experiment: ExperimentRecord | MISSING = MISSING  # an A/B run (edgefarm ab, confirmation)
 
     @property
     def device_id(self) -> str:

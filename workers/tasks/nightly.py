@@ -5,7 +5,12 @@ database's state alone, so that any number of ticks, beats or redeliveries do ea
   on suite and time: of two ticks, one starts it), then its jobs are sent;
 * running nights whose jobs have all finished are closed;
 * closed nights not yet analysed are analysed (claimed by a conditional UPDATE): the alerts
-  they raise are recorded and their notifications queued for the webhooks, in one commit.
+  they raise are recorded, and the A/B jobs confirming their regressions created, in one
+  commit; those jobs are then sent;
+* alerts whose A/B job has finished are decided (confirmed, rejected, unavailable), and each
+  analysed night none of whose alerts awaits confirmation has its notifications queued for
+  the webhooks (one per group of the alerts that stand), in one commit
+  (:mod:`harness.farm.confirm`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import logging
 from sqlalchemy import select
 
 from harness.db import Night, NightStatus, NightTrigger, utcnow
-from harness.farm.analysis import alert_groups, analyse_night, close_finished_nights
+from harness.farm.analysis import analyse_night, close_finished_nights
+from harness.farm.confirm import notify_settled, request_confirmations, settle_confirmations
 from harness.farm.suites import due, start_night
 from harness.regression.webhooks import notify
 from workers.celery_app import task
@@ -67,11 +73,18 @@ def nightly() -> None:
                 )
             )
         )
+    confirmations: list[int] = []
     for night_id in pending:
         with db_session() as session:
             alerts = analyse_night(session, night_id)
             night = session.get(Night, night_id)
-            if night is not None:
-                for event_key, payload in alert_groups(night, alerts):
-                    notify(session, night.suite, event_key=event_key, payload=payload)
+            if night is not None and alerts:
+                confirmations += request_confirmations(session, night, alerts)
             session.commit()
+    for job_id in confirmations:
+        send_start_job(job_id)
+
+    with db_session() as session:
+        settle_confirmations(session)
+        notify_settled(session)
+        session.commit()

@@ -32,26 +32,35 @@ from celery import Task
 from celery.exceptions import MaxRetriesExceededError
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from harness.backends import get_backend
 from harness.bench import Measurement, Reference
 from harness.config import get_settings
-from harness.db import Run, RunStatus, scoped, utcnow
+from harness.db import Model, Run, RunStatus, scoped, utcnow
 from harness.devices import Device as DeviceHandle
 from harness.devices import open_device
 from harness.devices.records import HealthReport
 from harness.errors import HarnessBug, InfrastructureError, JobError
+from harness.farm.confirm import ArmSpec, ExperimentSpec
 from harness.farm.leases import acquire_lease, mark_running, release_lease, renew_lease
 from harness.farm.registry import check_device, record_health
 from harness.measure.document import ResultDocument
+from harness.modelio import PreparedModel
+from harness.regression.ab import Arm, interleaved
 from workers import settings as worker_settings
 from workers.celery_app import task
 from workers.db import db_session, session_factory
 from workers.dispatch import send_finish_job
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document
-from workers.measurement import backend_options, job_protocol, prepare_run
+from workers.measurement import (
+    backend_options,
+    job_protocol,
+    job_settings,
+    prepare_run,
+    prepare_stored_model,
+)
 from workers.tasks import retry_on_infrastructure
 
 log = logging.getLogger(__name__)
@@ -159,6 +168,33 @@ def run(self: Task, run_id: int) -> None:
             plan.close()
 
 
+@dataclass(frozen=True)
+class _Experiment:
+    """An A/B job's run (harness.farm.confirm): its two arms and how to compare them."""
+
+    spec: ExperimentSpec
+    control: Arm
+    treatment: Arm
+
+
+def _experiment_of(runrow: Run, treatment_model: PreparedModel) -> _Experiment:
+    """The arms of an A/B job's run; a JobError when its control's model is gone."""
+    job = runrow.job
+    spec = ExperimentSpec.model_validate(job.experiment)
+    session = object_session(runrow)
+    assert session is not None
+    stored = session.get(Model, spec.control.model_id)
+    if stored is None:
+        raise JobError("import", f"the control's model version {spec.control.model_id} is gone")
+    control_model = prepare_stored_model(stored, tuple(job_settings(job).inputs))
+    backend = get_backend(runrow.backend)
+
+    def arm(side: ArmSpec, model: PreparedModel) -> Arm:
+        return Arm(side.label, model, backend, side.options, side.artifact_key)
+
+    return _Experiment(spec, arm(spec.control, control_model), arm(spec.treatment, treatment_model))
+
+
 @dataclass
 class _Plan:
     """What a run needs that does not need its phone, made before the lease is taken: the
@@ -170,6 +206,7 @@ class _Plan:
     inputs: dict[str, np.ndarray] | None = None
     reference: Reference | None = None
     device: DeviceHandle | None = None
+    experiment: _Experiment | None = None  # an A/B job's run: what it measures instead
     health: HealthReport | None = None  # the phone's, checked right before the claim
     document: ResultDocument | None = None  # the run failed already (the user's input)
     error: BaseException | None = None
@@ -208,6 +245,13 @@ def _plan(runrow: Run) -> _Plan:
     except Exception as exc:
         return _Plan(error=exc)
     plan = _Plan(inputs=prepared.inputs, reference=prepared.reference)
+    if job.experiment is not None:
+        try:
+            plan.experiment = _experiment_of(runrow, prepared.model)
+        except JobError as exc:
+            return _Plan(document=failed_run_document(runrow, exc, model=prepared.model))
+        except Exception as exc:
+            return _Plan(error=exc)
     try:
         plan.device = open_device(runrow.device.address)
     except JobError as exc:  # a malformed address
@@ -215,6 +259,12 @@ def _plan(runrow: Run) -> _Plan:
         return plan
     except Exception as exc:
         plan.error = exc
+        return plan
+    if plan.experiment is not None:
+        try:  # the arms are prepared under the lease, by the experiment
+            plan.health = plan.device.health()
+        except Exception as exc:
+            plan.error = exc
         return plan
     try:
         facts = plan.device.facts()
@@ -291,7 +341,7 @@ def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> Result
         raise plan.error
     if plan.document is not None:
         return plan.document
-    assert plan.device is not None and plan.measurement is not None
+    assert plan.device is not None
     assert plan.inputs is not None and plan.reference is not None
     device = plan.device
     health = plan.health
@@ -301,6 +351,9 @@ def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> Result
             f"{runrow.device.address} failed its health check: {health['problem']}",
             stage="run",
         )
+    if plan.experiment is not None:
+        return _measure_experiment(session, runrow, attempt, plan, plan.experiment)
+    assert plan.measurement is not None
     measurement = plan.measurement
     measurement.on_device(
         device,
@@ -317,6 +370,40 @@ def _measure(session: Session, runrow: Run, attempt: int, plan: _Plan) -> Result
         session.commit()
     plan.close()  # after the release: closing the connection needs no lease
     return measurement.compare(plan.reference, f"{runrow.backend} on {device.id}")
+
+
+def _measure_experiment(
+    session: Session, runrow: Run, attempt: int, plan: _Plan, experiment: _Experiment
+) -> ResultDocument:
+    """An A/B job's run: control and treatment interleaved under the lease; the treatment's
+    last block's document, compared with the reference, carrying the ``experiment``. A
+    failed block fails the run (JobError: recorded; InfrastructureError: handed back)."""
+    assert plan.device is not None and plan.reference is not None
+    spec = experiment.spec
+    settings = job_settings(runrow.job)
+    try:
+        done = interleaved(
+            plan.device,
+            experiment.control,
+            experiment.treatment,
+            blocks=spec.blocks,
+            protocol=settings.protocol(),
+            seed=settings.seed,
+            min_effect=spec.min_effect,
+            alpha=spec.alpha,
+            exclusive=True,  # under our lease
+        )
+    except JobError as exc:
+        release_lease(session, runrow.device_id, runrow.id, attempt=attempt)
+        session.commit()
+        return failed_run_document(runrow, exc, model=experiment.treatment.model)
+    release_lease(session, runrow.device_id, runrow.id, attempt=attempt)
+    session.commit()
+    plan.close()
+    treatment = done.measurements[experiment.treatment.label]
+    document = treatment.compare(plan.reference, f"{runrow.backend} on {runrow.device.address}")
+    document.experiment = done.record()
+    return document
 
 
 def _end_attempt(session: Session, run_id: int, attempt: int, **values: Any) -> None:
