@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from api import web
 from api.deps import require_token
 from api.errors import answers, install_error_handlers
 from api.routes import (
@@ -111,4 +112,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(web.router)  # the web pages (/, /jobs/ID, /history, ...)
     return app

@@ -1,0 +1,325 @@
+"""The pages: dashboard, job, history, compare, devices, alerts (with triage), suites, and
+signing in. One route per page; each page's tables come from :mod:`api.web.views`, which
+reads through ``harness.farm``.
+
+``?format=csv&table=NAME`` or ``?format=json`` on any page answers its tables instead of the
+page. Unknown filter values give an empty view; an unknown id in a path is a 404 page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from api.deps import SessionDep, SettingsDep
+from api.web import views
+from api.web.auth import (
+    AnyoneDep,
+    BadForm,
+    SignInNeeded,
+    Viewer,
+    ViewerDep,
+    anonymous,
+    safe_next,
+    sign_in,
+    sign_out,
+    token_name,
+)
+from api.web.tables import Table, export
+from harness.db import AlertState
+from harness.farm import InvalidRequest, NotFound
+from harness.farm.alerts import get_alert, set_alert_state
+
+HERE = Path(__file__).parent
+STATIC = {
+    "web.css": "text/css",
+    "web.js": "text/javascript",
+}
+MAX_NOTE = 2000
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=True,  # every name a user gave is text, never markup
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def _page(
+    name: str, context: dict[str, Any], viewer: Viewer | None, status_code: int = 200
+) -> HTMLResponse:
+    body = templates.get_template(name).render(viewer=viewer, **context)
+    response = HTMLResponse(body, status_code=status_code)
+    if viewer is not None:
+        viewer.finish(response)
+    return response
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
+    return _page(
+        "error.html",
+        {"title": title, "message": message, "path": request.url.path},
+        None,
+        status_code,
+    )
+
+
+class PageRoute(APIRoute):
+    """A page's route: the farm's errors become pages (sign in, not found, bad form), never
+    a JSON body or a traceback."""
+
+    def get_route_handler(self) -> Handler:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except SignInNeeded as exc:
+                visitor = anonymous(request)
+                back = request.url.path + _query(request) if request.method == "GET" else "/"
+                return _page(
+                    "signin.html",
+                    {
+                        "title": "sign in",
+                        "reason": exc.reason,
+                        "next": safe_next(back),
+                        "csrf": visitor.csrf,
+                    },
+                    visitor,
+                    401,
+                )
+            except NotFound as exc:
+                return _error_page(request, 404, "not found", exc.message)
+            except (BadForm, InvalidRequest) as exc:
+                message = exc.reason if isinstance(exc, BadForm) else exc.message
+                return _error_page(request, 400, "bad request", message)
+            except RequestValidationError as exc:
+                where = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                return _error_page(request, 400, "bad request", where)
+
+        return handler
+
+
+def _query(request: Request) -> str:
+    return f"?{request.url.query}" if request.url.query else ""
+
+
+router = APIRouter(include_in_schema=False, route_class=PageRoute, tags=["pages"])
+
+Format = Annotated[str | None, "csv | json: the page's tables instead of the page"]
+
+
+def _answer(
+    request: Request,
+    viewer: Viewer,
+    template: str,
+    context: dict[str, Any],
+    tables: list[Table],
+    fmt: str | None,
+    table: str | None,
+) -> Response:
+    if fmt in ("csv", "json"):
+        return viewer.finish(export(tables, fmt, table))
+    if fmt is not None:
+        raise BadForm(f"format is csv or json, not {fmt!r}")
+    context.setdefault("tables", {t.name: t for t in tables})
+    context["url"] = request.url.path + _query(request)
+    context["export_base"] = views.export_base(request)
+    return _page(template, context, viewer)
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    """The pages' own CSS and JavaScript."""
+    if name not in STATIC:
+        return Response("no such file", status_code=404, media_type="text/plain")
+    return FileResponse(
+        HERE / "static" / name,
+        media_type=STATIC[name],
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def dashboard(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """Recent jobs, active alerts and failures, the phones, each suite's last night."""
+    context, tables = views.dashboard(session)
+    return _answer(request, viewer, "dashboard.html", context, tables, format, table)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(
+    request: Request,
+    job_id: str,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """One job: its runs, their statistics, histograms, partition reports and provenance."""
+    context, tables = views.job(session, job_id)
+    return _answer(request, viewer, "job.html", context, tables, format, table)
+
+
+@router.get("/history", response_class=HTMLResponse)
+def history_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """Medians over time with their p10–p90 bands, alerts and toolchain changes."""
+    context, tables = views.history(session, dict(request.query_params))
+    return _answer(request, viewer, "history.html", context, tables, format, table)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """Two runs (or two jobs) side by side: ratio, significance, toolchain diff."""
+    context, tables = views.compare(session, dict(request.query_params))
+    return _answer(request, viewer, "compare.html", context, tables, format, table)
+
+
+@router.get("/devices", response_class=HTMLResponse)
+def devices_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """The phones: health, state, lease, utilisation."""
+    context, tables = views.devices(session, dict(request.query_params))
+    return _answer(request, viewer, "devices.html", context, tables, format, table)
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse)
+def device_page(
+    request: Request,
+    device_id: str,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """One phone: facts, health, recent runs, canary history."""
+    context, tables = views.device(session, device_id)
+    return _answer(request, viewer, "device.html", context, tables, format, table)
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+def alerts_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """Alerts with their triage."""
+    context, tables = views.alerts(session, dict(request.query_params))
+    return _answer(request, viewer, "alerts.html", context, tables, format, table)
+
+
+@router.post("/alerts/{alert_id}/triage")
+def triage(
+    alert_id: str,
+    session: SessionDep,
+    viewer: ViewerDep,
+    state: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/alerts",
+) -> Response:
+    """Set an alert's state (signed in, with the form's CSRF token)."""
+    viewer.check_form(csrf)
+    if viewer.name is None:
+        raise SignInNeeded("triage needs a signed-in token")
+    if state not in AlertState.__members__:
+        raise BadForm(f"state is one of {', '.join(AlertState)}, not {state!r}")
+    if len(note) > MAX_NOTE or "\x00" in note:
+        raise BadForm(f"a note is at most {MAX_NOTE} characters of text")
+    number = views.as_id(alert_id)
+    if number is None:
+        raise NotFound("alert", "id", alert_id)
+    alert = get_alert(session, number)
+    set_alert_state(session, alert, AlertState(state), actor=viewer.name, note=note)
+    return RedirectResponse(safe_next(next), status_code=303)
+
+
+@router.get("/suites", response_class=HTMLResponse)
+def suites_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """Suites and their last nights."""
+    context, tables = views.suites(session)
+    return _answer(request, viewer, "suites.html", context, tables, format, table)
+
+
+@router.get("/signin", response_class=HTMLResponse)
+def signin_form(viewer: AnyoneDep, next: str = "/") -> Response:
+    """The sign-in form."""
+    context = {"title": "sign in", "reason": "", "next": safe_next(next), "csrf": viewer.csrf}
+    return _page("signin.html", context, viewer)
+
+
+@router.post("/signin")
+def signin(
+    settings: SettingsDep,
+    session: SessionDep,
+    viewer: AnyoneDep,
+    token: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    """Check the token and start a session."""
+    viewer.check_form(csrf)
+    token = token.strip()
+    if not token or token_name(token, settings, session) is None:
+        context = {
+            "title": "sign in",
+            "reason": "that token is unknown or revoked",
+            "next": safe_next(next),
+            "csrf": viewer.csrf,
+        }
+        return _page("signin.html", context, viewer, 401)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    sign_in(response, token, secure=viewer.secure)
+    return response
+
+
+@router.post("/signout")
+def signout(viewer: AnyoneDep, csrf: Annotated[str, Form()] = "") -> Response:
+    """End the session."""
+    viewer.check_form(csrf)
+    response = RedirectResponse("/", status_code=303)
+    sign_out(response)
+    return response

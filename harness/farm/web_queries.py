@@ -1,0 +1,603 @@
+"""Reading the farm for the web pages: what the JSON routes read, shaped for a page, and
+bounded whatever the history's length.
+
+Every query here is bounded: a page lists at most a fixed number of rows, a history at most
+:data:`MAX_POINTS` points per series (beyond that, one point per day — or per several days —
+aggregating the runs of that span) and at most :data:`MAX_SERIES` series. Listings on the
+pages are newest first over indexed columns and never count the whole table, so a page's
+time does not grow with the number of stored results. Functions take ``session`` and never
+commit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from harness.db import (
+    Alert,
+    AlertKind,
+    Device,
+    Job,
+    Model,
+    Result,
+    Run,
+    RunStatus,
+    Series,
+)
+from harness.farm.queries import MAX_ID, model_ids
+
+MAX_POINTS = 400  # per series; beyond, one point per day (or per k days)
+MAX_SERIES = 12
+RECENT_JOBS = 25
+RECENT_RUNS = 50
+UTILISATION_WINDOW = timedelta(hours=24)
+# Runs read to work out a device's utilisation: enough for a phone busy all day with
+# one-second runs; beyond, the utilisation shown is a lower bound (the page says so).
+MAX_UTILISATION_RUNS = 20_000
+# A run counted in a device's utilisation belongs to a job at most this much older than the
+# window (a job waits in the queue, not for days).
+JOB_LEAD = timedelta(days=1)
+
+TOOLCHAIN_KEYS = ("tvm_version", "edgefarm_version", "model_sha256", "fingerprint")
+
+
+def as_id(value: str | int | None) -> int | None:
+    """A row id given as text, or None when ``value`` is no id (unknown filter values make
+    an empty view, not an error)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or len(text) > 10:
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
+# Jobs.
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job on the dashboard: its model's name and how many runs are in each status."""
+
+    job: Job
+    model_name: str
+    runs: dict[str, int]
+
+
+def recent_jobs(
+    session: Session,
+    *,
+    limit: int = RECENT_JOBS,
+    status: str | None = None,
+    model: str | None = None,
+) -> list[JobRow]:
+    """The newest ``limit`` jobs (``ix_jobs_created_at`` backwards, no count of the table)."""
+    query = select(Job, Model.name).join(Model, Job.model_id == Model.id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if model is not None:
+        ids = model_ids(model, session=session)
+        if not ids:
+            return []
+        query = query.where(Job.model_id.in_(ids))
+    rows = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)).all()
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    job_ids = [job.id for job, _ in rows]
+    if job_ids:
+        for job_id, run_status, n in session.execute(
+            select(Run.job_id, Run.status, func.count())
+            .where(Run.job_id.in_(job_ids))
+            .group_by(Run.job_id, Run.status)
+        ):
+            counts[job_id][str(run_status)] = int(n)
+    return [JobRow(job, name, dict(counts[job.id])) for job, name in rows]
+
+
+def recent_failures(session: Session, *, limit: int = 10) -> list[tuple[Run, str]]:
+    """The newest failed runs and their model's name (the dashboard's alerts of last resort)."""
+    rows = session.execute(
+        select(Run, Model.name)
+        .join(Job, Run.job_id == Job.id)
+        .join(Model, Job.model_id == Model.id)
+        .where(Run.status == RunStatus.failed)
+        .order_by(Run.id.desc())
+        .limit(limit)
+    ).all()
+    return [(run, name) for run, name in rows]
+
+
+# Devices.
+
+
+@dataclass(frozen=True)
+class Utilisation:
+    """How much of the window a device spent in runs (started to finished)."""
+
+    busy_s: float
+    runs: int
+    window_s: float
+    capped: bool = False  # more runs than were read: busy_s is a lower bound
+
+    @property
+    def share(self) -> float:
+        return min(1.0, self.busy_s / self.window_s) if self.window_s else 0.0
+
+
+def utilisation(
+    session: Session,
+    device_ids: Sequence[int],
+    *,
+    now: datetime | None = None,
+    window: timedelta = UTILISATION_WINDOW,
+) -> dict[int, Utilisation]:
+    """Each device's share of the last ``window`` spent in runs (a run still going counts up
+    to now)."""
+    now = now or datetime.now(UTC)
+    since = now - window
+    busy: dict[int, float] = defaultdict(float)
+    runs: dict[int, int] = defaultdict(int)
+    capped = False
+    if device_ids:
+        # Runs of jobs created since a day before the window (ix_jobs_created_at, then
+        # ix_runs_job_id): a run's time is bounded by its job's age, never by the whole table.
+        first_job = (
+            select(func.min(Job.id))
+            .where(Job.created_at >= since - JOB_LEAD)
+            .scalar_subquery()
+        )
+        rows = session.execute(
+            select(Run.device_id, Run.started_at, Run.finished_at)
+            .where(Run.job_id >= first_job)
+            .where(Run.device_id.in_(device_ids), Run.started_at.is_not(None))
+            .where((Run.finished_at.is_(None)) | (Run.finished_at >= since))
+            .order_by(Run.id.desc())
+            .limit(MAX_UTILISATION_RUNS + 1)
+        ).all()
+        capped = len(rows) > MAX_UTILISATION_RUNS
+        for device_id, started, finished in rows[:MAX_UTILISATION_RUNS]:
+            if started is None:
+                continue
+            start = max(started, since)
+            end = min(finished or now, now)
+            if end > start:
+                busy[device_id] += (end - start).total_seconds()
+                runs[device_id] += 1
+    seconds = window.total_seconds()
+    return {d: Utilisation(busy[d], runs[d], seconds, capped) for d in device_ids}
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run with what the pages show beside it."""
+
+    run: Run
+    model_name: str
+    device_label: str
+    result: Result | None
+
+
+def _run_rows(session: Session, query: Select[Run, str, str, Result]) -> list[RunRow]:
+    rows = session.execute(query).all()
+    return [RunRow(run, name, label, result) for run, name, label, result in rows]
+
+
+def device_runs(session: Session, device_id: int, *, limit: int = RECENT_RUNS) -> list[RunRow]:
+    """The device's newest runs with their results."""
+    return _run_rows(
+        session,
+        select(Run, Model.name, Device.model_name, Result)
+        .join(Job, Run.job_id == Job.id)
+        .join(Model, Job.model_id == Model.id)
+        .join(Device, Run.device_id == Device.id)
+        .outerjoin(Result, Result.run_id == Run.id)
+        .where(Run.device_id == device_id)
+        .order_by(Run.id.desc())
+        .limit(limit),
+    )
+
+
+def run_row(session: Session, run_id: int) -> RunRow | None:
+    """One run with its model's name, its device's and its result; None if there is none."""
+    rows = _run_rows(
+        session,
+        select(Run, Model.name, Device.model_name, Result)
+        .join(Job, Run.job_id == Job.id)
+        .join(Model, Job.model_id == Model.id)
+        .join(Device, Run.device_id == Device.id)
+        .outerjoin(Result, Result.run_id == Run.id)
+        .where(Run.id == run_id),
+    )
+    return rows[0] if rows else None
+
+
+def canary_history(
+    session: Session, device_id: int, model_name: str, *, limit: int = 60
+) -> list[tuple[datetime, float, int]]:
+    """The device's last ``limit`` results of the canary model: (when, median, job id),
+    oldest first."""
+    rows = session.execute(
+        select(Result.created_at, Result.median_ms, Result.job_id)
+        .join(Model, Result.model_id == Model.id)
+        .where(
+            Result.device_id == device_id,
+            Model.name == model_name,
+            Result.status == "ok",
+            Result.median_ms.is_not(None),
+        )
+        .order_by(Result.created_at.desc(), Result.id.desc())
+        .limit(limit)
+    ).all()
+    return [(when, float(median or 0.0), job_id) for when, median, job_id in reversed(rows)]
+
+
+# History.
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """What the history shows; every given criterion must hold. An unknown model, device or
+    SoC gives an empty history."""
+
+    model: str | None = None  # id, sha256 or name: a name follows every version
+    device: str | None = None  # a device id
+    soc: str | None = None
+    backend: str | None = None
+    status: str | None = None  # ok | failed; default: both
+    since: datetime | None = None
+    until: datetime | None = None
+    regressions_only: bool = False
+
+
+@dataclass
+class Point:
+    """One run of a series, or (``runs`` > 1) the runs of one span of days aggregated."""
+
+    at: datetime
+    median_ms: float | None
+    low_ms: float | None  # p10 of the run's samples (aggregated: the span's lowest p10)
+    high_ms: float | None  # p90 (aggregated: the span's highest p90)
+    status: str
+    runs: int = 1
+    result_id: int | None = None
+    run_id: int | None = None
+    job_id: int | None = None
+    night_id: int | None = None
+    span_end: datetime | None = None  # aggregated: the span is [at, span_end)
+    toolchain: dict[str, str] = field(default_factory=dict)
+    alerts: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ToolchainChange:
+    """Between two adjacent points of a series, what of the toolchain changed."""
+
+    at: datetime
+    key: str
+    before: str
+    after: str
+
+
+@dataclass
+class HistorySeries:
+    model_name: str
+    device_id: int
+    device_label: str
+    backend: str
+    total: int  # runs in view
+    points: list[Point]
+    changes: list[ToolchainChange]
+    span_days: int  # 0: one point per run; k: one point per k days
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} · {self.device_label} #{self.device_id} · {self.backend}"
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    model_name: str
+    device_id: int
+    backend: str
+
+
+def _history_base(session: Session, filters: HistoryFilter) -> Select[Any] | None:
+    query = (
+        select(Result.id)
+        .join(Model, Result.model_id == Model.id)
+        .join(Device, Result.device_id == Device.id)
+    )
+    if filters.model is not None:
+        ids = model_ids(filters.model, session=session)
+        if not ids:
+            return None
+        names = list(session.scalars(select(Model.name).where(Model.id.in_(ids)).distinct()))
+        # A name follows the model across its versions (each upload is a new sha256).
+        query = query.where(Model.name.in_(names)) if names else query
+    if filters.device is not None:
+        device_id = as_id(filters.device)
+        if device_id is None:
+            return None
+        query = query.where(Result.device_id == device_id)
+    if filters.soc is not None:
+        query = query.where(Device.soc == filters.soc)
+    if filters.backend is not None:
+        query = query.where(Result.backend == filters.backend)
+    if filters.status is not None:
+        if filters.status not in ("ok", "failed"):
+            return None
+        query = query.where(Result.status == filters.status)
+    if filters.since is not None:
+        query = query.where(Result.created_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(Result.created_at < filters.until)
+    return query
+
+
+def history_series_keys(session: Session, filters: HistoryFilter) -> list[SeriesKey]:
+    """The series in view, the most recently measured first, at most :data:`MAX_SERIES`."""
+    base = _history_base(session, filters)
+    if base is None:
+        return []
+    grouped = (
+        base.with_only_columns(
+            Model.name, Result.device_id, Result.backend, func.max(Result.created_at)
+        )
+        .group_by(Model.name, Result.device_id, Result.backend)
+        .order_by(func.max(Result.created_at).desc())
+    )
+    keys = [
+        SeriesKey(name, device_id, backend)
+        for name, device_id, backend, _ in session.execute(grouped)
+    ]
+    if filters.regressions_only:
+        flagged = _series_with_regressions(session, keys)
+        keys = [key for key in keys if key in flagged]
+    return keys[:MAX_SERIES]
+
+
+def _series_with_regressions(session: Session, keys: Sequence[SeriesKey]) -> set[SeriesKey]:
+    if not keys:
+        return set()
+    rows = session.execute(
+        select(Series.model_name, Series.device_id, Series.backend)
+        .join(Alert, Alert.series_id == Series.id)
+        .where(Alert.kind == AlertKind.regression)
+        .where(Series.device_id.in_({key.device_id for key in keys}))
+        .distinct()
+    ).all()
+    return {SeriesKey(name, device_id, backend) for name, device_id, backend in rows}
+
+
+def _percentile(samples: Any, q: float) -> float | None:
+    if not isinstance(samples, list) or not samples:
+        return None
+    values = np.asarray([s for s in samples if isinstance(s, int | float)], dtype=float)
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, q)) if values.size else None
+
+
+def _alert_nights(session: Session, key: SeriesKey) -> dict[int, list[int]]:
+    """The nights on which the series' alerts start: night id -> alert ids."""
+    rows = session.execute(
+        select(Alert.id, Alert.first_bad_night_id, Alert.night_id)
+        .join(Series, Alert.series_id == Series.id)
+        .where(
+            Series.model_name == key.model_name,
+            Series.device_id == key.device_id,
+            Series.backend == key.backend,
+        )
+    ).all()
+    nights: dict[int, list[int]] = defaultdict(list)
+    for alert_id, first_bad, night in rows:
+        nights[first_bad or night].append(alert_id)
+    return nights
+
+
+def _toolchain_columns() -> list[Any]:
+    provenance = Result.document["provenance"]
+    return [
+        provenance["tvm_version"].as_string(),
+        provenance["edgefarm_version"].as_string(),
+        Model.sha256,
+        Result.document["device"]["fingerprint"].as_string(),
+    ]
+
+
+def history_series(
+    session: Session, filters: HistoryFilter, key: SeriesKey, *, max_points: int = MAX_POINTS
+) -> HistorySeries:
+    """One series in view: a point per run (oldest first), or — with more than
+    ``max_points`` runs — a point per span of days; the toolchain changes along it and its
+    alerts."""
+    base = _history_base(session, filters)
+    assert base is not None  # a key came from the same filters
+    where = base.where(
+        Model.name == key.model_name,
+        Result.device_id == key.device_id,
+        Result.backend == key.backend,
+    )
+    total = session.scalar(where.with_only_columns(func.count())) or 0
+    label = session.scalar(select(Device.model_name).where(Device.id == key.device_id)) or ""
+    alert_nights = _alert_nights(session, key)
+    span_days = 0
+    if total > max_points:
+        first, last = session.execute(
+            where.with_only_columns(func.min(Result.created_at), func.max(Result.created_at))
+        ).one()
+        days = (last.date() - first.date()).days + 1
+        span_days = max(1, math.ceil(days / max_points))
+    columns = [
+        Result.id,
+        Result.run_id,
+        Result.job_id,
+        Result.created_at,
+        Result.median_ms,
+        Result.p90_ms,
+        Result.status,
+        Job.night_id,
+        *_toolchain_columns(),
+    ]
+    ordered = (
+        where.with_only_columns(*columns)
+        .join(Job, Result.job_id == Job.id)
+        .order_by(Result.created_at, Result.id)
+    )
+    if span_days == 0:
+        ordered = ordered.add_columns(Result.samples_ms)
+    rows = session.execute(ordered).all()
+    points: list[Point] = []
+    for row in rows:
+        toolchain = {
+            name: value or "" for name, value in zip(TOOLCHAIN_KEYS, row[8:12], strict=True)
+        }
+        night_id = row[7]
+        point = Point(
+            at=row[3],
+            median_ms=row[4],
+            low_ms=_percentile(row[12], 10) if span_days == 0 else row[4],
+            high_ms=_percentile(row[12], 90) if span_days == 0 else row[5],
+            status=row[6],
+            result_id=row[0],
+            run_id=row[1],
+            job_id=row[2],
+            night_id=night_id,
+            toolchain=toolchain,
+            alerts=list(alert_nights.get(night_id, [])) if night_id is not None else [],
+        )
+        points.append(point)
+    changes = _changes(points)
+    if span_days:
+        points = _aggregate(points, span_days)
+    return HistorySeries(
+        model_name=key.model_name,
+        device_id=key.device_id,
+        device_label=label,
+        backend=key.backend,
+        total=total,
+        points=points,
+        changes=changes,
+        span_days=span_days,
+    )
+
+
+def _changes(points: Sequence[Point]) -> list[ToolchainChange]:
+    changes: list[ToolchainChange] = []
+    for before, after in itertools.pairwise(points):
+        for name in TOOLCHAIN_KEYS:
+            old, new = before.toolchain.get(name, ""), after.toolchain.get(name, "")
+            if old and new and old != new:
+                changes.append(ToolchainChange(after.at, name, old, new))
+    return changes
+
+
+def _aggregate(points: Sequence[Point], span_days: int) -> list[Point]:
+    """One point per ``span_days`` days (UTC): the median of the runs' medians, the band
+    from the lowest median to the highest p90, every alert of the span."""
+    if not points:
+        return []
+    origin = points[0].at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    spans: dict[int, list[Point]] = defaultdict(list)
+    for point in points:
+        spans[(point.at - origin).days // span_days].append(point)
+    out: list[Point] = []
+    for index in sorted(spans):
+        group = spans[index]
+        ok = [p for p in group if p.median_ms is not None]
+        medians = [p.median_ms for p in ok if p.median_ms is not None]
+        highs = [p.high_ms for p in ok if p.high_ms is not None]
+        start = origin + timedelta(days=index * span_days)
+        out.append(
+            Point(
+                at=start,
+                median_ms=float(np.median(medians)) if medians else None,
+                low_ms=min(medians) if medians else None,
+                high_ms=max(highs) if highs else None,
+                status="ok" if ok else "failed",
+                runs=len(group),
+                span_end=start + timedelta(days=span_days),
+                toolchain=group[-1].toolchain,
+                alerts=[a for p in group for a in p.alerts],
+            )
+        )
+    return out
+
+
+def history(session: Session, filters: HistoryFilter) -> list[HistorySeries]:
+    """Every series in view (at most :data:`MAX_SERIES`), each bounded in points."""
+    return [history_series(session, filters, key) for key in history_series_keys(session, filters)]
+
+
+# Compare.
+
+
+def toolchain_of(result: Result, model_sha256: str) -> dict[str, str]:
+    """What a result was measured with: provenance, model version, the phone's build."""
+    document = result.document or {}
+    provenance = document.get("provenance") or {}
+    device = document.get("device") or {}
+    out: dict[str, str] = {"model_sha256": model_sha256}
+    for name in sorted(provenance):
+        value = provenance[name]
+        if name in ("compile_ms", "cache_hit", "library_bytes"):
+            continue  # how this build went, not what was built
+        out[f"provenance.{name}"] = value if isinstance(value, str) else _plain(value)
+    for name in ("fingerprint", "model", "soc", "android_release", "sdk_level"):
+        if name in device:
+            out[f"device.{name}"] = str(device[name])
+    return out
+
+
+def _plain(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def toolchain_diff(a: dict[str, str], b: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(key, a's value, b's value) for every key whose values differ."""
+    return [
+        (name, a.get(name, ""), b.get(name, ""))
+        for name in sorted(set(a) | set(b))
+        if a.get(name, "") != b.get(name, "")
+    ]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two runs of the same (model name, device, backend), one from each job."""
+
+    model_name: str
+    device_id: int
+    backend: str
+    a: RunRow
+    b: RunRow
+
+
+def job_pairs(session: Session, job_a: int, job_b: int) -> list[Pair]:
+    """Every (model name, device, backend) measured by both jobs, with the two runs."""
+
+    def runs_of(job_id: int) -> dict[tuple[str, int, str], RunRow]:
+        rows = _run_rows(
+            session,
+            select(Run, Model.name, Device.model_name, Result)
+            .join(Job, Run.job_id == Job.id)
+            .join(Model, Job.model_id == Model.id)
+            .join(Device, Run.device_id == Device.id)
+            .outerjoin(Result, Result.run_id == Run.id)
+            .where(Run.job_id == job_id)
+            .order_by(Run.id),
+        )
+        return {(r.model_name, r.run.device_id, r.run.backend): r for r in rows}
+
+    a, b = runs_of(job_a), runs_of(job_b)
+    return [Pair(k[0], k[1], k[2], a[k], b[k]) for k in a if k in b]
