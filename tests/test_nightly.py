@@ -10,7 +10,10 @@ nightly tick closes and analyses them, as it does for scheduled nights. The phon
 shared machine: both phones' runners share its two cores, so a phone's latency can double
 while the other phone runs something heavier. The detector is told what a change is here
 (``EDGEFARM_DETECT_MIN_EFFECT`` 1.5, a ratio of 2.5; the slower model is about ten times
-slower); bench/regression.py calibrates the defaults on measured noise.
+slower); bench/regression.py calibrates the defaults on measured noise. Each regression is
+re-measured before anyone is told: an A/B job (an ordinary job, on the phones' queues) runs
+the last good night's stored build against tonight's interleaved; the webhook hears only of
+alerts it confirms.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def farm(tmp_path: Path) -> Iterator[tuple[str, str]]:
             "EDGEFARM_NIGHTLY_TICK_S": "2",
             "EDGEFARM_DETECT_MIN_EFFECT": "1.5",
             "EDGEFARM_WEBHOOK_INTERVAL_S": "1",
+            "EDGEFARM_CONFIRM_BLOCKS": "4",  # the A/B confirmation, short
         }
     )
     log = (tmp_path / "up.log").open("wb")
@@ -238,6 +242,33 @@ def test_a_slower_model_version_alerts_its_series_once_and_the_others_stay_quiet
             assert alert["ratio"] > 2.5
         assert len({a["group_key"] for a in alerts}) == 1  # one cause, one group
 
+        def settled() -> list[dict[str, Any]] | None:
+            found = api.get("/alerts", params={"suite": "tiny-nightly"}).json()["data"]
+            pending = [a for a in found if a["confirmation_status"] == "pending"]
+            return None if pending else list(found)
+
+        alerts = _until("the A/B confirmations", settled, 300)
+        print("confirmations:", [(a["id"], a["metric"], a["confirmation"]) for a in alerts])
+        latency = [a for a in alerts if a["metric"] == "median_ms"]
+        for alert in latency:  # ten times slower: the A/B on the phone says so
+            assert alert["confirmation_status"] == "confirmed", alert
+            confirmation = alert["confirmation"]
+            assert confirmation["verdict"] == "slower" and confirmation["ratio"] > 2.5
+            assert confirmation["decided_by"] == alert["series"]["device_id"]
+            assert confirmation["control"]["night_id"] == alert["last_good_night_id"]
+            # The control is the last good night's stored build, run as it was built.
+            assert (
+                confirmation["control"]["artifact_key"] != confirmation["treatment"]["artifact_key"]
+            )
+            job = api.get(f"/jobs/{alert['confirmation_job_id']}").json()
+            assert job["status"] == "done", job  # an ordinary job, visible as such
+            results = api.get("/results", params={"job": job["id"]}).json()["data"]
+            mine = [r for r in results if r["device_id"] == alert["series"]["device_id"]]
+            experiment = mine[0]["document"]["experiment"]
+            assert experiment["blocks"] == 4
+            assert experiment["control"]["artifact_key"] == confirmation["control"]["artifact_key"]
+        standing = [a for a in alerts if a["confirmation_status"] != "rejected"]
+
         def delivered() -> list[tuple[dict[str, str], bytes]] | None:
             return receiver.requests or None
 
@@ -245,7 +276,9 @@ def test_a_slower_model_version_alerts_its_series_once_and_the_others_stay_quiet
         time.sleep(3)  # a repeated delivery, if any, would come within a few ticks
         bodies = [json.loads(body) for _, body in receiver.requests]
         notified = [a["id"] for body in bodies for a in body["alerts"]]
-        assert sorted(notified) == sorted(a["id"] for a in alerts), bodies  # each alert once
+        assert sorted(notified) == sorted(a["id"] for a in standing), bodies  # each alert once
+        for body in bodies:
+            assert all(a["confirmation_status"] == "confirmed" for a in body["alerts"]), body
         # One group: every delivery announces alerts of the same cause (a phone whose change
         # needed a second night to be significant joins it in the next night's delivery).
         assert {body["group_key"] for body in bodies} == {alerts[0]["group_key"]}
