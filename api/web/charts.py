@@ -69,6 +69,8 @@ def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[datetime
 
 
 def _time_label(moment: datetime, total_s: float) -> str:
+    if total_s < 3 * 3600:
+        return moment.strftime("%H:%M:%S")
     if total_s < 2 * 86400:
         return moment.strftime("%m-%d %H:%M")
     return moment.strftime("%Y-%m-%d")
@@ -141,6 +143,7 @@ def history_chart(
             f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{TOP}" y2="{TOP + plot_h}"/>'
             f'<text x="{_f(x + 3)}" y="{TOP + 10}">{escape(text[:40])}</text></g>'
         )
+    # Bands and lines first, every series' points above them (a band never hides a point).
     for index, s in enumerate(series):
         color = PALETTE[index % len(PALETTE)]
         measured = [p for p in s.points if p.median_ms is not None]
@@ -154,6 +157,13 @@ def history_chart(
         if len(measured) >= 2:
             line = " ".join(f"{_f(x_of(p.at))},{_f(y_of(p.median_ms or 0))}" for p in measured)
             parts.append(f'<polyline class="line" stroke="{color}" points="{line}"/>')
+    for index, s in enumerate(series):
+        color = PALETTE[index % len(PALETTE)]
+        banded = [
+            p
+            for p in s.points
+            if p.median_ms is not None and p.low_ms is not None and p.high_ms is not None
+        ]
         parts.append(
             f'<g class="series" data-series="{index}" data-label="{escape(s.label)}" '
             f'data-points="{len(s.points)}">'

@@ -84,6 +84,9 @@ def number(
     """A numeric cell shown with ``digits`` decimals (exported exact)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return Cell(None, "—", href, css="num")
+    if isinstance(value, float) and 0 < abs(value) < 1 and digits:
+        # Small values keep three significant digits (0.00831 ms, not 0.008).
+        digits = max(digits, 2 - math.floor(math.log10(abs(value))))
     shown = f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
     return Cell(value, shown + unit, href, css="num")
 

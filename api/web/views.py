@@ -52,7 +52,7 @@ def _runs_text(runs: dict[str, int]) -> str:
 
 
 def _pct(share: float) -> Cell:
-    return Cell(round(share, 4), f"{share * 100:.1f}%", css="num")
+    return Cell(round(share, 6), f"{share * 100:.2f}%", css="num")
 
 
 # Dashboard.

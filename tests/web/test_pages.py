@@ -1,0 +1,280 @@
+"""The web view in headless Chromium against a farm of real runs (tests/web/conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+from fastapi.testclient import TestClient
+from scipy import stats
+
+from api.main import create_app
+
+from webfarm import JOBS, README_SCREENSHOT, XSS, WebFarm
+
+
+def _open(page: Any, path: str) -> Any:
+    response = page.goto(path)
+    assert response is not None and response.status == 200, (path, response and response.status)
+    return response
+
+
+def _runs_by_id(web_farm: WebFarm, job_id: int) -> dict[int, dict[str, Any]]:
+    return {run["id"]: run for run in web_farm.api(f"/jobs/{job_id}")["runs"]}
+
+
+def _cells(page: Any, table: str, key: str) -> list[str]:
+    return list(
+        page.eval_on_selector_all(
+            f'table[data-table="{table}"] td[data-key="{key}"]',
+            "cells => cells.map(c => c.dataset.value)",
+        )
+    )
+
+
+def test_every_page_loads_shows_the_name_as_text_and_is_screenshotted(
+    page: Any, web_farm: WebFarm, shoot: Callable[[Any, str], Path]
+) -> None:
+    job = web_farm.jobs[-1]
+    runs = sorted(_runs_by_id(web_farm, job))
+    history = f"/history?model={quote(XSS)}"
+    pages = {
+        "dashboard": "/",
+        "job": f"/jobs/{job}",
+        "history": history,
+        "compare": f"/compare?a={runs[0]}&b={runs[1]}",
+        "compare-jobs": f"/compare?job_a={web_farm.jobs[0]}&job_b={job}",
+        "devices": "/devices",
+        "device": f"/devices/{web_farm.devices[0]}",
+        "alerts": "/alerts",
+        "suites": "/suites",
+        "signin": "/signin",
+    }
+    for name, path in pages.items():
+        _open(page, path)
+        # The name is on the page as text, never as an element: the only scripts are ours.
+        if name in ("dashboard", "job", "history", "compare", "compare-jobs", "alerts"):
+            assert XSS in page.inner_text("main"), name
+        sources = page.eval_on_selector_all("script", "s => s.map(e => e.src || e.textContent)")
+        assert all(src.endswith("/static/web.js") for src in sources), (name, sources)
+        shoot(page, name)
+    # The README's picture of the history page, made here rather than by hand.
+    _open(page, history)
+    README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shoot(page, "history"), README_SCREENSHOT)
+
+
+def test_from_the_dashboard_to_a_job_its_history_a_compare_and_back(
+    page: Any, web_farm: WebFarm
+) -> None:
+    _open(page, "/")
+    newest = web_farm.jobs[-1]
+    page.click(f'table[data-table="jobs"] td[data-key="id"] a[href="/jobs/{newest}"]')
+    page.wait_for_url(f"**/jobs/{newest}")
+    assert page.inner_text("h1").startswith(f"job {newest}")
+    # The histogram of each run's raw samples, and the partition report of the BYOC runs.
+    assert page.locator("svg.histogram").count() == 2 * len(web_farm.devices)
+    assert page.locator("section.partition").count() == len(web_farm.devices)
+
+    page.click('table[data-table="runs"] td[data-key="history"] a >> nth=0')
+    page.wait_for_url("**/history?*")
+    assert page.locator("svg.history g.series").count() == 1
+    page.click('table[data-table="points"] td[data-key="compare"] a >> nth=0')
+    page.wait_for_url("**/compare?a=*")
+    assert page.locator("p.verdict").count() == 1
+
+    page.go_back()
+    page.wait_for_url("**/history?*")
+    page.go_back()
+    page.wait_for_url(f"**/jobs/{newest}")
+    page.go_back()
+    assert page.url == f"{web_farm.url}/"
+
+
+def test_job_page_numbers_are_the_apis(page: Any, web_farm: WebFarm) -> None:
+    job = web_farm.jobs[0]
+    api_runs = _runs_by_id(web_farm, job)
+    _open(page, f"/jobs/{job}")
+    shown_runs = [int(v) for v in _cells(page, "runs", "run")]
+    assert sorted(shown_runs) == sorted(api_runs)
+    keys = {
+        "median_ms": ("latency_ms", "median"),
+        "p90_ms": ("latency_ms", "p90"),
+        "p99_ms": ("latency_ms", "p99"),
+        "cv": ("latency_ms", "cv"),
+        "n": ("latency_ms", "n"),
+        "load_ms": ("load_ms",),
+        "first_ms": ("first_ms",),
+        "peak_rss_kb": ("peak_rss_kb",),
+    }
+    for key, path in keys.items():
+        values = _cells(page, "runs", key)
+        for run_id, shown in zip(shown_runs, values, strict=True):
+            document: Any = api_runs[run_id]["result"]["document"]
+            for step in path:
+                document = document[step]
+            assert float(shown) == float(document), (key, run_id)
+    # The texts shown are those numbers rounded (three decimals, or three significant
+    # digits below 1 ms), not other numbers.
+    medians = page.eval_on_selector_all(
+        'table[data-table="runs"] td[data-key="median_ms"]', "cs => cs.map(c => c.textContent)"
+    )
+    for run_id, text in zip(shown_runs, medians, strict=True):
+        median = api_runs[run_id]["result"]["document"]["latency_ms"]["median"]
+        shown = float(text.replace(",", ""))
+        assert math.isclose(shown, median, rel_tol=5e-3, abs_tol=5e-4), (text, median)
+    # Each histogram counts every raw sample; each partition report is the API's.
+    for run_id, run in api_runs.items():
+        document = run["result"]["document"]
+        section = page.locator(f"#run-{run_id}")
+        bars = section.locator("svg.histogram rect.bar")
+        counts = bars.evaluate_all("bs => bs.map(b => Number(b.dataset.count))")
+        assert sum(counts) == len(document["samples_ms"]) == document["latency_ms"]["n"]
+        if "partition" in document:
+            shown = section.locator('dd[data-key="subgraphs"]').inner_text()
+            assert int(shown) == document["partition"]["subgraphs"]
+            cpu_ops = section.locator("table[data-table^='cpu_ops'] tbody tr").count()
+            assert cpu_ops == len(document["partition"]["cpu_ops"])
+
+
+def test_history_chart_has_one_point_per_run_with_the_apis_medians(
+    page: Any, web_farm: WebFarm
+) -> None:
+    _open(page, f"/history?model={quote(XSS)}")
+    series = page.locator("svg.history g.series")
+    assert series.count() == len(web_farm.devices) * 2
+    for device in web_farm.devices:
+        for backend in ("tvm-cpu", "tvm-nnapi"):
+            results = web_farm.api(
+                f"/results?model={quote(XSS)}&device={device}&backend={backend}&limit=1000"
+            )["data"]
+            assert len(results) == JOBS
+            label = f"#{device} · {backend}"
+            group = page.locator(f'svg.history g.series[data-label$="{label}"]')
+            assert group.count() == 1
+            points = group.locator(".pt")
+            assert points.count() == len(results)
+            shown = sorted(
+                float(v) for v in points.evaluate_all("ps => ps.map(p => p.dataset.median)")
+            )
+            assert shown == sorted(r["document"]["latency_ms"]["median"] for r in results)
+            runs = {int(v) for v in points.evaluate_all("ps => ps.map(p => p.dataset.run)")}
+            assert runs == {r["run_id"] for r in results}
+    # The alert of the night is ringed on its series' point; a click on a point opens its job.
+    assert page.locator(f'svg.history circle.alert[data-alert="{web_farm.alert_id}"]').count() == 1
+    page.locator("svg.history a:has(.pt) >> nth=0").click()
+    page.wait_for_url("**/jobs/*")
+
+
+def test_compare_shows_the_ratio_and_the_mann_whitney_test_of_the_raw_samples(
+    page: Any, web_farm: WebFarm
+) -> None:
+    a_runs = _runs_by_id(web_farm, web_farm.jobs[0])
+    b_runs = _runs_by_id(web_farm, web_farm.jobs[1])
+    a = next(r for r in a_runs.values() if r["backend"] == "tvm-cpu")
+    b = next(
+        r for r in b_runs.values() if r["backend"] == "tvm-cpu" and r["device_id"] == a["device_id"]
+    )
+    _open(page, f"/compare?a={a['id']}&b={b['id']}")
+    sa = a["result"]["document"]["samples_ms"]
+    sb = b["result"]["document"]["samples_ms"]
+    ratio = float(_cells(page, "metrics", "ratio")[0])
+    ma = a["result"]["document"]["latency_ms"]["median"]
+    mb = b["result"]["document"]["latency_ms"]["median"]
+    assert math.isclose(ratio, mb / ma, rel_tol=1e-12)
+    values = _cells(page, "significance", "value")
+    expected_p = stats.mannwhitneyu(np.log(sb), np.log(sa), alternative="two-sided").pvalue
+    assert math.isclose(float(values[3]), float(expected_p), rel_tol=1e-9)
+    assert float(values[1]) <= float(values[0]) <= float(values[2])
+
+
+def test_triage_from_the_alerts_page_after_signing_in(page: Any, web_farm: WebFarm) -> None:
+    _open(page, "/alerts")
+    row = page.locator(f"#alert-{web_farm.alert_id}")
+    assert row.locator("form.triage").count() == 0  # not signed in: no forms
+    page.click("text=Sign in")
+    page.fill('input[name="token"]', web_farm.token)
+    page.click('form.signin button[type="submit"]')
+    page.wait_for_url("**/alerts*")
+    assert web_farm.token_name in page.inner_text("header")
+    form = page.locator(f"#alert-{web_farm.alert_id} form.triage")
+    form.locator('select[name="state"]').select_option("acknowledged")
+    form.locator('input[name="note"]').fill("<b>looking</b>")
+    form.locator('button[type="submit"]').click()
+    page.wait_for_url(f"**/alerts#alert-{web_farm.alert_id}")
+    alert = web_farm.api(f"/alerts/{web_farm.alert_id}")
+    assert alert["state"] == "acknowledged"
+    event = alert["events"][-1]
+    assert (event["actor"], event["note"]) == (web_farm.token_name, "<b>looking</b>")
+    cell = page.locator(f'#alert-{web_farm.alert_id} td[data-key="state"]')
+    assert cell.inner_text() == "acknowledged"
+
+
+def test_forms_need_their_csrf_token_and_a_session(web_farm: WebFarm) -> None:
+    with httpx.Client(base_url=web_farm.url) as client:
+        client.get("/alerts")  # the CSRF cookie
+        answer = client.post(
+            f"/alerts/{web_farm.alert_id}/triage", data={"state": "fixed", "csrf": "forged"}
+        )
+        assert answer.status_code == 400 and "CSRF" in answer.text
+        form = client.get("/signin").text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form)
+        assert csrf is not None
+        answer = client.post(
+            f"/alerts/{web_farm.alert_id}/triage", data={"state": "fixed", "csrf": csrf[1]}
+        )
+        assert answer.status_code == 401 and 'action="/signin"' in answer.text
+        answer = client.post("/signin", data={"token": "ef_not-a-token", "csrf": csrf[1]})
+        assert answer.status_code == 401 and "unknown or revoked" in answer.text
+    assert web_farm.api(f"/alerts/{web_farm.alert_id}")["state"] != "fixed"
+
+
+def test_closed_reads_need_a_token_on_the_pages_too(web_farm: WebFarm) -> None:
+    app = create_app(web_farm.settings.model_copy(update={"api_reads_need_token": True}))
+    with TestClient(app) as client:
+        for path in ("/", f"/jobs/{web_farm.jobs[0]}", "/history", "/?format=json"):
+            answer = client.get(path)
+            assert answer.status_code == 401 and 'action="/signin"' in answer.text, path
+        answer = client.get("/", headers={"Authorization": f"Bearer {web_farm.token}"})
+        assert answer.status_code == 200
+        client.cookies.set("edgefarm_session", web_farm.token)
+        assert client.get("/history").status_code == 200
+
+
+def test_exports_hold_the_rows_the_page_shows(page: Any, web_farm: WebFarm) -> None:
+    path = f"/history?model={quote(XSS)}"
+    _open(page, path)
+    shown = [int(v) for v in _cells(page, "points", "run")]
+    with httpx.Client(base_url=web_farm.url) as client:
+        rows = list(csv.DictReader(io.StringIO(client.get(f"{path}&format=csv&table=points").text)))
+        assert [int(r["run"]) for r in rows] == shown
+        assert {r["series"].split(" · ")[0] for r in rows} == {XSS}
+        data = client.get(f"{path}&format=json").json()
+        assert [r["run"] for r in data["points"]] == shown
+        dashboard = client.get("/?format=json").json()
+        assert [r["id"] for r in dashboard["jobs"]] == sorted(web_farm.jobs, reverse=True)
+
+
+def test_unknown_filter_values_give_an_empty_view(page: Any, web_farm: WebFarm) -> None:
+    for path in (
+        "/history?model=no-such-model",
+        "/history?device=phone",
+        "/history?since=yesterday",
+        "/alerts?state=sleepy",
+        "/compare?a=x&b=99999",
+        "/devices?pool=nowhere",
+    ):
+        _open(page, path)
+        assert page.locator("table tbody tr").count() == 0, path
+    response = page.goto("/jobs/999999")
+    assert response is not None and response.status == 404
+    assert "no job with id 999999" in page.inner_text("main")
