@@ -166,7 +166,7 @@ def history_chart(
         ]
         parts.append(
             f'<g class="series" data-series="{index}" data-label="{escape(s.label)}" '
-            f'data-points="{len(s.points)}">'
+            f'data-points="{len(s.points)}" fill="{color}">'
         )
         for p in s.points:
             x = x_of(p.at)
@@ -182,13 +182,13 @@ def history_chart(
                         f'<line class="whisker" stroke="{color}" x1="{_f(x)}" x2="{_f(x)}" '
                         f'y1="{_f(y_of(p.low_ms))}" y2="{_f(y_of(p.high_ms))}"/>'
                     )
-                shape = f'<circle class="pt" cx="{_f(x)}" cy="{_f(y)}" r="4" fill="{color}"'
+                shape = f'<circle class="pt" cx="{_f(x)}" cy="{_f(y)}" r="4"'
             data = (
-                f' data-run="{p.run_id or ""}" data-job="{p.job_id or ""}"'
-                f' data-median="{repr(p.median_ms) if p.median_ms is not None else ""}"'
-                f' data-runs="{p.runs}"'
+                (f' data-run="{p.run_id}"' if p.run_id is not None else "")
+                + (f' data-median="{p.median_ms!r}"' if p.median_ms is not None else "")
+                + (f' data-runs="{p.runs}"' if p.runs != 1 else "")
             )
-            tip = _point_title(s, p)
+            tip = _point_title(p)
             parts.append(
                 f'<a href="{escape(point_href(s, p))}">{shape}{data}>'
                 f"<title>{escape(tip)}</title>{'</rect>' if p.median_ms is None else '</circle>'}"
@@ -208,19 +208,20 @@ def history_chart(
     return Markup("".join(parts))
 
 
-def _point_title(s: HistorySeries, p: Point) -> str:
+def _point_title(p: Point) -> str:
+    # Short: a long history has hundreds of these (the series' name is on its group).
     when = p.at.strftime("%Y-%m-%d %H:%M")
     if p.runs > 1 or p.span_end is not None:
-        median = f"{p.median_ms:.3f} ms" if p.median_ms is not None else "no result"
-        return f"{s.label}\n{when}: {p.runs} runs, median of medians {median}"
+        median = f"{p.median_ms:.4g} ms" if p.median_ms is not None else "no result"
+        return f"{when}: {p.runs} runs, median {median}"
     if p.median_ms is None:
-        return f"{s.label}\n{when}: failed (job {p.job_id})"
+        return f"{when}: failed (job {p.job_id})"
     band = (
-        f", p10–p90 {p.low_ms:.3f}–{p.high_ms:.3f}"
+        f", p10–p90 {p.low_ms:.4g}–{p.high_ms:.4g}"
         if p.low_ms is not None and p.high_ms is not None
         else ""
     )
-    return f"{s.label}\n{when}: median {p.median_ms:.3f} ms{band} (run {p.run_id})"
+    return f"{when}: {p.median_ms:.4g} ms{band}, run {p.run_id}"
 
 
 def histogram(samples: Sequence[float], *, median: float | None = None) -> Markup:
@@ -270,7 +271,14 @@ def histogram(samples: Sequence[float], *, median: float | None = None) -> Marku
     return Markup("".join(parts))
 
 
+def _moment(moment: datetime) -> str:
+    # A day's edge as a date (2026-01-31): the aggregated points' links stay short.
+    if (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0):
+        return moment.date().isoformat()
+    return moment.isoformat()
+
+
 def zoom_href(base: dict[str, str], start: datetime, end: datetime) -> str:
     """The history URL of the same view limited to [start, end)."""
-    query = {**base, "since": start.isoformat(), "until": end.isoformat()}
+    query = {**base, "since": _moment(start), "until": _moment(end)}
     return "/history?" + urlencode({k: v for k, v in query.items() if v})

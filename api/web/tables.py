@@ -33,13 +33,13 @@ class Cell:
     css: str = ""
 
     @property
-    def data_value(self) -> str:
-        """The exact value for the page's ``data-value`` attribute (what tests compare)."""
+    def data_value(self) -> str | None:
+        """The exact value for the page's ``data-value`` attribute (what tests compare); None
+        when the text shown is that value already (the attribute is left out)."""
         if self.value is None:
-            return ""
-        if isinstance(self.value, float):
-            return repr(self.value)
-        return str(self.value)
+            return None
+        exact = repr(self.value) if isinstance(self.value, float) else str(self.value)
+        return None if exact == self.text else exact
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ class Table:
     columns: list[Column]
     rows: list[dict[str, Cell]] = field(default_factory=list)
     empty: str = "nothing to show"
+    # The page shows at most this many rows (its exports hold them all, and say so).
+    page_rows: int | None = None
+
+    @property
+    def shown(self) -> list[dict[str, Cell]]:
+        return self.rows if self.page_rows is None else self.rows[: self.page_rows]
 
     def add(self, **cells: Cell) -> None:
         self.rows.append(cells)

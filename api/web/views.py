@@ -32,6 +32,7 @@ from harness.regression.difference import Difference, sample_difference
 Context = dict[str, Any]
 PAGE_ALERTS = 200
 PAGE_DEVICES = 1000
+PAGE_POINTS = 100  # rows of the history's table on the page (its exports hold every point)
 
 __all__ = ["as_id"]
 
@@ -550,6 +551,7 @@ def history(session: Session, params: dict[str, str]) -> tuple[Context, list[Tab
             Column("compare", "compare"),
         ],
         empty="no runs match these filters",
+        page_rows=PAGE_POINTS,
     )
     legend = []
     changes = Table(
@@ -568,6 +570,7 @@ def history(session: Session, params: dict[str, str]) -> tuple[Context, list[Tab
         one = history_href(model=s.model_name, device=s.device_id, backend=s.backend)
         legend.append(
             {
+                "number": f"S{index + 1}",
                 "label": s.label,
                 "color": charts.PALETTE[index % len(charts.PALETTE)],
                 "href": one,
@@ -585,7 +588,8 @@ def history(session: Session, params: dict[str, str]) -> tuple[Context, list[Tab
                 last_ok = p.run_id
         for p, previous_run in zip(reversed(s.points), reversed(previous), strict=True):
             points.add(
-                series=text(s.label, one),
+                # The page shows the series' number (its legend names it); exports the name.
+                series=Cell(s.label, f"S{index + 1}", one),
                 at=Cell(iso(p.at), p.at.strftime("%Y-%m-%d %H:%M")),
                 runs=number(p.runs),
                 run=text(p.run_id, f"/jobs/{p.job_id}#run-{p.run_id}" if p.run_id else None),

@@ -269,11 +269,18 @@ def demo(
         print_failures(documents)
         if json_path is not None:
             json_path.write_text(documents_json(documents))
+        # The last line: where to click on to the jobs just run, their histograms, partition
+        # reports and histories.
         if stay:
             out.print(
-                f"the farm stays up at [bold]{farm.url}[/]; Ctrl-C stops it.", highlight=False
+                f"the farm stays up; Ctrl-C stops it. Dashboard: [bold]{farm.url}/[/]",
+                highlight=False,
             )
             farm.serve_forever()
+        else:
+            out.print(
+                f"Dashboard (while `edgefarm up` runs): [bold]{farm.url}/[/]", highlight=False
+            )
     finally:
         farm.stop()
     raise typer.Exit(0 if documents and all(d.status == "ok" for d in documents) else 1)

@@ -153,9 +153,7 @@ def utilisation(
         # Runs of jobs created since a day before the window (ix_jobs_created_at, then
         # ix_runs_job_id): a run's time is bounded by its job's age, never by the whole table.
         first_job = (
-            select(func.min(Job.id))
-            .where(Job.created_at >= since - JOB_LEAD)
-            .scalar_subquery()
+            select(func.min(Job.id)).where(Job.created_at >= since - JOB_LEAD).scalar_subquery()
         )
         rows = session.execute(
             select(Run.device_id, Run.started_at, Run.finished_at)

@@ -36,7 +36,7 @@ def _cells(page: Any, table: str, key: str) -> list[str]:
     return list(
         page.eval_on_selector_all(
             f'table[data-table="{table}"] td[data-key="{key}"]',
-            "cells => cells.map(c => c.dataset.value)",
+            "cells => cells.map(c => c.dataset.value ?? c.textContent.trim())",
         )
     )
 
