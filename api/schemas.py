@@ -284,6 +284,10 @@ class JobFields(Public):
     model_id: int
     submitted_by: str
     nightly: bool
+    experiment: dict[str, Any] | None = Field(
+        description="an A/B job (the confirmation of an alert): its control and treatment "
+        "(night, run, model version, stored artifact key), blocks and the alerts it confirms"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -14,9 +14,14 @@ Three parts, each printing its figures (``--json`` keeps them):
    detector settings (``max_pvalue`` x ``min_effect``).
 3. ``timing``: the time from a night's last result to its alerts and queued webhooks with
    1,000 series (a SQLite farm database filled with 30 nights of them).
+4. ``ab``: the A/B confirmation validated on an emulated phone (bench/regression_ab.py): A/A
+   experiments (observed false-positive rate) and pairs of known difference (observed power),
+   ``--experiments`` of each with ``--blocks`` pairs of blocks (default: the farm's
+   ``confirm_blocks``). With ``--ab PATH`` (its ``--json``), ``simulate`` adds each grid row's
+   figures once alerts must pass their A/B too.
 
-Usage: python bench/regression.py [all|measure|simulate|timing] [--nights 30] [--phones 2]
-[--noise PATH] [--histories 2000] [--json PATH]
+Usage: python bench/regression.py [all|measure|simulate|timing|ab] [--nights 30] [--phones 2]
+[--noise PATH] [--histories 2000] [--experiments 30] [--blocks N] [--ab PATH] [--json PATH]
 """
 
 from __future__ import annotations
@@ -424,8 +429,11 @@ def time_analysis(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "part", nargs="?", default="all", choices=("all", "measure", "simulate", "timing")
+        "part", nargs="?", default="all", choices=("all", "measure", "simulate", "timing", "ab")
     )
+    parser.add_argument("--experiments", type=int, default=30)
+    parser.add_argument("--blocks", type=int, help="default: the farm's confirm_blocks")
+    parser.add_argument("--ab", type=Path, help="ab's --json, for simulate's confirmed figures")
     parser.add_argument("--nights", type=int, default=30)
     parser.add_argument("--phones", type=int, default=2)
     parser.add_argument("--min-seconds", type=float, default=0.5)
@@ -437,6 +445,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     report: dict[str, Any] = {}
+    if args.part == "ab":
+        from regression_ab import validate
+
+        from harness.config import get_settings
+
+        report["ab"] = validate(
+            experiments=args.experiments,
+            blocks=args.blocks or get_settings().confirm_blocks,
+            min_seconds=min(args.min_seconds, 0.2),
+        )
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+        return 0
     if args.part == "timing":
         report["timing"] = time_analysis()
         print(json.dumps(report, indent=1))
@@ -462,6 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         series = json.loads(args.noise.read_text())
     if args.part in ("all", "simulate"):
         report["grid"] = simulate_grid(residuals(series), histories=args.histories)
+        if args.ab:
+            from regression_ab import with_confirmation
+
+            ab = json.loads(args.ab.read_text())["ab"]
+            for row in report["grid"]:
+                row["with_confirmation"] = with_confirmation(row, ab)
     if args.part == "all":
         report["timing"] = time_analysis()
     print(json.dumps(report, indent=1, default=str))

@@ -262,6 +262,8 @@ def test_a_slower_model_version_alerts_its_series_once_and_the_others_stay_quiet
             )
             job = api.get(f"/jobs/{alert['confirmation_job_id']}").json()
             assert job["status"] == "done", job  # an ordinary job, visible as such
+            assert alert["id"] in job["experiment"]["alert_ids"]
+            assert job["submitted_by"] == "edgefarm:confirmation"
             results = api.get("/results", params={"job": job["id"]}).json()["data"]
             mine = [r for r in results if r["device_id"] == alert["series"]["device_id"]]
             experiment = mine[0]["document"]["experiment"]
