@@ -275,6 +275,7 @@ def job(session: Session, job_id: str) -> tuple[Context, list[Table]]:
     found = queries.get_job(number_id, session=session)
     model = session.get(Model, found.model_id)
     model_name = model.name if model is not None else ""
+    versions = wq.model_versions(session, model_name) if model is not None else []
     devices_by_id = {
         d.id: d
         for d in session.scalars(
@@ -305,7 +306,7 @@ def job(session: Session, job_id: str) -> tuple[Context, list[Table]]:
         device_row = devices_by_id.get(run.device_id)
         device_label = device_row.model_name if device_row is not None else str(run.device_id)
         hist = history_href(model=model_name, device=run.device_id, backend=run.backend)
-        previous = _previous_run(session, found, run) if result is not None else None
+        previous = _previous_run(session, found, run, versions) if result is not None else None
         compare = (
             text(f"vs run {previous}", f"/compare?a={previous}&b={run.id}")
             if previous is not None
@@ -351,16 +352,16 @@ def _json(value: object) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _previous_run(session: Session, job_row: Job, run: Run) -> int | None:
+def _previous_run(session: Session, job_row: Job, run: Run, versions: list[int]) -> int | None:
     """The run before ``run`` in its series (same model name, device, backend)."""
     result = run.result
-    if result is None:
+    if result is None or not versions:
         return None
+    model = Result.model_id == versions[0] if len(versions) == 1 else Result.model_id.in_(versions)
     return session.scalar(
         select(Result.run_id)
-        .join(Model, Result.model_id == Model.id)
         .where(
-            Model.name == select(Model.name).where(Model.id == job_row.model_id).scalar_subquery(),
+            model,
             Result.device_id == run.device_id,
             Result.backend == run.backend,
             Result.created_at < result.created_at,

@@ -151,13 +151,11 @@ def utilisation(
     capped = False
     if device_ids:
         # Runs of jobs created since a day before the window (ix_jobs_created_at, then
-        # ix_runs_job_id): a run's time is bounded by its job's age, never by the whole table.
-        first_job = (
-            select(func.min(Job.id)).where(Job.created_at >= since - JOB_LEAD).scalar_subquery()
-        )
+        # ix_runs_job_id): the work grows with the window's jobs, never with the whole table.
+        recent_jobs = select(Job.id).where(Job.created_at >= since - JOB_LEAD)
         rows = session.execute(
             select(Run.device_id, Run.started_at, Run.finished_at)
-            .where(Run.job_id >= first_job)
+            .where(Run.job_id.in_(recent_jobs))
             .where(Run.device_id.in_(device_ids), Run.started_at.is_not(None))
             .where((Run.finished_at.is_(None)) | (Run.finished_at >= since))
             .order_by(Run.id.desc())
@@ -320,9 +318,10 @@ def _history_base(session: Session, filters: HistoryFilter) -> Select[Any] | Non
         ids = model_ids(filters.model, session=session)
         if not ids:
             return None
-        names = list(session.scalars(select(Model.name).where(Model.id.in_(ids)).distinct()))
         # A name follows the model across its versions (each upload is a new sha256).
-        query = query.where(Model.name.in_(names)) if names else query
+        names = select(Model.name).where(Model.id.in_(ids)).distinct().scalar_subquery()
+        versions = list(session.scalars(select(Model.id).where(Model.name.in_(names))))
+        query = query.where(_one_of(Result.model_id, versions))
     if filters.device is not None:
         device_id = as_id(filters.device)
         if device_id is None:
@@ -341,6 +340,16 @@ def _history_base(session: Session, filters: HistoryFilter) -> Select[Any] | Non
     if filters.until is not None:
         query = query.where(Result.created_at < filters.until)
     return query
+
+
+def _one_of(column: Any, ids: Sequence[int]) -> Any:
+    # One id: an equality, so the planner walks ix_results_history from its leading column.
+    return column == ids[0] if len(ids) == 1 else column.in_(ids)
+
+
+def model_versions(session: Session, name: str) -> list[int]:
+    """The ids of every model called ``name`` (each upload of a new version is a new row)."""
+    return list(session.scalars(select(Model.id).where(Model.name == name)))
 
 
 def history_series_keys(session: Session, filters: HistoryFilter) -> list[SeriesKey]:
@@ -422,7 +431,7 @@ def history_series(
     base = _history_base(session, filters)
     assert base is not None  # a key came from the same filters
     where = base.where(
-        Model.name == key.model_name,
+        _one_of(Result.model_id, model_versions(session, key.model_name) or [0]),
         Result.device_id == key.device_id,
         Result.backend == key.backend,
     )

@@ -75,14 +75,16 @@ def _suite_with_alert(farm: Farm, devices: list[int], night_job: int) -> tuple[i
     with farm.sessions() as session:
         suite = create_suite(
             session,
-            SuiteFields(
-                name=f"web-{uuid.uuid4().hex[:8]}",
-                # A suite's model names are file-like; the series below keeps the model's own.
-                spec={
-                    "models": ["web-mlp"],
-                    "backends": list(BACKENDS),
-                    "devices": {"ids": devices},
-                },
+            SuiteFields.model_validate(
+                {
+                    "name": f"web-{uuid.uuid4().hex[:8]}",
+                    # A suite's model names are file-like; the series keeps the model's own.
+                    "spec": {
+                        "models": ["web-mlp"],
+                        "backends": list(BACKENDS),
+                        "devices": {"ids": devices},
+                    },
+                }
             ),
             created_by="tests",
         )
@@ -208,9 +210,12 @@ def page(browser: Any, web_farm: WebFarm) -> Iterator[Any]:
     context = browser.new_context(base_url=web_farm.url, viewport={"width": 1280, "height": 900})
     tab = context.new_page()
     problems: list[str] = []
-    tab.on(
-        "dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss())
-    )
+
+    def on_dialog(dialog: Any) -> None:
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    tab.on("dialog", on_dialog)
     tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     yield tab
     context.close()

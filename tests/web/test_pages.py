@@ -130,8 +130,8 @@ def test_job_page_numbers_are_the_apis(page: Any, web_farm: WebFarm) -> None:
     )
     for run_id, text in zip(shown_runs, medians, strict=True):
         median = api_runs[run_id]["result"]["document"]["latency_ms"]["median"]
-        shown = float(text.replace(",", ""))
-        assert math.isclose(shown, median, rel_tol=5e-3, abs_tol=5e-4), (text, median)
+        value = float(text.replace(",", ""))
+        assert math.isclose(value, median, rel_tol=5e-3, abs_tol=5e-4), (text, median)
     # Each histogram counts every raw sample; each partition report is the API's.
     for run_id, run in api_runs.items():
         document = run["result"]["document"]
