@@ -16,12 +16,14 @@ Three parts, each printing its figures (``--json`` keeps them):
    1,000 series (a SQLite farm database filled with 30 nights of them).
 4. ``ab``: the A/B confirmation validated on an emulated phone (bench/regression_ab.py): A/A
    experiments (observed false-positive rate) and pairs of known difference (observed power),
-   ``--experiments`` of each with ``--blocks`` pairs of blocks (default: the farm's
-   ``confirm_blocks``). With ``--ab PATH`` (its ``--json``), ``simulate`` adds each grid row's
-   figures once alerts must pass their A/B too.
+   ``--experiments`` of each with ``--blocks`` pairs of ``--block-seconds`` blocks, judged on
+   their first 10 pairs (the farm's default ``confirm_blocks``) and on all, by block median
+   and by block 10th percentile. With ``--ab PATH`` (its ``--json``), ``simulate`` adds each
+   grid row's figures once alerts must pass their A/B too.
 
 Usage: python bench/regression.py [all|measure|simulate|timing|ab] [--nights 30] [--phones 2]
-[--noise PATH] [--histories 2000] [--experiments 30] [--blocks N] [--ab PATH] [--json PATH]
+[--noise PATH] [--histories 2000] [--experiments 30] [--blocks 20] [--block-seconds 0.1]
+[--ab PATH] [--json PATH]
 """
 
 from __future__ import annotations
@@ -432,7 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "part", nargs="?", default="all", choices=("all", "measure", "simulate", "timing", "ab")
     )
     parser.add_argument("--experiments", type=int, default=30)
-    parser.add_argument("--blocks", type=int, help="default: the farm's confirm_blocks")
+    parser.add_argument(
+        "--blocks", type=int, default=20, help="ab: pairs per experiment (judged at 10 and all)"
+    )
+    parser.add_argument("--block-seconds", type=float, default=0.1, help="ab: timed s per block")
     parser.add_argument("--ab", type=Path, help="ab's --json, for simulate's confirmed figures")
     parser.add_argument("--nights", type=int, default=30)
     parser.add_argument("--phones", type=int, default=2)
@@ -446,15 +451,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report: dict[str, Any] = {}
     if args.part == "ab":
-        from regression_ab import validate
+        from regression_ab import judge_all, validate
 
-        from harness.config import get_settings
-
-        report["ab"] = validate(
-            experiments=args.experiments,
-            blocks=args.blocks or get_settings().confirm_blocks,
-            min_seconds=min(args.min_seconds, 0.2),
-        )
+        if args.ab:  # judge a measured run again (its raw blocks), measuring nothing
+            measured = json.loads(args.ab.read_text())["ab"]
+            measured["pairs"] = judge_all(
+                measured["raw"],
+                blocks=measured["blocks"],
+                alpha=measured["alpha"],
+                min_effect=measured["min_effect"],
+            )
+            report["ab"] = measured
+        else:
+            report["ab"] = validate(
+                experiments=args.experiments, blocks=args.blocks, min_seconds=args.block_seconds
+            )
         print(json.dumps(report, indent=1))
         if args.json:
             args.json.write_text(json.dumps(report, indent=1))
@@ -489,7 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ab = json.loads(args.ab.read_text())["ab"]
             for row in report["grid"]:
-                row["with_confirmation"] = with_confirmation(row, ab)
+                row["with_confirmation"] = {
+                    judged_as: with_confirmation(row, ab, judged_as)
+                    for judged_as in next(iter(ab["pairs"].values()))
+                }
     if args.part == "all":
         report["timing"] = time_analysis()
     print(json.dumps(report, indent=1, default=str))

@@ -20,7 +20,6 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from harness.devices.emulator.phone import EmulatedPhone
 from harness.measure.protocol import MeasurementSettings
 from harness.modelio import load
 from harness.regression.ab import Arm, interleaved
+from harness.regression.difference import paired_difference
 
 CONTROL_ROWS = 200
 TREATMENTS = {"A/A": 200, "+2%": 204, "+5%": 210, "+10%": 220}
@@ -64,30 +64,62 @@ def log(message: str) -> None:
     print(f"[ab {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class PairOutcome:
-    name: str
-    experiments: int
-    verdicts: dict[str, int]
-    true_ratio: float  # all block pairs pooled
-    true_ratio_ci: tuple[float, float]
-    median_ci_width: float  # of one experiment's ratio interval
-    seconds_per_experiment: float
+STATISTICS = ("median_ms", "p10_ms")  # the block statistics compared
 
-    def share(self, verdict: str) -> float:
-        return self.verdicts.get(verdict, 0) / self.experiments
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "experiments": self.experiments,
-            "verdicts": self.verdicts,
-            "significant_share": self.share("slower") + self.share("faster"),
-            "slower_share": self.share("slower"),
-            "true_ratio": self.true_ratio,
-            "true_ratio_ci": list(self.true_ratio_ci),
-            "median_ci_width": self.median_ci_width,
-            "seconds_per_experiment": self.seconds_per_experiment,
-        }
+def judge(
+    raw: list[dict[str, dict[str, list[float]]]],
+    *,
+    statistic: str,
+    pairs: int,
+    alpha: float,
+    min_effect: float,
+    sequential_to: int = 0,
+) -> dict[str, Any]:
+    """Each experiment of ``raw`` (its arms' per-block values) judged alone on its first
+    ``pairs`` block pairs of ``statistic``, as the farm judges a confirmation (with
+    ``sequential_to``: an inconclusive verdict judged again on twice the pairs, up to that
+    many, as the farm's follow-up rounds do); and the true ratio from every block pair of
+    every experiment pooled."""
+    verdicts: dict[str, int] = {}
+    widths = []
+    used = []
+    for experiment in raw:
+        a = experiment["control"][statistic][:pairs]
+        b = experiment["treatment"][statistic][:pairs]
+        difference = paired_difference(a, b, alpha=alpha, min_effect=min_effect)
+        looks = [pairs]
+        while difference.verdict == "inconclusive" and 2 * looks[-1] <= sequential_to:
+            # The farm's follow-up round: as many pairs again, pooled with the first.
+            looks.append(2 * looks[-1])
+            a = experiment["control"][statistic][: looks[-1]]
+            b = experiment["treatment"][statistic][: looks[-1]]
+            difference = paired_difference(a, b, alpha=alpha, min_effect=min_effect)
+        used.append(looks[-1])
+        verdicts[difference.verdict] = verdicts.get(difference.verdict, 0) + 1
+        widths.append(difference.ratio_high - difference.ratio_low)
+    values = np.array(
+        [
+            lb - la
+            for e in raw
+            for la, lb in zip(
+                np.log(e["control"][statistic]), np.log(e["treatment"][statistic]), strict=True
+            )
+        ]
+    )
+    mean = float(values.mean())
+    half = 1.96 * float(values.std(ddof=1)) / math.sqrt(values.size)
+    n = len(raw)
+    return {
+        "experiments": n,
+        "verdicts": verdicts,
+        "slower_share": verdicts.get("slower", 0) / n,
+        "significant_share": (verdicts.get("slower", 0) + verdicts.get("faster", 0)) / n,
+        "true_ratio": math.exp(mean),
+        "true_ratio_ci": [math.exp(mean - half), math.exp(mean + half)],
+        "median_ci_width": float(np.median(widths)),
+        "mean_pairs_used": float(np.mean(used)),
+    }
 
 
 def validate(*, experiments: int, blocks: int, min_seconds: float) -> dict[str, Any]:
@@ -138,50 +170,75 @@ def validate(*, experiments: int, blocks: int, min_seconds: float) -> dict[str, 
                     log(f"round {round_ + 1}/{experiments}: {summary}")
             finally:
                 device.close()
-    outcomes = {}
-    for name, done in results.items():
-        logs = np.concatenate(
-            [np.log(np.array(e.treatment_ms)) - np.log(np.array(e.control_ms)) for e in done]
-        )
-        half = 1.96 * float(logs.std(ddof=1)) / math.sqrt(logs.size)
-        verdicts: dict[str, int] = {}
-        widths = []
-        for e in done:
-            assert e.paired is not None
-            verdicts[e.paired.verdict] = verdicts.get(e.paired.verdict, 0) + 1
-            widths.append(e.paired.ratio_high - e.paired.ratio_low)
-        mean = float(logs.mean())
-        outcomes[name] = PairOutcome(
-            name,
-            len(done),
-            verdicts,
-            math.exp(mean),
-            (math.exp(mean - half), math.exp(mean + half)),
-            float(np.median(widths)),
-            float(np.median(seconds[name])),
-        ).to_dict()
+    raw = {
+        name: [
+            {
+                "control": {k: e.control_blocks[k] for k in STATISTICS},
+                "treatment": {k: e.treatment_blocks[k] for k in STATISTICS},
+            }
+            for e in done
+        ]
+        for name, done in results.items()
+    }
     return {
         "blocks": blocks,
         "alpha": alpha,
         "min_effect": min_effect,
         "min_seconds_per_block": min_seconds,
-        "pairs": outcomes,
+        "seconds_per_experiment": {n: float(np.median(v)) for n, v in seconds.items()},
+        "pairs": judge_all(raw, blocks=blocks, alpha=alpha, min_effect=min_effect),
+        "raw": raw,
     }
 
 
-def with_confirmation(grid_row: dict[str, Any], ab: dict[str, Any]) -> dict[str, Any]:
+def judge_all(
+    raw: dict[str, list[Any]], *, blocks: int, alpha: float, min_effect: float
+) -> dict[str, dict[str, Any]]:
+    """Every pair judged each way: by block median and 10th percentile, on the first 10
+    pairs, on all, and as the farm does (10, then all when inconclusive: ``@10-20``)."""
+    ways: dict[str, tuple[str, int, int]] = {}
+    for statistic in STATISTICS:
+        for k in sorted({min(10, blocks), blocks}):
+            ways[f"{statistic}@{k}"] = (statistic, k, 0)
+        if blocks > 10:
+            ways[f"{statistic}@10-{blocks}"] = (statistic, 10, blocks)
+    return {
+        name: {
+            way: judge(
+                experiments,
+                statistic=statistic,
+                pairs=pairs,
+                alpha=alpha,
+                min_effect=min_effect,
+                sequential_to=to,
+            )
+            for way, (statistic, pairs, to) in ways.items()
+        }
+        for name, experiments in raw.items()
+    }
+
+
+def with_confirmation(
+    grid_row: dict[str, Any], ab: dict[str, Any], judged_as: str
+) -> dict[str, Any]:
     """The detector's figures (one row of ``simulate``'s grid) once each alert must also pass
-    its A/B: a false alarm stands only if its A/A-like experiment says "slower" (the A/A
-    pair's observed rate), a slowdown only if the A/B of that size does (the nearest measured
-    pair's power). The A/B is a fresh measurement, independent of the nights that raised the
-    alert, so the rates multiply."""
-    pairs = ab["pairs"]
-    false_positive = pairs["A/A"]["slower_share"]
-    powers = {name: (p["true_ratio"] - 1.0, p["slower_share"]) for name, p in pairs.items()}
+    its A/B, judged as ``judged_as`` (``median_ms@10``: block medians, 10 pairs): a false
+    alarm stands only if its experiment says "slower" (the A/A pair's observed rate), a
+    slowdown only if the A/B of that size does. The A/B is a fresh measurement, independent of
+    the nights that raised the alert, so the rates multiply. The power used for a slowdown is
+    that of the largest measured true difference not above it (conservative); below every
+    measured one, the smallest's."""
+    pairs = {name: judged[judged_as] for name, judged in ab["pairs"].items()}
+    false_positive = float(pairs["A/A"]["slower_share"])
+    measured = sorted(
+        (float(p["true_ratio"]) - 1.0, float(p["slower_share"]))
+        for name, p in pairs.items()
+        if name != "A/A"
+    )
 
     def power(slowdown: float) -> float:
-        nearest = min(powers.values(), key=lambda tp: abs(tp[0] - slowdown))
-        return nearest[1]
+        below = [share for size, share in measured if size <= slowdown]
+        return below[-1] if below else measured[0][1]
 
     return {
         "false_alarms_per_100": grid_row["false_alarms_per_100"] * false_positive,
@@ -190,4 +247,5 @@ def with_confirmation(grid_row: dict[str, Any], ab: dict[str, Any]) -> dict[str,
             for k, v in grid_row["detected_within_2"].items()
         },
         "ab_false_positive_rate": false_positive,
+        "ab_judged_as": judged_as,
     }

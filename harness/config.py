@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # interleaved blocks on the series' phone (0: no confirmation, alerts are notified as
     # found), and what the paired test calls a difference.
     confirm_blocks: int = Field(default=10, ge=0, le=200, description="0: no A/B confirmation")
+    confirm_max_blocks: int = Field(
+        default=20, ge=0, le=200, description="an inconclusive A/B is repeated up to this many"
+    )
     confirm_alpha: float = Field(default=0.01, gt=0, lt=1)
     confirm_min_effect: float = Field(default=0.01, ge=0, description="relative, 0.01 = 1%")
 

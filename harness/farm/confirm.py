@@ -18,7 +18,10 @@ cancels; the paired test on the block log-ratios says whether they differ.
   ``confirmed`` when the experiment on the series' phone (or, when that failed, on the other
   phone) found the difference significant, at least ``confirm_min_effect``, in the alert's
   direction; ``rejected`` otherwise (recorded, never notified); ``unavailable`` when no
-  experiment could run (the alert stands, notified, and says why).
+  experiment could run (the alert stands, notified, and says why). An ``inconclusive``
+  experiment (neither a difference nor its absence shown) gets another round as long as all
+  before it, while the total stays within ``confirm_max_blocks``; the verdict pools the
+  rounds' block pairs.
 * :func:`notify_settled` queues a night's notifications once none of its alerts awaits a
   confirmation: one per group of the alerts that stand.
 
@@ -61,6 +64,7 @@ from harness.farm.analysis import alert_groups
 from harness.farm.liveness import liveness, offered
 from harness.measure.calibration import device_class
 from harness.measure.document import ExperimentRecord
+from harness.regression.difference import paired_difference
 from harness.regression.webhooks import notify
 
 log = logging.getLogger(__name__)
@@ -72,13 +76,14 @@ SUBMITTER = "edgefarm:confirmation"
 
 
 class ArmSpec(BaseModel):
-    """One side of a farm A/B job: a model version, and its stored build when it had one."""
+    """One side of a farm A/B job: a model version, and its stored build when it had one
+    (the night and run it comes from, for a confirmation)."""
 
     label: str
     model_id: int
-    night_id: int
-    run_id: int
     artifact_key: str | None = None
+    night_id: int | None = None
+    run_id: int | None = None
     options: dict[str, Any] = {}  # the backend's, as that night's job gave them
 
 
@@ -212,6 +217,7 @@ def request_confirmations(
             alert.confirmation = {
                 "status": "pending",
                 "job_id": job.id,
+                "jobs": [job.id],
                 "control": spec.control.model_dump(mode="json"),
                 "treatment": spec.treatment.model_dump(mode="json"),
                 "devices": [d.id for d in devices],
@@ -231,61 +237,72 @@ def _expected(alert: Alert) -> str:
     return "slower" if alert.direction == "up" else "faster"
 
 
-def _experiments(session: Session, job_id: int, series: Series) -> list[dict[str, Any]]:
-    """Each run of the A/B job: its device, and its experiment's record or why it has none;
-    the series' own phone first."""
-    found = []
-    for run, result in session.execute(
-        select(Run, Result).outerjoin(Result, Result.run_id == Run.id).where(Run.job_id == job_id)
-    ):
-        entry: dict[str, Any] = {"run_id": run.id, "device_id": run.device_id}
+def _pooled(session: Session, job_ids: list[int], series: Series) -> list[dict[str, Any]]:
+    """Per device of the A/B rounds ``job_ids``: its runs, the experiment records they
+    recorded and why the others have none; the series' own phone first."""
+    by_device: dict[int, dict[str, Any]] = {}
+    rows = session.execute(
+        select(Run, Result)
+        .outerjoin(Result, Result.run_id == Run.id)
+        .where(Run.job_id.in_(job_ids))
+        .order_by(Run.id)
+    )
+    for run, result in rows:
+        entry = by_device.setdefault(
+            run.device_id,
+            {"device_id": run.device_id, "run_ids": [], "records": [], "errors": []},
+        )
+        entry["run_ids"].append(run.id)
         record = (result.document or {}).get("experiment") if result is not None else None
         if run.status == RunStatus.done and record is not None:
-            entry["record"] = ExperimentRecord.model_validate(record)
+            entry["records"].append(ExperimentRecord.model_validate(record))
         else:
             stage = run.error_stage or "run"
-            entry["error"] = f"failed at {stage}: {run.error_message or run.status}"
-        found.append(entry)
-    found.sort(key=lambda e: (e["device_id"] != series.device_id, e["run_id"]))
-    return found
+            entry["errors"].append(f"failed at {stage}: {run.error_message or run.status}")
+    return sorted(by_device.values(), key=lambda e: e["device_id"] != series.device_id)
 
 
-def _settle(alert: Alert, experiments: list[dict[str, Any]]) -> None:
-    """Decide ``alert`` from its A/B job's experiments (see the module doc)."""
-    shown: list[dict[str, Any]] = []
-    decided: dict[str, Any] | None = None
-    for entry in experiments:
-        record: ExperimentRecord | None = entry.get("record")
-        item: dict[str, Any] = {"run_id": entry["run_id"], "device_id": entry["device_id"]}
-        if record is None:
-            item["error"] = entry["error"]
-        elif alert.metric not in record.differences:
-            item["error"] = f"no usable {alert.metric} in its blocks"
-        else:
-            difference = record.differences[alert.metric]
-            item.update(difference.model_dump(mode="json"), blocks=record.blocks)
-            if decided is None:
-                decided = item
-        shown.append(item)
+def _judged(alert: Alert, entry: dict[str, Any], spec: ExperimentSpec) -> dict[str, Any]:
+    """One device's verdict on ``alert``'s metric, from every block pair its rounds measured
+    (pooled: each pair is a paired sample of the same two builds), or why it has none."""
+    item: dict[str, Any] = {"device_id": entry["device_id"], "run_ids": entry["run_ids"]}
+    control: list[float] = []
+    treatment: list[float] = []
+    for record in entry["records"]:
+        control += record.control.blocks.get(alert.metric, [])
+        treatment += record.treatment.blocks.get(alert.metric, [])
+    usable = len(control) == len(treatment) >= 2 and all(v > 0 for v in control + treatment)
+    if not usable:
+        item["error"] = "; ".join(entry["errors"]) or f"no usable {alert.metric} in its blocks"
+        return item
+    difference = paired_difference(control, treatment, alpha=spec.alpha, min_effect=spec.min_effect)
+    item.update(difference.to_dict(), blocks=len(control))
+    return item
+
+
+def _decide(alert: Alert, shown: list[dict[str, Any]]) -> None:
+    """Settle ``alert`` on its devices' verdicts (the first usable one decides)."""
+    decided = next((i for i in shown if "verdict" in i), None)
     confirmation = {**(alert.confirmation or {}), "experiments": shown}
+    alert.confirmation = confirmation
     if decided is None:
-        alert.confirmation = confirmation
         reasons = "; ".join(f"device {i['device_id']}: {i['error']}" for i in shown) or "no run"
         _unavailable(alert, f"the A/B could not run ({reasons})")
         return
     stands = decided["verdict"] == _expected(alert)
     status = ConfirmationStatus.confirmed if stands else ConfirmationStatus.rejected
     others = [i for i in shown if i is not decided and "verdict" in i]
-    confirmation.update(
-        status=str(status),
-        decided_by=decided["device_id"],
-        ratio=decided["ratio"],
-        ratio_ci=[decided["ratio_low"], decided["ratio_high"]],
-        pvalue=decided["pvalue"],
-        verdict=decided["verdict"],
-        replicated=(all(i["verdict"] == decided["verdict"] for i in others) if others else None),
-    )
-    alert.confirmation = confirmation
+    alert.confirmation = {
+        **confirmation,
+        "status": str(status),
+        "decided_by": decided["device_id"],
+        "ratio": decided["ratio"],
+        "ratio_ci": [decided["ratio_low"], decided["ratio_high"]],
+        "pvalue": decided["pvalue"],
+        "verdict": decided["verdict"],
+        "blocks": decided["blocks"],
+        "replicated": (all(i["verdict"] == decided["verdict"] for i in others) if others else None),
+    }
     alert.confirmation_status = status
     word = "confirmed" if stands else "not confirmed"
     alert.message += (
@@ -296,26 +313,88 @@ def _settle(alert: Alert, experiments: list[dict[str, Any]]) -> None:
     alert.updated_at = utcnow()
 
 
-def settle_confirmations(session: Session) -> list[Alert]:
-    """Decide every pending alert whose A/B job has finished (or is gone); those alerts."""
-    settled = []
+def _follow_up(session: Session, last: Job, blocks: int, alerts: list[Alert]) -> Job:
+    """Another round of ``last``'s A/B, ``blocks`` pairs, on the same phones."""
+    spec = ExperimentSpec.model_validate(last.experiment).model_copy(
+        update={"blocks": blocks, "alert_ids": [a.id for a in alerts]}
+    )
+    job = Job(
+        submitted_by=SUBMITTER,
+        model_id=last.model_id,
+        settings=dict(last.settings),
+        status=JobStatus.queued,
+        nightly=True,
+        variant=last.variant,
+        experiment=spec.model_dump(mode="json"),
+    )
+    session.add(job)
+    for run in last.runs:
+        job.runs.append(Run(device_id=run.device_id, backend=run.backend))
+    session.flush()
+    for alert in alerts:
+        jobs = [*(alert.confirmation or {}).get("jobs", [last.id]), job.id]
+        alert.confirmation = {**(alert.confirmation or {}), "jobs": jobs, "job_id": job.id}
+        alert.confirmation_job_id = job.id
+    return job
+
+
+def settle_confirmations(
+    session: Session, settings: Settings | None = None
+) -> tuple[list[Alert], list[int]]:
+    """Decide every pending alert whose A/B round has finished (or is gone): the alerts
+    settled, and the follow-up rounds created (to be started). A round that leaves an alert
+    ``inconclusive`` is followed by one as long again as all before it, on the same phones,
+    while the total stays within ``confirm_max_blocks``; the verdict pools every round's
+    block pairs (Pinpoint's way: more repetitions when unsure)."""
+    settings = settings or get_settings()
+    settled: list[Alert] = []
+    follow_ups: list[int] = []
     pending = session.scalars(
         select(Alert)
         .where(Alert.confirmation_status == ConfirmationStatus.pending)
         .order_by(Alert.id)
     )
-    for alert in list(pending):
-        job = session.get(Job, alert.confirmation_job_id) if alert.confirmation_job_id else None
+    by_job: dict[int | None, list[Alert]] = defaultdict(list)
+    for alert in pending:
+        by_job[alert.confirmation_job_id].append(alert)
+    for job_id, alerts in by_job.items():
+        job = session.get(Job, job_id) if job_id is not None else None
         if job is None:
-            _unavailable(alert, "its A/B job was deleted")
-        elif job.status != JobStatus.done:
+            for alert in alerts:
+                _unavailable(alert, "its A/B job was deleted")
+            settled += alerts
             continue
-        else:
-            _settle(alert, _experiments(session, job.id, alert.series))
-        log.info("alert %s: %s", alert.id, alert.confirmation_status)
-        settled.append(alert)
+        if job.status != JobStatus.done:
+            continue
+        spec = ExperimentSpec.model_validate(job.experiment)
+        again: list[Alert] = []
+        for alert in alerts:
+            rounds = list((alert.confirmation or {}).get("jobs", [job.id]))
+            shown = [
+                _judged(alert, entry, spec) for entry in _pooled(session, rounds, alert.series)
+            ]
+            first = next((i for i in shown if "verdict" in i), None)
+            total = first["blocks"] if first is not None else 0
+            if (
+                first is not None
+                and first["verdict"] == "inconclusive"
+                and 2 * total <= settings.confirm_max_blocks
+            ):
+                alert.confirmation = {**(alert.confirmation or {}), "experiments": shown}
+                again.append(alert)
+                continue
+            _decide(alert, shown)
+            log.info("alert %s: %s", alert.id, alert.confirmation_status)
+            settled.append(alert)
+        if again:
+            total = max(a.confirmation["experiments"][0]["blocks"] for a in again)
+            follow_ups.append(_follow_up(session, job, total, again).id)
+            log.info(
+                "alert(s) %s inconclusive after %d block pairs: another round (job %s)",
+                ", ".join(str(a.id) for a in again), total, follow_ups[-1],
+            )  # fmt: skip
     session.flush()
-    return settled
+    return settled, follow_ups
 
 
 def notify_settled(session: Session) -> list[str]:

@@ -213,3 +213,67 @@ def test_cost_guided_partition_calibrates_on_the_phones_and_stores_costs_in_the_
     # Both phones' classes have CPU and Neuron times of every candidate, probes, baseline.
     assert set(stored) == classes
     assert all(n >= 2 * 3 + 1 for n in stored.values())
+
+
+def test_an_ab_job_runs_two_stored_builds_interleaved_on_its_phone(
+    farm: Farm, devices: list[int], worker: WorkerProcess
+) -> None:
+    """An A/B job (what confirms an alert) through a real worker on PostgreSQL + Redis: the
+    control's and the treatment's stored artifacts run interleaved under one lease, the run's
+    result carries the experiment; a control whose artifact is not in the cache fails the run
+    at compile, saying so."""
+    from sqlalchemy import select
+
+    from harness.db import Job, JobStatus, Run
+    from harness.farm.confirm import ArmSpec, ExperimentSpec
+
+    small = farm.add_model(testmodels.convnet(8, seed=5, size=32), "ab-small")
+    large = farm.add_model(testmodels.convnet(32, seed=5, size=32), "ab-large")
+    built = {}
+    for model_id in (small, large):  # ordinary jobs build (and keep) each artifact
+        job_id = farm.submit(model_id, devices[:1], ["tvm-cpu"], ["x:1x3x32x32"])
+        assert [r.status for r in farm.wait_done(job_id, timeout_s=180)] == [RunStatus.done]
+        (artifact,) = farm.artifacts(model_id)
+        built[model_id] = artifact.cache_key
+
+    def ab_job(control_key: str) -> int:
+        spec = ExperimentSpec(
+            series_id=1,
+            alert_ids=[],
+            control=ArmSpec(label="control", model_id=small, artifact_key=control_key),
+            treatment=ArmSpec(label="treatment", model_id=large, artifact_key=built[large]),
+            blocks=3,
+            alpha=0.01,
+            min_effect=0.01,
+        )
+        job_id = farm.create_job(large, devices[:1], ["tvm-cpu"], ["x:1x3x32x32"])
+        with farm.sessions() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.experiment = spec.model_dump(mode="json")
+            session.commit()
+        farm.enqueue(job_id)
+        return job_id
+
+    job_id = ab_job(built[small])
+    (run,) = farm.wait_done(job_id, timeout_s=240)
+    assert run.status == RunStatus.done, (run.error_stage, run.error_message, worker.log())
+    (result,) = farm.results(job_id)
+    experiment = result.document["experiment"]
+    assert experiment["blocks"] == 3
+    assert experiment["control"]["artifact_key"] == built[small]
+    assert experiment["treatment"]["artifact_key"] == built[large]
+    assert len(experiment["control"]["blocks"]["median_ms"]) == 3
+    latency = experiment["differences"]["median_ms"]
+    assert latency["ratio"] > 2.0 and latency["verdict"] == "slower", experiment
+    assert result.document["provenance"]["artifact_key"] == built[large]
+    assert result.accuracy_passed is True  # the treatment's outputs against the reference
+    assert farm.device(devices[0]).state == DeviceState.idle  # the lease is released
+
+    missing = ab_job("0" * 32)
+    (run,) = farm.wait_done(missing, timeout_s=120)
+    assert run.status == RunStatus.failed and run.error_stage == "compile"
+    assert "not in the compile cache" in (run.error_message or "")
+    assert farm.job(missing).status == JobStatus.done
+    with farm.sessions() as session:
+        assert session.scalar(select(Run.attempts).where(Run.id == run.id)) == 1

@@ -85,6 +85,8 @@ def nightly() -> None:
         send_start_job(job_id)
 
     with db_session() as session:
-        settle_confirmations(session)
+        _, follow_ups = settle_confirmations(session)
         notify_settled(session)
         session.commit()
+    for job_id in follow_ups:
+        send_start_job(job_id)
