@@ -21,6 +21,9 @@ RUN apt-get update \
 
 COPY --from=wheel /dist /tmp/dist
 RUN pip install --no-cache-dir /tmp/dist/edgefarm-*.whl "adb-shell[usb]" && rm -rf /tmp/dist
+# The web pages' charting library (uPlot) from the npm registry, checked against its pinned
+# integrity, into the installed package (api/web/static/vendor/): the farm serves it itself.
+RUN python -m api.web.assets
 
 ENV EDGEFARM_HOME=/var/lib/edgefarm
 VOLUME /var/lib/edgefarm
