@@ -1,9 +1,11 @@
 """The web view of result history: server-rendered pages on the farm's own app.
 
 Pages read through the same ``harness.farm`` queries as the JSON routes; every view's state is
-in its URL; every table is also CSV and JSON (``?format=csv&table=NAME``, ``?format=json``);
-charts are SVG drawn on the server, so a page needs no JavaScript (``static/web.js`` only adds
-drag-to-zoom on the history chart). Jinja2 autoescapes everything a user named.
+in its URL; every table is also CSV and JSON (``?format=csv&table=NAME``, ``?format=json``).
+Charts are drawn in the browser by uPlot (``static/web.js``) from JSON blocks in the page; uPlot
+is fetched from the npm registry by the set-up (:mod:`api.web.assets`) and served by the farm,
+and everything but the charts works without JavaScript. Jinja2 autoescapes everything a user
+named.
 """
 
 from __future__ import annotations

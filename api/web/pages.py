@@ -9,8 +9,9 @@ page. Unknown filter values give an empty view; an unknown id in a path is a 404
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +20,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from api.deps import SessionDep, SettingsDep
-from api.web import views
+from api.web import assets, views
 from api.web.auth import (
     AnyoneDep,
     BadForm,
@@ -33,6 +34,7 @@ from api.web.auth import (
     token_name,
 )
 from api.web.tables import Table, export
+from harness.config import Settings
 from harness.db import AlertState
 from harness.farm import InvalidRequest, NotFound
 from harness.farm.alerts import get_alert, set_alert_state
@@ -137,7 +139,28 @@ def _answer(
     context.setdefault("tables", {t.name: t for t in tables})
     context["url"] = request.url.path + _query(request)
     context["export_base"] = views.export_base(request)
+    context["chart_assets"] = _chart_assets(request)
+    context["install_command"] = assets.INSTALL_COMMAND
     return _page(template, context, viewer)
+
+
+@dataclass(frozen=True)
+class ChartAssets:
+    """Where the page loads uPlot from (the farm itself); absent when it is not installed."""
+
+    script: str
+    css: str
+
+
+def _home(request: Request) -> Path:
+    return cast(Settings, request.app.state.settings).home
+
+
+def _chart_assets(request: Request) -> ChartAssets | None:
+    if assets.find(assets.UPLOT, _home(request)) is None:
+        return None
+    base = f"/static/vendor/{assets.UPLOT.directory}"
+    return ChartAssets(script=f"{base}/uPlot.iife.min.js", css=f"{base}/uPlot.min.css")
 
 
 @router.get("/static/{name}")
@@ -149,6 +172,27 @@ def static(name: str) -> Response:
         HERE / "static" / name,
         media_type=STATIC[name],
         headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+@router.get("/static/vendor/{directory}/{name}")
+def vendor(request: Request, directory: str, name: str) -> Response:
+    """The charting library (uPlot), as the set-up installed it."""
+    asset = assets.UPLOT
+    if directory != asset.directory or name not in asset.files:
+        return Response("no such file", status_code=404, media_type="text/plain")
+    found = assets.find(asset, _home(request))
+    if found is None:
+        return Response(
+            f"uPlot {asset.version} is not installed on this farm: run {assets.INSTALL_COMMAND}",
+            status_code=404,
+            media_type="text/plain",
+        )
+    return FileResponse(
+        found / name,
+        media_type=assets.media_type(name),
+        # The path names the version: a new version is a new URL.
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
     )
 
 
@@ -188,7 +232,7 @@ def history_page(
     table: str | None = None,
 ) -> Response:
     """Medians over time with their p10–p90 bands, alerts and toolchain changes."""
-    context, tables = views.history(session, dict(request.query_params))
+    context, tables = views.history(session, request.query_params.multi_items())
     return _answer(request, viewer, "history.html", context, tables, format, table)
 
 
@@ -282,6 +326,20 @@ def suites_page(
     """Suites and their last nights."""
     context, tables = views.suites(session)
     return _answer(request, viewer, "suites.html", context, tables, format, table)
+
+
+@router.get("/suites/{name}", response_class=HTMLResponse)
+def suite_page(
+    request: Request,
+    name: str,
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> Response:
+    """One suite: its spec, schedule, nights, series and alerts."""
+    context, tables = views.suite(session, name)
+    return _answer(request, viewer, "suite.html", context, tables, format, table)
 
 
 @router.get("/signin", response_class=HTMLResponse)

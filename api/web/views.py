@@ -8,9 +8,10 @@ empty view, with a note of which filter matched nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from sqlalchemy import select
@@ -19,12 +20,13 @@ from sqlalchemy.orm import Session
 from api.schemas_nightly import SuitePublic
 from api.web import charts
 from api.web.tables import Cell, Column, Table, iso, number, text
-from harness.db import AlertKind, AlertState, Device, Job, Model, Night, Result, Run
+from harness.db import AlertKind, AlertState, Device, Job, Model, Night, Result, Run, Series
 from harness.farm import NotFound, queries
 from harness.farm import web_queries as wq
 from harness.farm.alerts import AlertFilter, list_alerts, suite_names
 from harness.farm.liveness import device_worker, liveness
-from harness.farm.suite_queries import last_nights, suites_page
+from harness.farm.suite_queries import last_nights, list_nights, suites_page
+from harness.farm.suites import get_suite
 from harness.farm.web_queries import as_id
 from harness.regression.canary import CANARY_NAME
 from harness.regression.difference import Difference, sample_difference
@@ -204,11 +206,7 @@ def device(session: Session, device_id: str) -> tuple[Context, list[Table]]:
             changes=[],
             span_days=0,
         )
-        chart = charts.history_chart(
-            [series],
-            point_href=lambda s, p: f"/jobs/{p.job_id}",
-            alert_href=lambda a: f"/alerts#alert-{a}",
-        )
+        chart = charts.history_data([series])
     context = {"title": f"device {row.id}", "device": row, "canary_chart": chart}
     return context, [overview, facts, runs]
 
@@ -375,7 +373,7 @@ def _run_detail(run: Run, result: Result | None, tables: list[Table]) -> dict[st
     document: dict[str, Any] = result.document if result is not None else {}
     detail: dict[str, Any] = {"run": run, "result": result, "document": document}
     detail["histogram"] = (
-        charts.histogram(result.samples_ms or [], median=result.median_ms)
+        charts.histogram_data(result.samples_ms or [], median=result.median_ms)
         if result is not None and result.samples_ms
         else None
     )
@@ -432,6 +430,7 @@ def _run_detail(run: Run, result: Result | None, tables: list[Table]) -> dict[st
     detail["state"] = state
     partition = document.get("partition")
     detail["partition"] = partition
+    detail["cost"] = None
     if partition:
         by_type = Table(
             f"partition_{run.id}",
@@ -464,30 +463,124 @@ def _run_detail(run: Run, result: Result | None, tables: list[Table]) -> dict[st
             )
         tables += [by_type, cpu_ops]
         detail["by_type"], detail["cpu_ops"] = by_type, cpu_ops
+        cost = partition.get("cost")
+        detail["cost"] = _cost_tables(run.id, partition, cost, result) if cost else None
+        if detail["cost"]:
+            tables += detail["cost"]
     profile = document.get("profile")
+    detail["profile"] = None
     if profile:
         prof = Table(
             f"profile_{run.id}",
-            "Per-operator profile",
+            "Per-operator profile (costliest first)",
             [
                 Column("name", "operator"),
                 Column("calls", "calls", numeric=True),
                 Column("total_ms", "total ms", numeric=True),
                 Column("mean_ms", "mean ms", numeric=True),
+                Column("share", "share", numeric=True),
             ],
         )
+        whole = sum(op.get("total_ms") or 0.0 for op in profile)
         for op in profile:
+            total_ms = op.get("total_ms")
             prof.add(
                 name=text(op.get("name")),
                 calls=number(op.get("calls")),
-                total_ms=number(op.get("total_ms")),
+                total_ms=number(total_ms),
                 mean_ms=number(op.get("mean_ms"), 4),
+                share=_pct((total_ms or 0.0) / whole) if whole else text(None),
             )
         tables.append(prof)
         detail["profile"] = prof
-    else:
-        detail["profile"] = None
     return detail
+
+
+def _cost_tables(
+    run_id: int, partition: dict[str, Any], cost: dict[str, Any], result: Result | None
+) -> list[Table]:
+    """A cost-guided partition: what the cost model predicted against what the run measured,
+    and each candidate's costs on the CPU and on the accelerator (offloaded or not)."""
+    summary = Table(
+        f"cost_{run_id}",
+        f"Cost model ({cost.get('device_class', '?')}): predicted vs measured",
+        [
+            Column("what", "what"),
+            Column("predicted_ms", "predicted ms", numeric=True),
+            Column("measured_ms", "measured ms", numeric=True),
+            Column("error", "measured / predicted", numeric=True),
+        ],
+    )
+    measured = partition.get("measured_ms")
+    if measured is None and result is not None:
+        measured = result.median_ms
+    predicted = partition.get("predicted_ms")
+    summary.add(
+        what=text("this partition (chosen)"),
+        predicted_ms=number(predicted),
+        measured_ms=number(measured),
+        error=number(measured / predicted if measured and predicted else None, 3),
+    )
+    for key, label in (
+        ("predicted_cpu_only_ms", "everything on the CPU"),
+        ("predicted_all_ms", "every candidate offloaded"),
+    ):
+        summary.add(
+            what=text(label),
+            predicted_ms=number(cost.get(key)),
+            measured_ms=text(None),
+            error=text(None),
+        )
+    candidates = Table(
+        f"candidates_{run_id}",
+        "Offload candidates",
+        [
+            Column("index", "#", numeric=True),
+            Column("ops", "operators"),
+            Column("placement", "placed on"),
+            Column("cpu_ms", "CPU ms", numeric=True),
+            Column("accel_ms", "accelerator ms", numeric=True),
+            Column("saving_ms", "saving ms", numeric=True),
+        ],
+        empty="no offload candidates",
+    )
+    for index, candidate in enumerate(cost.get("candidates") or [], start=1):
+        cpu_ms, accel_ms = candidate.get("cpu_ms"), candidate.get("accel_ms")
+        offloaded = bool(candidate.get("offloaded"))
+        candidates.add(
+            index=number(index),
+            ops=text(" + ".join(str(op) for op in candidate.get("ops") or []) or None),
+            placement=Cell(offloaded, "accelerator" if offloaded else "CPU"),
+            cpu_ms=number(cpu_ms, 4),
+            accel_ms=number(accel_ms, 4),
+            saving_ms=number(
+                cpu_ms - accel_ms
+                if isinstance(cpu_ms, int | float) and isinstance(accel_ms, int | float)
+                else None,
+                4,
+            ),
+        )
+    subgraphs = Table(
+        f"subgraphs_{run_id}",
+        "Offloaded subgraphs (predicted)",
+        [
+            Column("index", "#", numeric=True),
+            Column("ops", "operators", numeric=True),
+            Column("accel_ms", "accelerator ms", numeric=True),
+            Column("boundary_bytes", "boundary bytes", numeric=True),
+            Column("boundary_ms", "boundary ms", numeric=True),
+        ],
+        empty="nothing offloaded",
+    )
+    for index, sub in enumerate(cost.get("subgraphs") or [], start=1):
+        subgraphs.add(
+            index=number(index),
+            ops=number(sub.get("ops")),
+            accel_ms=number(sub.get("accel_ms"), 4),
+            boundary_bytes=number(sub.get("boundary_bytes")),
+            boundary_ms=number(sub.get("boundary_ms"), 4),
+        )
+    return [summary, candidates, subgraphs]
 
 
 # History.
@@ -505,34 +598,49 @@ def _parse_time(value: str | None) -> tuple[datetime | None, bool]:
 
 
 HISTORY_KEYS = ("model", "device", "soc", "backend", "status", "since", "until", "regressions")
+# Criteria that take several values (repeated, or comma-separated for ids and backends): their
+# series are overlaid.
+MULTI_KEYS = ("model", "device", "soc", "backend")
+SPLIT_KEYS = ("device", "backend")  # a model's or SoC's name may hold a comma
 
 
-def history(session: Session, params: dict[str, str]) -> tuple[Context, list[Table]]:
-    given = {k: params[k].strip() for k in HISTORY_KEYS if params.get(k, "").strip()}
-    since, since_ok = _parse_time(given.get("since"))
-    until, until_ok = _parse_time(given.get("until"))
+def history_params(params: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The history's criteria from the URL, in a canonical order: repeated values kept, comma
+    lists split, blanks and unknown keys dropped, each value once."""
+    out: list[tuple[str, str]] = []
+    for key in HISTORY_KEYS:
+        values = [v.strip() for k, v in params if k == key and v.strip()]
+        if key in SPLIT_KEYS:
+            values = [part.strip() for v in values for part in v.split(",") if part.strip()]
+        if key not in MULTI_KEYS:
+            values = values[-1:]
+        for value in dict.fromkeys(values):
+            out.append((key, value))
+    return out
+
+
+def history(session: Session, params: Sequence[tuple[str, str]]) -> tuple[Context, list[Table]]:
+    given = history_params(params)
+    values: dict[str, tuple[str, ...]] = {
+        key: tuple(v for k, v in given if k == key) for key in HISTORY_KEYS
+    }
+    last = {key: found[-1] if (found := values[key]) else None for key in HISTORY_KEYS}
+    since, since_ok = _parse_time(last["since"])
+    until, until_ok = _parse_time(last["until"])
     filters = wq.HistoryFilter(
-        model=given.get("model"),
-        device=given.get("device"),
-        soc=given.get("soc"),
-        backend=given.get("backend"),
-        status=given.get("status"),
+        models=values["model"],
+        devices=values["device"],
+        socs=values["soc"],
+        backends=values["backend"],
+        status=last["status"],
         since=since,
         until=until,
-        regressions_only=given.get("regressions") in ("1", "on", "true", "yes"),
+        regressions_only=last["regressions"] in ("1", "on", "true", "yes"),
     )
     series = wq.history(session, filters) if since_ok and until_ok else []
     notes = [] if since_ok and until_ok else ["since/until are ISO 8601 dates: nothing matches"]
-    base = {k: v for k, v in given.items() if k not in ("since", "until")}
-
-    def point_href(s: wq.HistorySeries, p: wq.Point) -> str:
-        if p.span_end is not None:
-            return charts.zoom_href(base, p.at, p.span_end)
-        return f"/jobs/{p.job_id}#run-{p.run_id}"
-
-    chart = charts.history_chart(
-        series, point_href=point_href, alert_href=lambda a: f"/alerts#alert-{a}"
-    )
+    base = [(k, v) for k, v in given if k not in ("since", "until")]
+    chart = charts.history_data(series)
     points = Table(
         "points",
         "Runs in view",
@@ -573,7 +681,7 @@ def history(session: Session, params: dict[str, str]) -> tuple[Context, list[Tab
             {
                 "number": f"S{index + 1}",
                 "label": s.label,
-                "color": charts.PALETTE[index % len(charts.PALETTE)],
+                "color": charts.color(index),
                 "href": one,
                 "total": s.total,
                 "points": len(s.points),
@@ -625,12 +733,12 @@ def history(session: Session, params: dict[str, str]) -> tuple[Context, list[Tab
         zoom_out = charts.zoom_href(base, since - width / 2, until + width / 2)
     context = {
         "title": "history",
-        "chart": chart,
+        "chart_data": chart,
         "legend": legend,
-        "given": given,
+        "given": {key: ", ".join(found) for key, found in values.items() if found},
         "notes": notes,
         "zoom_out": zoom_out,
-        "reset": history_href(**base),
+        "reset": "/history?" + urlencode(base),
         "max_points": wq.MAX_POINTS,
         "max_series": wq.MAX_SERIES,
     }
@@ -912,7 +1020,7 @@ def _suites_table(session: Session) -> Table:
         night: Night | None = last.get(suite.id)
         public = SuitePublic.of(suite, night)
         table.add(
-            name=text(suite.name, f"/alerts?suite={suite.name}"),
+            name=text(suite.name, f"/suites/{quote(suite.name, safe='')}"),
             enabled=text(suite.enabled),
             schedule=text(suite.schedule),
             timezone=text(suite.timezone),
@@ -927,3 +1035,122 @@ def _suites_table(session: Session) -> Table:
 
 def suites(session: Session) -> tuple[Context, list[Table]]:
     return {"title": "suites"}, [_suites_table(session)]
+
+
+PAGE_NIGHTS = 60
+PAGE_SERIES = 500
+
+
+def suite(session: Session, name: str) -> tuple[Context, list[Table]]:
+    """One suite: its spec and schedule, its newest nights with their jobs, its series (each
+    a link to its history) and its alerts."""
+    found = get_suite(session, name)
+    nights = list_nights(session, found, limit=PAGE_NIGHTS).items
+    public = SuitePublic.of(found, nights[0] if nights else None)
+    facts = Table("suite", "Suite", [Column("key", "what"), Column("value", "value")])
+    for key, value in (
+        ("name", found.name),
+        ("description", found.description or None),
+        ("schedule", found.schedule),
+        ("timezone", found.timezone),
+        ("enabled", found.enabled),
+        ("version", found.version),
+        ("next night", public.next_run_at),
+        ("created by", found.created_by),
+        ("updated", found.updated_at),
+    ):
+        facts.add(key=text(key), value=text(value))
+    spec = Table("spec", "Spec", [Column("key", "field"), Column("value", "value")])
+    for key, value in public.spec.model_dump(mode="json", exclude_none=True).items():
+        spec.add(
+            key=text(key),
+            value=text(value if isinstance(value, str | int | float | bool) else _json(value)),
+        )
+    jobs: dict[int, list[int]] = {}
+    if nights:
+        for job_id, night_id in session.execute(
+            select(Job.id, Job.night_id)
+            .where(Job.night_id.in_([n.id for n in nights]))
+            .order_by(Job.id)
+        ):
+            if night_id is not None:
+                jobs.setdefault(night_id, []).append(job_id)
+    night_table = Table(
+        "nights",
+        f"Nights (the newest {PAGE_NIGHTS})",
+        [
+            Column("id", "night"),
+            Column("scheduled_for", "scheduled for"),
+            Column("trigger", "trigger"),
+            Column("status", "status"),
+            Column("suite_version", "suite version", numeric=True),
+            Column("jobs", "jobs"),
+            Column("problems", "problems"),
+            Column("finished_at", "finished"),
+        ],
+        empty="no nights yet",
+    )
+    for night in nights:
+        ids = jobs.get(night.id, [])
+        night_table.add(
+            id=text(night.id),
+            scheduled_for=text(night.scheduled_for),
+            trigger=text(str(night.trigger)),
+            status=Cell(str(night.status), str(night.status), css=f"st-{night.status}"),
+            suite_version=number(night.suite_version),
+            # The first job links; the export holds every id.
+            jobs=Cell(
+                " ".join(str(i) for i in ids) or None,
+                " ".join(str(i) for i in ids) or "—",
+                f"/jobs/{ids[0]}" if ids else None,
+            ),
+            problems=text("; ".join(str(p) for p in night.problems or []) or None),
+            finished_at=text(night.finished_at),
+        )
+    series_rows = session.execute(
+        select(Series, Device.model_name)
+        .join(Device, Series.device_id == Device.id)
+        .where(Series.suite_id == found.id)
+        .order_by(Series.model_name, Series.device_id, Series.backend, Series.variant)
+        .limit(PAGE_SERIES)
+    ).all()
+    series_table = Table(
+        "series",
+        "Series",
+        [
+            Column("id", "series"),
+            Column("model", "model"),
+            Column("device", "device"),
+            Column("backend", "backend"),
+            Column("variant", "variant"),
+            Column("history", "history"),
+        ],
+        empty="no series yet (a night's results make them)",
+    )
+    for row, device_label in series_rows:
+        series_table.add(
+            id=text(row.id),
+            model=text(row.model_name),
+            device=text(f"{device_label or ''} #{row.device_id}", f"/devices/{row.device_id}"),
+            backend=text(row.backend),
+            variant=text(row.variant or None),
+            history=text(
+                "history",
+                history_href(model=row.model_name, device=row.device_id, backend=row.backend),
+            ),
+        )
+    alerts_table = _alerts_table(session, AlertFilter(suite=found.name))
+    context = {
+        "title": f"suite {found.name}",
+        "suite": found,
+        # Every series of the suite overlaid (models x devices x backends it measured).
+        "overlay": "/history?"
+        + urlencode(
+            [("model", m) for m in dict.fromkeys(r.model_name for r, _ in series_rows)]
+            + [("device", str(d)) for d in dict.fromkeys(r.device_id for r, _ in series_rows)]
+            + [("backend", b) for b in dict.fromkeys(r.backend for r, _ in series_rows)]
+        )
+        if series_rows
+        else None,
+    }
+    return context, [facts, spec, night_table, series_table, alerts_table]

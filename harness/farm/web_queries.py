@@ -243,13 +243,15 @@ def canary_history(
 
 @dataclass(frozen=True)
 class HistoryFilter:
-    """What the history shows; every given criterion must hold. An unknown model, device or
-    SoC gives an empty history."""
+    """What the history shows. Each criterion lists the values it accepts (empty: any); every
+    criterion must hold. Several values of one criterion overlay their series (the same model
+    on several phones, or with several backends). A value that names nothing adds nothing; a
+    criterion none of whose values names anything gives an empty history."""
 
-    model: str | None = None  # id, sha256 or name: a name follows every version
-    device: str | None = None  # a device id
-    soc: str | None = None
-    backend: str | None = None
+    models: tuple[str, ...] = ()  # ids, sha256s or names: a name follows every version
+    devices: tuple[str, ...] = ()  # device ids
+    socs: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
     status: str | None = None  # ok | failed; default: both
     since: datetime | None = None
     until: datetime | None = None
@@ -314,23 +316,23 @@ def _history_base(session: Session, filters: HistoryFilter) -> Select[Any] | Non
         .join(Model, Result.model_id == Model.id)
         .join(Device, Result.device_id == Device.id)
     )
-    if filters.model is not None:
-        ids = model_ids(filters.model, session=session)
+    if filters.models:
+        ids = [i for ref in filters.models for i in model_ids(ref, session=session)]
         if not ids:
             return None
         # A name follows the model across its versions (each upload is a new sha256).
         names = select(Model.name).where(Model.id.in_(ids)).distinct().scalar_subquery()
         versions = list(session.scalars(select(Model.id).where(Model.name.in_(names))))
         query = query.where(_one_of(Result.model_id, versions))
-    if filters.device is not None:
-        device_id = as_id(filters.device)
-        if device_id is None:
+    if filters.devices:
+        device_ids = sorted({i for ref in filters.devices if (i := as_id(ref)) is not None})
+        if not device_ids:
             return None
-        query = query.where(Result.device_id == device_id)
-    if filters.soc is not None:
-        query = query.where(Device.soc == filters.soc)
-    if filters.backend is not None:
-        query = query.where(Result.backend == filters.backend)
+        query = query.where(_one_of(Result.device_id, device_ids))
+    if filters.socs:
+        query = query.where(_one_of(Device.soc, sorted(set(filters.socs))))
+    if filters.backends:
+        query = query.where(_one_of(Result.backend, sorted(set(filters.backends))))
     if filters.status is not None:
         if filters.status not in ("ok", "failed"):
             return None
@@ -342,9 +344,9 @@ def _history_base(session: Session, filters: HistoryFilter) -> Select[Any] | Non
     return query
 
 
-def _one_of(column: Any, ids: Sequence[int]) -> Any:
-    # One id: an equality, so the planner walks ix_results_history from its leading column.
-    return column == ids[0] if len(ids) == 1 else column.in_(ids)
+def _one_of(column: Any, values: Sequence[Any]) -> Any:
+    # One value: an equality, so the planner walks ix_results_history from its leading column.
+    return column == values[0] if len(values) == 1 else column.in_(values)
 
 
 def model_versions(session: Session, name: str) -> list[int]:

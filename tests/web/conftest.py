@@ -146,7 +146,11 @@ def web_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebFarm]:
             env=farm.worker_env(), log_path=directory / "worker.log", args=args
         ).start()
         model_id = farm.add_model(testmodels.mlp(seed=7), XSS)
-        jobs = [farm.create_job(model_id, devices, list(BACKENDS), ["x:1x64"]) for _ in range(JOBS)]
+        # The first job also records a per-operator profile (the job page shows it).
+        jobs = [
+            farm.create_job(model_id, devices, list(BACKENDS), ["x:1x64"], profile=index == 0)
+            for index in range(JOBS)
+        ]
         # The last job is a suite's night (an alert starts on it); the rows before it is sent.
         alert_id, suite = _suite_with_alert(farm, devices, jobs[-1])
         for job_id in jobs:

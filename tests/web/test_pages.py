@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 import shutil
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +20,7 @@ from fastapi.testclient import TestClient
 from scipy import stats
 
 from api.main import create_app
+from api.web.assets import UPLOT
 
 from webfarm import JOBS, README_SCREENSHOT, XSS, WebFarm
 
@@ -41,6 +44,26 @@ def _cells(page: Any, table: str, key: str) -> list[str]:
     )
 
 
+def _charts(page: Any, kind: str) -> list[dict[str, Any]]:
+    """The charts uPlot drew on the page: per chart its series' labels and data as the uPlot
+    instance holds them (``plot.data``), and the page's JSON for it."""
+    return list(
+        page.evaluate(
+            """kind => (window.edgefarmCharts || []).filter(c => c.kind === kind).map(c => ({
+                name: c.name,
+                labels: c.plot.series.map(s => s.label ?? null),
+                data: c.plot.data.map(a => Array.from(a, v => v ?? null)),
+                bands: (c.plot.bands || []).length,
+                json: c.data,
+            }))""",
+            kind,
+        )
+    )
+
+
+SCRIPTS = ("/static/web.js", f"/static/vendor/uplot-{UPLOT.version}/uPlot.iife.min.js")
+
+
 def test_every_page_loads_shows_the_name_as_text_and_is_screenshotted(
     page: Any, web_farm: WebFarm, shoot: Callable[[Any, str], Path]
 ) -> None:
@@ -57,15 +80,26 @@ def test_every_page_loads_shows_the_name_as_text_and_is_screenshotted(
         "device": f"/devices/{web_farm.devices[0]}",
         "alerts": "/alerts",
         "suites": "/suites",
+        "suite": f"/suites/{web_farm.suite}",
         "signin": "/signin",
     }
     for name, path in pages.items():
         _open(page, path)
         # The name is on the page as text, never as an element: the only scripts are ours.
-        if name in ("dashboard", "job", "history", "compare", "compare-jobs", "alerts"):
+        if name in ("dashboard", "job", "history", "compare", "compare-jobs", "alerts", "suite"):
             assert XSS in page.inner_text("main"), name
-        sources = page.eval_on_selector_all("script", "s => s.map(e => e.src || e.textContent)")
-        assert all(src.endswith("/static/web.js") for src in sources), (name, sources)
+        # Scripts: ours and uPlot, served by the farm; inline only the charts' JSON data.
+        scripts = page.eval_on_selector_all(
+            "script", "s => s.map(e => [e.getAttribute('src'), e.type, e.textContent])"
+        )
+        for src, kind, body in scripts:
+            if src is not None:
+                assert src in SCRIPTS, (name, src)
+            else:
+                assert kind == "application/json" and "</" not in body, (name, body[:200])
+        if name in ("job", "history"):
+            assert _charts(page, "histogram" if name == "job" else "history"), name
+            assert page.locator(".chart-missing").count() == 0
         shoot(page, name)
     # The README's picture of the history page, made here rather than by hand.
     _open(page, history)
@@ -82,12 +116,13 @@ def test_from_the_dashboard_to_a_job_its_history_a_compare_and_back(
     page.wait_for_url(f"**/jobs/{newest}")
     assert page.inner_text("h1").startswith(f"job {newest}")
     # The histogram of each run's raw samples, and the partition report of the BYOC runs.
-    assert page.locator("svg.histogram").count() == 2 * len(web_farm.devices)
+    assert len(_charts(page, "histogram")) == 2 * len(web_farm.devices)
     assert page.locator("section.partition").count() == len(web_farm.devices)
 
     page.click('table[data-table="runs"] td[data-key="history"] a >> nth=0')
     page.wait_for_url("**/history?*")
-    assert page.locator("svg.history g.series").count() == 1
+    (chart,) = _charts(page, "history")
+    assert len(chart["json"]["series"]) == 1
     page.click('table[data-table="points"] td[data-key="compare"] a >> nth=0')
     page.wait_for_url("**/compare?a=*")
     assert page.locator("p.verdict").count() == 1
@@ -132,26 +167,39 @@ def test_job_page_numbers_are_the_apis(page: Any, web_farm: WebFarm) -> None:
         median = api_runs[run_id]["result"]["document"]["latency_ms"]["median"]
         value = float(text.replace(",", ""))
         assert math.isclose(value, median, rel_tol=5e-3, abs_tol=5e-4), (text, median)
-    # Each histogram counts every raw sample; each partition report is the API's.
+    # Each histogram (its uPlot bars) counts every raw sample; each partition report is the
+    # API's.
+    histograms = {chart["name"]: chart for chart in _charts(page, "histogram")}
     for run_id, run in api_runs.items():
         document = run["result"]["document"]
         section = page.locator(f"#run-{run_id}")
-        bars = section.locator("svg.histogram rect.bar")
-        counts = bars.evaluate_all("bs => bs.map(b => Number(b.dataset.count))")
-        assert sum(counts) == len(document["samples_ms"]) == document["latency_ms"]["n"]
+        bars = histograms[f"chart-histogram-{run_id}"]["data"]
+        assert sum(bars[1]) == len(document["samples_ms"]) == document["latency_ms"]["n"]
+        samples = document["samples_ms"]
+        assert bars[0][0] > min(samples) and bars[0][-1] < max(samples)  # bin centres
         if "partition" in document:
             shown = section.locator('dd[data-key="subgraphs"]').inner_text()
             assert int(shown) == document["partition"]["subgraphs"]
             cpu_ops = section.locator("table[data-table^='cpu_ops'] tbody tr").count()
             assert cpu_ops == len(document["partition"]["cpu_ops"])
+        # The first job recorded a per-operator profile: its table is the document's.
+        profile = document["profile"]
+        assert profile
+        names = _cells(page, f"profile_{run_id}", "name")
+        totals = [float(v) for v in _cells(page, f"profile_{run_id}", "total_ms")]
+        assert names == [op["name"] for op in profile]
+        assert totals == [op["total_ms"] for op in profile]
 
 
 def test_history_chart_has_one_point_per_run_with_the_apis_medians(
     page: Any, web_farm: WebFarm
 ) -> None:
     _open(page, f"/history?model={quote(XSS)}")
-    series = page.locator("svg.history g.series")
-    assert series.count() == len(web_farm.devices) * 2
+    (chart,) = _charts(page, "history")
+    series = chart["json"]["series"]
+    assert len(series) == len(web_farm.devices) * 2
+    # One band (p10-p90) per series, between its two edge series in uPlot.
+    assert chart["bands"] == len(series)
     for device in web_farm.devices:
         for backend in ("tvm-cpu", "tvm-nnapi"):
             results = web_farm.api(
@@ -159,20 +207,112 @@ def test_history_chart_has_one_point_per_run_with_the_apis_medians(
             )["data"]
             assert len(results) == JOBS
             label = f"#{device} · {backend}"
-            group = page.locator(f'svg.history g.series[data-label$="{label}"]')
-            assert group.count() == 1
-            points = group.locator(".pt")
-            assert points.count() == len(results)
-            shown = sorted(
-                float(v) for v in points.evaluate_all("ps => ps.map(p => p.dataset.median)")
-            )
-            assert shown == sorted(r["document"]["latency_ms"]["median"] for r in results)
-            runs = {int(v) for v in points.evaluate_all("ps => ps.map(p => p.dataset.run)")}
-            assert runs == {r["run_id"] for r in results}
-    # The alert of the night is ringed on its series' point; a click on a point opens its job.
-    assert page.locator(f'svg.history circle.alert[data-alert="{web_farm.alert_id}"]').count() == 1
-    page.locator("svg.history a:has(.pt) >> nth=0").click()
-    page.wait_for_url("**/jobs/*")
+            (k,) = [k for k, s in enumerate(series) if s["label"].endswith(label)]
+            # The uPlot instance's own data: its median series has one point per run.
+            assert chart["labels"][1 + 3 * k] == series[k]["label"]
+            medians = [v for v in chart["data"][1 + 3 * k] if v is not None]
+            assert len(medians) == len(results)
+            assert sorted(medians) == sorted(r["document"]["latency_ms"]["median"] for r in results)
+            assert set(series[k]["run"]) == {r["run_id"] for r in results}
+            # Each band edge is above / below its median.
+            for median, high, low in zip(*chart["data"][1 + 3 * k : 4 + 3 * k], strict=True):
+                if median is not None:
+                    assert low <= median <= high
+    # The alert of the night is on its series' point.
+    alerted = [a for s in series for point in s["alerts"] for a in point]
+    assert alerted == [web_farm.alert_id]
+
+
+def _point_on_screen(page: Any, series: int, index: int) -> dict[str, Any]:
+    return dict(
+        page.evaluate(
+            """([k, i]) => {
+                const c = window.edgefarmCharts.find(c => c.kind === "history");
+                const s = c.data.series[k], box = c.plot.over.getBoundingClientRect();
+                return {x: box.left + c.plot.valToPos(s.t[i], "x"),
+                        y: box.top + c.plot.valToPos(s.median[i], "y"),
+                        job: s.job[i], run: s.run[i],
+                        left: box.left, top: box.top, width: box.width, height: box.height};
+            }""",
+            [series, index],
+        )
+    )
+
+
+def test_a_click_on_a_point_opens_its_job_and_a_drag_zooms(page: Any, web_farm: WebFarm) -> None:
+    device = web_farm.devices[0]
+    view = f"/history?model={quote(XSS)}&device={device}&backend=tvm-cpu"
+    _open(page, view)
+    point = _point_on_screen(page, 0, 1)
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_url(f"**/jobs/{point['job']}#run-{point['run']}")
+    assert page.inner_text("h1").startswith(f"job {point['job']}")
+
+    # Drag across the middle of the plot: the view becomes that time range, in the URL.
+    _open(page, view)
+    box = _point_on_screen(page, 0, 0)
+    y = box["top"] + box["height"] / 2
+    page.mouse.move(box["left"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["left"] + box["width"] * 0.8, y, steps=8)
+    page.mouse.up()
+    page.wait_for_url("**/history?*since=*until=*")
+    since = datetime.fromisoformat(page.locator('input[name="since"]').input_value())
+    until = datetime.fromisoformat(page.locator('input[name="until"]').input_value())
+    assert since < until
+    shown = [datetime.fromisoformat(v) for v in _cells(page, "points", "at")]
+    assert len(shown) < JOBS and all(since <= at < until for at in shown)
+    if shown:
+        (zoomed,) = _charts(page, "history")
+        assert len(zoomed["json"]["series"][0]["t"]) == len(shown)
+
+
+def test_several_series_overlaid_by_device_or_backend_with_the_state_in_the_url(
+    page: Any, web_farm: WebFarm
+) -> None:
+    first, second = web_farm.devices
+    by_device = f"/history?model={quote(XSS)}&device={first}&device={second}&backend=tvm-cpu"
+    by_backend = f"/history?model={quote(XSS)}&device={first}&backend=tvm-cpu&backend=tvm-nnapi"
+    for path, expected in (
+        (by_device, {f"#{first} · tvm-cpu", f"#{second} · tvm-cpu"}),
+        (by_backend, {f"#{first} · tvm-cpu", f"#{first} · tvm-nnapi"}),
+        # The form's comma list is the same view.
+        (f"/history?model={quote(XSS)}&device={first},{second}&backend=tvm-cpu", None),
+    ):
+        _open(page, path)
+        (chart,) = _charts(page, "history")
+        labels = {" ".join(s["label"].split(" ")[-3:]) for s in chart["json"]["series"]}
+        assert labels == (expected or {f"#{first} · tvm-cpu", f"#{second} · tvm-cpu"}), path
+        # One line and one band per series; each its own colour; a legend entry each.
+        assert chart["bands"] == len(labels)
+        assert len({s["color"] for s in chart["json"]["series"]}) == len(labels)
+        assert page.locator("ul.legend li").count() == len(labels)
+    # The form keeps the view: submitting it again gives the same series.
+    page.click('form.filters button[type="submit"]')
+    page.wait_for_url("**/history?*")
+    (chart,) = _charts(page, "history")
+    assert len(chart["json"]["series"]) == 2
+
+
+def test_the_suite_page_shows_its_spec_nights_series_and_alerts(
+    page: Any, web_farm: WebFarm
+) -> None:
+    _open(page, "/suites")
+    page.click(f'table[data-table="suites"] a[href="/suites/{web_farm.suite}"]')
+    page.wait_for_url(f"**/suites/{web_farm.suite}")
+    suite = web_farm.api(f"/suites/{web_farm.suite}")
+    nights = web_farm.api(f"/suites/{web_farm.suite}/nights")["data"]
+    assert [int(v) for v in _cells(page, "nights", "id")] == [n["id"] for n in nights]
+    assert _cells(page, "nights", "status") == [n["status"] for n in nights]
+    assert _cells(page, "nights", "jobs") == [str(web_farm.jobs[-1])]
+    spec = dict(zip(_cells(page, "spec", "key"), _cells(page, "spec", "value"), strict=True))
+    assert spec["backends"] == json.dumps(suite["spec"]["backends"])
+    assert [int(v) for v in _cells(page, "alerts", "id")] == [web_farm.alert_id]
+    assert _cells(page, "series", "model") == [XSS]
+    page.click('table[data-table="series"] td[data-key="history"] a')
+    page.wait_for_url("**/history?*")
+    assert len(_charts(page, "history")[0]["json"]["series"]) == 1
+    assert page.goto("/suites/no-such-suite").status == 404
 
 
 def test_compare_shows_the_ratio_and_the_mann_whitney_test_of_the_raw_samples(
