@@ -298,6 +298,7 @@ def time_analysis(
     )
     from harness.db.migrate import upgrade
     from harness.farm.analysis import alert_groups, analyse_night, close_finished_nights
+    from harness.farm.confirm import notify_settled, request_confirmations
     from harness.farm.suites import create_suite, start_night
     from harness.regression.suites import SuiteFields
     from harness.regression.webhooks import notify
@@ -408,23 +409,33 @@ def time_analysis(
             close_finished_nights(session)
             session.commit()
             t1 = time.perf_counter()
+            # What the nightly tick does: alerts, their A/B jobs (regressions wait for them),
+            # and the notifications of what needs no confirmation.
             alerts = analyse_night(session, last)
             night = started.night
-            queued = sum(
-                len(notify(session, night.suite, event_key=key, payload=payload))
+            confirmations = request_confirmations(session, night, alerts)
+            queued = len(notify_settled(session))
+            session.commit()
+            t2 = time.perf_counter()
+            # Without confirmation (EDGEFARM_CONFIRM_BLOCKS=0) each group is queued at once.
+            immediate = sum(
+                len(notify(session, night.suite, event_key=f"timing-{key}", payload=payload))
                 for key, payload in alert_groups(night, alerts)
             )
             session.commit()
-            t2 = time.perf_counter()
+            t3 = time.perf_counter()
         engine.dispose()
     return {
         "series": series,
         "nights": nights + 1,
         "alerts": len(alerts),
+        "ab_jobs": len(confirmations),
         "webhooks_queued": queued,
         "close_s": t1 - t0,
-        "analyse_and_queue_s": t2 - t1,
+        "analyse_and_confirm_s": t2 - t1,
         "total_s": t2 - t0,
+        "webhooks_queued_without_confirmation": immediate,
+        "queue_without_confirmation_s": t3 - t2,
     }
 
 
