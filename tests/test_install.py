@@ -42,6 +42,8 @@ BUILD_INPUTS = (
     "migrations",
 )
 PACKAGES = ("harness", "workers", "api")
+# Not build inputs (.dockerignore): a checkout's fetched assets; the image fetches its own.
+DOCKER_IGNORED = ("__pycache__", "vendor")
 BACKENDS = ("tvm-cpu", "tvm-nnapi", "tvm-neuron")
 
 
@@ -80,7 +82,7 @@ def _copy_build_inputs(dest: Path) -> Path:
     for name in BUILD_INPUTS:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns(*DOCKER_IGNORED))
         else:
             shutil.copy2(source, dest / name)
     return dest
@@ -241,5 +243,65 @@ def test_the_image_is_built_the_same_way() -> None:
     assert copied == set(BUILD_INPUTS)
     assert "pip wheel" in dockerfile
     assert "-e " not in dockerfile and "--editable" not in dockerfile
+    # The charting library is fetched into the installed package, not copied from a checkout.
+    assert "RUN python -m api.web.assets" in dockerfile
+    assert "api/web/static/vendor" in (ROOT / ".dockerignore").read_text().split()
     compose = (ROOT / "docker-compose.yml").read_text()
     assert '["python", "-m", "harness.db.migrate", "upgrade", "head"]' in compose
+
+
+SERVE_PAGES = """
+import hashlib, json, sys
+from fastapi.testclient import TestClient
+from api.main import create_app
+from api.web.assets import UPLOT
+from harness.config import Settings
+from harness.embedded import migrate
+
+url = sys.argv[1]
+migrate(url)
+settings = Settings(database_url=url, broker_url="memory://", api_token=None)
+script = f"/static/vendor/{UPLOT.directory}/uPlot.iife.min.js"
+with TestClient(create_app(settings)) as client:
+    history = client.get("/history")
+    served = client.get(script)
+    print(json.dumps({
+        "dashboard": client.get("/").status_code,
+        "history": history.status_code,
+        "loads_uplot": script in history.text,
+        "says_how": "python -m api.web.assets" in history.text,
+        "served": served.status_code,
+        "served_sha256": hashlib.sha256(served.content).hexdigest(),
+        "pinned_sha256": UPLOT.files["uPlot.iife.min.js"],
+    }))
+"""
+
+
+def test_the_installed_package_serves_the_pages_and_fetches_uplot_from_the_registry(
+    installed: Installed,
+) -> None:
+    """The wheel carries no copy of uPlot: its pages work and say how to install it; the
+    command fetches it from the npm registry (verified) into the installed package, once."""
+    url = f"sqlite:///{installed.work / 'pages.db'}"
+    check = [installed.python, "-m", "api.web.assets", "--check"]
+    assert subprocess.run(check, cwd=installed.work, env=installed.env).returncode == 1
+    before = json.loads(installed.run(installed.python, "-c", SERVE_PAGES, url).stdout)
+    assert (before["dashboard"], before["history"], before["served"]) == (200, 200, 404)
+    assert before["says_how"] and not before["loads_uplot"]
+
+    first = installed.run(installed.python, "-m", "api.web.assets", timeout=120).stdout
+    assert "installed in" in first
+    again = installed.run(installed.python, "-m", "api.web.assets").stdout
+    assert "already in" in again  # nothing fetched the second time
+    where = Path(installed.run(*check).stdout.split(": ", 1)[1].strip())
+    purelib = installed.venv.resolve()
+    assert where.resolve().is_relative_to(purelib) and where.parts[-4:-1] == (
+        "web",
+        "static",
+        "vendor",
+    )
+
+    after = json.loads(installed.run(installed.python, "-c", SERVE_PAGES, url).stdout)
+    assert (after["history"], after["served"]) == (200, 200)
+    assert after["loads_uplot"] and not after["says_how"]
+    assert after["served_sha256"] == after["pinned_sha256"]
