@@ -222,11 +222,17 @@ class Job(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("job_id", "device_id", "backend", name="uq_run"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "device_id", "backend", name="uq_run"),
+        # A device's newest runs (its page) read backwards from the newest, however many it has.
+        Index("ix_runs_device_recent", "device_id", "id"),
+        # The runs that ended within a window, or have not ended (utilisation).
+        Index("ix_runs_finished_at", "finished_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
     backend: Mapped[str] = mapped_column(String(32))
     status: Mapped[RunStatus] = mapped_column(
         _enum(RunStatus, "run_status"), default=RunStatus.queued, index=True

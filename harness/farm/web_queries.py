@@ -45,9 +45,6 @@ UTILISATION_WINDOW = timedelta(hours=24)
 # Runs read to work out a device's utilisation: enough for a phone busy all day with
 # one-second runs; beyond, the utilisation shown is a lower bound (the page says so).
 MAX_UTILISATION_RUNS = 20_000
-# A run counted in a device's utilisation belongs to a job at most this much older than the
-# window (a job waits in the queue, not for days).
-JOB_LEAD = timedelta(days=1)
 
 TOOLCHAIN_KEYS = ("tvm_version", "edgefarm_version", "model_sha256", "fingerprint")
 
@@ -150,14 +147,12 @@ def utilisation(
     runs: dict[int, int] = defaultdict(int)
     capped = False
     if device_ids:
-        # Runs of jobs created since a day before the window (ix_jobs_created_at, then
-        # ix_runs_job_id): the work grows with the window's jobs, never with the whole table.
-        recent_jobs = select(Job.id).where(Job.created_at >= since - JOB_LEAD)
+        # Runs that ended within the window or have not ended (ix_runs_finished_at, both arms
+        # of the OR): the work grows with the window's runs, never with the whole table.
         rows = session.execute(
             select(Run.device_id, Run.started_at, Run.finished_at)
-            .where(Run.job_id.in_(recent_jobs))
+            .where((Run.finished_at >= since) | Run.finished_at.is_(None))
             .where(Run.device_id.in_(device_ids), Run.started_at.is_not(None))
-            .where((Run.finished_at.is_(None)) | (Run.finished_at >= since))
             .order_by(Run.id.desc())
             .limit(MAX_UTILISATION_RUNS + 1)
         ).all()
@@ -223,12 +218,16 @@ def canary_history(
 ) -> list[tuple[datetime, float, int]]:
     """The device's last ``limit`` results of the canary model: (when, median, job id),
     oldest first."""
+    # The model's ids first, so that ix_results_history (model, device, ...) bounds the read
+    # by the canary's own results on this phone, whatever the length of the whole history.
+    versions = model_versions(session, model_name)
+    if not versions:
+        return []
     rows = session.execute(
         select(Result.created_at, Result.median_ms, Result.job_id)
-        .join(Model, Result.model_id == Model.id)
         .where(
+            _one_of(Result.model_id, versions),
             Result.device_id == device_id,
-            Model.name == model_name,
             Result.status == "ok",
             Result.median_ms.is_not(None),
         )
