@@ -4,8 +4,11 @@ the real PostgreSQL (a database of this module's own) and Redis (db 9).
 
 One farm for the module: three jobs of one model (named ``<script>alert(1)</script>``, so
 that every page shows a name that must stay text) with ``tvm-cpu`` and ``tvm-nnapi`` on both
-phones; the third job is a suite's night, with a regression alert on one series. The farm's
-own app serves the pages on a free port (uvicorn in a thread).
+phones; the third job is a suite's night, with a regression alert on one series. A fourth job,
+of another small model so as not to touch those series, runs ``tvm-nnapi`` with partition
+``cost`` on the first phone: the worker calibrates the phone's device class for real (each
+candidate on the CPU and through the NNAPI driver), then builds and measures the cost-guided
+artifact. The farm's own app serves the pages on a free port (uvicorn in a thread).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from tests.workers.workerfarm import (
 )
 
 import testmodels
-from webfarm import ARTIFACTS, BACKENDS, CHROMIUM, JOBS, XSS, WebFarm, free_port
+from webfarm import ARTIFACTS, BACKENDS, CHROMIUM, COST_MODEL, JOBS, XSS, WebFarm, free_port
 
 
 @contextmanager
@@ -153,10 +156,21 @@ def web_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebFarm]:
         ]
         # The last job is a suite's night (an alert starts on it); the rows before it is sent.
         alert_id, suite = _suite_with_alert(farm, devices, jobs[-1])
-        for job_id in jobs:
+        cost_model = farm.add_model(testmodels.mlp(seed=11), COST_MODEL)
+        cost_job = farm.create_job(
+            cost_model,
+            devices[:1],
+            ["tvm-nnapi"],
+            ["x:1x64"],
+            options={"tvm-nnapi": {"partition": "cost"}},
+        )
+        for job_id in [*jobs, cost_job]:
             farm.enqueue(job_id)  # all at once: the artifacts are built once, then reused
-        for job_id in jobs:
-            farm.wait_done(job_id, timeout_s=240)
+        for job_id in [*jobs, cost_job]:
+            runs = farm.wait_done(job_id, timeout_s=240)
+            assert all(r.status == "done" for r in runs), [
+                (r.error_stage, r.error_message) for r in runs
+            ]
         with farm.sessions() as session:
             token_name = f"web-{uuid.uuid4().hex[:6]}"
             token = create_token(token_name, session=session)
@@ -179,6 +193,7 @@ def web_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebFarm]:
             model_id=model_id,
             devices=devices,
             jobs=jobs,
+            cost_job=cost_job,
             alert_id=alert_id,
             suite=suite,
             token=token,

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from scipy import stats
 
@@ -189,6 +190,85 @@ def test_job_page_numbers_are_the_apis(page: Any, web_farm: WebFarm) -> None:
         totals = [float(v) for v in _cells(page, f"profile_{run_id}", "total_ms")]
         assert names == [op["name"] for op in profile]
         assert totals == [op["total_ms"] for op in profile]
+
+
+def test_cost_mode_tables_are_the_runs_cost_model_against_its_measurement(
+    page: Any, web_farm: WebFarm, shoot: Callable[[Any, str], Path]
+) -> None:
+    """A real cost-guided run (tvm-nnapi, partition "cost": the worker calibrated the phone's
+    device class, then built and measured the chosen partition): the job page shows the cost
+    model's prediction against the measured median, each offload candidate with its CPU and
+    accelerator times and placement, and each offloaded subgraph, all as the API has them."""
+    job = web_farm.cost_job
+    (run,) = web_farm.api(f"/jobs/{job}")["runs"]
+    run_id, document = run["id"], run["result"]["document"]
+    report = document["partition"]
+    cost = report["cost"]
+    assert report["mode"] == "cost" and cost["candidates"]
+    assert cost["calibration"]["measured_now"] + cost["calibration"]["reused"] > 0
+    _open(page, f"/jobs/{job}")
+    shoot(page, "job-cost")
+    section = page.locator(f"#run-{run_id} section.partition")
+    assert f"cost mode, {cost['device_class']}" in section.inner_text()
+
+    summary = f"cost_{run_id}"
+    assert cost["device_class"] in page.inner_text(f"#t-{summary} h2")
+    assert _cells(page, summary, "what") == [
+        "this partition (chosen)",
+        "everything on the CPU",
+        "every candidate offloaded",
+    ]
+    predicted = [float(v) for v in _cells(page, summary, "predicted_ms")]
+    assert predicted == [
+        report["predicted_ms"],
+        cost["predicted_cpu_only_ms"],
+        cost["predicted_all_ms"],
+    ]
+    measured, *others = _cells(page, summary, "measured_ms")
+    median = document["latency_ms"]["median"]
+    assert float(measured) == report["measured_ms"] == median and others == ["—", "—"]
+    (ratio, *_) = _cells(page, summary, "error")
+    assert math.isclose(float(ratio), median / report["predicted_ms"], rel_tol=1e-12)
+
+    table = f"candidates_{run_id}"
+    ops = _cells(page, table, "ops")
+    placed = _cells(page, table, "placement")
+    cpu_ms = [float(v) for v in _cells(page, table, "cpu_ms")]
+    accel_ms = [float(v) for v in _cells(page, table, "accel_ms")]
+    saving = [float(v) for v in _cells(page, table, "saving_ms")]
+    candidates = cost["candidates"]
+    assert ops == [" + ".join(c["ops"]) for c in candidates]
+    assert placed == [str(bool(c["offloaded"])) for c in candidates]
+    assert cpu_ms == [c["cpu_ms"] for c in candidates]
+    assert accel_ms == [c["accel_ms"] for c in candidates]
+    assert saving == pytest.approx([c["cpu_ms"] - c["accel_ms"] for c in candidates])
+    texts = page.eval_on_selector_all(
+        f'table[data-table="{table}"] td[data-key="placement"]', "cs => cs.map(c => c.textContent)"
+    )
+    assert texts == ["accelerator" if c["offloaded"] else "CPU" for c in candidates]
+    # The operators placed on the accelerator are those counted offloaded; those the cost
+    # model kept are listed as kept on the CPU by "cost decision".
+    offloaded = sum(len(c["ops"]) for c in candidates if c["offloaded"])
+    assert (
+        section.locator('dd[data-key="ops_offloaded"]').inner_text().startswith(f"{offloaded} of ")
+    )
+    reasons = _cells(page, f"cpu_ops_{run_id}", "reason")
+    kept = sum(len(c["ops"]) for c in candidates if not c["offloaded"])
+    assert reasons.count("cost decision") == kept
+
+    table = f"subgraphs_{run_id}"
+    subgraphs = cost["subgraphs"]
+    assert len(subgraphs) == report["subgraphs"]
+    assert [int(v) for v in _cells(page, table, "ops")] == [s["ops"] for s in subgraphs]
+    assert [int(v) for v in _cells(page, table, "boundary_bytes")] == [
+        s["boundary_bytes"] for s in subgraphs
+    ]
+    assert [float(v) for v in _cells(page, table, "accel_ms")] == [s["accel_ms"] for s in subgraphs]
+    # Their exports hold the same rows.
+    with httpx.Client(base_url=web_farm.url) as client:
+        data = client.get(f"/jobs/{job}?format=json").json()
+    assert [r["ops"] for r in data[f"candidates_{run_id}"]] == ops
+    assert [r["predicted_ms"] for r in data[summary]] == predicted
 
 
 def test_history_chart_has_one_point_per_run_with_the_apis_medians(
@@ -401,7 +481,8 @@ def test_exports_hold_the_rows_the_page_shows(page: Any, web_farm: WebFarm) -> N
         data = client.get(f"{path}&format=json").json()
         assert [r["run"] for r in data["points"]] == shown
         dashboard = client.get("/?format=json").json()
-        assert [r["id"] for r in dashboard["jobs"]] == sorted(web_farm.jobs, reverse=True)
+        every_job = [*web_farm.jobs, web_farm.cost_job]
+        assert [r["id"] for r in dashboard["jobs"]] == sorted(every_job, reverse=True)
 
 
 def test_unknown_filter_values_give_an_empty_view(page: Any, web_farm: WebFarm) -> None:

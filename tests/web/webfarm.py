@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 XSS = "<script>alert(1)</script>"
 BACKENDS = ("tvm-cpu", "tvm-nnapi")
 JOBS = 3
+COST_MODEL = "web-cost-mlp"
 CHROMIUM = "/usr/bin/chromium"
 # Screenshots of every page: a test artifact (CI keeps the directory).
 ARTIFACTS = Path(os.environ.get("EDGEFARM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "web"
@@ -38,6 +39,7 @@ class WebFarm:
     model_id: int
     devices: list[int]
     jobs: list[int]
+    cost_job: int  # tvm-nnapi with partition "cost" on the first phone (its own model)
     alert_id: int
     suite: str
     token: str
