@@ -148,6 +148,27 @@ def _peer(session: Session, device: Device) -> Device | None:
     return None
 
 
+def _ab_job(
+    session: Session, spec: ExperimentSpec, *, like: Job, runs: list[tuple[int, str]]
+) -> Job:
+    """A queued A/B job measuring ``spec``: the model, settings and variant of ``like``, one
+    run per (device id, backend) of ``runs``. Added and flushed."""
+    job = Job(
+        submitted_by=SUBMITTER,
+        model_id=like.model_id,
+        settings=dict(like.settings),
+        status=JobStatus.queued,
+        nightly=True,
+        variant=like.variant,
+        experiment=spec.model_dump(mode="json"),
+    )
+    session.add(job)
+    for device_id, backend in runs:
+        job.runs.append(Run(device_id=device_id, backend=backend))
+    session.flush()
+    return job
+
+
 def _unavailable(alert: Alert, why: str) -> None:
     alert.confirmation_status = ConfirmationStatus.unavailable
     alert.confirmation = {**(alert.confirmation or {}), "status": "unavailable", "reason": why}
@@ -198,19 +219,12 @@ def request_confirmations(
             alpha=settings.confirm_alpha,
             min_effect=settings.confirm_min_effect,
         )
-        job = Job(
-            submitted_by=SUBMITTER,
-            model_id=treatment_run.job.model_id,
-            settings=dict(treatment_run.job.settings),
-            status=JobStatus.queued,
-            nightly=True,
-            variant=series.variant,
-            experiment=spec.model_dump(mode="json"),
+        job = _ab_job(
+            session,
+            spec,
+            like=treatment_run.job,
+            runs=[(target.id, series.backend) for target in devices],
         )
-        session.add(job)
-        for target in devices:
-            job.runs.append(Run(device_id=target.id, backend=series.backend))
-        session.flush()
         for alert in members:
             alert.confirmation_status = ConfirmationStatus.pending
             alert.confirmation_job_id = job.id
@@ -318,19 +332,7 @@ def _follow_up(session: Session, last: Job, blocks: int, alerts: list[Alert]) ->
     spec = ExperimentSpec.model_validate(last.experiment).model_copy(
         update={"blocks": blocks, "alert_ids": [a.id for a in alerts]}
     )
-    job = Job(
-        submitted_by=SUBMITTER,
-        model_id=last.model_id,
-        settings=dict(last.settings),
-        status=JobStatus.queued,
-        nightly=True,
-        variant=last.variant,
-        experiment=spec.model_dump(mode="json"),
-    )
-    session.add(job)
-    for run in last.runs:
-        job.runs.append(Run(device_id=run.device_id, backend=run.backend))
-    session.flush()
+    job = _ab_job(session, spec, like=last, runs=[(r.device_id, r.backend) for r in last.runs])
     for alert in alerts:
         jobs = [*(alert.confirmation or {}).get("jobs", [last.id]), job.id]
         alert.confirmation = {**(alert.confirmation or {}), "jobs": jobs, "job_id": job.id}

@@ -179,6 +179,16 @@ class RunRow:
     result: Result | None
 
 
+# A run with its model's name, its device's model name and its result: what RunRow holds.
+_RUN_ROWS = (
+    select(Run, Model.name, Device.model_name, Result)
+    .join(Job, Run.job_id == Job.id)
+    .join(Model, Job.model_id == Model.id)
+    .join(Device, Run.device_id == Device.id)
+    .outerjoin(Result, Result.run_id == Run.id)
+)
+
+
 def _run_rows(session: Session, query: Select[Run, str, str, Result]) -> list[RunRow]:
     rows = session.execute(query).all()
     return [RunRow(run, name, label, result) for run, name, label, result in rows]
@@ -188,14 +198,7 @@ def device_runs(session: Session, device_id: int, *, limit: int = RECENT_RUNS) -
     """The device's newest runs with their results."""
     return _run_rows(
         session,
-        select(Run, Model.name, Device.model_name, Result)
-        .join(Job, Run.job_id == Job.id)
-        .join(Model, Job.model_id == Model.id)
-        .join(Device, Run.device_id == Device.id)
-        .outerjoin(Result, Result.run_id == Run.id)
-        .where(Run.device_id == device_id)
-        .order_by(Run.id.desc())
-        .limit(limit),
+        _RUN_ROWS.where(Run.device_id == device_id).order_by(Run.id.desc()).limit(limit),
     )
 
 
@@ -203,12 +206,7 @@ def run_row(session: Session, run_id: int) -> RunRow | None:
     """One run with its model's name, its device's and its result; None if there is none."""
     rows = _run_rows(
         session,
-        select(Run, Model.name, Device.model_name, Result)
-        .join(Job, Run.job_id == Job.id)
-        .join(Model, Job.model_id == Model.id)
-        .join(Device, Run.device_id == Device.id)
-        .outerjoin(Result, Result.run_id == Run.id)
-        .where(Run.id == run_id),
+        _RUN_ROWS.where(Run.id == run_id),
     )
     return rows[0] if rows else None
 
@@ -597,13 +595,7 @@ def job_pairs(session: Session, job_a: int, job_b: int) -> list[Pair]:
     def runs_of(job_id: int) -> dict[tuple[str, int, str], RunRow]:
         rows = _run_rows(
             session,
-            select(Run, Model.name, Device.model_name, Result)
-            .join(Job, Run.job_id == Job.id)
-            .join(Model, Job.model_id == Model.id)
-            .join(Device, Run.device_id == Device.id)
-            .outerjoin(Result, Result.run_id == Run.id)
-            .where(Run.job_id == job_id)
-            .order_by(Run.id),
+            _RUN_ROWS.where(Run.job_id == job_id).order_by(Run.id),
         )
         return {(r.model_name, r.run.device_id, r.run.backend): r for r in rows}
 
