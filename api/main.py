@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from api import web
 from api.deps import require_token
 from api.errors import answers, install_error_handlers
 from api.routes import (
@@ -24,6 +23,7 @@ from api.routes import (
     suites,
     webhooks,
 )
+from api.web.pages import router as web_router
 from harness import __version__
 from harness.config import Settings, get_settings
 from harness.db import make_engine, make_session_factory
@@ -112,5 +112,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
-    app.include_router(web.router)  # the web pages (/, /jobs/ID, /history, ...)
+    app.include_router(web_router)  # the web pages (/, /jobs/ID, /history, ...)
     return app

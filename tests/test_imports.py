@@ -120,3 +120,17 @@ def test_no_two_parts_of_harness_import_each_other() -> None:
         if a < b and a in edges.get(b, {})
     )
     assert both_ways == []
+
+
+def test_a_module_run_with_python_m_is_not_imported_by_its_package() -> None:
+    # runpy warns (RuntimeWarning) when importing the package has already imported the module
+    # it is about to run: api/web/__init__.py once imported the pages, and they the assets.
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "api.web.assets", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert "RuntimeWarning" not in proc.stderr, proc.stderr
+    assert "uPlot" in proc.stdout + proc.stderr  # it ran: installed, or how to install it

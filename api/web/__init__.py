@@ -6,10 +6,7 @@ Charts are drawn in the browser by uPlot (``static/web.js``) from JSON blocks in
 is fetched from the npm registry by the set-up (:mod:`api.web.assets`) and served by the farm,
 and everything but the charts works without JavaScript. Jinja2 autoescapes everything a user
 named.
+
+The pages' router is :data:`api.web.pages.router`. This package imports none of its modules,
+so that ``python -m api.web.assets`` runs a module not yet imported.
 """
-
-from __future__ import annotations
-
-from api.web.pages import router
-
-__all__ = ["router"]
