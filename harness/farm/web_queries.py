@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, func, select
+from sqlalchemy import Integer, Select, cast, extract, func, literal, select
 from sqlalchemy.orm import Session
 
 from harness.db import (
@@ -42,9 +42,6 @@ MAX_SERIES = 12
 RECENT_JOBS = 25
 RECENT_RUNS = 50
 UTILISATION_WINDOW = timedelta(hours=24)
-# Runs read to work out a device's utilisation: enough for a phone busy all day with
-# one-second runs; beyond, the utilisation shown is a lower bound (the page says so).
-MAX_UTILISATION_RUNS = 20_000
 
 TOOLCHAIN_KEYS = ("tvm_version", "edgefarm_version", "model_sha256", "fingerprint")
 
@@ -125,11 +122,37 @@ class Utilisation:
     busy_s: float
     runs: int
     window_s: float
-    capped: bool = False  # more runs than were read: busy_s is a lower bound
 
     @property
     def share(self) -> float:
         return min(1.0, self.busy_s / self.window_s) if self.window_s else 0.0
+
+
+def _clipped_seconds(session: Session, since: datetime, now: datetime) -> tuple[Any, Any]:
+    """(seconds of a run inside [since, now], the SQL condition that there are some) for
+    this session's database: a run still going counts up to ``now``."""
+    when = Run.started_at.type
+    start_bound, end_bound = literal(since, when), literal(now, when)
+    ended = func.coalesce(Run.finished_at, end_bound)
+    start: Any
+    end: Any
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite keeps times as ISO text in UTC ("YYYY-MM-DD HH:MM:SS.ffffff"), so max and min
+        # of two compare them; whole seconds from strftime, microseconds from the text (its
+        # own arithmetic, julianday, keeps milliseconds at best).
+        start, end = func.max(Run.started_at, start_bound), func.min(ended, end_bound)
+        seconds = (_sqlite_epoch_us(end) - _sqlite_epoch_us(start)) / 1_000_000.0
+    else:
+        start, end = func.greatest(Run.started_at, start_bound), func.least(ended, end_bound)
+        seconds = extract("epoch", end - start)
+    return seconds, end > start
+
+
+def _sqlite_epoch_us(moment: Any) -> Any:
+    # Whole seconds of the text without its fraction: SQLite rounds a time to milliseconds
+    # first, so .9996 s would count as the next second.
+    whole = cast(func.strftime("%s", func.substr(moment, 1, 19)), Integer)
+    return whole * 1_000_000 + cast(func.substr(moment, 21, 6), Integer)
 
 
 def utilisation(
@@ -139,34 +162,28 @@ def utilisation(
     now: datetime | None = None,
     window: timedelta = UTILISATION_WINDOW,
 ) -> dict[int, Utilisation]:
-    """Each device's share of the last ``window`` spent in runs (a run still going counts up
-    to now)."""
+    """Each device's share of the last ``window`` spent in runs: the sum of its runs'
+    intervals clipped to the window (a run still going counts up to now), and how many runs
+    that is. Summed by the database, so the page's time does not grow with the window's
+    runs."""
     now = now or datetime.now(UTC)
     since = now - window
-    busy: dict[int, float] = defaultdict(float)
-    runs: dict[int, int] = defaultdict(int)
-    capped = False
-    if device_ids:
-        # Runs that ended within the window or have not ended (ix_runs_finished_at, both arms
-        # of the OR): the work grows with the window's runs, never with the whole table.
-        rows = session.execute(
-            select(Run.device_id, Run.started_at, Run.finished_at)
-            .where((Run.finished_at >= since) | Run.finished_at.is_(None))
-            .where(Run.device_id.in_(device_ids), Run.started_at.is_not(None))
-            .order_by(Run.id.desc())
-            .limit(MAX_UTILISATION_RUNS + 1)
-        ).all()
-        capped = len(rows) > MAX_UTILISATION_RUNS
-        for device_id, started, finished in rows[:MAX_UTILISATION_RUNS]:
-            if started is None:
-                continue
-            start = max(started, since)
-            end = min(finished or now, now)
-            if end > start:
-                busy[device_id] += (end - start).total_seconds()
-                runs[device_id] += 1
     seconds = window.total_seconds()
-    return {d: Utilisation(busy[d], runs[d], seconds, capped) for d in device_ids}
+    out = {d: Utilisation(0.0, 0, seconds) for d in device_ids}
+    if not device_ids:
+        return out
+    busy, inside = _clipped_seconds(session, since, now)
+    # Runs that ended within the window or have not ended (ix_runs_finished_at, both arms of
+    # the OR): the work grows with the window's runs, never with the whole table.
+    rows = session.execute(
+        select(Run.device_id, func.sum(busy), func.count())
+        .where((Run.finished_at >= since) | Run.finished_at.is_(None))
+        .where(Run.device_id.in_(device_ids), Run.started_at.is_not(None), inside)
+        .group_by(Run.device_id)
+    ).all()
+    for device_id, busy_s, runs in rows:
+        out[device_id] = Utilisation(float(busy_s or 0.0), int(runs), seconds)
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,133 @@
+"""The web pages' queries summed or bounded by the database, on both databases the farm runs
+on (PostgreSQL and SQLite, each made by the migrations): a device's utilisation over a window
+from runs with known times."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from harness.db import Device, Job, Model, Run, RunStatus, make_engine, make_session_factory
+from harness.db.migrate import upgrade
+from harness.farm.web_queries import utilisation
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(hours=24)
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sessionmaker[Session]]:
+    name = f"edgefarm_web_queries_{uuid.uuid4().hex[:8]}"
+    if request.param == "postgresql":
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    else:
+        url = f"sqlite:///{Path(tmp_path_factory.mktemp('farm')) / 'farm.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+        if request.param == "postgresql":
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _device(session: Session) -> Device:
+    device = Device(address=f"tcp:{uuid.uuid4().hex[:10]}:5555")
+    session.add(device)
+    session.flush()
+    return device
+
+
+def _job(session: Session) -> Job:
+    sha = uuid.uuid4().hex * 2
+    model = Model(sha256=sha, name="m", format="onnx", size_bytes=1, input_spec=[])
+    session.add(model)
+    session.flush()
+    job = Job(submitted_by="tests", model_id=model.id, settings={})
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _run(
+    session: Session,
+    job: Job,
+    device: Device,
+    started: timedelta | None,
+    finished: timedelta | None,
+) -> None:
+    """A run started and finished at these offsets from NOW (None: not yet)."""
+    session.add(
+        Run(
+            job_id=job.id,
+            device_id=device.id,
+            backend=f"b{uuid.uuid4().hex[:8]}",  # one (job, device, backend) per run
+            status=RunStatus.done if finished is not None else RunStatus.running,
+            started_at=None if started is None else NOW + started,
+            finished_at=None if finished is None else NOW + finished,
+        )
+    )
+
+
+def test_utilisation_sums_each_runs_time_inside_the_window(
+    factory: sessionmaker[Session],
+) -> None:
+    hour, minute = timedelta(hours=1), timedelta(minutes=1)
+    with factory() as session:
+        busy, other, idle, exact = (_device(session) for _ in range(4))
+        job = _job(session)
+        # Straddles the window's start (30 h to 20 h ago): its last 4 h count.
+        _run(session, job, busy, -30 * hour, -20 * hour)
+        _run(session, job, busy, -2 * hour, -hour)  # inside: 1 h
+        _run(session, job, busy, -10 * minute, None)  # still running: 10 min, up to now
+        # Finished "after now" (a clock ahead of the page's): counts up to now, 5 min.
+        _run(session, job, busy, -5 * minute, 5 * minute)
+        _run(session, job, busy, -48 * hour, -25 * hour)  # ended before the window
+        _run(session, job, busy, None, None)  # queued, never started
+        _run(session, job, busy, minute, None)  # starts after now
+        # A run of exactly the window's start to its end fills another phone's day.
+        _run(session, job, other, -DAY, timedelta(0))
+        # Microseconds count (SQLite's own time arithmetic would round .9996 s up to a second).
+        micro = timedelta(microseconds=1)
+        _run(session, job, exact, -2 * hour + 999_600 * micro, -hour + 250 * micro)
+        session.commit()
+        found = utilisation(session, [busy.id, other.id, idle.id, exact.id], now=NOW)
+    expected = (4 * hour + hour + 10 * minute + 5 * minute).total_seconds()
+    assert found[busy.id].busy_s == pytest.approx(expected, abs=1e-6)
+    assert found[busy.id].runs == 4
+    assert found[busy.id].window_s == DAY.total_seconds()
+    assert found[busy.id].share == pytest.approx(expected / DAY.total_seconds(), abs=1e-9)
+    assert (found[other.id].busy_s, found[other.id].runs) == (pytest.approx(86400.0), 1)
+    assert found[other.id].share == pytest.approx(1.0)
+    assert (found[idle.id].busy_s, found[idle.id].runs, found[idle.id].share) == (0.0, 0, 0.0)
+    assert found[exact.id].busy_s == pytest.approx(3599.00065, abs=1e-6)
+
+
+def test_utilisation_of_a_shorter_window_and_of_no_devices(
+    factory: sessionmaker[Session],
+) -> None:
+    hour = timedelta(hours=1)
+    with factory() as session:
+        device = _device(session)
+        job = _job(session)
+        _run(session, job, device, -3 * hour, -90 * timedelta(minutes=1))  # 30 min of 2 h
+        _run(session, job, device, -30 * timedelta(seconds=1), None)  # 30 s
+        session.commit()
+        found = utilisation(session, [device.id], now=NOW, window=2 * hour)
+        assert utilisation(session, [], now=NOW) == {}
+    assert found[device.id].busy_s == pytest.approx(1830.0, abs=1e-6)
+    assert found[device.id].runs == 2
+    assert found[device.id].share == pytest.approx(1830.0 / 7200.0)
