@@ -637,8 +637,21 @@ def history(session: Session, params: Sequence[tuple[str, str]]) -> tuple[Contex
         until=until,
         regressions_only=last["regressions"] in ("1", "on", "true", "yes"),
     )
-    series = wq.history(session, filters) if since_ok and until_ok else []
+    view = wq.history(session, filters) if since_ok and until_ok else wq.History([])
+    series = view.series
     notes = [] if since_ok and until_ok else ["since/until are ISO 8601 dates: nothing matches"]
+    limits = []
+    if view.recent_since is not None:
+        limits.append(
+            f"No model named: the newest {view.recent:,} results in view, since "
+            f"{view.recent_since:%Y-%m-%d %H:%M} UTC. Name a model (or follow a series below) "
+            "for its whole history."
+        )
+    if view.scanned:
+        limits.append(
+            f"Series measured among the newest {view.scanned:,} results in view; one not "
+            "measured since is not listed: name it (model, device, backend)."
+        )
     base = [(k, v) for k, v in given if k not in ("since", "until")]
     chart = charts.history_data(series)
     points = Table(
@@ -737,6 +750,7 @@ def history(session: Session, params: Sequence[tuple[str, str]]) -> tuple[Contex
         "legend": legend,
         "given": {key: ", ".join(found) for key, found in values.items() if found},
         "notes": notes,
+        "limits": limits,
         "zoom_out": zoom_out,
         "reset": "/history?" + urlencode(base),
         "max_points": wq.MAX_POINTS,

@@ -3,7 +3,9 @@ bounded whatever the history's length.
 
 Every query here is bounded: a page lists at most a fixed number of rows, a history at most
 :data:`MAX_POINTS` points per series (beyond that, one point per day — or per several days —
-aggregating the runs of that span) and at most :data:`MAX_SERIES` series. Listings on the
+aggregating the runs of that span) and at most :data:`MAX_SERIES` series, found among its
+newest :data:`SERIES_SCAN` results; a history naming no model holds only its newest
+:data:`RECENT_RESULTS` results. Listings on the
 pages are newest first over indexed columns and never count the whole table, so a page's
 time does not grow with the number of stored results. Functions take ``session`` and never
 commit.
@@ -16,7 +18,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +41,11 @@ from harness.farm.queries import MAX_ID, model_ids
 
 MAX_POINTS = 400  # per series; beyond, one point per day (or per k days)
 MAX_SERIES = 12
+# The newest results in view read to find its series (a series not measured among them is
+# not listed: name it).
+SERIES_SCAN = 5_000
+# With no model named, a view holds only its newest results (at most one series' points).
+RECENT_RESULTS = MAX_POINTS
 RECENT_JOBS = 25
 RECENT_RUNS = 50
 UTILISATION_WINDOW = timedelta(hours=24)
@@ -368,26 +375,36 @@ def model_versions(session: Session, name: str) -> list[int]:
     return list(session.scalars(select(Model.id).where(Model.name == name)))
 
 
-def history_series_keys(session: Session, filters: HistoryFilter) -> list[SeriesKey]:
-    """The series in view, the most recently measured first, at most :data:`MAX_SERIES`."""
+def history_series_keys(
+    session: Session, filters: HistoryFilter, *, scan: int = SERIES_SCAN
+) -> tuple[list[SeriesKey], bool]:
+    """The series in view, the most recently measured first, at most :data:`MAX_SERIES`:
+    those measured among the newest ``scan`` results in view (whatever the table's length),
+    and whether that many were read (then an older series may be missing)."""
     base = _history_base(session, filters)
     if base is None:
-        return []
-    grouped = (
+        return [], False
+    recent = (
         base.with_only_columns(
-            Model.name, Result.device_id, Result.backend, func.max(Result.created_at)
+            Result.model_id, Result.device_id, Result.backend, Result.created_at
         )
-        .group_by(Model.name, Result.device_id, Result.backend)
-        .order_by(func.max(Result.created_at).desc())
+        .order_by(Result.created_at.desc(), Result.id.desc())
+        .limit(scan)
+        .subquery()
     )
-    keys = [
-        SeriesKey(name, device_id, backend)
-        for name, device_id, backend, _ in session.execute(grouped)
-    ]
+    latest = func.max(recent.c.created_at)
+    grouped = (
+        select(Model.name, recent.c.device_id, recent.c.backend, latest, func.count())
+        .join(Model, Model.id == recent.c.model_id)
+        .group_by(Model.name, recent.c.device_id, recent.c.backend)
+        .order_by(latest.desc(), Model.name, recent.c.device_id, recent.c.backend)
+    )
+    rows = session.execute(grouped).all()
+    keys = [SeriesKey(name, device_id, backend) for name, device_id, backend, _, _ in rows]
     if filters.regressions_only:
         flagged = _series_with_regressions(session, keys)
         keys = [key for key in keys if key in flagged]
-    return keys[:MAX_SERIES]
+    return keys[:MAX_SERIES], sum(n for *_, n in rows) >= scan
 
 
 def _series_with_regressions(session: Session, keys: Sequence[SeriesKey]) -> set[SeriesKey]:
@@ -557,9 +574,50 @@ def _aggregate(points: Sequence[Point], span_days: int) -> list[Point]:
     return out
 
 
-def history(session: Session, filters: HistoryFilter) -> list[HistorySeries]:
-    """Every series in view (at most :data:`MAX_SERIES`), each bounded in points."""
-    return [history_series(session, filters, key) for key in history_series_keys(session, filters)]
+@dataclass
+class History:
+    """What a history view shows, and how it was bounded."""
+
+    series: list[HistorySeries]
+    # No model named: the view was cut to its newest ``recent`` results, from this time on.
+    recent_since: datetime | None = None
+    recent: int = 0
+    # The series were found among the newest ``scanned`` results in view (that many were read).
+    scanned: int = 0
+
+
+def history(
+    session: Session,
+    filters: HistoryFilter,
+    *,
+    recent: int = RECENT_RESULTS,
+    scan: int = SERIES_SCAN,
+) -> History:
+    """Every series in view (at most :data:`MAX_SERIES`), each bounded in points, read by
+    bounded queries whatever the history's length: the series from the newest ``scan``
+    results in view; with no model named, only the newest ``recent`` results in view (each
+    series' whole history is a view naming its model, device and backend)."""
+    if not filters.models:
+        base = _history_base(session, filters)
+        if base is None:
+            return History([])
+        newest = list(
+            session.scalars(
+                base.with_only_columns(Result.created_at)
+                .order_by(Result.created_at.desc(), Result.id.desc())
+                .limit(recent)
+            )
+        )
+        if len(newest) >= recent:
+            cut = newest[-1]
+            since = cut if filters.since is None else max(cut, filters.since)
+            window = replace(filters, since=since)
+            keys, _ = history_series_keys(session, window, scan=scan)
+            series = [history_series(session, window, key) for key in keys]
+            return History(series, recent_since=cut, recent=recent)
+    keys, full = history_series_keys(session, filters, scan=scan)
+    series = [history_series(session, filters, key) for key in keys]
+    return History(series, scanned=scan if full else 0)
 
 
 # Compare.

@@ -1,6 +1,7 @@
 """The web pages' queries summed or bounded by the database, on both databases the farm runs
 on (PostgreSQL and SQLite, each made by the migrations): a device's utilisation over a window
-from runs with known times."""
+from runs with known times; a history naming no model holds its newest results only, and the
+series of any history are found among its newest results."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ import psycopg
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from harness.db import Device, Job, Model, Run, RunStatus, make_engine, make_session_factory
+from harness.db import (
+    Device,
+    Job,
+    Model,
+    Result,
+    Run,
+    RunStatus,
+    make_engine,
+    make_session_factory,
+)
 from harness.db.migrate import upgrade
-from harness.farm.web_queries import utilisation
+from harness.farm.web_queries import HistoryFilter, SeriesKey, history, utilisation
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -51,9 +61,9 @@ def _device(session: Session) -> Device:
     return device
 
 
-def _job(session: Session) -> Job:
+def _job(session: Session, name: str = "m") -> Job:
     sha = uuid.uuid4().hex * 2
-    model = Model(sha256=sha, name="m", format="onnx", size_bytes=1, input_spec=[])
+    model = Model(sha256=sha, name=name, format="onnx", size_bytes=1, input_spec=[])
     session.add(model)
     session.flush()
     job = Job(submitted_by="tests", model_id=model.id, settings={})
@@ -131,3 +141,77 @@ def test_utilisation_of_a_shorter_window_and_of_no_devices(
     assert found[device.id].busy_s == pytest.approx(1830.0, abs=1e-6)
     assert found[device.id].runs == 2
     assert found[device.id].share == pytest.approx(1830.0 / 7200.0)
+
+
+def _result(session: Session, job: Job, device: Device, backend: str, at: timedelta) -> None:
+    """A run of ``job`` on ``device`` with ``backend`` and its result, measured at NOW + at."""
+    run = Run(
+        job_id=job.id,
+        device_id=device.id,
+        backend=backend,
+        status=RunStatus.done,
+        started_at=NOW + at,
+        finished_at=NOW + at,
+    )
+    session.add(run)
+    session.flush()
+    median = 1.0 + at.total_seconds() / 1e6
+    session.add(
+        Result(
+            run_id=run.id,
+            job_id=job.id,
+            model_id=job.model_id,
+            device_id=device.id,
+            backend=backend,
+            status="ok",
+            median_ms=median,
+            p90_ms=median * 1.1,
+            samples_ms=[median],
+            created_at=NOW + at,
+        )
+    )
+
+
+def test_a_history_naming_no_model_holds_its_newest_results_only(
+    factory: sessionmaker[Session],
+) -> None:
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    old, new = f"old-{uuid.uuid4().hex[:6]}", f"new-{uuid.uuid4().hex[:6]}"
+    with factory() as session:
+        first, second = _device(session), _device(session)
+        for k in range(6):  # an old series: days ago
+            _result(session, _job(session, old), first, "tvm-cpu", -(10 - k) * day)
+        newer = _job(session, new)
+        for k in range(4):  # the newest results: two series of another model
+            _result(session, newer, first, f"tvm-cpu-{k}", -(4 - k) * hour)
+        for k in range(3):  # -5.5 h, -4.5 h, -3.5 h
+            _result(session, _job(session, new), second, "tvm-cpu", -(5 - k) * hour - hour / 2)
+        session.commit()
+        devices = (str(first.id), str(second.id))
+        # Naming no model (these two phones only, so other tests' rows stay out): the newest 5.
+        view = history(session, HistoryFilter(devices=devices), recent=5)
+        shown = sorted(p.at for s in view.series for p in s.points)
+        assert len(shown) == 5
+        assert view.recent == 5 and view.recent_since == NOW - 4 * hour
+        assert shown == [NOW - h * hour for h in (4, 3.5, 3, 2, 1)]
+        assert {s.model_name for s in view.series} == {new}
+        assert len(view.series) == 5
+        # Fewer results than the window: the whole view, no cut.
+        whole = history(session, HistoryFilter(devices=devices), recent=100)
+        assert whole.recent_since is None
+        assert sum(len(s.points) for s in whole.series) == 13
+        # A model named: its whole history, however old.
+        named = history(session, HistoryFilter(models=(old,)), recent=5)
+        assert named.recent_since is None
+        assert [len(s.points) for s in named.series] == [6]
+        assert named.series[0].points[0].at == NOW - 10 * day
+        # Its series are those measured among its newest ``scan`` results.
+        scanned = history(session, HistoryFilter(models=(new,)), scan=2)
+        assert scanned.scanned == 2
+        assert [SeriesKey(s.model_name, s.device_id, s.backend) for s in scanned.series] == [
+            SeriesKey(new, first.id, "tvm-cpu-3"),
+            SeriesKey(new, first.id, "tvm-cpu-2"),
+        ]
+        assert [len(s.points) for s in scanned.series] == [1, 1]  # each its whole history
+        everything = history(session, HistoryFilter(models=(new,)))
+        assert everything.scanned == 0 and len(everything.series) == 5
