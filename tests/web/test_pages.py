@@ -374,6 +374,31 @@ def test_several_series_overlaid_by_device_or_backend_with_the_state_in_the_url(
     assert len(chart["json"]["series"]) == 2
 
 
+def test_a_legend_swatch_hides_and_shows_its_series_and_band(page: Any, web_farm: WebFarm) -> None:
+    first = web_farm.devices[0]
+    _open(page, f"/history?model={quote(XSS)}&device={first}&backend=tvm-cpu&backend=tvm-nnapi")
+    shown = """() => {
+        const c = window.edgefarmCharts.find(c => c.kind === "history");
+        return {show: c.plot.series.map(s => s.show), picture: c.plot.ctx.canvas.toDataURL()};
+    }"""
+    before = page.evaluate(shown)
+    # uPlot's series: the x values, then per series its median, p90 and p10 (the band's edges).
+    assert before["show"] == [True] * 7
+    toggles = page.locator("ul.legend .series-toggle")
+    assert toggles.count() == 2
+    toggles.nth(0).click()
+    hidden = page.evaluate(shown)
+    assert hidden["show"] == [True, False, False, False, True, True, True]
+    assert hidden["picture"] != before["picture"]  # drawn again without it
+    assert toggles.nth(0).get_attribute("aria-pressed") == "false"
+    assert "off" in (page.locator("ul.legend li").nth(0).get_attribute("class") or "")
+    toggles.nth(0).click()
+    again = page.evaluate(shown)
+    assert again["show"] == [True] * 7
+    assert again["picture"] == before["picture"]
+    assert toggles.nth(0).get_attribute("aria-pressed") == "true"
+
+
 def test_the_suite_page_shows_its_spec_nights_series_and_alerts(
     page: Any, web_farm: WebFarm
 ) -> None:

@@ -199,6 +199,21 @@
       if (target) window.location.href = target;
     });
     plot.over.style.cursor = "crosshair";
+    // The legend's swatches hide or show their series: its median, its band (the p90 and
+    // p10 series bound it) and its marks.
+    var box = el.closest("section") || document;
+    box.querySelectorAll("ul.legend .series-toggle").forEach(function (button) {
+      var k = Number(button.dataset.series);
+      if (!(k >= 0 && k < series.length)) return;
+      button.addEventListener("click", function () {
+        var show = !plot.series[1 + 3 * k].show;
+        plot.batch(function () {
+          for (var j = 1; j <= 3; j++) plot.setSeries(3 * k + j, { show: show });
+        });
+        button.setAttribute("aria-pressed", String(show));
+        button.closest("li").classList.toggle("off", !show);
+      });
+    });
     return plot;
   }
 
