@@ -8,7 +8,9 @@ phones; the third job is a suite's night, with a regression alert on one series.
 of another small model so as not to touch those series, runs ``tvm-nnapi`` with partition
 ``cost`` on the first phone: the worker calibrates the phone's device class for real (each
 candidate on the CPU and through the NNAPI driver), then builds and measures the cost-guided
-artifact. The farm's own app serves the pages on a free port (uvicorn in a thread).
+artifact. Two jobs of the device canary (the farm's own canary model, its fixed protocol) run
+on the first phone, so that its page has a canary history. The farm's own app serves the pages
+on a free port (uvicorn in a thread).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from harness.db import (
     Series,
 )
 from harness.devices.emulator import EmulatedPhone
-from harness.farm.suites import create_suite
+from harness.farm.suites import canary_model, create_suite
 from harness.farm.tokens import create_token
+from harness.regression.canary import CANARY_BACKEND, CANARY_SETTINGS
 from harness.regression.suites import SuiteFields
 from tests.workers.workerfarm import (
     PG_ADMIN,
@@ -54,7 +57,17 @@ from tests.workers.workerfarm import (
 )
 
 import testmodels
-from webfarm import ARTIFACTS, BACKENDS, CHROMIUM, COST_MODEL, JOBS, XSS, WebFarm, free_port
+from webfarm import (
+    ARTIFACTS,
+    BACKENDS,
+    CANARY_RUNS,
+    CHROMIUM,
+    COST_MODEL,
+    JOBS,
+    XSS,
+    WebFarm,
+    free_port,
+)
 
 
 @contextmanager
@@ -156,6 +169,16 @@ def web_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebFarm]:
         ]
         # The last job is a suite's night (an alert starts on it); the rows before it is sent.
         alert_id, suite = _suite_with_alert(farm, devices, jobs[-1])
+        # The device canary (the farm's own model, as a night stores it) twice on the first
+        # phone, with its fixed protocol: that phone's page draws its canary history.
+        with farm.sessions() as session:
+            canary_id = canary_model(session).id
+            session.commit()
+        protocol = CANARY_SETTINGS.model_dump(exclude={"inputs"})
+        canary_jobs = [
+            farm.create_job(canary_id, devices[:1], [CANARY_BACKEND], [], **protocol)
+            for _ in range(CANARY_RUNS)
+        ]
         cost_model = farm.add_model(testmodels.mlp(seed=11), COST_MODEL)
         cost_job = farm.create_job(
             cost_model,
@@ -164,9 +187,9 @@ def web_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebFarm]:
             ["x:1x64"],
             options={"tvm-nnapi": {"partition": "cost"}},
         )
-        for job_id in [*jobs, cost_job]:
+        for job_id in [*jobs, cost_job, *canary_jobs]:
             farm.enqueue(job_id)  # all at once: the artifacts are built once, then reused
-        for job_id in [*jobs, cost_job]:
+        for job_id in [*jobs, cost_job, *canary_jobs]:
             runs = farm.wait_done(job_id, timeout_s=240)
             assert all(r.status == "done" for r in runs), [
                 (r.error_stage, r.error_message) for r in runs
@@ -194,6 +217,7 @@ def web_farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebFarm]:
             devices=devices,
             jobs=jobs,
             cost_job=cost_job,
+            canary_jobs=canary_jobs,
             alert_id=alert_id,
             suite=suite,
             token=token,

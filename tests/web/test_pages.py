@@ -22,6 +22,7 @@ from scipy import stats
 
 from api.main import create_app
 from api.web.assets import UPLOT
+from harness.regression.canary import CANARY_NAME
 
 from webfarm import JOBS, README_SCREENSHOT, XSS, WebFarm
 
@@ -399,6 +400,27 @@ def test_a_legend_swatch_hides_and_shows_its_series_and_band(page: Any, web_farm
     assert toggles.nth(0).get_attribute("aria-pressed") == "true"
 
 
+def test_the_device_page_draws_one_canary_point_per_canary_run(
+    page: Any, web_farm: WebFarm
+) -> None:
+    first, second = web_farm.devices
+    results = web_farm.api(f"/results?model={CANARY_NAME}&device={first}&limit=100")["data"]
+    assert len(results) == len(web_farm.canary_jobs)
+    _open(page, f"/devices/{first}")
+    (chart,) = _charts(page, "history")
+    assert chart["name"] == "chart-canary"
+    (series,) = chart["json"]["series"]
+    # uPlot's own data: one point per canary run, at the API's medians, each opening its job.
+    medians = [v for v in chart["data"][1] if v is not None]
+    assert len(medians) == len(results)
+    assert sorted(medians) == sorted(r["document"]["latency_ms"]["median"] for r in results)
+    assert sorted(series["job"]) == sorted(web_farm.canary_jobs)
+    # The other phone ran no canary: no chart.
+    _open(page, f"/devices/{second}")
+    assert _charts(page, "history") == []
+    assert page.locator("#chart-canary").count() == 0
+
+
 def test_the_suite_page_shows_its_spec_nights_series_and_alerts(
     page: Any, web_farm: WebFarm
 ) -> None:
@@ -506,7 +528,7 @@ def test_exports_hold_the_rows_the_page_shows(page: Any, web_farm: WebFarm) -> N
         data = client.get(f"{path}&format=json").json()
         assert [r["run"] for r in data["points"]] == shown
         dashboard = client.get("/?format=json").json()
-        every_job = [*web_farm.jobs, web_farm.cost_job]
+        every_job = [*web_farm.jobs, web_farm.cost_job, *web_farm.canary_jobs]
         assert [r["id"] for r in dashboard["jobs"]] == sorted(every_job, reverse=True)
 
 

@@ -18,6 +18,7 @@ XSS = "<script>alert(1)</script>"
 BACKENDS = ("tvm-cpu", "tvm-nnapi")
 JOBS = 3
 COST_MODEL = "web-cost-mlp"
+CANARY_RUNS = 2  # device canary jobs on the first phone
 CHROMIUM = "/usr/bin/chromium"
 # Screenshots of every page: a test artifact (CI keeps the directory).
 ARTIFACTS = Path(os.environ.get("EDGEFARM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "web"
@@ -40,6 +41,7 @@ class WebFarm:
     devices: list[int]
     jobs: list[int]
     cost_job: int  # tvm-nnapi with partition "cost" on the first phone (its own model)
+    canary_jobs: list[int]  # the device canary on the first phone
     alert_id: int
     suite: str
     token: str
