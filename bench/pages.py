@@ -11,20 +11,23 @@ same runs at every size: "flat from 10^4 to 10^6" then means what it says. At ea
 times, in process through the farm's own app (ASGI, no network), the dashboard, a job page
 (four runs with raw samples, one with a partition report), a device page (its recent runs), the
 history page of the 1,000-night series and its data endpoint (the same view as JSON), and
-prints the median and p99 of each and its payload.
+the history naming no model (``/history``: its newest results only), and prints the median
+and p99 of each (of ``--repeat`` requests: the p99 of 100 is the second slowest), its payload,
+and the machine's load average (it may be shared).
 
 A last measurement, reported apart, keeps the largest size and packs the last two days at
 ``--high-rate`` results a day (20,000: a big farm, or a burst): what the dashboard costs when
 its window is full. ``--explain`` prints PostgreSQL's plan of every statement each page runs at
 each size, with its time.
 
-    python bench/pages.py [--repeat 30] [--sizes 10000,100000,1000000] [--per-day 1000]
+    python bench/pages.py [--repeat 100] [--sizes 10000,100000,1000000] [--per-day 1000]
                           [--high-rate 20000] [--explain]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -349,7 +352,7 @@ class Statements:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=100, help="requests per page")
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--per-day", type=int, default=1000, help="results a day (history)")
     parser.add_argument("--high-rate", type=int, default=20_000, help="results a day (burst)")
@@ -373,6 +376,7 @@ def main() -> None:
         f"device page /devices/{series_device}": f"/devices/{series_device}",
         "history page (1,000 nights)": history,
         "history data (?format=json)": history + "&format=json",
+        "history, no model named": "/history",
     }
     print(f"{'stored results':>15} | {'page':<30} | {'median ms':>9} | {'p99 ms':>7} | bytes")
 
@@ -380,6 +384,8 @@ def main() -> None:
         for page, path in pages.items():
             median, p99, nbytes = timed(client, path, args.repeat)
             print(f"{label:>15} | {page:<30} | {median:9.1f} | {p99:7.1f} | {nbytes:,}")
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        print(f"  (load average over 1, 5, 15 min: {load} on {os.cpu_count()} cores)")
         if statements is not None:
             for path in pages.values():
                 statements.explain(client, path)
