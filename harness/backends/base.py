@@ -5,12 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from harness.byoc.report import PartitionReport
 from harness.compile import Artifact
 from harness.db.session import SessionScope
 from harness.devices.base import Device, DeviceFacts
 from harness.errors import HarnessBug, JobError
 from harness.jsontypes import BackendOptions
+from harness.measure.accuracy import FirstDivergence
 from harness.measure.device_run import Program, Progress, RunLimits
 from harness.measure.document import BuildProvenance
 from harness.modelio import PreparedModel
@@ -89,6 +92,14 @@ class Backend(ABC):
     def offloads(self) -> bool:
         """Whether the backend offloads subgraphs to an accelerator (``--partition``)."""
         return False
+
+    def first_divergence(
+        self, model: PreparedModel, prepared: Prepared, inputs: tuple[np.ndarray, ...]
+    ) -> FirstDivergence | None:
+        """Where the outputs of ``prepared``, run on ``inputs``, first went wrong, for a run
+        that failed its comparison (``accuracy.first_divergence``); None for a backend that
+        offloads nothing. Never raises: what prevents the answer is recorded in it."""
+        return None
 
     def job_builds(self, options: BackendOptions) -> list[JobBuild]:
         """What a job builds for a run with ``options`` (resolved) on the compile queue."""

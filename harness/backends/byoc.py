@@ -11,17 +11,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.backends.base import JobBuild, Target
+import numpy as np
+
+from harness.backends.base import JobBuild, Prepared, Target
 from harness.backends.tvm_cpu import TvmBackend
 from harness.byoc.costmodel import costs_json
 from harness.byoc.report import CalibrationReport
 from harness.compile import Lowering
+from harness.config import get_settings
 from harness.db.costs import local_store
 from harness.db.session import scoped
 from harness.devices.base import DeviceFacts
-from harness.errors import HarnessBug, JobError
+from harness.errors import EdgefarmError, HarnessBug, JobError
 from harness.jsontypes import BackendOptions, JsonValue, json_int
+from harness.measure.accuracy import FirstDivergence
 from harness.measure.calibration import measured_costs
+from harness.measure.device_run import NativeRunner
 from harness.modelio import PreparedModel
 
 
@@ -74,6 +79,36 @@ class ByocBackend(TvmBackend):
                 f"Android SDK level {facts.sdk_level})",
             )
         return resolved
+
+    def first_divergence(
+        self, model: PreparedModel, prepared: Prepared, inputs: tuple[np.ndarray, ...]
+    ) -> FirstDivergence | None:
+        """The first offloaded subgraph whose outputs differ from its CPU build's, found on
+        this host's build of the same options (the artifact that ran, for a host target; a
+        phone's artifact has a host twin built, or found in the cache)."""
+        from harness.measure.divergence import first_divergence
+
+        program = prepared.program
+        if not isinstance(program, NativeRunner):
+            raise HarnessBug(f"{self.name} prepared a {type(program).__name__}")
+        artifact = program.artifact
+        options = artifact.manifest["options"]
+        if artifact.manifest["target"] != "host":
+            try:
+                artifact = self.compile(model, target="host", options=options)
+            except EdgefarmError as exc:
+                return FirstDivergence(
+                    status="failed",
+                    message=f"the host build to locate it in failed: {exc.message}",
+                )
+        return first_divergence(
+            model,
+            dialect=self.dialect,
+            library=artifact.library,
+            options=options,
+            inputs=inputs,
+            timeout_s=get_settings().compile_timeout_s,
+        )
 
     def job_builds(self, options: BackendOptions) -> list[JobBuild]:
         """``partition: cost``: the run's artifact depends on the costs measured on its

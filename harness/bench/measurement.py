@@ -110,6 +110,7 @@ class Measurement:
         self.progress = progress
         self.doc = base_document(model, None, facts, backend.name)
         self.prepared: Prepared | None = None
+        self.inputs: tuple[np.ndarray, ...] | None = None
         self.outputs: tuple[np.ndarray, ...] | None = None
 
     @property
@@ -205,9 +206,10 @@ class Measurement:
         ``reset``: leftover runners ended first (see :func:`run_on_device`)."""
         if self.failed or self.prepared is None:
             return None
+        self.inputs = tuple(inputs[spec.name] for spec in self.model.inputs)
         call = RunnerCall(
             self.prepared.program,
-            tuple(inputs[spec.name] for spec in self.model.inputs),
+            self.inputs,
             self.protocol,
             outputs=True,
             label=self.backend.name,
@@ -231,7 +233,8 @@ class Measurement:
         return ran
 
     def compare(self, reference: Reference, label: str) -> ResultDocument:
-        """The outputs against the reference's; the finished document."""
+        """The outputs against the reference's; the finished document. Outputs of an
+        offloading backend that differ get their first divergence located."""
         if not self.failed and self.outputs is not None:
             self.progress("compare", f"comparing {label} with {reference.name}")
             try:
@@ -240,7 +243,21 @@ class Measurement:
                 )
             except EdgefarmError as exc:
                 self.fail_with(exc)
+                self.locate_divergence(label)
         return self.doc
+
+    def locate_divergence(self, label: str) -> None:
+        """``accuracy.first_divergence`` of outputs that failed the comparison, when the
+        backend can say where they went wrong."""
+        accuracy = self.doc.accuracy
+        if accuracy is None or accuracy.passed or self.prepared is None or self.inputs is None:
+            return
+        if not self.backend.offloads():
+            return
+        self.progress("compare", f"locating where {label} first diverges")
+        found = self.backend.first_divergence(self.model, self.prepared, self.inputs)
+        if found is not None:
+            self.doc.accuracy = replace(accuracy, first_divergence=found)
 
     def fail_with(self, exc: EdgefarmError) -> None:
         """End the measurement failed with ``exc``; a HarnessBug is raised again."""

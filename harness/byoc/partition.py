@@ -226,8 +226,12 @@ def find_candidates(mod: Any, opts: PartitionOptions) -> list[Match]:
     return checker.accepted
 
 
-def partition(mod: Any, dialect: str, options: BackendOptions) -> Partitioned:
-    """Partition ``mod`` for ``dialect`` (nnapi | neuron) and run its codegen."""
+def partition(
+    mod: Any, dialect: str, options: BackendOptions, *, codegen: bool = True
+) -> Partitioned:
+    """Partition ``mod`` for ``dialect`` (nnapi | neuron) and run its codegen. Without
+    ``codegen`` the offloaded functions stay Relax functions (marked ``Codegen``): what
+    :mod:`harness.measure.divergence` builds for the CPU."""
     from tvm import relax
 
     from harness.byoc import candidates as cands
@@ -261,6 +265,8 @@ def partition(mod: Any, dialect: str, options: BackendOptions) -> Partitioned:
         decided = decision.report()
         report["predicted_ms"] = decided["predicted_ms"]
         report["cost"] = decided["cost"]
+    if not codegen:
+        return Partitioned(merged, report)
     lowered = _codegen(merged, opts)
     lowered = lowered.with_attr(REPORT_ATTR, json.dumps(report))
     log.info(

@@ -77,7 +77,8 @@ def results_table(documents: Sequence[ResultDocument]) -> Table:
         status = "[green]ok[/]" if doc.status == "ok" else "[red]failed[/]"
         table.add_row(
             doc.model.name,
-            doc.device.id,
+            # Emulated execution is never to be read as a phone's speed.
+            f"{doc.device.id} (ISA emulated)" if doc.isa_emulated is True else doc.device.id,
             doc.backend,
             status,
             fmt(lat.median if lat else None),
@@ -110,6 +111,23 @@ def print_failures(documents: Sequence[ResultDocument]) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+            for line in divergence_lines(doc):
+                console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def divergence_lines(doc: ResultDocument) -> list[str]:
+    """Where an offloading run's outputs first went wrong (``accuracy.first_divergence``),
+    as lines: the verdict, and the subgraph's operators and operations."""
+    found = doc.accuracy.first_divergence if doc.accuracy is not None else MISSING
+    if found is MISSING:
+        return []
+    lines = [f"first divergence ({found.status}): {found.message}"]
+    sub = found.subgraph
+    if sub is not None:
+        ops = ", ".join(f"{o.op} {'x'.join(map(str, o.shape))}" for o in sub.ops)
+        lines.append(f"its operators: {ops}")
+        lines.append(f"its operations: {', '.join(sub.operations)}")
+    return lines
 
 
 def partition_table(documents: Sequence[ResultDocument]) -> Table | None:

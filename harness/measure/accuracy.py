@@ -19,6 +19,9 @@ errors of such an output are then NaN as well (the error is not a number).
 ``top1_agree`` is only computed for outputs that look like class scores (a float
 ``[batch, C]`` or ``[1, ..., 1, C]`` tensor with ``C >= 2``). It is reported, not judged:
 a near-tie may flip within tolerance.
+
+``first_divergence`` (:class:`FirstDivergence`) is there only when an offloading backend's
+outputs failed the comparison: where they first went wrong (:mod:`harness.measure.divergence`).
 """
 
 from __future__ import annotations
@@ -26,11 +29,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BeforeValidator, JsonValue, PlainSerializer, TypeAdapter
+from pydantic import (
+    MISSING,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    JsonValue,
+    PlainSerializer,
+    TypeAdapter,
+)
 
 from harness.errors import JobError
 
@@ -116,6 +127,63 @@ class OutputAccuracy:
         return dumped
 
 
+class SubgraphOp(BaseModel):
+    """An operator of an offloaded subgraph (``nn.conv2d``) and its result's shape."""
+
+    model_config = ConfigDict(extra="allow")
+
+    op: str
+    shape: list[int]
+
+
+class DivergentSubgraph(BaseModel):
+    """The offloaded subgraph whose outputs first differ from its CPU build's.
+
+    ``position``: among the offloaded calls of one inference, in execution order (from 0);
+    ``call``: which call of its function this was (from 0: the functions of identical
+    subgraphs may be shared by several call sites). ``ops``: its Relax operators in order;
+    ``operations``: the NNAPI-family operations they became; ``inputs`` and ``outputs``: the
+    shapes of its tensor arguments (weights apart: ``weights`` counts them) and results. The
+    errors are its outputs' against the same function compiled for the CPU and fed the same
+    arguments: ``max_abs_err``, ``max_rel_err``, ``cosine`` as in :class:`Accuracy`,
+    ``per_output`` per result."""
+
+    model_config = ConfigDict(extra="allow")
+
+    symbol: str
+    position: int
+    call: int
+    ops: list[SubgraphOp]
+    operations: list[str]
+    inputs: list[list[int]]
+    weights: int
+    outputs: list[list[int]]
+    max_abs_err: JsonFloat
+    max_rel_err: JsonFloat
+    cosine: JsonFloat
+    per_output: list[OutputAccuracy]
+
+
+class FirstDivergence(BaseModel):
+    """Where a failed offloading run first went wrong: each offloaded subgraph, in execution
+    order, run by the host reference driver and by its CPU build on the arguments it received.
+
+    ``status``: ``found`` (``subgraph`` says which), ``none`` (every subgraph agreed with its
+    CPU build: the difference is elsewhere, e.g. in a phone's own driver), or ``failed`` (it
+    could not be computed; ``message`` says why). ``checked`` of ``calls`` offloaded calls
+    were compared (comparison stops at the first divergence). ``wall_ms``: what computing it
+    took."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["found", "none", "failed"]
+    message: str
+    checked: int = 0
+    calls: int = 0
+    subgraph: DivergentSubgraph | None = None
+    wall_ms: float = 0.0
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """Accuracy of all outputs of a run against one reference.
@@ -124,6 +192,8 @@ class Accuracy:
     cosine similarity of all outputs flattened together (float64), ``top1_agree`` the fraction
     of class-score rows whose argmax agrees, pooled over the outputs that look like class
     scores (None if none does). ``tolerance`` maps each dtype present to its tolerance.
+    ``first_divergence``: an offloading run that failed, where it first went wrong (absent
+    otherwise).
     """
 
     reference: str
@@ -135,6 +205,7 @@ class Accuracy:
     nan_count: int
     per_output: tuple[OutputAccuracy, ...]
     tolerance: dict[str, Tolerance]
+    first_divergence: FirstDivergence | MISSING = MISSING
 
     def to_dict(self) -> dict[str, JsonValue]:
         """The JSON form (a result document's ``accuracy``): non-finite errors (NaN, inf)

@@ -103,3 +103,44 @@ def int_add() -> onnx.ModelProto:
     return _model(
         nodes, ints, [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 4])], [], "int_add"
     )
+
+
+def repeated_block(seed: int = 0) -> onnx.ModelProto:
+    """The same conv+bias+relu block twice, with different weights, a Sin (offloaded by
+    neither API) between them: two offloaded subgraphs of one shape, so partitioning makes
+    them one function called at two call sites with different weights. A trained network's
+    repeated blocks (MobileNetV3's, between their hard-swishes) are like this."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 8, 8, 3, 3), "w1"),
+        numpy_helper.from_array(_w(rng, 8), "b1"),
+        numpy_helper.from_array(_w(rng, 8, 8, 3, 3), "w2"),
+        numpy_helper.from_array(_w(rng, 8), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Sin", ["r1"], ["s"]),
+        helper.make_node("Conv", ["s", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c2"], ["y"]),
+    ]
+    return _model(
+        nodes, [_f32("x", [1, 8, 6, 6])], [_f32("y", [1, 8, 6, 6])], inits, "repeated_block"
+    )
+
+
+def sigmoid_after_sin(seed: int = 0) -> onnx.ModelProto:
+    """dense -> Sin -> dense -> Sigmoid: two offloaded subgraphs, the second alone holding a
+    LOGISTIC (where a broken LOGISTIC kernel must be found)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 16, 32), "w1"),
+        numpy_helper.from_array(_w(rng, 32, 8), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Sin", ["h"], ["s"]),
+        helper.make_node("MatMul", ["s", "w2"], ["o"]),
+        helper.make_node("Sigmoid", ["o"], ["y"]),
+    ]
+    return _model(nodes, [_f32("x", [1, 16])], [_f32("y", [1, 8])], inits, "sigmoid_after_sin")

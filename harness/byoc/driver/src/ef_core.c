@@ -863,6 +863,34 @@ static void run_operation(const ef_execution* e, const ef_operation* op) {
   }
 }
 
+/* TEST HOOK, off unless EDGEFARM_NN_TEST_BREAK_OP names an operation (ADD, LOGISTIC, ...):
+ * then every operation of that type adds 0.5 to each element of its output. It exists so
+ * that a test can plant a known-wrong kernel and check that accuracy.first_divergence finds
+ * the subgraph holding it (tests/harness/byoc/test_first_divergence.py); nothing else sets
+ * it. Phones never see it: it lives in the host reference driver only. */
+#define EF_NAMED(op) {EF_##op, #op}
+static const struct {
+  int32_t code;
+  const char* name;
+} k_operation_names[] = {
+    EF_NAMED(ADD), EF_NAMED(AVERAGE_POOL_2D), EF_NAMED(CONCATENATION), EF_NAMED(CONV_2D),
+    EF_NAMED(DEPTHWISE_CONV_2D), EF_NAMED(FLOOR), EF_NAMED(FULLY_CONNECTED), EF_NAMED(LOGISTIC),
+    EF_NAMED(MAX_POOL_2D), EF_NAMED(MUL), EF_NAMED(RELU), EF_NAMED(RELU1), EF_NAMED(RELU6),
+    EF_NAMED(RESHAPE), EF_NAMED(SOFTMAX), EF_NAMED(TANH), EF_NAMED(DIV), EF_NAMED(MEAN),
+    EF_NAMED(SUB), EF_NAMED(TRANSPOSE), EF_NAMED(ABS), EF_NAMED(EXP), EF_NAMED(GROUPED_CONV_2D),
+    EF_NAMED(LOG), EF_NAMED(MAXIMUM), EF_NAMED(MINIMUM), EF_NAMED(NEG), EF_NAMED(POW),
+    EF_NAMED(RSQRT), EF_NAMED(SQRT), EF_NAMED(BATCH_MATMUL),
+};
+#undef EF_NAMED
+
+static int32_t test_broken_operation(void) {
+  const char* name = getenv("EDGEFARM_NN_TEST_BREAK_OP");
+  if (!name || !*name) return -1;
+  for (size_t i = 0; i < sizeof(k_operation_names) / sizeof(k_operation_names[0]); ++i)
+    if (strcmp(name, k_operation_names[i].name) == 0) return k_operation_names[i].code;
+  return -1;
+}
+
 ef_status ef_execution_compute(ef_execution* e) {
   if (!e) return fail(EF_ERR_NULL, "compute: null execution");
   const ef_compilation* c = e->compilation;
@@ -871,6 +899,15 @@ ef_status ef_execution_compute(ef_execution* e) {
     if (!e->inputs[i]) return fail(EF_ERR_BAD_DATA, "compute: input %u not set", i);
   for (uint32_t i = 0; i < m->n_outputs; ++i)
     if (!e->outputs[i]) return fail(EF_ERR_BAD_DATA, "compute: output %u not set", i);
-  for (uint32_t k = 0; k < m->n_operations; ++k) run_operation(e, &m->operations[c->order[k]]);
+  const int32_t broken = test_broken_operation();
+  for (uint32_t k = 0; k < m->n_operations; ++k) {
+    const ef_operation* op = &m->operations[c->order[k]];
+    run_operation(e, op);
+    if (op->code == broken) {
+      float* out = data_of(e, op->out[0]);
+      const size_t n = ef_shape_count(&m->operands[op->out[0]].shape);
+      for (size_t i = 0; i < n; ++i) out[i] += 0.5f;
+    }
+  }
   return EF_OK;
 }
