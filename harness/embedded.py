@@ -1,4 +1,5 @@
-"""The embedded farm (``edgefarm up``): API, a worker and two emulated phones on one machine.
+"""The embedded farm (``edgefarm up``): API, a worker and two emulated phones on one machine
+(three with the arm64 one, whose programs run under qemu-user, where this machine has the tools).
 
 Nothing to install or start besides ``pip install``: the database is a SQLite file and Celery
 runs over kombu's SQLAlchemy transport in another SQLite file, both under ``EDGEFARM_HOME``,
@@ -35,6 +36,8 @@ from harness.supervise import Child, Supervisor
 log = logging.getLogger(__name__)
 
 DEFAULT_PROFILES = ("dimensity-9200", "snapdragon-8-gen-2")
+# The phone whose programs are aarch64 binaries (run under qemu-user on an x86-64 machine).
+ARM64_PROFILE = "dimensity-9200-arm64"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -97,6 +100,7 @@ class EmbeddedFarm:
     port: int = 8000
     profiles: tuple[str, ...] = DEFAULT_PROFILES
     host: str = "127.0.0.1"
+    arm64: bool = False  # one more phone, ARM64_PROFILE (see arm64_missing)
     with_local_device: bool = True
     phones: list[Any] = field(default_factory=list)
     supervisor: Supervisor | None = None
@@ -140,7 +144,8 @@ class EmbeddedFarm:
         ports = _phone_ports()
         addresses = []
         kept: dict[str, int] = {}
-        for name, profile in phone_names(self.profiles):
+        profiles = (*self.profiles, ARM64_PROFILE) if self.arm64 else self.profiles
+        for name, profile in phone_names(profiles):
             # Each phone keeps its sandbox (and so its serial) and, when free, its port.
             phone = EmulatedPhone(
                 profile,
@@ -280,6 +285,20 @@ def phone_names(profiles: tuple[str, ...]) -> list[tuple[str, str]]:
         seen[profile] = seen.get(profile, 0) + 1
         names.append((profile if seen[profile] == 1 else f"{profile}-{seen[profile]}", profile))
     return names
+
+
+def arm64_missing() -> list[str]:
+    """What this machine lacks for the arm64 emulated phone (qemu-user to run its programs,
+    the aarch64 cross compiler to build them), each naming its Debian package; empty when it
+    can have one."""
+    from harness.devices.emulator.isa import ARM64, missing_tools
+    from harness.toolchain import AARCH64_LINUX_GNU
+
+    missing = missing_tools(ARM64)
+    compilers = AARCH64_LINUX_GNU.missing()
+    if compilers is not None:
+        missing.append(compilers)
+    return missing
 
 
 def profiles_for(count: int) -> tuple[str, ...]:

@@ -17,9 +17,15 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from harness.devices.base import DeviceFacts
+from harness.embedded import arm64_missing
+
 import testmodels
 
 T = TypeVar("T")
+# `edgefarm up` adds the arm64 emulated phone (aarch64 programs under qemu-user) where the
+# tools are installed (scripts/services installs them): then the farm has four devices.
+ARM64_PHONES = 0 if arm64_missing() else 1
 
 
 def _free_port() -> int:
@@ -55,7 +61,7 @@ def farm(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
         if farm_json.exists():
             try:
                 devices = httpx.get(f"{url}/api/v1/devices", timeout=5).json()["data"]
-                if len([d for d in devices if d["health"] == "good"]) >= 3:
+                if len([d for d in devices if d["health"] == "good"]) >= 3 + ARM64_PHONES:
                     break
             except (httpx.HTTPError, KeyError, ValueError):
                 pass
@@ -78,7 +84,9 @@ def test_up_then_submit_from_another_process(
     assert (home / "edgefarm.db").exists()
     devices = httpx.get(f"{url}/api/v1/devices").json()["data"]
     profiles = {d["facts"].get("model") for d in devices if d["address"] != "local"}
-    assert len(profiles) == 2 and all("emulated" in p for p in profiles)
+    assert len(profiles) == 2 + ARM64_PHONES and all("emulated" in p for p in profiles)
+    arm64 = [d for d in devices if DeviceFacts.from_dict(d["facts"]).isa_emulated]
+    assert [d["facts"]["target"] for d in arm64] == ["linux-arm64"] * ARM64_PHONES
 
     model = testmodels.save(testmodels.mobilenet_like(), tmp_path, "mnet")
     out = tmp_path / "results.json"
@@ -110,8 +118,11 @@ def test_up_then_submit_from_another_process(
     )
     assert submit.returncode == 0, submit.stdout + submit.stderr
     docs = json.loads(out.read_text())
-    assert len(docs) == 3
+    assert len(docs) == 3 + ARM64_PHONES
     assert {d["status"] for d in docs} == {"ok"}
+    # The farm ran the job on the arm64 phone too: built for linux-arm64, run under qemu.
+    emulated = [d for d in docs if d.get("isa_emulated")]
+    assert [d["provenance"]["target"] for d in emulated] == ["linux-arm64"] * ARM64_PHONES
     assert all(d["accuracy"]["passed"] for d in docs)
     assert {d["device"]["id"] for d in docs} >= {"local"}
     assert "edgefarm results" in submit.stdout
@@ -237,6 +248,8 @@ def test_the_embedded_farm_heals_and_keeps_its_phones_across_restarts(
         assert sorted(d["serial"] for d in after) == sorted(d["serial"] for d in devices)
         assert all(d["liveness"]["offered"] for d in after)
         model = testmodels.save(testmodels.mobilenet_like(), tmp_path, "mnet")
+        # Every device but the arm64 phone (whose runs, under qemu, the other test makes).
+        native = [d["id"] for d in after if not DeviceFacts.from_dict(d["facts"]).isa_emulated]
         submit = subprocess.run(
             [
                 sys.executable,
@@ -245,7 +258,7 @@ def test_the_embedded_farm_heals_and_keeps_its_phones_across_restarts(
                 "submit",
                 str(model),
                 "-s",
-                "all",
+                f"ids={','.join(map(str, native))}",
                 "--wait",
                 "--min-seconds",
                 "0.05",

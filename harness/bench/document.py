@@ -40,12 +40,15 @@ def base_document(
     else:
         name = model_path.stem if model_path else "?"
         description = ModelDescription(name=name, sha256=None, format=None, inputs=[])
-    return ResultDocument(
+    doc = ResultDocument(
         model=description,
         device=device_record(device),
         backend=backend,
         provenance=Provenance(edgefarm_version=__version__, tvm_version=tvm_version()),
     )
+    if doc.facts.isa_emulated:
+        doc.isa_emulated = True
+    return doc
 
 
 def fail(doc: ResultDocument, error: EdgefarmError) -> ResultDocument:

@@ -1,10 +1,11 @@
 """How BYOC artifacts are compiled and linked: the host reference driver, or a phone's library.
 
 Host builds compile the generated C against ``driver/include`` and link the reference driver
-(built once into a static archive, cached by the hash of its sources). Android builds compile
-the same C and link the phone's real library instead: ``-lneuralnetworks`` (the NDK ships its
-stub from API level 27) or the Neuron adapter library given by the ``neuron_lib`` option or
-``EDGEFARM_NEURON_LIB``.
+(built once into a static archive, cached by the hash of its sources); a cross-compiled build
+(``linux-arm64``, the arm64 emulated phone) does the same with its cross toolchain. Android
+builds compile the same C and link the phone's real library instead: ``-lneuralnetworks``
+(the NDK ships its stub from API level 27) or the Neuron adapter library given by the
+``neuron_lib`` option or ``EDGEFARM_NEURON_LIB``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from harness.config import get_settings
 from harness.errors import HarnessBug, JobError, one_line
 from harness.jsontypes import BackendOptions
+from harness.toolchain import CrossToolchain
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,16 @@ def byoc_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def host_driver_archive(cc: str = "gcc") -> Path:
-    """The reference driver as a static archive for the host, built once per source version."""
+def host_driver_archive(toolchain: CrossToolchain | None = None) -> Path:
+    """The reference driver as a static archive for this machine, or cross-compiled by
+    ``toolchain`` (a device of another instruction set), built once per source version."""
     out_dir = get_settings().home / "byoc"
-    archive = out_dir / f"libedgefarm_nn-{_driver_hash()}.a"
+    flavour = "" if toolchain is None else f"{toolchain.triple}-"
+    archive = out_dir / f"libedgefarm_nn-{flavour}{_driver_hash()}.a"
     if archive.exists():
         return archive
+    cc = "gcc" if toolchain is None else toolchain.tool("gcc", stage="link")
+    ar = "ar" if toolchain is None else toolchain.tool("ar", stage="link")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgefarm-nn-", dir=out_dir) as tmp:
         objects = []
@@ -89,7 +95,7 @@ def host_driver_archive(cc: str = "gcc") -> Path:
             )
             objects.append(str(obj))
         staged = Path(tmp) / archive.name
-        _run(["ar", "rcs", str(staged), *objects], what="archiving the reference driver")
+        _run([ar, "rcs", str(staged), *objects], what="archiving the reference driver")
         os.replace(staged, archive)  # atomic: concurrent builds agree on the result
     log.info("built the BYOC reference driver %s", archive)
     return archive
@@ -104,11 +110,12 @@ def _run(cmd: list[str], *, what: str) -> None:
         raise JobError("link", f"{what} failed: {one_line(proc.stderr or proc.stdout)}")
 
 
-def host_export_options() -> list[str]:
-    """Extra ``export_library`` options of a host build: driver header and archive."""
+def host_export_options(toolchain: CrossToolchain | None = None) -> list[str]:
+    """Extra ``export_library`` options of a build linked with the reference driver (by this
+    machine's compiler, or by a cross ``toolchain``): driver header and archive."""
     # export_library may put options before the generated sources: take the whole archive so
     # that the link does not depend on the order.
-    archive = host_driver_archive()
+    archive = host_driver_archive(toolchain)
     return [
         f"-I{INCLUDE_DIR}",
         "-Wl,--whole-archive",

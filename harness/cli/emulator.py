@@ -10,6 +10,7 @@ import typer
 
 from harness.cli.options import global_options
 from harness.cli.render import console
+from harness.errors import EdgefarmError
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +23,12 @@ def register(app: typer.Typer) -> None:
 
 def emulator_start(
     port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 5555,
-    profile: Annotated[str, typer.Option(help="dimensity-9200, snapdragon-8-gen-2, pixel-3a.")] = (
-        "dimensity-9200"
-    ),
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="dimensity-9200, snapdragon-8-gen-2, pixel-3a (NAME-arm64: with --isa arm64)."
+        ),
+    ] = "dimensity-9200",
     root: Annotated[Path | None, typer.Option(help="Sandbox directory (default: temporary).")] = (
         None
     ),
@@ -39,15 +43,26 @@ def emulator_start(
             "auto: confine where possible, else rewrite; rewrite: NOT confined."
         ),
     ] = "namespace",
+    isa: Annotated[
+        str | None,
+        typer.Option(
+            help="What its programs are built for: host (this machine's binaries) or arm64 "
+            "(aarch64 binaries, run under qemu-user; needs Debian's qemu-user and "
+            "g++-aarch64-linux-gnu). Default: the profile's."
+        ),
+    ] = None,
 ) -> None:
     """Run one emulated phone in the foreground until Ctrl-C."""
-    from harness.devices.emulator import PROFILES, serve
+    from harness.devices.emulator import get_profile, serve
+    from harness.devices.emulator.isa import ISAS
 
-    if profile not in PROFILES:
-        console.print(
-            f"[red]error:[/] unknown profile {profile!r}; known: {', '.join(sorted(PROFILES))}",
-            highlight=False,
-        )
+    try:
+        get_profile(profile)
+    except KeyError as exc:
+        console.print(f"[red]error:[/] {exc.args[0]}", highlight=False)
+        raise typer.Exit(2) from None
+    if isa is not None and isa not in ISAS:
+        console.print(f"[red]error:[/] --isa is {' or '.join(ISAS)}, not {isa!r}", highlight=False)
         raise typer.Exit(2)
     if not global_options.debug:
         logging.getLogger("harness.devices.emulator").setLevel(logging.INFO)
@@ -58,11 +73,16 @@ def emulator_start(
             highlight=False,
         )
         raise typer.Exit(2)
-    serve(
-        port=port,
-        profile=profile,
-        root=root,
-        accept_new_keys=not refuse_new_keys,
-        host=host,
-        isolation=isolation,  # type: ignore[arg-type]
-    )
+    try:
+        serve(
+            port=port,
+            profile=profile,
+            root=root,
+            accept_new_keys=not refuse_new_keys,
+            host=host,
+            isolation=isolation,  # type: ignore[arg-type]
+            isa=isa,  # type: ignore[arg-type]
+        )
+    except EdgefarmError as exc:
+        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None

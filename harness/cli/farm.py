@@ -177,16 +177,51 @@ def status(
     raise typer.Exit(0 if code == 200 else 1)
 
 
+def _want_arm64(asked: bool | None) -> bool:
+    """Whether the farm gets the arm64 emulated phone: when asked for (an error naming the
+    packages if this machine cannot have one), else when the tools are there (a line saying
+    why not otherwise)."""
+    from harness.embedded import arm64_missing
+
+    if asked is False:
+        return False
+    missing = arm64_missing()
+    if not missing:
+        return True
+    if asked:
+        console.print(
+            f"[red]error:[/] the arm64 emulated phone needs {'; '.join(missing)}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    console.print(
+        f"no arm64 emulated phone: this machine lacks {'; '.join(missing)} "
+        "(apt-get install qemu-user g++-aarch64-linux-gnu adds it)",
+        highlight=False,
+    )
+    return False
+
+
 def up(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
     phones: Annotated[int, typer.Option(min=0, max=16, help="Emulated phones.")] = 2,
+    arm64: Annotated[
+        bool | None,
+        typer.Option(
+            "--arm64/--no-arm64",
+            help="One more emulated phone that runs aarch64 binaries under qemu-user "
+            "(default: when qemu-user and the aarch64 cross compiler are installed).",
+        ),
+    ] = None,
 ) -> None:
     """Start the embedded farm: API, a worker, emulated phones; Ctrl-C stops it."""
     from harness.client import token_file
     from harness.embedded import EmbeddedFarm, profiles_for
 
-    farm = EmbeddedFarm(port=port, host=host, profiles=profiles_for(phones))
+    farm = EmbeddedFarm(
+        port=port, host=host, profiles=profiles_for(phones), arm64=_want_arm64(arm64)
+    )
     try:
         with console.status("starting the farm", spinner="dots"):
             farm.start()
@@ -230,7 +265,7 @@ def demo(
     except ProtocolLimitError as exc:
         console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
         raise typer.Exit(2) from None
-    farm = EmbeddedFarm(port=port)
+    farm = EmbeddedFarm(port=port, arm64=_want_arm64(None))
     documents: list[ResultDocument] = []
     try:
         with console.status("starting the farm", spinner="dots") as status:

@@ -70,12 +70,14 @@ def compile_artifact(
     backend.check_format(model.format, model_name=model.name)
     settings = get_settings()
     resolved = backend.resolve_options(options)
-    get_target(target)
+    spec = get_target(target)
     cache = cache or ArtifactCache(settings.cache_path)
     key = artifact_key_for(model, backend, target, resolved)
     timeout = timeout_s or settings.compile_timeout_s
 
     def build(out_dir: Path) -> Manifest:
+        if spec.toolchain is not None:
+            spec.toolchain.tool("g++", stage="link")  # missing: say so now, not after the build
         result = _run_child(
             model, backend.name, backend.lowering, target, resolved, out_dir, timeout
         )

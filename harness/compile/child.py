@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from harness.compile.lowering import Lowering
 from harness.compile.ndk import find_clang, link_archive
@@ -35,6 +36,18 @@ def _cc_version(cc: str) -> str:
         return out.stdout.splitlines()[0] if out.stdout else ""
     except (OSError, subprocess.TimeoutExpired):
         return ""
+
+
+def _toolchain_message(text: str) -> str:
+    """The compiler's or linker's own words out of TVM's report of a failed export ("Compilation
+    error:", the tool's output, "Command line: ..."): its error lines, else the report."""
+    body = text.split("Command line:", 1)[0]
+    lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln != "Compilation error:"]
+    # collect2's summary says only that ld failed; ld's own line above it says why.
+    useful = [ln for ln in lines if not ln.startswith("collect2:")] or lines
+    errors = [ln for ln in useful if "error" in ln.lower()] or useful
+    return one_line(" | ".join(errors[:3]), 400) if errors else one_line(text, 400)
 
 
 def _opt_level(options: BackendOptions) -> int:
@@ -117,18 +130,38 @@ def compile_request(request: CompileRequest) -> CompileResult:
         toolchain["cc"] = _cc_version(str(clang))
         stages["link_ms"] = _ms(t)
     else:
-        # BYOC backends add the generated C's header and the host reference driver.
-        link = lowering.link_options(android=False, options=request["options"])
+        # This machine's g++, or a cross compiler (tvm.support.cc, 0.27's home of the old
+        # tvm.contrib.cc) for a device of another instruction set.
+        cross = target.toolchain
+        cc = "g++" if cross is None else cross.tool("g++", stage="link")
+        export: dict[str, Any] = {}
+        if cross is not None:
+            from tvm.support.cc import cross_compiler, get_target_by_dump_machine
+
+            # The triple of the object that packs the imported modules: TVM takes it from an
+            # LLVM module when there is one, else from the compiler, which must be ours (a
+            # module with every operator offloaded has no LLVM code; TVM would ask the host's).
+            export["fcompile"] = cross_compiler(
+                cc, get_target_triple=get_target_by_dump_machine(cc)
+            )
+        # BYOC backends add the generated C's header and the reference driver (built by the
+        # same toolchain).
+        link = lowering.link_options(android=False, options=request["options"], toolchain=cross)
         try:
             executable.export_library(
-                str(out_dir / target.library), options=[f"-I{d}" for d in include_dirs] + link
+                str(out_dir / target.library),
+                options=[f"-I{d}" for d in include_dirs] + link,
+                **export,
             )
         except Exception as exc:
+            what = "host" if cross is None else target.name
             raise JobError(
-                "link", f"linking the host library failed: {one_line(str(exc))}"
+                "link",
+                f"linking the {what} library with {Path(cc).name} failed: "
+                f"{_toolchain_message(str(exc))}",
             ) from None
         stages["export_ms"] = _ms(t)
-        toolchain["cc"] = _cc_version("g++")
+        toolchain["cc"] = _cc_version(cc)
     result["library"] = target.library
     if extra:
         result["extra"] = extra

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from harness.compile.records import ArtifactExtra, LoweringJson
 from harness.errors import JobError
 from harness.jsontypes import BackendOptions
+from harness.toolchain import CrossToolchain
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,23 @@ class Lowering:
         report = report_of(mod)
         return {"partition": report} if report is not None else None
 
-    def link_options(self, *, android: bool, options: BackendOptions) -> list[str]:
-        """Extra compiler/linker arguments when the artifact is exported (host) or linked
-        with the NDK (android)."""
+    def link_options(
+        self,
+        *,
+        android: bool,
+        options: BackendOptions,
+        toolchain: CrossToolchain | None = None,
+    ) -> list[str]:
+        """Extra compiler/linker arguments when the artifact is exported (by this machine's
+        compiler, or by ``toolchain`` for another instruction set) or linked with the NDK
+        (android)."""
         if self.offload is None:
             return []
         from harness.byoc.link import android_link_args, host_export_options
 
         if android:
             return android_link_args(self.offload, options)
-        return host_export_options()
+        return host_export_options(toolchain)
 
     def to_json(self) -> LoweringJson:
         return {"offload": self.offload}

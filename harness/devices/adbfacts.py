@@ -36,7 +36,11 @@ def facts_from_props(device_id: str, props: dict[str, str]) -> DeviceFacts:
     abi = props.get("ro.product.cpu.abi", "")
     emulated = props.get("ro.edgefarm.emulated") == "1"
     exec_abi = props.get("ro.edgefarm.exec_abi", abi)
-    target = "host" if exec_abi in ("x86_64", "x86-64") else "android-arm64"
+    # An emulated phone names the target whose programs it runs; a phone runs Android's.
+    target = props.get("ro.edgefarm.target") or (
+        "host" if exec_abi in ("x86_64", "x86-64") else "android-arm64"
+    )
+    isa_emulator = props.get("ro.edgefarm.isa_emulator", "")
     soc = (
         props.get("ro.soc.model")
         or props.get("ro.board.platform")
@@ -67,5 +71,7 @@ def facts_from_props(device_id: str, props: dict[str, str]) -> DeviceFacts:
                 if emulated
                 else {}
             ),
+            # ... and, when its programs run under an instruction-set emulator, which one.
+            **({"isa_emulator": isa_emulator} if emulated and isa_emulator else {}),
         },
     )

@@ -63,7 +63,8 @@ class DeviceFacts(BaseModel):
     fingerprint: str = ""
     nnapi_feature_level: int | None = None
     emulated: bool = False
-    target: str = "host"  # the compile target that runs on it: "host" | "android-arm64"
+    # The compile target that runs on it: "host" | "android-arm64" | "linux-arm64".
+    target: str = "host"
     # What the device is, wherever it is attached: ro.serialno, ``local@HOST`` for a host.
     serial: str = ""
     extra: dict[str, str | int] = Field(default_factory=dict, exclude_if=_empty)
@@ -90,6 +91,13 @@ class DeviceFacts(BaseModel):
         None below SDK level 27); on this machine BYOC artifacts run the host reference
         driver, which has no such bound."""
         return not self.on_this_machine
+
+    @property
+    def isa_emulated(self) -> bool:
+        """Its programs run under an instruction-set emulator (an emulated arm64 phone on an
+        x86-64 machine: ``extra.isa_emulator`` names it). Its latencies measure the emulator:
+        neither a phone's speed nor this machine's."""
+        return bool(self.extra.get("isa_emulator"))
 
     def dump(self) -> dict[str, JsonValue]:
         """The JSON form."""

@@ -57,8 +57,10 @@ def _hash_files(files: list[Path]) -> str:
 
 
 def runtime_bundle(target: str) -> Bundle:
-    """The runtime bundle for ``target``: built on demand for ``host``; the Android bundle is
-    built with the NDK (see harness/runner/ANDROID.md)."""
+    """The runtime bundle for ``target``, built on demand: for ``host`` with this machine's
+    compiler; for ``android-arm64`` with the NDK (see harness/runner/ANDROID.md); for
+    ``linux-arm64`` with the aarch64 cross compiler and the registry's aarch64 TVM runtime
+    (:mod:`harness.runner.cross`). Pushed to a device the same way whatever built it."""
     from harness.runner.build import build_host_runner, runtime_libraries
 
     if target == "host":
@@ -69,6 +71,12 @@ def runtime_bundle(target: str) -> Bundle:
         from harness.runner.android import android_bundle_files
 
         files = android_bundle_files()
+        return Bundle(target, tuple(files), _hash_files(files))
+    if target == "linux-arm64":
+        from harness.runner.cross import cross_bundle_files
+        from harness.toolchain import AARCH64_LINUX_GNU
+
+        files = cross_bundle_files(target, AARCH64_LINUX_GNU)
         return Bundle(target, tuple(files), _hash_files(files))
     raise JobError("run", f"no runtime bundle for target {target!r}")
 

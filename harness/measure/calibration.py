@@ -58,12 +58,15 @@ CALIBRATION_PROTOCOL = Protocol(
 
 def device_class(facts: DeviceFacts) -> str:
     """Devices whose costs are interchangeable: one phone model with one SoC (emulated phones
-    apart: they run on the host's CPU), or this machine's CPU."""
+    apart: they run on the host's CPU, or under an instruction-set emulator), or this
+    machine's CPU."""
     if facts.on_this_machine:
         return f"local:{facts.model or facts.soc or 'cpu'}"[:128]
     name = " ".join(p for p in (facts.manufacturer, facts.model) if p)
     soc = facts.soc or "?"
     emulated = " emulated" if facts.emulated else ""
+    if facts.isa_emulated:
+        emulated += f" under {facts.extra['isa_emulator']}"
     return f"adb:{name or facts.id or '?'} ({soc}){emulated}"[:128]
 
 

@@ -146,6 +146,9 @@ class ResultDocument(Record):
     profile: list[OpProfile] | MISSING = MISSING  # with --profile: costliest first
     wall_ms: float | MISSING = MISSING  # edgefarm bench: the whole measurement
     experiment: ExperimentRecord | MISSING = MISSING  # an A/B run (edgefarm ab, confirmation)
+    # True when the device ran the program under an instruction-set emulator (the arm64
+    # emulated phone's qemu-user): its latencies are the emulator's, not a phone's speed.
+    isa_emulated: bool | MISSING = MISSING
 
     @property
     def device_id(self) -> str:

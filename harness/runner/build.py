@@ -98,9 +98,17 @@ def runtime_libraries() -> list[Path]:
     return libs
 
 
-def compile_flags(source: Path, output: Path, wheel: TvmWheel) -> list[str]:
-    """The compiler command line (after the compiler) that builds ``source`` into ``output``."""
-    rpath = ":".join(["$ORIGIN", *(str(d) for d in wheel.lib_dirs)])
+def compile_flags(
+    source: Path, output: Path, wheel: TvmWheel, *, lib_dirs: list[Path] | None = None
+) -> list[str]:
+    """The compiler command line (after the compiler) that builds ``source`` into ``output``:
+    against the installed wheel's libraries, or against ``lib_dirs`` (a cross build's, which
+    then finds its libraries beside itself only)."""
+    if lib_dirs is None:
+        lib_dirs = wheel.lib_dirs
+        rpath = ":".join(["$ORIGIN", *(str(d) for d in lib_dirs)])
+    else:
+        rpath = "$ORIGIN"
     return [
         "-std=c++17",
         "-O2",
@@ -108,7 +116,7 @@ def compile_flags(source: Path, output: Path, wheel: TvmWheel) -> list[str]:
         str(source),
         "-o",
         str(output),
-        *(f"-L{d}" for d in wheel.lib_dirs),
+        *(f"-L{d}" for d in lib_dirs),
         # Nothing in the runner names a symbol of libtvm_runtime: it is linked for the loaders
         # and the Relax VM its static initialisers register, which --as-needed would drop.
         "-Wl,--no-as-needed",
@@ -129,7 +137,7 @@ def _cache_key(source: Path, wheel: TvmWheel) -> str:
     return digest.hexdigest()
 
 
-def _first_error_line(stderr: str) -> str:
+def first_error_line(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for ln in lines:
         if "error" in ln.lower():
@@ -182,7 +190,7 @@ def compile_runner(source: Path, cache_dir: Path | None = None) -> Path:
             raise InfrastructureError(f"cannot run {compiler}: {one_line(str(exc))}") from exc
         if proc.returncode != 0 or not output.is_file():
             raise HarnessBug(
-                f"the runner {source.name} does not compile: {_first_error_line(proc.stderr)}"
+                f"the runner {source.name} does not compile: {first_error_line(proc.stderr)}"
             )
         os.replace(output, final)
     log.info("native runner ready at %s", final)

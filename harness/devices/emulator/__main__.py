@@ -8,6 +8,7 @@ import sys
 
 from harness.errors import EdgefarmError
 
+from .isa import ISAS
 from .phone import serve
 from .profiles import DEFAULT_PROFILE, PROFILES
 
@@ -36,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default); auto: confine where the kernel allows, else rewrite; rewrite: run them "
         "unconfined with literal /data, /sdcard and /sys paths rewritten",
     )
+    parser.add_argument(
+        "--isa",
+        default=None,
+        choices=list(ISAS),
+        help="what its programs are built for: host, or arm64 (run under qemu-user); "
+        "default: the profile's",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             require_auth=not args.no_auth,
             quota_bytes=args.quota_bytes,
             isolation=args.isolation,
+            isa=args.isa,
         )
     except EdgefarmError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -112,8 +112,13 @@ class NamespaceHolder:
     def pid(self) -> int:
         return self._proc.pid
 
-    def enter(self, command: str) -> list[str]:
-        """argv that runs ``command`` with ``/bin/sh`` inside the phone's namespaces and root."""
+    def enter(self, command: str, *, preload: str | None = None) -> list[str]:
+        """argv that runs ``command`` with ``/bin/sh`` inside the phone's namespaces and root;
+        ``preload``: a library (a path inside) preloaded into the shell and what it starts,
+        set only once inside (nsenter itself, a host program, must not try to load it)."""
+        inside = ["/bin/sh", "-c", command]
+        if preload is not None:
+            inside = ["/usr/bin/env", f"LD_PRELOAD={preload}", *inside]
         return [
             self._nsenter,
             f"--target={self._proc.pid}",
@@ -126,9 +131,7 @@ class NamespaceHolder:
             "--wd",
             "--preserve-credentials",
             "--",
-            "/bin/sh",
-            "-c",
-            command,
+            *inside,
         ]
 
     def stop(self) -> None:

@@ -22,6 +22,7 @@ from typing import IO, Any, TypeVar
 from harness.errors import InfrastructureError
 
 from . import protocol as p
+from .isa import SPECS, Isa, IsaEmulation, emulation
 from .namespace import ConfinementError
 from .profiles import DEFAULT_PROFILE, DeviceProfile, get_profile
 from .sandbox import Isolation, Sandbox
@@ -349,8 +350,13 @@ class EmulatedPhone:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         thermal_time_constant_s: float = 30.0,
         tick_s: float = 0.5,
+        isa: Isa | None = None,
     ) -> None:
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        if isa is not None:
+            self.profile = self.profile.with_isa(isa)
+        # Set at start: how a phone of another instruction set executes its programs.
+        self.isa_emulation: IsaEmulation | None = None
         self._owns_root = root is None
         self._root_arg = Path(root) if root is not None else None
         self._requested_port = port
@@ -417,6 +423,10 @@ class EmulatedPhone:
         # Whoever reads the phone's facts can tell a confined emulated phone from one whose
         # commands run unconfined on the host.
         props["ro.edgefarm.sandbox"] = self.isolation
+        if self.isa_emulation is not None:
+            # Its programs run under an instruction-set emulator: their times are not the
+            # phone's (nor this machine's).
+            props["ro.edgefarm.isa_emulator"] = self.isa_emulation.version
         return props
 
     def banner(self) -> bytes:
@@ -463,6 +473,10 @@ class EmulatedPhone:
             raise InfrastructureError(f"emulated phone cannot use root {root}: {exc}") from None
         self.sandbox = sandbox
         self._lock_root(sandbox.state_dir / "lock")
+        if self.profile.isa != "host":
+            self.isa_emulation = emulation(SPECS[self.profile.isa], sandbox.bin_dir)
+            if self.isa_emulation is not None:
+                sandbox.preload = self.isa_emulation.shim.name
         self._load_state()
         self.state = PhoneState(self.profile, sandbox.root / "sys", time_constant_s=self._tau_s)
         try:
@@ -848,6 +862,7 @@ def serve(
     require_auth: bool = True,
     quota_bytes: int | None = None,
     isolation: Isolation = "namespace",
+    isa: Isa | None = None,
 ) -> None:
     """Run one emulated phone until SIGINT or SIGTERM (for ``edgefarm emulator start``)."""
     stop = threading.Event()
@@ -860,6 +875,7 @@ def serve(
         require_auth=require_auth,
         quota_bytes=quota_bytes,
         isolation=isolation,
+        isa=isa,
     )
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -874,6 +890,13 @@ def serve(
                 phone.port,
                 phone.root,
             )
+            if phone.isa_emulation is not None:
+                log.info(
+                    "its %s programs run under %s (%s)",
+                    phone.profile.isa,
+                    phone.isa_emulation.version,
+                    phone.isa_emulation.qemu,
+                )
             if phone.isolation != "namespace":
                 log.warning(
                     "shell commands are NOT confined: device paths are only rewritten "

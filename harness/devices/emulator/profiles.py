@@ -3,15 +3,20 @@
 Each profile mirrors a real phone's system properties (as ``getprop`` prints them), its CPU
 clusters and thermal zones. Every profile also says it is emulated: ``ro.edgefarm.emulated=1``,
 ``(edgefarm emulated)`` in the model and ``edgefarm_emulated`` in the product name and
-fingerprint, so facts read from one can never be mistaken for a physical phone's. An emulated
-phone runs this host's binaries, so ``ro.product.cpu.abi`` keeps the real phone's ABI while
-``ro.edgefarm.exec_abi`` names the ABI that actually executes (``x86_64`` here).
+fingerprint, so facts read from one can never be mistaken for a physical phone's. A profile's
+``isa`` says what its programs are built for: ``host`` (this machine's binaries: then
+``ro.product.cpu.abi`` keeps the real phone's ABI while ``ro.edgefarm.exec_abi`` names the ABI
+that actually executes, ``x86_64`` here) or ``arm64`` (aarch64 binaries, executed under
+qemu-user where this machine is not arm64; :mod:`.isa`). ``ro.edgefarm.target`` names the
+compile target whose programs the phone runs.
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from .isa import SPECS, Isa
 
 EMULATED_SUFFIX = " (edgefarm emulated)"
 
@@ -65,6 +70,7 @@ class DeviceProfile:
     throttle_c: float = 70.0  # above this, big cores lose frequency
     battery_capacity: int = 85
     battery_technology: str = "Li-poly"
+    isa: Isa = "host"  # what its programs are built for (see the module doc)
 
     @property
     def cpu_count(self) -> int:
@@ -73,6 +79,24 @@ class DeviceProfile:
     @property
     def model(self) -> str:
         return self.props["ro.product.model"]
+
+    def with_isa(self, isa: Isa) -> DeviceProfile:
+        """The same phone running ``isa`` programs: ``arm64`` executes aarch64 binaries (and
+        is named ``<profile>-arm64``, its model ``... (edgefarm emulated arm64)``)."""
+        if isa == self.isa:
+            return self
+        if isa == "host":
+            raise ValueError(f"profile {self.name} is an {self.isa} phone already")
+        spec = SPECS[isa]
+        props = dict(self.props)
+        name = f"{self.name}-{isa}"
+        props["ro.product.model"] = props["ro.product.model"].replace(
+            EMULATED_SUFFIX, f" (edgefarm emulated {isa})"
+        )
+        props["ro.edgefarm.exec_abi"] = spec.abi
+        props["ro.edgefarm.target"] = spec.target
+        props["ro.edgefarm.profile"] = name
+        return replace(self, name=name, props=props, isa=isa)
 
 
 def _build_props(
@@ -134,6 +158,7 @@ def _build_props(
         "persist.sys.timezone": "Etc/UTC",
         "ro.edgefarm.emulated": "1",
         "ro.edgefarm.exec_abi": host_exec_abi(),
+        "ro.edgefarm.target": "host",
     }
     # ro.soc.* exist since Android 12 (sdk 31); older phones only have board/hardware.
     if soc_manufacturer is not None and soc_model is not None:
@@ -280,9 +305,16 @@ DEFAULT_PROFILE = "dimensity-9200"
 
 
 def get_profile(name: str) -> DeviceProfile:
-    """The profile called ``name``; KeyError names the known ones."""
+    """The profile called ``name`` (``NAME-arm64``: NAME running arm64 programs); KeyError
+    names the known ones."""
+    for spec in SPECS.values():
+        base = name.removesuffix(f"-{spec.name}")
+        if base != name and base in PROFILES:
+            return PROFILES[base].with_isa(spec.name)
     try:
         return PROFILES[name]
     except KeyError:
         known = ", ".join(sorted(PROFILES))
-        raise KeyError(f"unknown emulator profile {name!r}; known: {known}") from None
+        raise KeyError(
+            f"unknown emulator profile {name!r}; known: {known} (and each with -arm64)"
+        ) from None

@@ -75,6 +75,9 @@ class Sandbox:
         self.isolation: Literal["namespace", "rewrite"] = "rewrite"
         self._holder: NamespaceHolder | None = None
         self._root_bytes = str(self.root).encode()
+        # A library in bin_dir preloaded into every command: the exec path of a phone of
+        # another instruction set (:mod:`.isa`).
+        self.preload: str | None = None
 
     # -- layout --------------------------------------------------------------------------
 
@@ -218,7 +221,8 @@ class Sandbox:
             env = self._env(
                 path=NAMESPACE_PATH, home="/", data="/data", sdcard="/sdcard", tmp="/data/local/tmp"
             )
-            return self._holder.enter(command), env, None
+            preload = f"/system/bin/{self.preload}" if self.preload is not None else None
+            return self._holder.enter(command, preload=preload), env, None
         root = str(self.root)
         host_path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env = self._env(
@@ -228,6 +232,9 @@ class Sandbox:
             sdcard=f"{root}/sdcard",
             tmp=f"{root}/data/local/tmp",
         )
+        if self.preload is not None:
+            env["LD_PRELOAD"] = str(self.bin_dir / self.preload)
+            env["EDGEFARM_PHONE_STORAGE"] = f"{root}/data:{root}/sdcard"
         return ["/bin/sh", "-c", rewrite_command(self.root, command)], env, self.root
 
     @staticmethod
