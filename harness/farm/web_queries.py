@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -385,9 +386,7 @@ def history_series_keys(
     if base is None:
         return [], False
     recent = (
-        base.with_only_columns(
-            Result.model_id, Result.device_id, Result.backend, Result.created_at
-        )
+        base.with_only_columns(Result.model_id, Result.device_id, Result.backend, Result.created_at)
         .order_by(Result.created_at.desc(), Result.id.desc())
         .limit(scan)
         .subquery()
@@ -420,28 +419,45 @@ def _series_with_regressions(session: Session, keys: Sequence[SeriesKey]) -> set
     return {SeriesKey(name, device_id, backend) for name, device_id, backend in rows}
 
 
-def _percentile(samples: Any, q: float) -> float | None:
+def _band(samples: Any) -> tuple[float | None, float | None]:
+    """The p10 and p90 of a run's raw samples (None, None without any)."""
     if not isinstance(samples, list) or not samples:
-        return None
+        return None, None
     values = np.asarray([s for s in samples if isinstance(s, int | float)], dtype=float)
     values = values[np.isfinite(values)]
-    return float(np.percentile(values, q)) if values.size else None
+    if not values.size:
+        return None, None
+    low, high = np.percentile(values, (10, 90))
+    return float(low), float(high)
 
 
-def _alert_nights(session: Session, key: SeriesKey) -> dict[int, list[int]]:
-    """The nights on which the series' alerts start: night id -> alert ids."""
+def _alert_nights(
+    session: Session, keys: Sequence[SeriesKey]
+) -> dict[SeriesKey, dict[int, list[int]]]:
+    """Per series, the nights on which its alerts start: night id -> alert ids."""
+    nights: dict[SeriesKey, dict[int, list[int]]] = {key: defaultdict(list) for key in keys}
+    if not keys:
+        return nights
     rows = session.execute(
-        select(Alert.id, Alert.first_bad_night_id, Alert.night_id)
+        select(
+            Series.model_name,
+            Series.device_id,
+            Series.backend,
+            Alert.id,
+            Alert.first_bad_night_id,
+            Alert.night_id,
+        )
         .join(Series, Alert.series_id == Series.id)
         .where(
-            Series.model_name == key.model_name,
-            Series.device_id == key.device_id,
-            Series.backend == key.backend,
+            _one_of(Series.model_name, sorted({key.model_name for key in keys})),
+            _one_of(Series.device_id, sorted({key.device_id for key in keys})),
         )
+        .order_by(Alert.id)
     ).all()
-    nights: dict[int, list[int]] = defaultdict(list)
-    for alert_id, first_bad, night in rows:
-        nights[first_bad or night].append(alert_id)
+    for name, device_id, backend, alert_id, first_bad, night in rows:
+        key = SeriesKey(name, device_id, backend)
+        if key in nights:
+            nights[key][first_bad or night].append(alert_id)
     return nights
 
 
@@ -470,7 +486,7 @@ def history_series(
     )
     total = session.scalar(where.with_only_columns(func.count())) or 0
     label = session.scalar(select(Device.model_name).where(Device.id == key.device_id)) or ""
-    alert_nights = _alert_nights(session, key)
+    alert_nights = _alert_nights(session, [key])[key]
     span_days = 0
     if total > max_points:
         first, last = session.execute(
@@ -478,6 +494,18 @@ def history_series(
         ).one()
         days = (last.date() - first.date()).days + 1
         span_days = max(1, math.ceil(days / max_points))
+    ordered = (
+        where.with_only_columns(*_point_columns(samples=span_days == 0))
+        .join(Job, Result.job_id == Job.id)
+        .order_by(Result.created_at, Result.id)
+    )
+    points = [_point(row, alert_nights) for row in session.execute(ordered)]
+    return _series(key, label, total, points, span_days)
+
+
+def _point_columns(*, samples: bool) -> list[Any]:
+    """What a point is made of (:func:`_point`), with the raw samples or without (then the
+    band of a run is its median to its p90: the points are aggregated)."""
     columns = [
         Result.id,
         Result.run_id,
@@ -489,34 +517,35 @@ def history_series(
         Job.night_id,
         *_toolchain_columns(),
     ]
-    ordered = (
-        where.with_only_columns(*columns)
-        .join(Job, Result.job_id == Job.id)
-        .order_by(Result.created_at, Result.id)
+    return [*columns, Result.samples_ms] if samples else columns
+
+
+def _point(row: Any, alert_nights: dict[int, list[int]]) -> Point:
+    """A run's point from a row of :func:`_point_columns` (its leading columns; the raw
+    samples last, when read)."""
+    result_id, run_id, job_id, at, median, p90, status, night_id = row[:8]
+    toolchain = {name: value or "" for name, value in zip(TOOLCHAIN_KEYS, row[8:12], strict=True)}
+    low, high = _band(row[12]) if len(row) > 12 else (median, p90)
+    return Point(
+        at=at,
+        median_ms=median,
+        low_ms=low,
+        high_ms=high,
+        status=status,
+        result_id=result_id,
+        run_id=run_id,
+        job_id=job_id,
+        night_id=night_id,
+        toolchain=toolchain,
+        alerts=list(alert_nights.get(night_id, [])) if night_id is not None else [],
     )
-    if span_days == 0:
-        ordered = ordered.add_columns(Result.samples_ms)
-    rows = session.execute(ordered).all()
-    points: list[Point] = []
-    for row in rows:
-        toolchain = {
-            name: value or "" for name, value in zip(TOOLCHAIN_KEYS, row[8:12], strict=True)
-        }
-        night_id = row[7]
-        point = Point(
-            at=row[3],
-            median_ms=row[4],
-            low_ms=_percentile(row[12], 10) if span_days == 0 else row[4],
-            high_ms=_percentile(row[12], 90) if span_days == 0 else row[5],
-            status=row[6],
-            result_id=row[0],
-            run_id=row[1],
-            job_id=row[2],
-            night_id=night_id,
-            toolchain=toolchain,
-            alerts=list(alert_nights.get(night_id, [])) if night_id is not None else [],
-        )
-        points.append(point)
+
+
+def _series(
+    key: SeriesKey, label: str, total: int, points: list[Point], span_days: int
+) -> HistorySeries:
+    """The series from its points (oldest first): its toolchain changes, and its points
+    aggregated per ``span_days`` days when that is not 0."""
     changes = _changes(points)
     if span_days:
         points = _aggregate(points, span_days)
@@ -561,7 +590,7 @@ def _aggregate(points: Sequence[Point], span_days: int) -> list[Point]:
         out.append(
             Point(
                 at=start,
-                median_ms=float(np.median(medians)) if medians else None,
+                median_ms=float(statistics.median(medians)) if medians else None,
                 low_ms=min(medians) if medians else None,
                 high_ms=max(highs) if highs else None,
                 status="ok" if ok else "failed",
@@ -598,26 +627,53 @@ def history(
     results in view; with no model named, only the newest ``recent`` results in view (each
     series' whole history is a view naming its model, device and backend)."""
     if not filters.models:
-        base = _history_base(session, filters)
-        if base is None:
-            return History([])
-        newest = list(
-            session.scalars(
-                base.with_only_columns(Result.created_at)
-                .order_by(Result.created_at.desc(), Result.id.desc())
-                .limit(recent)
-            )
-        )
-        if len(newest) >= recent:
-            cut = newest[-1]
-            since = cut if filters.since is None else max(cut, filters.since)
-            window = replace(filters, since=since)
-            keys, _ = history_series_keys(session, window, scan=scan)
-            series = [history_series(session, window, key) for key in keys]
-            return History(series, recent_since=cut, recent=recent)
+        return _newest(session, filters, recent)
     keys, full = history_series_keys(session, filters, scan=scan)
     series = [history_series(session, filters, key) for key in keys]
     return History(series, scanned=scan if full else 0)
+
+
+def _newest(session: Session, filters: HistoryFilter, recent: int) -> History:
+    """A view naming no model: its newest ``recent`` results (one query), each series' points
+    among them (the newest-measured :data:`MAX_SERIES` series), a point per run."""
+    base = _history_base(session, filters)
+    if base is None:
+        return History([])
+    key_columns = [Model.name, Result.device_id, Result.backend]
+    newest: Sequence[Any] = session.execute(
+        base.with_only_columns(*key_columns, *_point_columns(samples=True))
+        .join(Job, Result.job_id == Job.id)
+        .order_by(Result.created_at.desc(), Result.id.desc())
+        .limit(recent)
+    ).all()
+    rows: dict[SeriesKey, list[Any]] = defaultdict(list)
+    for row in newest:  # newest first: the series in the order of their newest result
+        rows[SeriesKey(row[0], row[1], row[2])].append(row[3:])
+    keys = list(rows)
+    if filters.regressions_only:
+        flagged = _series_with_regressions(session, keys)
+        keys = [key for key in keys if key in flagged]
+    keys = keys[:MAX_SERIES]
+    labels = dict(
+        session.execute(
+            select(Device.id, Device.model_name).where(
+                Device.id.in_({key.device_id for key in keys})
+            )
+        ).all()
+    )
+    alerts = _alert_nights(session, keys)
+    series = [
+        _series(
+            key,
+            labels.get(key.device_id) or "",
+            len(rows[key]),
+            [_point(row, alerts[key]) for row in reversed(rows[key])],
+            0,
+        )
+        for key in keys
+    ]
+    cut = newest[-1].created_at if len(newest) >= recent else None  # the oldest read
+    return History(series, recent_since=cut, recent=recent if cut else 0)
 
 
 # Compare.
