@@ -6,8 +6,10 @@
 (operands with types, constant data from the weights passed in as arguments, operations,
 inputs and outputs), finishes it and compiles it with the execution preference; on every call
 it creates an execution, binds the argument tensors (NCHW <-> NHWC transposes where needed),
-computes and waits. The C exports ``__tvm_ffi_<global_symbol>`` with TVM FFI's safe-call
-signature. Register with :func:`register_codegens` (explicit, not at import).
+computes and waits. The model holds the weights of the first call; a later call with other
+weights is an error, not a silent wrong answer (weights are checked by pointer, and by
+checksum when the pointer moved). The C exports ``__tvm_ffi_<global_symbol>`` with TVM FFI's
+safe-call signature. Register with :func:`register_codegens` (explicit, not at import).
 """
 
 from __future__ import annotations
@@ -189,6 +191,15 @@ static void ef_permute(const float* src, float* dst, int rank, const int64_t* sr
     dst[k] = src[at];
   }
 }
+
+/* FNV-1a over a tensor's bytes: tells whether weights passed again are the ones a model was
+ * built with. */
+static uint64_t ef_checksum(const float* data, size_t count) {
+  const unsigned char* p = (const unsigned char*)data;
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < count * sizeof(float); ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
 #endif /* EDGEFARM_BYOC_HELPERS_ */
 """
 
@@ -240,6 +251,9 @@ def emit_c(
     w(f"static {model_t}* ef_model_{s} = NULL;")
     w(f"static {comp_t}* ef_compilation_{s} = NULL;")
     w(f"static float* ef_consts_{s}[{max(len(consts), 1)}];")
+    weights = sorted(model.const_params)
+    w(f"static const float* ef_weights_{s}[{max(len(weights), 1)}];")
+    w(f"static uint64_t ef_weight_sums_{s}[{max(len(weights), 1)}];")
     w(f"static float* ef_in_{s}[{max(len(model.inputs), 1)}];")
     w(f"static float* ef_out_{s}[{max(len(model.outputs), 1)}];")
     for i, shape in enumerate(all_shapes):
@@ -361,6 +375,9 @@ def emit_c(
         if io.perm != tuple(range(len(io.shape))):
             w(f"  ef_out_{s}[{k}] = (float*)malloc({_count(io.shape)} * sizeof(float));")
             w(f'  if (!ef_out_{s}[{k}]) {{ snprintf(err, err_size, "out of memory"); goto fail; }}')
+    for j, param in enumerate(weights):
+        w(f"  ef_weights_{s}[{j}] = args[{param}];")
+        w(f"  ef_weight_sums_{s}[{j}] = ef_checksum(args[{param}], {_count(all_shapes[param])});")
     w(f"  ef_model_{s} = model;")
     w(f"  ef_compilation_{s} = compilation;")
     w("  return 0;")
@@ -448,6 +465,31 @@ def emit_c(
     w("}")
     w("")
 
+    # -- weights ----------------------------------------------------------------------------
+    # The model holds the weights of its first call. Another call must pass the same: a
+    # function shared by two call sites would run the second with the first's weights.
+    w(f"static int ef_same_weights_{s}(float* const* args, char* err, size_t err_size) {{")
+    for j, param in enumerate(weights):
+        w(f"  if (args[{param}] != ef_weights_{s}[{j}]) {{")
+        w(
+            f"    if (ef_checksum(args[{param}], {_count(all_shapes[param])}) != "
+            f"ef_weight_sums_{s}[{j}]) {{"
+        )
+        w(
+            f'      snprintf(err, err_size, "{s}: argument {param} holds other weights than '
+            'its accelerator model was built with");'
+        )
+        w("      return -1;")
+        w("    }")
+        w(f"    ef_weights_{s}[{j}] = args[{param}];")
+        w("  }")
+    w("  (void)args;")
+    w("  (void)err;")
+    w("  (void)err_size;")
+    w("  return 0;")
+    w("}")
+    w("")
+
     # -- entry ------------------------------------------------------------------------------
     w('#if defined(__GNUC__)\n__attribute__((visibility("default")))\n#endif')
     w(
@@ -470,7 +512,10 @@ def emit_c(
         )
         w(f"  if (!data[{i}]) return ef_fail(err);")
     w(f"  pthread_mutex_lock(&ef_lock_{s});")
-    w(f"  rc = ef_ready_{s} ? 0 : ef_build_{s}(data, err, sizeof(err));")
+    w(
+        f"  rc = ef_ready_{s} ? ef_same_weights_{s}(data, err, sizeof(err)) "
+        f": ef_build_{s}(data, err, sizeof(err));"
+    )
     w(f"  if (rc == 0) {{ ef_ready_{s} = 1; rc = ef_run_{s}(data, err, sizeof(err)); }}")
     w(f"  pthread_mutex_unlock(&ef_lock_{s});")
     w("  return rc == 0 ? 0 : ef_fail(err);")

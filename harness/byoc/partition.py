@@ -215,7 +215,7 @@ def _fuse(
         patterns, bind_constants=False, annotate_codegen=not merge
     )(mod)
     merged = relax.transform.MergeCompositeFunctions()(fused) if merge else fused
-    return _mark_constant_params(merged), table, excluded
+    return _mark_constant_params(_one_function_per_call(merged, dialect)), table, excluded
 
 
 def find_candidates(mod: Any, opts: PartitionOptions) -> list[Match]:
@@ -286,6 +286,50 @@ def _codegen(merged: Any, opts: PartitionOptions) -> Any:
         opts.dialect: {"feature_level": opts.feature_level, "preference": opts.preference}
     }
     return relax.transform.RunCodegen(codegen_options)(merged)
+
+
+def _one_function_per_call(mod: Any, dialect: str) -> Any:
+    """Every call of an offloaded function gets a function of its own.
+
+    Partitioning shares one function between subgraphs of the same structure (TVM's block
+    builder adds a function only once), but their weights are arguments, and the generated C
+    builds its accelerator model once, with the weights of its first call: a shared function
+    ran its second call site with the first's weights (MobileNetV3's repeated blocks). Each
+    copy has its own symbol, ``<name>_<k>_<dialect>`` for the k-th call after the first."""
+    from tvm import relax
+    from tvm.relax.utils import copy_with_new_vars
+
+    offloaded = {gv for gv, func in mod.functions.items() if func.attrs and "Codegen" in func.attrs}
+    suffix = f"_{dialect}"
+
+    @relax.expr_functor.mutator
+    class Split(relax.PyExprMutator):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(mod)
+            self.calls: dict[Any, int] = {}
+
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            gv = call.op
+            if not isinstance(gv, relax.GlobalVar) or gv not in offloaded:
+                return call
+            k = self.calls.get(gv, 0)
+            self.calls[gv] = k + 1
+            if k == 0:
+                return call
+            base = gv.name_hint.removesuffix(suffix)
+            name = f"{base}_{k}{suffix}"
+            # Its own variables (each bound once in a module), and a symbol of its own, which
+            # also makes the copy distinct to the builder.
+            copy = copy_with_new_vars(mod[gv]).with_attr("global_symbol", name)
+            new_gv = self.builder_.add_func(copy, name)
+            return relax.Call(new_gv, call.args, call.attrs, call.ty_args, call.span)
+
+    split = Split()
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and gv not in offloaded:
+            split.builder_.update_func(gv, split.visit_expr(func))
+    return split.builder_.get()
 
 
 def _mark_constant_params(mod: Any) -> Any:

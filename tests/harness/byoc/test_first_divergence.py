@@ -78,9 +78,10 @@ def test_a_broken_kernel_in_the_driver_is_located(tmp_path: Path) -> None:
 
 
 def test_first_divergence_says_none_or_why_it_could_not(tmp_path: Path) -> None:
-    """Without the broken kernel every subgraph agrees with its CPU build (``none``); a library
-    that is not one, or a time limit too short, end ``failed`` with the reason."""
-    path = testmodels.save(byoc_models.sigmoid_after_sin(), tmp_path, "sig")
+    """Without the broken kernel every subgraph agrees with its CPU build (``none``), the
+    repeated blocks' copies of one function included; a library that is not one, or a time
+    limit too short, end ``failed`` with the reason."""
+    path = testmodels.save(byoc_models.repeated_block(), tmp_path, "rep")
     model = load(path)
     backend = get_backend("tvm-nnapi")
     artifact = backend.compile(model, target="host", options=None)
