@@ -6,6 +6,9 @@ flight per stream), the ``shell:``/``exec:`` services and the ``sync:`` service 
 LST2, LIST, SEND, RECV, QUIT). It is not a mock: the harness cannot tell it from a phone except
 by its facts (``ro.edgefarm.emulated=1``, a model ending in ``(edgefarm emulated)``,
 ``ro.edgefarm.exec_abi`` naming the host's ABI, since commands run this host's binaries).
+An arm64 phone (``isa="arm64"``, :mod:`.isa`) runs aarch64 binaries instead, under qemu-user
+in the same sandbox: ``exec_abi`` ``arm64-v8a``, ``ro.edgefarm.target`` ``linux-arm64``,
+``ro.edgefarm.isa_emulator`` naming qemu.
 
 The phone's filesystem is a host directory, ``root``: device path ``/data/local/tmp/x`` is
 ``<root>/data/local/tmp/x``; likewise ``/sdcard`` and ``/sys`` (where the emulator keeps

@@ -329,9 +329,12 @@ class EmulatedPhone:
     ``start()`` binds ``host:port`` (0 picks a free port) and serves from a background thread
     with its own event loop; several phones can run in one process. Shell commands run this
     host's ``/bin/sh`` inside the sandbox ``root`` (a temporary directory, removed on
-    ``stop()``, unless given). The control surface (``set_temperature``, ``stall``,
-    ``resume``, ``drop``, ``quota_bytes``, ``kill_after_bytes``) is the emulator's own, like
-    ``adb emu`` commands of Android's emulator.
+    ``stop()``, unless given). ``isa="arm64"`` (or a profile whose ``isa`` is) makes the
+    programs pushed to it aarch64 ones, run under qemu-user (:mod:`.isa`); starting one where
+    qemu-user or the aarch64 C libraries are missing is an InfrastructureError naming them.
+    The control surface (``set_temperature``, ``stall``, ``resume``, ``drop``,
+    ``quota_bytes``, ``kill_after_bytes``) is the emulator's own, like ``adb emu`` commands of
+    Android's emulator.
     """
 
     def __init__(
