@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -34,19 +35,44 @@ if "EDGEFARM_TEST_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["EDGEFARM_TEST_CACHE"], True)
 os.environ["EDGEFARM_CACHE_DIR"] = os.environ["EDGEFARM_TEST_CACHE"]
 
-# Under pytest-xdist (scripts/test runs two processes), the tests that share one named
-# database and Redis database run in one process, one after another: the worker tests
-# (edgefarm_workers_test, Redis db 5) and the API tests (their session database).
-_SERIAL_GROUPS = {"workers": "farm-db", "api": "api-db"}
+# Under pytest-xdist (scripts/test runs two processes), tests that must not share the machine
+# with each other run in one process, one after another:
+# - "farm": every test that runs a whole farm of real worker processes and emulated phones
+#   and waits on their timeouts (the worker tests share one named database and Redis db 5;
+#   the embedded farms, the chaos soak, the nightly loop and the web pages' farm each start
+#   theirs). Two of them at once on two cores time each other out.
+# - "api-db": the API tests, which share their session database.
+# Everything else (TVM builds, the runner, the CLI) runs in the other process, at a lower CPU
+# priority, so that the farm tests' timeouts measure their farm, not the neighbour's builds.
+_FARM_PATHS = ("workers", "web", "test_embedded.py", "test_chaos.py", "test_nightly.py")
+_SERIAL_GROUPS = {**dict.fromkeys(_FARM_PATHS, "farm"), "api": "api-db"}
+# Niceness of the tests outside the farm group while farm tests run beside them (xdist only).
+_NEIGHBOUR_NICENESS = 5
+
+
+def _group_of(item: pytest.Item) -> str | None:
+    parts = item.path.relative_to(Path(__file__).parent).parts
+    return _SERIAL_GROUPS.get(parts[0])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    root = Path(__file__).parent
     for item in items:
-        parts = item.path.relative_to(root).parts
-        group = _SERIAL_GROUPS.get(parts[0]) if len(parts) > 1 else None
+        group = _group_of(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(autouse=True)
+def _cpu_priority(request: pytest.FixtureRequest) -> None:
+    """Under xdist: farm tests at the normal priority, the rest below it (inherited by the
+    processes they start). Lowering it back needs root, as CI has; elsewhere a process that
+    once ran a neighbour stays lowered, which costs time, never a result."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    wanted = 0 if _group_of(request.node) == "farm" else _NEIGHBOUR_NICENESS
+    if os.getpriority(os.PRIO_PROCESS, 0) != wanted:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, wanted)
 
 
 @pytest.fixture(scope="session")

@@ -236,19 +236,22 @@ def test_shell_timeout_kills_the_command_on_the_phone(
     # A fractional timeout: the phone must not kill the command before it (a kill at 1 s would
     # look like an ordinary exit status 137).
     timeout_s = 1.9
+    # The command would sleep 30 s: gone within the 10 s given below, it was killed, however
+    # busy the machine (a short sleep could end by itself and look killed).
+    command = ["sh", "-c", f"sleep 30.4142; touch {sentinel}"]
     started = time.monotonic()
     with pytest.raises(InfrastructureError) as caught:
-        device.shell(["sh", "-c", f"sleep 2.4142; touch {sentinel}"], timeout_s=timeout_s)
+        device.shell(command, timeout_s=timeout_s)
     elapsed = time.monotonic() - started
     assert caught.value.message.startswith(device.id)
     assert "did not finish within" in caught.value.message
     assert caught.value.stage == "run"
     assert timeout_s <= elapsed < timeout_s + 5, elapsed
-    deadline = time.monotonic() + 1.0  # SIGKILL is immediate; leave the kernel a moment
-    while _processes_with_argv(["sleep", "2.4142"]) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10.0
+    while _processes_with_argv(["sleep", "30.4142"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _processes_with_argv(["sleep", "2.4142"]) == []
-    time.sleep(max(0.0, started + 2.4142 + 0.5 - time.monotonic()))
+    assert _processes_with_argv(["sleep", "30.4142"]) == []
+    assert _processes_with_argv(command) == []  # the shell too: nothing left to touch it
     assert not device.exists(sentinel)
     assert not _host(emulated_phone, sentinel).exists()
     assert device.shell(["echo", "still here"], timeout_s=10).stdout == "still here\n"
@@ -293,7 +296,9 @@ def test_commands_end_when_the_phone_stops(emulated_phone: EmulatedPhone) -> Non
     gc.collect()
     device.close()
     assert failures and failures[0].message.startswith(device.id)
-    deadline = time.monotonic() + 2
+    # Well before the sleep's own end (31 s after it started; the stop took ~5 s): a busy
+    # machine may take seconds to reap it, but only a kill ends it this early.
+    deadline = time.monotonic() + 10
     while _processes_with_argv(["sleep", "31.416"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     left = _processes_with_argv(["sleep", "31.416"])
