@@ -1,0 +1,220 @@
+"""MetaSchedule search over a Relax module, and applying its records to a build.
+
+Candidates are built in this process (:class:`HostBuilder`: TVM's ``LocalBuilder`` starts a
+pool of fresh Python processes that import TVM, 5-10 s each on this machine, which made every
+trial cost more than the build itself). They are measured by a :class:`MeasureRunner`, which is
+pluggable: :class:`HostRunner` times them on this machine; a device runner pushes them to a
+phone. Records go to a MetaSchedule ``JSONDatabase`` in a work directory, which
+:mod:`harness.tuning.store` fills from and empties into the farm's database.
+
+Tuning and building must see the same TIR: both start with :func:`tuning_prefix` (TVM's
+``static_shape_tuning_pipeline`` without its tuning step), so a workload tuned once is found by
+its structural hash at every later build.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import JobError, one_line
+
+WORKLOADS_FILE = "database_workload.json"
+RECORDS_FILE = "database_tuning_record.json"
+
+
+def cpu_tensor_intrinsics() -> None:
+    """Register the CPU tensor intrinsics (x86, arm_cpu) that MetaSchedule's CPU rules use,
+    without the GPU ones. ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose package
+    imports every family; its CUDA and ROCm modules parse thousands of TVMScript functions
+    (measured here: 31 s and 5 s of a 44 s import, under load). The package is entered into
+    ``sys.modules`` with only the CPU families; a later import of a GPU family still works."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        return  # a TVM without the package: nothing to register
+    package = types.ModuleType(name, "CPU tensor intrinsics (edgefarm: GPU families skipped)")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    package.__package__ = name
+    sys.modules[name] = package
+    for family in ("x86", "arm_cpu"):
+        importlib.import_module(f"{name}.{family}")
+
+
+def tuning_prefix(mod: Any, target: Any) -> Any:
+    """The Relax module lowered to fused TIR functions, as MetaSchedule tunes them."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.pipeline.zero_pipeline(),
+            ]
+        )(mod)
+
+
+def apply_records(mod: Any, target: Any, work_dir: Path) -> Any:
+    """``mod`` with every TIR function that has a record in ``work_dir`` scheduled by its best
+    record (the others stay as TVM's default pipeline makes them)."""
+    from tvm import relax
+
+    lowered = tuning_prefix(mod, target)
+    with target:
+        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(lowered)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What one search did: trials measured (valid or not), tasks, seconds."""
+
+    trials: int
+    tasks: list[str]
+    seconds: float
+    records: int
+
+
+def _host_builder() -> Any:
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    @derived_object
+    class HostBuilder(PyBuilder):  # type: ignore[misc]
+        """Builds each candidate in this process and exports it as a shared library."""
+
+        def __init__(self, out_dir: str) -> None:
+            super().__init__()
+            self.out_dir = out_dir
+            self.count = 0
+
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = []
+            for item in build_inputs:
+                self.count += 1
+                # One directory per candidate: MetaSchedule's RemoveBuildArtifact callback
+                # deletes the directory of each artifact once it is measured.
+                where = Path(self.out_dir) / f"candidate-{self.count}"
+                where.mkdir()
+                path = str(where / "lib.so")
+                try:
+                    # What TVM's default_build does, through tvm.compile (build is deprecated).
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
+                    tvm.compile(mod, target=item.target).export_library(path)
+                except Exception as exc:  # a candidate TVM cannot build: MetaSchedule skips it
+                    results.append(BuilderResult(None, one_line(str(exc), 400)))
+                    continue
+                results.append(BuilderResult(path, None))
+            return results
+
+    return HostBuilder
+
+
+def host_runner(*, number: int = 3, repeat: int = 1, min_repeat_ms: int = 40) -> Any:
+    """A MetaSchedule runner that times candidates on this machine, in this process (TVM's
+    ``time_evaluator`` on random inputs), and deletes each candidate's library afterwards."""
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
+
+    config = EvaluatorConfig(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+
+    @derived_object
+    class HostRunner(PyRunner):  # type: ignore[misc]
+        def run(self, runner_inputs: list[Any]) -> list[Any]:
+            fill = tvm.get_global_func("tvm.contrib.random.random_fill_for_measure")
+            device = tvm.cpu(0)
+            futures = []
+            for item in runner_inputs:
+                path = Path(item.artifact_path)
+                try:
+                    rt_mod = tvm.runtime.load_module(str(path))
+                    args_info = [a.as_json() for a in item.args_info]
+                    args = alloc_argument_common(fill, device, args_info, 1)
+                    costs = run_evaluator_common(rt_mod, device, config, args)
+                    futures.append(LocalRunnerFuture(res=costs))
+                except Exception as exc:
+                    futures.append(LocalRunnerFuture(error_message=one_line(str(exc), 400)))
+            return futures
+
+    return HostRunner()
+
+
+def search(
+    mod: Any,
+    target: Any,
+    work_dir: Path,
+    *,
+    trials: int,
+    runner: Any | None = None,
+    trials_per_iteration: int = 16,
+    strategy: str = "evolutionary",
+    population: int = 256,
+    seed: int | None = None,
+) -> SearchResult:
+    """Tune every TIR function of ``mod`` for ``target`` with ``trials`` measurements in all,
+    adding to the records in ``work_dir`` (a JSONDatabase: a search continues from them).
+    ``runner`` measures (default: :func:`host_runner`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if trials < 1:
+        raise JobError("compile", f"a tuning needs at least one trial, not {trials}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cpu_tensor_intrinsics()
+    lowered = tuning_prefix(mod, target)
+    tasks = ms.relax_integration.extract_tasks(lowered, target)
+    if not tasks:
+        raise JobError("compile", "the model has no operator MetaSchedule can tune")
+    if strategy == "evolutionary":
+        chosen: Any = ms.search_strategy.EvolutionarySearch(
+            population_size=population, init_min_unmeasured=min(50, population)
+        )
+    elif strategy == "replay-trace":
+        chosen = ms.search_strategy.ReplayTrace()
+    else:
+        raise JobError("compile", f"unknown search strategy {strategy!r}")
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    before = len(database)
+    builds = tempfile.mkdtemp(prefix="edgefarm-tune-")
+    start = time.perf_counter()
+    try:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, str(work_dir), strategy=chosen, seed=seed, num_threads=1
+        )
+        ms.tune.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(work_dir),
+            max_trials_global=trials,
+            num_trials_per_iter=min(trials_per_iteration, trials),
+            builder=_host_builder()(builds),
+            runner=runner if runner is not None else host_runner(),
+            database=database,
+        )
+    finally:
+        shutil.rmtree(builds, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    after = ms.database.JSONDatabase(work_dir=str(work_dir))
+    return SearchResult(
+        trials=len(after) - before,
+        tasks=[t.task_name for t in tasks],
+        seconds=round(seconds, 3),
+        records=len(after),
+    )
