@@ -361,3 +361,43 @@ class OpCost(Base):
     description: Mapped[str] = mapped_column(String(256), default="")
     device: Mapped[str] = mapped_column(String(128), default="")  # the device it ran on
     measured_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TuningWorkload(Base):
+    """A TIR function MetaSchedule tuned (its ``Workload``): ``shash`` is TVM's structural
+    hash, ``workload`` the JSON MetaSchedule writes for it (hash and the serialized module),
+    ``sha256`` the digest of that JSON (two modules of one hash stay apart)."""
+
+    __tablename__ = "tuning_workloads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    shash: Mapped[str] = mapped_column(String(32), index=True)
+    workload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TuningRecord(Base):
+    """One measured candidate of a workload on a device class for a compile target, as
+    MetaSchedule's JSON tuning record (trace, run seconds, TVM target, argument info).
+    ``run_s`` is the mean measured time (None: the candidate failed to run); ``software`` the
+    TVM version that made it (records of another version are not applied)."""
+
+    __tablename__ = "tuning_records"
+    __table_args__ = (
+        UniqueConstraint(
+            "device_class", "target", "software", "workload_id", "sha256", name="uq_tuning_record"
+        ),
+        Index("ix_tuning_records_class_target", "device_class", "target", "software"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("tuning_workloads.id", ondelete="CASCADE"))
+    device_class: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(64))
+    software: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    record: Mapped[str] = mapped_column(Text)
+    run_s: Mapped[float | None] = mapped_column(Float, default=None)
+    device: Mapped[str] = mapped_column(String(128), default="")  # the device that measured it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

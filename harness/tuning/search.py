@@ -14,6 +14,7 @@ its structural hash at every later build.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -195,9 +196,24 @@ def search(
     builds = tempfile.mkdtemp(prefix="edgefarm-tune-")
     start = time.perf_counter()
     try:
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, str(work_dir), strategy=chosen, seed=seed, num_threads=1
-        )
+        # The contexts are made here, not by extracted_tasks_to_tune_contexts: its loggers come
+        # from MetaSchedule's logging set-up, which fails on its second call in a process
+        # (a None in its own handler list); ours log through Python's logging.
+        contexts, weights = [], []
+        for task, rand_state in zip(tasks, ms.utils.fork_seed(seed, n=len(tasks)), strict=True):
+            contexts.append(
+                ms.TuneContext(
+                    mod=task.dispatched[0],
+                    target=task.target,
+                    space_generator="post-order-apply",
+                    search_strategy=chosen,
+                    task_name=task.task_name,
+                    logger=logging.getLogger(f"{__name__}.{task.task_name}"),
+                    rand_state=rand_state,
+                    num_threads=1,
+                ).clone()
+            )
+            weights.append(float(task.weight))
         ms.tune.tune_tasks(
             tasks=contexts,
             task_weights=weights,

@@ -1,0 +1,162 @@
+"""Tuning records in the farm's database (``tuning_workloads``, ``tuning_records``), moved to
+and from a MetaSchedule ``JSONDatabase`` work directory.
+
+A search (:func:`harness.tuning.search.search`) and a build read and write a work directory;
+before, :func:`load_records` writes into it every record the database holds for the device
+class, target and TVM version; after a search, :func:`save_records` stores what is new. So a
+later tuning continues from all earlier ones, and a build for that class applies them. No TVM
+import here: the files are MetaSchedule's JSON lines (a workload: ``[shash, module]``; a
+record: ``[workload index, [trace, run_secs, target, args_info]]``).
+
+The functions take ``*, session`` and never commit: their callers own the transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from harness.db.models import TuningRecord, TuningWorkload
+from harness.errors import JobError
+from harness.tuning.search import RECORDS_FILE, WORKLOADS_FILE
+
+
+@dataclass(frozen=True)
+class RecordsKey:
+    """Records that are interchangeable: one device class, one compile target (edgefarm's
+    name, e.g. ``host``), one TVM version."""
+
+    device_class: str
+    target: str
+    software: str
+
+
+@dataclass(frozen=True)
+class RecordsSummary:
+    """What the database holds for a key: how many records and workloads, and a digest that
+    changes whenever a record is added (for artifact keys and provenance)."""
+
+    records: int
+    workloads: int
+    digest: str
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _run_s(record: list[object]) -> float | None:
+    secs = record[1] if len(record) > 1 else None
+    if not isinstance(secs, list) or not secs:
+        return None
+    values = [float(s) for s in secs if isinstance(s, int | float)]
+    return sum(values) / len(values) if values else None
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_records(work_dir: Path, key: RecordsKey, *, device: str = "", session: Session) -> int:
+    """Store the records of ``work_dir`` the database lacks under ``key``; returns how many
+    were new."""
+    workloads = _lines(work_dir / WORKLOADS_FILE)
+    ids: list[int] = []
+    for line in workloads:
+        parsed = json.loads(line)
+        if not isinstance(parsed, list) or len(parsed) != 2:
+            raise JobError("compile", f"{work_dir / WORKLOADS_FILE}: not a workload: {line[:80]}")
+        digest = _sha(line)
+        found = session.scalar(select(TuningWorkload.id).where(TuningWorkload.sha256 == digest))
+        if found is None:
+            row = TuningWorkload(sha256=digest, shash=str(parsed[0])[:32], workload=line)
+            session.add(row)
+            session.flush()
+            found = row.id
+        ids.append(found)
+    new = 0
+    for line in _lines(work_dir / RECORDS_FILE):
+        parsed = json.loads(line)
+        if not isinstance(parsed, list) or len(parsed) != 2 or not 0 <= parsed[0] < len(ids):
+            raise JobError("compile", f"{work_dir / RECORDS_FILE}: not a record: {line[:80]}")
+        text = json.dumps(parsed[1], separators=(",", ":"))
+        digest = _sha(text)
+        exists = session.scalar(
+            select(TuningRecord.id).where(
+                TuningRecord.device_class == key.device_class,
+                TuningRecord.target == key.target,
+                TuningRecord.software == key.software,
+                TuningRecord.workload_id == ids[parsed[0]],
+                TuningRecord.sha256 == digest,
+            )
+        )
+        if exists is not None:
+            continue
+        session.add(
+            TuningRecord(
+                workload_id=ids[parsed[0]],
+                device_class=key.device_class,
+                target=key.target,
+                software=key.software,
+                sha256=digest,
+                record=text,
+                run_s=_run_s(parsed[1]),
+                device=device[:128],
+            )
+        )
+        new += 1
+    session.flush()
+    return new
+
+
+def load_records(work_dir: Path, key: RecordsKey, *, session: Session) -> RecordsSummary:
+    """Write every record stored under ``key`` into ``work_dir`` as a MetaSchedule
+    JSONDatabase (replacing its files); returns what was written."""
+    rows = session.execute(
+        select(TuningRecord, TuningWorkload)
+        .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
+        .where(
+            TuningRecord.device_class == key.device_class,
+            TuningRecord.target == key.target,
+            TuningRecord.software == key.software,
+        )
+        .order_by(TuningRecord.id)
+    ).all()
+    index: dict[int, int] = {}
+    workloads: list[str] = []
+    records: list[str] = []
+    for record, workload in rows:
+        if workload.id not in index:
+            index[workload.id] = len(workloads)
+            workloads.append(workload.workload)
+        records.append(f"[{index[workload.id]},{record.record}]")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / WORKLOADS_FILE).write_text("".join(w + "\n" for w in workloads))
+    (work_dir / RECORDS_FILE).write_text("".join(r + "\n" for r in records))
+    return summary_of([r.sha256 for r, _ in rows], len(workloads))
+
+
+def summary_of(record_shas: list[str], workloads: int) -> RecordsSummary:
+    digest = _sha("\n".join(sorted(record_shas)))[:16] if record_shas else ""
+    return RecordsSummary(records=len(record_shas), workloads=workloads, digest=digest)
+
+
+def records_summary(key: RecordsKey, *, session: Session) -> RecordsSummary:
+    """How many records and workloads ``key`` has, and their digest (no files written)."""
+    where = (
+        TuningRecord.device_class == key.device_class,
+        TuningRecord.target == key.target,
+        TuningRecord.software == key.software,
+    )
+    shas = list(session.scalars(select(TuningRecord.sha256).where(*where)))
+    workloads = session.scalar(
+        select(func.count(func.distinct(TuningRecord.workload_id))).where(*where)
+    )
+    return summary_of(shas, int(workloads or 0))

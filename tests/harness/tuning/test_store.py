@@ -1,0 +1,108 @@
+"""Tuning records through the farm's database (PostgreSQL and SQLite, made by the
+migrations): a search's records saved under a device class, loaded into a fresh work
+directory that a build applies and a second search continues from; other classes see none."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from test_search import conv_relu
+
+from harness.db import make_engine, make_session_factory, session_scope
+from harness.db.migrate import upgrade
+from harness.tuning.search import RECORDS_FILE, apply_records, search
+from harness.tuning.store import RecordsKey, load_records, records_summary, save_records
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+KEY = RecordsKey("local:test-cpu", "host", "tvm 0.27.0.post1")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    name = f"edgefarm_tuning_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'farm.db'}"
+
+
+@pytest.fixture(params=["postgres_url", "sqlite_url"])
+def factory(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
+    url = request.getfixturevalue(request.param)
+    upgrade(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    work = tmp_path_factory.mktemp("tuned")
+    mod = from_onnx(conv_relu(), keep_params_in_input=False)
+    search(
+        mod,
+        tvm.target.Target({"kind": "llvm", "num-cores": 1}),
+        work,
+        trials=4,
+        population=32,
+        seed=3,
+    )
+    return work
+
+
+def test_records_saved_loaded_applied_and_continued(
+    factory: sessionmaker[Session], tuned: Path, tmp_path: Path
+) -> None:
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    with session_scope(factory) as session:
+        assert save_records(tuned, KEY, device="emulator-1", session=session) == 4
+    with session_scope(factory) as session:  # saving again adds nothing
+        assert save_records(tuned, KEY, session=session) == 0
+        summary = records_summary(KEY, session=session)
+    assert (summary.records, summary.workloads) == (4, 1) and len(summary.digest) == 16
+
+    loaded = tmp_path / "loaded"
+    with session_scope(factory) as session:
+        assert load_records(loaded, KEY, session=session) == summary
+        other = RecordsKey("adb:Pixel 8 (Tensor G3)", "host", KEY.software)
+        assert records_summary(other, session=session).records == 0
+
+    def records(work: Path) -> list[object]:
+        return sorted(
+            (json.loads(line) for line in (work / RECORDS_FILE).read_text().splitlines()),
+            key=json.dumps,
+        )
+
+    assert records(loaded) == records(tuned)
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    mod = from_onnx(conv_relu(), keep_params_in_input=False)
+    assert "T.parallel" in apply_records(mod, target, loaded).script()
+
+    # A second tuning continues from the stored records: MetaSchedule measures new
+    # candidates, the database gains them, and the digest changes.
+    result = search(mod, target, loaded, trials=2, strategy="replay-trace", seed=4)
+    assert result.records == 6
+    with session_scope(factory) as session:
+        assert save_records(loaded, KEY, session=session) == result.trials
+        after = records_summary(KEY, session=session)
+    assert after.records == 4 + result.trials and after.digest != summary.digest
