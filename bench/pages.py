@@ -11,7 +11,9 @@ same runs at every size: "flat from 10^4 to 10^6" then means what it says. At ea
 times, in process through the farm's own app (ASGI, no network), the dashboard, a job page
 (four runs with raw samples, one with a partition report), a device page (its recent runs), the
 history page of the 1,000-night series and its data endpoint (the same view as JSON), and
-the history naming no model (``/history``: its newest results only), and prints the median
+the history naming no model (``/history``: its newest results only) and the history of a
+model measured all day on every phone (``model-3``: its series of up to ~26,000 runs each at
+10^6, a point per day), and prints the median
 and p99 of each (of ``--repeat`` requests: the p99 of 100 is the second slowest), its payload,
 and the machine's load average (it may be shared).
 
@@ -377,6 +379,9 @@ def main() -> None:
         "history page (1,000 nights)": history,
         "history data (?format=json)": history + "&format=json",
         "history, no model named": "/history",
+        # Every series of a model the filler measures all day on every phone (tens of
+        # thousands of runs each at 10^6): a point per day, each from plain columns.
+        "history, busy model-3": "/history?model=model-3",
     }
     print(f"{'stored results':>15} | {'page':<30} | {'median ms':>9} | {'p99 ms':>7} | bytes")
 

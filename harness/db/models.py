@@ -258,7 +258,19 @@ class Result(Base):
 
     __tablename__ = "results"
     __table_args__ = (
-        Index("ix_results_history", "model_id", "device_id", "backend", "created_at"),
+        # A series' runs in time order, and (covering) what a long series' points read.
+        Index(
+            "ix_results_points",
+            "model_id",
+            "device_id",
+            "backend",
+            "created_at",
+            "id",
+            "median_ms",
+            "p90_ms",
+            "status",
+            "job_id",
+        ),
         Index("ix_results_created", "created_at"),
     )
 

@@ -3,7 +3,7 @@
 Pagination is by ``limit`` (at most :data:`MAX_LIMIT`) and ``offset`` (at most
 :data:`MAX_OFFSET`) over a stable order, newest first: ``created_at`` descending, then ``id``
 descending to break ties. Result history filtered by model, device and backend walks
-``ix_results_history`` (model_id, device_id, backend, created_at) backwards; unfiltered
+``ix_results_points`` (model_id, device_id, backend, created_at) backwards; unfiltered
 listings walk ``ix_results_created``.
 """
 
@@ -187,7 +187,7 @@ def get_result(result_id: int, *, session: Session) -> Result:
 
 
 def _model_condition(ids: Sequence[int]) -> Any:
-    # One id: an equality, so the planner uses ix_results_history's leading column.
+    # One id: an equality, so the planner uses ix_results_points's leading column.
     return Result.model_id == ids[0] if len(ids) == 1 else Result.model_id.in_(ids)
 
 

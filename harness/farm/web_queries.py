@@ -241,7 +241,7 @@ def canary_history(
 ) -> list[tuple[datetime, float, int]]:
     """The device's last ``limit`` results of the canary model: (when, median, job id),
     oldest first."""
-    # The model's ids first, so that ix_results_history (model, device, ...) bounds the read
+    # The model's ids first, so that ix_results_points (model, device, ...) bounds the read
     # by the canary's own results on this phone, whatever the length of the whole history.
     versions = model_versions(session, model_name)
     if not versions:
@@ -367,7 +367,7 @@ def _history_base(session: Session, filters: HistoryFilter) -> Select[Any] | Non
 
 
 def _one_of(column: Any, values: Sequence[Any]) -> Any:
-    # One value: an equality, so the planner walks ix_results_history from its leading column.
+    # One value: an equality, so the planner walks ix_results_points from its leading column.
     return column == values[0] if len(values) == 1 else column.in_(values)
 
 
@@ -494,19 +494,155 @@ def history_series(
         ).one()
         days = (last.date() - first.date()).days + 1
         span_days = max(1, math.ceil(days / max_points))
+    if span_days:
+        return _aggregated_series(session, where, key, label, total, alert_nights, span_days)
     ordered = (
-        where.with_only_columns(*_point_columns(samples=span_days == 0))
+        where.with_only_columns(*_point_columns())
         .join(Job, Result.job_id == Job.id)
         .order_by(Result.created_at, Result.id)
     )
     points = [_point(row, alert_nights) for row in session.execute(ordered)]
-    return _series(key, label, total, points, span_days)
+    return _series(key, label, total, points)
 
 
-def _point_columns(*, samples: bool) -> list[Any]:
-    """What a point is made of (:func:`_point`), with the raw samples or without (then the
-    band of a run is its median to its p90: the points are aggregated)."""
-    columns = [
+def _day_number(session: Session, moment: Any) -> Any:
+    """The UTC day of a time column as days since 1970-01-01, in SQL."""
+    if session.get_bind().dialect.name == "sqlite":
+        # ISO text in UTC: the julian day of its date part is a whole day + .5.
+        return cast(func.julianday(func.substr(moment, 1, 10)) - 2440587.5, Integer)
+    return cast(func.floor(extract("epoch", moment) / 86400), Integer)
+
+
+def _aggregated_series(
+    session: Session,
+    where: Select[Any],
+    key: SeriesKey,
+    label: str,
+    total: int,
+    alert_nights: dict[int, list[int]],
+    span_days: int,
+) -> HistorySeries:
+    """A series of more than :data:`MAX_POINTS` runs, a point per span of ``span_days`` UTC
+    days from its first run's day, read from ``ix_results_points`` alone (no row of the
+    table, no JSON document): per day its runs, highest p90 and first and last result
+    (grouped by the database), the runs' medians as (day, median) pairs (for the median of
+    the span's medians), and the runs of the alerts' nights. The toolchain, which lives in the
+    results' documents, is read for each span's first and last result only (at most twice
+    :data:`MAX_POINTS` documents, however long the series): a change shows in the span
+    where it starts to hold, and one undone within a single span is not shown."""
+    day = _day_number(session, Result.created_at).label("day")
+    per_day = session.execute(
+        where.with_only_columns(
+            day, func.count(), func.max(Result.p90_ms), func.min(Result.id), func.max(Result.id)
+        )
+        .group_by(day)
+        .order_by(day)
+    ).all()
+    # Tens of thousands of pairs: read by the connection, without the ORM's row handling.
+    medians = (
+        session.connection()
+        .execute(
+            where.with_only_columns(day, Result.median_ms).where(Result.median_ms.is_not(None))
+        )
+        .tuples()
+        .all()
+    )
+    night_jobs: dict[int, int] = {}
+    if alert_nights:
+        rows = session.execute(
+            select(Job.id, Job.night_id).where(Job.night_id.in_(sorted(alert_nights)))
+        )
+        night_jobs = {job_id: night for job_id, night in rows if night is not None}
+    alerted: list[tuple[int, int]] = []
+    if night_jobs:
+        alerted = [
+            (d, night_jobs[job_id])
+            for d, job_id in session.execute(
+                where.with_only_columns(day, Result.job_id).where(
+                    Result.job_id.in_(sorted(night_jobs))
+                )
+            )
+        ]
+    if not per_day:
+        return _series(key, label, total, [])
+    first_day = int(per_day[0][0])
+    origin = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=first_day)
+
+    def span_of(d: int) -> int:
+        return (d - first_day) // span_days
+
+    spans: dict[int, dict[str, Any]] = {}
+    for d, runs, high, first_id, last_id in per_day:
+        span = spans.setdefault(
+            span_of(d), {"runs": 0, "highs": [], "first": first_id, "last": last_id}
+        )
+        span["runs"] += runs
+        if high is not None:
+            span["highs"].append(high)
+        span["first"], span["last"] = min(span["first"], first_id), max(span["last"], last_id)
+    span_medians: dict[int, list[float]] = defaultdict(list)
+    for d, median in medians:
+        span_medians[span_of(d)].append(median)
+    span_alerts: dict[int, list[int]] = defaultdict(list)
+    for d, night in alerted:
+        span_alerts[span_of(d)].extend(alert_nights[night])
+    ends = sorted({i for span in spans.values() for i in (span["first"], span["last"])})
+    found = session.execute(
+        select(Result.id, Result.created_at, *_toolchain_columns())
+        .join(Model, Result.model_id == Model.id)
+        .where(Result.id.in_(ends))
+        .order_by(Result.created_at, Result.id)
+    ).all()
+    toolchain_of = {
+        row[0]: {name: value or "" for name, value in zip(TOOLCHAIN_KEYS, row[2:], strict=True)}
+        for row in found
+    }
+    changes = _changes(
+        [
+            Point(
+                at=row[1],
+                median_ms=None,
+                low_ms=None,
+                high_ms=None,
+                status="",
+                toolchain=toolchain_of[row[0]],
+            )
+            for row in found
+        ]
+    )
+    points = []
+    for index in sorted(spans):
+        span = spans[index]
+        values = span_medians.get(index, [])
+        start = origin + timedelta(days=index * span_days)
+        points.append(
+            Point(
+                at=start,
+                median_ms=float(statistics.median(values)) if values else None,
+                low_ms=min(values) if values else None,
+                high_ms=max(span["highs"]) if span["highs"] else None,
+                status="ok" if values else "failed",
+                runs=span["runs"],
+                span_end=start + timedelta(days=span_days),
+                toolchain=toolchain_of.get(span["last"], {}),
+                alerts=sorted(set(span_alerts.get(index, []))),
+            )
+        )
+    return HistorySeries(
+        model_name=key.model_name,
+        device_id=key.device_id,
+        device_label=label,
+        backend=key.backend,
+        total=total,
+        points=points,
+        changes=changes,
+        span_days=span_days,
+    )
+
+
+def _point_columns() -> list[Any]:
+    """What a run's point is made of (:func:`_point`): the raw samples last."""
+    return [
         Result.id,
         Result.run_id,
         Result.job_id,
@@ -516,16 +652,15 @@ def _point_columns(*, samples: bool) -> list[Any]:
         Result.status,
         Job.night_id,
         *_toolchain_columns(),
+        Result.samples_ms,
     ]
-    return [*columns, Result.samples_ms] if samples else columns
 
 
 def _point(row: Any, alert_nights: dict[int, list[int]]) -> Point:
-    """A run's point from a row of :func:`_point_columns` (its leading columns; the raw
-    samples last, when read)."""
-    result_id, run_id, job_id, at, median, p90, status, night_id = row[:8]
+    """A run's point from a row of :func:`_point_columns`."""
+    result_id, run_id, job_id, at, median, _p90, status, night_id = row[:8]
     toolchain = {name: value or "" for name, value in zip(TOOLCHAIN_KEYS, row[8:12], strict=True)}
-    low, high = _band(row[12]) if len(row) > 12 else (median, p90)
+    low, high = _band(row[12])
     return Point(
         at=at,
         median_ms=median,
@@ -541,14 +676,8 @@ def _point(row: Any, alert_nights: dict[int, list[int]]) -> Point:
     )
 
 
-def _series(
-    key: SeriesKey, label: str, total: int, points: list[Point], span_days: int
-) -> HistorySeries:
-    """The series from its points (oldest first): its toolchain changes, and its points
-    aggregated per ``span_days`` days when that is not 0."""
-    changes = _changes(points)
-    if span_days:
-        points = _aggregate(points, span_days)
+def _series(key: SeriesKey, label: str, total: int, points: list[Point]) -> HistorySeries:
+    """The series of a point per run (oldest first), with its toolchain changes."""
     return HistorySeries(
         model_name=key.model_name,
         device_id=key.device_id,
@@ -556,8 +685,8 @@ def _series(
         backend=key.backend,
         total=total,
         points=points,
-        changes=changes,
-        span_days=span_days,
+        changes=_changes(points),
+        span_days=0,
     )
 
 
@@ -569,38 +698,6 @@ def _changes(points: Sequence[Point]) -> list[ToolchainChange]:
             if old and new and old != new:
                 changes.append(ToolchainChange(after.at, name, old, new))
     return changes
-
-
-def _aggregate(points: Sequence[Point], span_days: int) -> list[Point]:
-    """One point per ``span_days`` days (UTC): the median of the runs' medians, the band
-    from the lowest median to the highest p90, every alert of the span."""
-    if not points:
-        return []
-    origin = points[0].at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    spans: dict[int, list[Point]] = defaultdict(list)
-    for point in points:
-        spans[(point.at - origin).days // span_days].append(point)
-    out: list[Point] = []
-    for index in sorted(spans):
-        group = spans[index]
-        ok = [p for p in group if p.median_ms is not None]
-        medians = [p.median_ms for p in ok if p.median_ms is not None]
-        highs = [p.high_ms for p in ok if p.high_ms is not None]
-        start = origin + timedelta(days=index * span_days)
-        out.append(
-            Point(
-                at=start,
-                median_ms=float(statistics.median(medians)) if medians else None,
-                low_ms=min(medians) if medians else None,
-                high_ms=max(highs) if highs else None,
-                status="ok" if ok else "failed",
-                runs=len(group),
-                span_end=start + timedelta(days=span_days),
-                toolchain=group[-1].toolchain,
-                alerts=[a for p in group for a in p.alerts],
-            )
-        )
-    return out
 
 
 @dataclass
@@ -641,7 +738,7 @@ def _newest(session: Session, filters: HistoryFilter, recent: int) -> History:
         return History([])
     key_columns = [Model.name, Result.device_id, Result.backend]
     newest: Sequence[Any] = session.execute(
-        base.with_only_columns(*key_columns, *_point_columns(samples=True))
+        base.with_only_columns(*key_columns, *_point_columns())
         .join(Job, Result.job_id == Job.id)
         .order_by(Result.created_at.desc(), Result.id.desc())
         .limit(recent)
@@ -668,7 +765,6 @@ def _newest(session: Session, filters: HistoryFilter, recent: int) -> History:
             labels.get(key.device_id) or "",
             len(rows[key]),
             [_point(row, alerts[key]) for row in reversed(rows[key])],
-            0,
         )
         for key in keys
     ]

@@ -106,12 +106,12 @@ def test_history_query_uses_the_index(session: Session, history: dict[str, Any])
         dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
     )
     # A tiny table, where any plan is cheap: rule out a sequential scan and a full sort, so
-    # only an index that yields the rows in created_at order (ix_results_history, with its
+    # only an index that yields the rows in created_at order (ix_results_points, with its
     # equality prefix) remains the cheap plan, as it is with 100,000 rows (bench/farm.py).
     session.execute(text("SET LOCAL enable_seqscan = off"))
     session.execute(text("SET LOCAL enable_sort = off"))
     plan = "\n".join(row[0] for row in session.execute(text(f"EXPLAIN {sql}")))
-    assert "ix_results_history" in plan, plan
+    assert "ix_results_points" in plan, plan
 
 
 def test_job_shows_runs_with_results_and_errors(

@@ -25,7 +25,13 @@ from harness.db import (
     make_session_factory,
 )
 from harness.db.migrate import upgrade
-from harness.farm.web_queries import HistoryFilter, SeriesKey, history, utilisation
+from harness.farm.web_queries import (
+    HistoryFilter,
+    SeriesKey,
+    history,
+    history_series,
+    utilisation,
+)
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -215,3 +221,50 @@ def test_a_history_naming_no_model_holds_its_newest_results_only(
         assert [len(s.points) for s in scanned.series] == [1, 1]  # each its whole history
         everything = history(session, HistoryFilter(models=(new,)))
         assert everything.scanned == 0 and len(everything.series) == 5
+
+
+def test_a_long_series_is_a_point_per_span_with_its_toolchain_changes(
+    factory: sessionmaker[Session],
+) -> None:
+    """Beyond ``max_points`` runs a series is a point per span of days, read without the
+    runs' documents: the median of the span's medians, the band from its lowest median to
+    its highest p90, its runs and alerts counted; the toolchain (here a new model version
+    under the same name, from day 3 on) changes where it does."""
+    name = f"long-{uuid.uuid4().hex[:6]}"
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    with factory() as session:
+        device = _device(session)
+        versions = [_job(session, name).model_id, _job(session, name).model_id]
+        for d in range(6):  # 6 days, 3 runs a day (02:00, 08:00, 14:00): days -10 .. -5
+            for h in (2, 8, 14):
+                job = Job(submitted_by="tests", model_id=versions[d >= 3], settings={})
+                session.add(job)
+                session.flush()
+                _result(session, job, device, "tvm-cpu", (d - 10) * day + (h - 12) * hour)
+        session.commit()
+        key = SeriesKey(name, device.id, "tvm-cpu")
+        filters = HistoryFilter(models=(name,))
+        whole = history_series(session, filters, key)  # 18 runs: a point each
+        assert whole.span_days == 0 and len(whole.points) == 18
+        series = history_series(session, filters, key, max_points=4)  # 6 days / 4: 2-day spans
+    assert series.span_days == 2 and series.total == 18
+    assert [p.runs for p in series.points] == [6, 6, 6]
+    day0 = (NOW - 10 * day).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert [p.at for p in series.points] == [day0, day0 + 2 * day, day0 + 4 * day]
+    assert [p.span_end for p in series.points] == [day0 + 2 * day, day0 + 4 * day, day0 + 6 * day]
+    thirds = (whole.points[:6], whole.points[6:12], whole.points[12:])
+    for point, runs in zip(series.points, thirds, strict=True):
+        medians = sorted(r.median_ms for r in runs if r.median_ms is not None)
+        assert point.median_ms == pytest.approx((medians[2] + medians[3]) / 2)
+        assert point.low_ms == min(medians)
+        assert point.high_ms == pytest.approx(max(m * 1.1 for m in medians))
+    # The same change as the point-per-run view finds, once, in the span where it starts.
+    (change,) = [c for c in whole.changes if c.key == "model_sha256"]
+    (aggregated,) = series.changes
+    assert (aggregated.key, aggregated.before, aggregated.after) == (
+        "model_sha256",
+        change.before,
+        change.after,
+    )
+    assert series.points[1].at <= aggregated.at < series.points[1].span_end  # type: ignore[operator]
+    assert series.points[1].toolchain["model_sha256"] == change.after
