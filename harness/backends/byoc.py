@@ -164,7 +164,8 @@ _BYOC_OPTIONS: BackendOptions = {
 
 NNAPI = ByocBackend(
     "tvm-nnapi",
-    "TVM Relax, subgraphs offloaded through Android NNAPI (TVM's NNAPI pattern table)",
+    "TVM Relax, subgraphs offloaded through Android NNAPI (TVM's NNAPI pattern table with "
+    "edgefarm's additions)",
     default_options={**_BYOC_OPTIONS, "feature_level": 7},
     lowering=Lowering("nnapi"),
     dialect="nnapi",

@@ -14,6 +14,7 @@ safe-call signature. Register with :func:`register_codegens` (explicit, not at i
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,9 @@ from harness.errors import HarnessBug
 log = logging.getLogger(__name__)
 
 CONST_PARAMS_ATTR = "edgefarm_const_params"
+# The values of constant arguments of one element ({"index": value}, JSON): what a hard-swish's
+# 3 and 6 are, known when the model is built.
+CONST_SCALARS_ATTR = "edgefarm_const_scalars"
 
 
 # ------------------------------------------------------------------------------------------
@@ -62,11 +66,15 @@ def build_model(func: Any, dialect: Dialect, feature_level: int) -> NNModel:
     level = NEURON_LEVEL if dialect.name == "neuron" else feature_level
     model = NNModel(dialect.name, level)
     const_params = {int(i) for i in (func.attrs.get(CONST_PARAMS_ATTR) or [])}
+    scalars = {
+        int(k): float(v)
+        for k, v in json.loads(str(func.attrs.get(CONST_SCALARS_ATTR) or "{}")).items()
+    }
     scope: dict[Any, Value] = {}
     for index, param in enumerate(func.params):
         shape = tensor_shape(param, f"argument {index}")
         if index in const_params:
-            scope[param] = Const(index, shape)
+            scope[param] = Const(index, shape, scalars.get(index))
 
     def lookup_outer(expr: Any) -> Value:
         if expr in scope:
@@ -106,6 +114,9 @@ def build_model(func: Any, dialect: Dialect, feature_level: int) -> NNModel:
             # MergeCompositeFunctions leaves only composite calls; a bare op is still fine.
             values = translate_bindings(model, [(binding.var, value)], lookup_outer, {binding.var})
             scope[binding.var] = values[binding.var]
+            continue
+        if isinstance(value, relax.Var):  # an alias (``gv = lv``)
+            scope[binding.var] = lookup_outer(value)
             continue
         raise HarnessBug(f"unexpected binding in an offloaded function: {type(value).__name__}")
 
@@ -208,6 +219,16 @@ def _c_list(values: Sequence[int | float]) -> str:
     return ", ".join(str(v) for v in values) if values else "0"
 
 
+def _c_float(value: float) -> str:
+    """A finite float32 as a C literal that reads back as exactly that float32."""
+    import numpy as np
+
+    f32 = np.float32(value)
+    if not np.isfinite(f32):
+        raise HarnessBug(f"a non-finite constant ({value}) in an NN model")
+    return f"{float(f32)!r}f"
+
+
 def _count(dims: Sequence[int]) -> int:
     n = 1
     for d in dims:
@@ -274,7 +295,7 @@ def emit_c(
     const_slot = 0
     value_lines: list[str] = []
     for index, op in enumerate(model.operands):
-        if op.kind in ("tensor", "const", "zeros"):
+        if op.kind in ("tensor", "const", "zeros", "f32vec"):
             type_code, dims = d.const("TENSOR_FLOAT32"), op.dims
         elif op.kind == "i32vec":
             type_code, dims = d.const("TENSOR_INT32"), (len(op.value),)
@@ -308,6 +329,12 @@ def emit_c(
         elif op.kind == "i32vec":
             value_lines.append(
                 f"  {{ static const int32_t v[] = {{{_c_list(op.value)}}}; "
+                f'EF_CALL("{set_value}", {set_value}(model, {index}, v, sizeof(v))); }}'
+            )
+        elif op.kind == "f32vec":
+            floats = ", ".join(_c_float(v) for v in op.value)
+            value_lines.append(
+                f"  {{ static const float v[] = {{{floats}}}; "
                 f'EF_CALL("{set_value}", {set_value}(model, {index}, v, sizeof(v))); }}'
             )
         elif op.kind in ("const", "zeros"):

@@ -53,6 +53,7 @@ OPERATION_LEVEL = {
     "NEG": 3,
     "SQRT": 3,
     "RSQRT": 3,
+    "HARD_SWISH": 4,
     "BATCH_MATMUL": 6,
 }
 # Operations the Neuron adapter lists as not available.
@@ -104,10 +105,13 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Const:
-    """A constant argument of the subgraph (weights): its data arrives with the first call."""
+    """A constant argument of the subgraph (weights): its data arrives with the first call.
+    ``scalar``: its value, for a constant of one element known when partitioning (the 3 and 6
+    of a hard-swish)."""
 
     param: int
     shape: tuple[int, ...]
+    scalar: float | None = None
 
 
 Value = Tensor | Const
@@ -126,7 +130,8 @@ class Operand:
 
     ``kind``: ``tensor`` (float32, computed or a model input/output), ``const`` (float32 from
     argument ``param``, reshaped to ``src_shape`` and permuted by ``perm``), ``zeros``,
-    ``i32`` / ``f32`` / ``bool`` scalars and ``i32vec`` (TENSOR_INT32) immediates.
+    ``f32vec`` (a TENSOR_FLOAT32 whose values are in the model: clip bounds), ``i32`` / ``f32``
+    / ``bool`` scalars and ``i32vec`` (TENSOR_INT32) immediates.
     """
 
     kind: str
@@ -195,6 +200,17 @@ class NNModel:
     def i32vec(self, values: Sequence[int]) -> int:
         return self.immediate("i32vec", tuple(int(v) for v in values))
 
+    def f32vec(self, values: Sequence[float], dims: Sequence[int]) -> int:
+        """A float32 tensor of ``dims`` holding ``values`` (row-major), written into the model."""
+        dims = tuple(int(d) for d in dims)
+        values = tuple(float(v) for v in values)
+        count = 1
+        for d in dims:
+            count *= d
+        if count != len(values):
+            raise ValueError(f"{len(values)} values for a tensor of dims {dims}")
+        return self.add(Operand("f32vec", dims, value=values))
+
     def new_tensor(self, shape: Sequence[int]) -> Tensor:
         shape = tuple(int(d) for d in shape)
         return Tensor(self.add(Operand("tensor", permuted(shape, layout_of(len(shape))))), shape)
@@ -241,6 +257,14 @@ class NNModel:
     def emit(self, code: str, inputs: Sequence[int], outputs: Sequence[int]) -> None:
         self.require(code)
         self.operations.append(Operation(code, list(inputs), list(outputs)))
+
+    def has(self, code: str) -> bool:
+        """Whether the target's API has operation ``code``."""
+        try:
+            self.require(code)
+        except Refused:
+            return False
+        return True
 
     def require(self, code: str, level: int | None = None, what: str | None = None) -> None:
         if self.dialect == "neuron":

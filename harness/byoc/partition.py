@@ -1,10 +1,12 @@
 """Partitioning a Relax module for an NNAPI-family accelerator, and the report of it.
 
-Steps: fold constants (so a bias ``reshape(const)`` is a constant), match the dialect's pattern
-table with a check that runs the codegen's own translation on every candidate (a refusal keeps
-the operators on the CPU and records why), ``FuseOpsByPattern(bind_constants=False)``,
-``MergeCompositeFunctions``, mark which arguments of each offloaded function are constants
-(their data is read once, when the accelerator model is built) and ``RunCodegen``.
+Steps: normalise the module (:mod:`harness.byoc.normalize`: constants folded, so a bias
+``reshape(const)`` is a constant; the importer's ``call_tir`` clips raised back to Relax),
+match the dialect's pattern table with a check that runs the codegen's own translation on
+every candidate (a refusal keeps the operators on the CPU and records why),
+``FuseOpsByPattern(bind_constants=False)``, ``MergeCompositeFunctions``, one offloaded function
+per call site, mark which arguments of each offloaded function are constants (their data is
+read once, when the accelerator model is built) and ``RunCodegen``.
 
 ``mode`` selects how candidates are chosen. ``"all"`` offloads every supported match.
 ``"cost"`` first finds the candidates (a match-only pass), lets :mod:`harness.byoc.costmodel`
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.byoc.candidates import CalibrationInfo
-from harness.byoc.codegen import CONST_PARAMS_ATTR, register_codegens
+from harness.byoc.codegen import CONST_PARAMS_ATTR, CONST_SCALARS_ATTR, register_codegens
 from harness.byoc.dialect import DEFAULT_FEATURE_LEVEL, DIALECTS, NEURON_LEVEL, PREFERENCES
+from harness.byoc.normalize import normalize, scalar_value
 from harness.byoc.patterns import neuron_patterns, nnapi_excluded, nnapi_patterns
 from harness.byoc.report import PartitionReport, build_report
 from harness.byoc.translate import (
@@ -170,7 +173,7 @@ class _Checker:
             if expr not in outside:
                 shape = tensor_shape(expr, "an input")
                 if is_const_tensor(expr):
-                    outside[expr] = Const(-1, shape)
+                    outside[expr] = Const(-1, shape, scalar_value(expr))
                 else:
                     outside[expr] = model.new_tensor(shape)
             return outside[expr]
@@ -232,13 +235,12 @@ def partition(
     """Partition ``mod`` for ``dialect`` (nnapi | neuron) and run its codegen. Without
     ``codegen`` the offloaded functions stay Relax functions (marked ``Codegen``): what
     :mod:`harness.measure.divergence` builds for the CPU."""
-    from tvm import relax
 
     from harness.byoc import candidates as cands
 
     opts = PartitionOptions.from_backend(dialect, options)
     register_codegens()
-    mod = relax.transform.FoldConstant()(mod)
+    mod = normalize(mod)
     if opts.mode == "calibrate-cpu":
         return Partitioned(*cands.calibration_module(mod, find_candidates(mod, opts), opts))
     if opts.mode == "calibrate-accel":
@@ -333,10 +335,13 @@ def _one_function_per_call(mod: Any, dialect: str) -> Any:
 
 
 def _mark_constant_params(mod: Any) -> Any:
-    """Annotate each offloaded function with the indices of its constant arguments."""
+    """Annotate each offloaded function with the indices of its constant arguments, and the
+    values of those with one element (each function has one call site: see
+    :func:`_one_function_per_call`)."""
     from tvm import relax
 
     marks: dict[Any, list[int]] = {}
+    scalars: dict[Any, dict[str, float]] = {}
     for func in mod.functions.values():
         body = getattr(func, "body", None)
         if not isinstance(func, relax.Function) or not isinstance(body, relax.SeqExpr):
@@ -346,10 +351,13 @@ def _mark_constant_params(mod: Any) -> Any:
                 value = binding.value
                 if isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
                     marks[value.op] = [i for i, a in enumerate(value.args) if is_const_tensor(a)]
+                    values = {str(i): scalar_value(a) for i, a in enumerate(value.args)}
+                    scalars[value.op] = {k: v for k, v in values.items() if v is not None}
     for gv, indices in marks.items():
         func = mod[gv]
         if func.attrs and "Codegen" in func.attrs:
-            mod[gv] = func.with_attr(CONST_PARAMS_ATTR, indices)
+            func = func.with_attr(CONST_PARAMS_ATTR, indices)
+            mod[gv] = func.with_attr(CONST_SCALARS_ATTR, json.dumps(scalars[gv]))
     return mod
 
 

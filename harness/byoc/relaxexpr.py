@@ -78,13 +78,20 @@ def _scalar(expr: Any) -> float:
     return float(value)
 
 
-def clip_activation(call: Any) -> str | None:
-    """relu / relu1 / relu6 when a clip's bounds are one of those."""
+def clip_bounds(call: Any) -> tuple[float, float] | None:
+    """A clip's (lower, upper) bounds, when they are constants."""
     try:
-        lo = _scalar(call.args[1])
-        hi = _scalar(call.args[2])
+        return _scalar(call.args[1]), _scalar(call.args[2])
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
+
+
+def clip_activation(call: Any) -> str | None:
+    """relu / relu1 / relu6 when a clip's bounds are one of those."""
+    bounds = clip_bounds(call)
+    if bounds is None:
+        return None
+    lo, hi = bounds
     if lo == 0.0 and hi == 6.0:
         return "relu6"
     if lo == -1.0 and hi == 1.0:

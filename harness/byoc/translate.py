@@ -5,8 +5,9 @@ match to decide whether the codegen can emit it (a :class:`Refused` names the re
 operator stays on the CPU), and the codegen runs it on each offloaded subgraph to build the
 model that :mod:`harness.byoc.codegen` writes out as C.
 
-The walk (:func:`translate_bindings`) goes through the bindings in order, folds a bias add
-and an activation into the operator before them where that operator takes them, and hands
+The walk (:func:`translate_bindings`) goes through the bindings in order, makes the four
+operators of a hard-swish one HARD_SWISH where the API has it, folds a bias add and an
+activation into the operator before them where that operator takes them, and hands
 each call to its operator family's :class:`~harness.byoc.nnmodel.Translation`:
 :mod:`.translate_layers` (conv2d, pooling, matmul), :mod:`.translate_elementwise` (binary,
 unary, activations) and :mod:`.translate_axes` (softmax, mean, reshape, transpose, concat).
@@ -41,6 +42,7 @@ from harness.byoc.relaxexpr import (
     op_name,
     tensor_shape,
 )
+from harness.byoc.translate_elementwise import hard_swish, hard_swish_at
 
 # The translator's names its callers (partition, codegen, report, candidates) use, in one place.
 __all__ = [
@@ -96,6 +98,12 @@ def translate_bindings(
     i = 0
     while i < len(bindings):
         var, call = bindings[i]
+        x = hard_swish_at(bindings, i, get, fusable) if model.has("HARD_SWISH") else None
+        if x is not None:
+            out_var = bindings[i + 3][0]
+            values[out_var] = hard_swish(model, get(x), tensor_shape(out_var, "the result"))
+            i += 4
+            continue
         translation = TRANSLATIONS.get(op_name(call))
         consumed = 1
         bias: Value | None = None

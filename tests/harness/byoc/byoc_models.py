@@ -144,3 +144,54 @@ def sigmoid_after_sin(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Sigmoid", ["o"], ["y"]),
     ]
     return _model(nodes, [_f32("x", [1, 16])], [_f32("y", [1, 8])], inits, "sigmoid_after_sin")
+
+
+def hard_activations(seed: int = 0) -> onnx.ModelProto:
+    """MobileNetV3's activations as ONNX writes them: Clip with its bounds as inputs (relu6, a
+    clip to [-0.5, 2], one with only an upper bound), hard-swish spelled out as
+    Add/Clip/Mul/Div (as PaddleOCR's models are) and as the HardSwish operator, HardSigmoid in
+    a squeeze-excite gate."""
+    rng = np.random.default_rng(seed)
+
+    def scalar(name: str, value: float) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.array(value, np.float32), name)
+
+    inits = [
+        numpy_helper.from_array(_w(rng, 8, 8, 3, 3), "w1"),
+        numpy_helper.from_array(_w(rng, 8), "b1"),
+        numpy_helper.from_array(_w(rng, 8, 8, 1, 1, scale=1.0), "w2"),
+        numpy_helper.from_array(_w(rng, 8), "b2"),
+        numpy_helper.from_array(_w(rng, 8, 1, 3, 3, scale=1.0), "w3"),
+        numpy_helper.from_array(_w(rng, 8), "b3"),
+        numpy_helper.from_array(_w(rng, 8, 8, 1, 1, scale=1.0), "w4"),
+        numpy_helper.from_array(_w(rng, 8), "b4"),
+        scalar("zero", 0.0),
+        scalar("three", 3.0),
+        scalar("six", 6.0),
+        scalar("lo", -0.5),
+        scalar("hi", 2.0),
+        scalar("cap", 1.5),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Clip", ["c1", "zero", "six"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+        # x * clip(x + 3, 0, 6) / 6, spelled out
+        helper.make_node("Add", ["c2", "three"], ["a2"]),
+        helper.make_node("Clip", ["a2", "zero", "six"], ["k2"]),
+        helper.make_node("Mul", ["c2", "k2"], ["m2"]),
+        helper.make_node("Div", ["m2", "six"], ["h2"]),
+        helper.make_node(
+            "Conv", ["h2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], group=8
+        ),
+        helper.make_node("HardSwish", ["c3"], ["h3"]),
+        helper.make_node("Clip", ["h3", "lo", "hi"], ["k3"]),
+        helper.make_node("GlobalAveragePool", ["k3"], ["g"]),
+        helper.make_node("Conv", ["g", "w4", "b4"], ["s"], kernel_shape=[1, 1]),
+        helper.make_node("HardSigmoid", ["s"], ["gate"], alpha=0.2, beta=0.5),
+        helper.make_node("Mul", ["k3", "gate"], ["se"]),
+        helper.make_node("Clip", ["se", "", "cap"], ["y"]),
+    ]
+    return _model(
+        nodes, [_f32("x", [1, 8, 6, 6])], [_f32("y", [1, 8, 6, 6])], inits, "hard_activations"
+    )

@@ -82,15 +82,18 @@ def test_byoc_on_an_emulated_phone(tmp_path: Path) -> None:
 
 
 def test_an_old_phones_feature_level_bounds_the_offload(tmp_path: Path) -> None:
-    """Pixel 3a, Android 9 (SDK 28): NNAPI feature level 2, so no BATCH_MATMUL."""
-    path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
+    """Pixel 3a, Android 9 (SDK 28): NNAPI feature level 2, so no BATCH_MATMUL (q @ k^T stays
+    on the CPU); a fully connected layer (the Gemm) is NNAPI's from level 1."""
+    path = testmodels.save(byoc_models.transposed_matmul(), tmp_path, "tm")
     with EmulatedPhone("pixel-3a", thermal_time_constant_s=3600.0) as phone:
         [doc] = _bench(path, [f"tcp:{phone.serial}"], ["tvm-nnapi"])
     _assert_ok(doc)
     report = doc["partition"]
     assert report["feature_level"] == 2
-    assert report["by_op_type"]["matmul"] == {"offloaded": 0, "total": 2}
-    assert report["macs_offloaded_share"] == 0.0
+    assert report["by_op_type"]["matmul"] == {"offloaded": 1, "total": 2}
+    kept = [c for c in report["cpu_ops"] if c["op"] == "matmul"]
+    assert len(kept) == 1 and "feature level 6" in kept[0]["detail"]
+    assert 0.0 < report["macs_offloaded_share"] < 1.0
 
 
 def test_a_phone_without_nnapi_is_refused_for_tvm_nnapi(tmp_path: Path) -> None:

@@ -438,6 +438,7 @@ static ef_status check_operation(const ef_model* m, const ef_operation* op) {
     case EF_NEG:
     case EF_SQRT:
     case EF_RSQRT:
+    case EF_HARD_SWISH:
       TRY(need_counts(c, 1, 1, 1));
       TRY(need_float_tensor(c, arg(c, 0), "input"));
       return same_shape(c, &arg(c, 0)->shape);
@@ -879,7 +880,7 @@ static const struct {
     EF_NAMED(RESHAPE), EF_NAMED(SOFTMAX), EF_NAMED(TANH), EF_NAMED(DIV), EF_NAMED(MEAN),
     EF_NAMED(SUB), EF_NAMED(TRANSPOSE), EF_NAMED(ABS), EF_NAMED(EXP), EF_NAMED(GROUPED_CONV_2D),
     EF_NAMED(LOG), EF_NAMED(MAXIMUM), EF_NAMED(MINIMUM), EF_NAMED(NEG), EF_NAMED(POW),
-    EF_NAMED(RSQRT), EF_NAMED(SQRT), EF_NAMED(BATCH_MATMUL),
+    EF_NAMED(RSQRT), EF_NAMED(SQRT), EF_NAMED(HARD_SWISH), EF_NAMED(BATCH_MATMUL),
 };
 #undef EF_NAMED
 

@@ -54,6 +54,7 @@ enum {
   EF_POW = 70,
   EF_RSQRT = 83,
   EF_SQRT = 88,
+  EF_HARD_SWISH = 99,
   EF_BATCH_MATMUL = 102,
 };
 

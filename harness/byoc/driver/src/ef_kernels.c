@@ -96,6 +96,12 @@ void ef_unary(int32_t code, const float* in, float* out, size_t n) {
       case EF_NEG: y = -x; break;
       case EF_SQRT: y = sqrtf(x); break;
       case EF_RSQRT: y = 1.0f / sqrtf(x); break;
+      case EF_HARD_SWISH: { /* x * relu6(x + 3) / 6, in that order */
+        float r = x + 3.0f;
+        r = r < 0.0f ? 0.0f : (r > 6.0f ? 6.0f : r);
+        y = x * r / 6.0f;
+        break;
+      }
       default: y = x; break;
     }
     out[i] = y;

@@ -1,0 +1,360 @@
+"""The imported Relax module made ready for the pattern tables, before partitioning.
+
+Two rewrites, both exact (the module computes the same values bit for bit):
+
+* :func:`fold_constants`: every operator call whose tensor arguments are all constants
+  (a bias ``reshape(const)``, a transposed weight, the importer's ``where(isnan(bound), ...)``
+  around a Clip bound) is evaluated with numpy and replaced by its value. Relax's own
+  ``FoldConstant`` legalises and compiles a TIR function per folded call (126 on a
+  MobileNetV3, 5-13 s); it still runs, but only when a constant call remains that numpy does
+  not evaluate here.
+* :func:`raise_clips`: TVM's ONNX importer lowers ``Clip`` to ``call_tir`` of TIR
+  ``maximum`` / ``minimum`` functions (its bounds may be inputs), which no pattern table can
+  match. A ``call_tir`` whose TIR function computes ``out[i] = max(x[i], s)`` (or ``min``) with
+  a constant scalar ``s`` becomes ``relax.maximum`` / ``relax.minimum``; a ``minimum`` of a
+  ``maximum`` that nothing else uses becomes one ``relax.clip``, a lone ``maximum`` with 0
+  ``relax.nn.relu``. The TIR functions left unused are dropped.
+
+Recognising a TIR function by what it computes (its one store), not by its name, keeps this
+to the importer's actual output: anything else stays a ``call_tir``, on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from harness.byoc.relaxexpr import is_const_tensor, op_name
+
+log = logging.getLogger(__name__)
+
+
+def normalize(mod: Any) -> Any:
+    """``mod`` with its constants folded and the importer's clips raised back to Relax."""
+    from tvm import relax
+
+    mod = fold_constants(mod)
+    mod = raise_clips(mod)
+    # No aliases (``gv = lv``) left for an offloaded function to hold, nothing unused.
+    mod = relax.transform.CanonicalizeBindings()(mod)
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+# ------------------------------------------------------------------------------------------
+# Constant folding
+# ------------------------------------------------------------------------------------------
+
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "relax.add": np.add,
+    "relax.subtract": np.subtract,
+    "relax.multiply": np.multiply,
+    "relax.divide": np.divide,
+    "relax.maximum": np.maximum,
+    "relax.minimum": np.minimum,
+}
+
+
+def _ints(values: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def _static_shape(expr: Any) -> tuple[int, ...] | None:
+    from tvm import relax
+
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or not isinstance(sinfo.shape, relax.ShapeExpr):
+        return None
+    dims = []
+    for d in sinfo.shape.values:
+        if not hasattr(d, "value"):
+            return None
+        dims.append(int(d.value))
+    return tuple(dims)
+
+
+def _evaluate(call: Any, args: list[np.ndarray]) -> np.ndarray | None:
+    """``call`` on constant ``args`` (tensor arguments only), or None when not done here."""
+    name = op_name(call)
+    if name in _BINARY and len(args) == 2:
+        # Both operands share the result's dtype (Relax's binary operators do not promote).
+        with np.errstate(all="ignore"):
+            return np.asarray(_BINARY[name](args[0], args[1]))
+    if name == "relax.negative" and len(args) == 1:
+        return np.asarray(np.negative(args[0]))
+    if name == "relax.isnan" and len(args) == 1:
+        return np.asarray(np.isnan(args[0]))
+    if name == "relax.where" and len(args) == 3:
+        return np.where(args[0], args[1], args[2])
+    if name == "relax.reshape" and len(args) == 1:
+        shape = _static_shape(call)
+        return None if shape is None else args[0].reshape(shape)
+    if name == "relax.permute_dims" and len(args) == 1:
+        axes = call.attrs.axes
+        return np.transpose(args[0], None if axes is None else _ints(axes))
+    if name == "relax.astype" and len(args) == 1:
+        return args[0].astype(str(call.attrs.dtype))
+    return None
+
+
+def _tensor_args(call: Any) -> list[Any] | None:
+    """The tensor arguments of an operator call, or None when any is not a constant
+    (shapes and scalars, which are attributes here, are left out)."""
+    from tvm import relax
+
+    out = []
+    for arg in call.args:
+        if isinstance(arg, relax.ShapeExpr) or type(arg).__name__ == "PrimValue":
+            continue
+        if not is_const_tensor(arg):
+            return None
+        out.append(arg)
+    return out
+
+
+def fold_constants(mod: Any) -> Any:
+    """``mod`` with its constant operator calls evaluated (see the module doc)."""
+    from tvm import relax
+
+    consts: dict[Any, Any] = {}
+    left: list[str] = []
+
+    @relax.expr_functor.mutator
+    class Fold(relax.PyExprMutator):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(mod)
+
+        def visit_var_(self, var: Any) -> Any:
+            return consts.get(var, var)
+
+        def visit_dataflow_var_(self, var: Any) -> Any:
+            return consts.get(var, var)
+
+        def visit_var_binding_(self, binding: Any) -> None:
+            value = self.visit_expr(binding.value)
+            if isinstance(value, relax.Call) and op_name(value):
+                args = _tensor_args(value)
+                if args:
+                    folded = self._fold(value, args)
+                    if folded is not None:
+                        consts[binding.var] = folded
+                        value = folded
+                    else:
+                        left.append(op_name(value))
+            # The binding stays (an output may name it); DeadCodeElimination drops it if unused.
+            self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+
+        def _fold(self, call: Any, args: list[Any]) -> Any:
+            shape = _static_shape(call)
+            if shape is None:
+                return None
+            result = _evaluate(call, [a.value.numpy() for a in args])
+            if result is None:
+                return None
+            dtype = str(call.ty.dtype)
+            result = np.asarray(result)
+            if result.shape != shape or (result.dtype != np.dtype(dtype)):
+                return None
+            return relax.const(result, dtype)
+
+    fold = Fold()
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            fold.builder_.update_func(gv, fold.visit_expr(func))
+    folded = fold.builder_.get()
+    if left:
+        # Something constant numpy does not evaluate here: Relax's fold, which compiles it.
+        log.debug("FoldConstant for %s", sorted(set(left)))
+        folded = relax.transform.FoldConstant()(folded)
+    return folded
+
+
+# ------------------------------------------------------------------------------------------
+# The importer's clips
+# ------------------------------------------------------------------------------------------
+
+
+def _tir_extreme(func: Any) -> tuple[str, float | None] | None:
+    """``("max" | "min", bound)`` when ``func`` is what ``topi.maximum`` / ``topi.minimum``
+    make of a tensor and a scalar: one block over every element of its output ``out``,
+    storing ``max(x[i], s)`` (or min), ``x`` its first parameter, of ``out``'s shape, and ``s``
+    a constant (``bound``) or its 0-d second parameter (``bound`` None). None otherwise."""
+    params = list(func.params)
+    if len(params) not in (2, 3):
+        return None
+    x, out = params[0], params[-1]
+    out_shape = _dims(out)
+    if out_shape is None or _dims(x) != out_shape:
+        return None
+    # root block -> one loop per output dim, each over all of it -> the computing block.
+    root = func.body
+    if type(root).__name__ != "SBlockRealize" or root.block.iter_vars:
+        return None
+    stmt = root.block.body
+    loops = []
+    while type(stmt).__name__ == "For":
+        loops.append(stmt)
+        stmt = stmt.body
+    if type(stmt).__name__ != "SBlockRealize" or len(loops) != len(out_shape):
+        return None
+    if any(
+        int(loop.min) != 0 or int(loop.extent) != d or int(loop.kind) != 0
+        for loop, d in zip(loops, out_shape, strict=True)
+    ):
+        return None
+    block = stmt.block
+    iters = list(block.iter_vars)
+    values = list(stmt.iter_values)
+    if len(iters) != len(loops) or block.init is not None or list(block.alloc_buffers):
+        return None
+    for iv, value, loop, d in zip(iters, values, loops, out_shape, strict=True):
+        # v_i = ax_i over [0, d), data parallel
+        if int(iv.iter_type) != 0 or int(iv.dom.min) != 0 or int(iv.dom.extent) != d:
+            return None
+        if not value.same_as(loop.loop_var):
+            return None
+    store = block.body
+    if type(store).__name__ != "BufferStore" or not store.buffer.same_as(out):
+        return None
+    if not _same_vars(store.indices, [iv.var for iv in iters]):
+        return None
+    value = store.value
+    kind = {"Max": "max", "Min": "min"}.get(type(value).__name__)
+    if kind is None:
+        return None
+    a, b = value.a, value.b
+    if type(a).__name__ != "TensorLoad" or not a.source.same_as(x):
+        return None
+    if not _same_vars(a.indices, [iv.var for iv in iters]):
+        return None
+    if len(params) == 3:
+        scalar = params[1]
+        if type(b).__name__ != "TensorLoad" or not b.source.same_as(scalar) or _dims(scalar):
+            return None
+        return kind, None
+    if type(b).__name__ in ("FloatImm", "IntImm"):
+        return kind, float(b.value)
+    return None
+
+
+def _dims(param: Any) -> tuple[int, ...] | None:
+    shape = getattr(getattr(param, "ty", None), "shape", None)
+    if shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in shape)
+    except TypeError:
+        return None
+
+
+def _same_vars(exprs: Any, variables: list[Any]) -> bool:
+    exprs = list(exprs)
+    return len(exprs) == len(variables) and all(
+        e.same_as(v) for e, v in zip(exprs, variables, strict=True)
+    )
+
+
+def scalar_value(expr: Any) -> float | None:
+    """The value of a float constant with one element (read without copying a larger one)."""
+    if not is_const_tensor(expr) or not str(expr.ty.dtype).startswith("float"):
+        return None
+    shape = _static_shape(expr)
+    if shape is None or math.prod(shape) != 1:
+        return None
+    return float(expr.value.numpy().reshape(-1)[0])
+
+
+def raise_clips(mod: Any) -> Any:
+    """``mod`` with the importer's ``call_tir`` maximum/minimum raised (see the module doc)."""
+    from tvm import relax, tirx
+
+    extremes: dict[Any, tuple[str, float | None]] = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc):
+            found = _tir_extreme(func)
+            if found is not None:
+                extremes[gv] = found
+    if not extremes:
+        return mod
+
+    def bound_of(call: Any) -> tuple[str, Any, float] | None:
+        """(max | min, x, bound) of a call_tir of one of ``extremes``."""
+        if op_name(call) != "relax.call_tir":
+            return None
+        gv = call.args[0]
+        if gv not in extremes:
+            return None
+        kind, bound = extremes[gv]
+        args = list(call.args[1].fields)
+        if bound is None:
+            if len(args) != 2:
+                return None
+            bound = scalar_value(args[1])
+            if bound is None:
+                return None
+        elif len(args) != 1:
+            return None
+        dtype = str(call.ty.dtype)
+        if dtype not in ("float32", "float16") or str(args[0].ty.dtype) != dtype:
+            return None
+        return kind, args[0], bound
+
+    uses: dict[Any, int] = {}
+
+    @relax.expr_functor.visitor
+    class Count(relax.PyExprVisitor):  # type: ignore[misc]
+        def visit_var_(self, var: Any) -> None:
+            uses[var] = uses.get(var, 0) + 1
+
+        def visit_dataflow_var_(self, var: Any) -> None:
+            uses[var] = uses.get(var, 0) + 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            Count().visit_expr(func)
+
+    @relax.expr_functor.mutator
+    class Raise(relax.PyExprMutator):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(mod)
+            self.lower: dict[Any, tuple[Any, float]] = {}  # max(x, lo) var -> (x, lo)
+
+        def visit_var_binding_(self, binding: Any) -> None:
+            value = self.visit_expr(binding.value)
+            found = bound_of(value) if isinstance(value, relax.Call) else None
+            if found is not None:
+                kind, x, bound = found
+                value = self.builder_.normalize(self._raised(binding.var, kind, x, bound))
+            self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+
+        def _raised(self, var: Any, kind: str, x: Any, bound: float) -> Any:
+            if kind == "max":
+                self.lower[var] = (x, bound)
+                return _at_least(x, bound)
+            if x in self.lower and uses.get(x, 0) == 1:
+                inner, lo = self.lower[x]  # min(max(inner, lo), bound)
+                if lo == -math.inf or bound == math.inf:
+                    return _at_most(_at_least(inner, lo), bound)
+                return relax.op.clip(inner, lo, bound)
+            return _at_most(x, bound)
+
+    def _at_least(x: Any, lo: float) -> Any:
+        if lo == -math.inf:
+            return x
+        if lo == 0.0:
+            return relax.op.nn.relu(x)
+        return relax.op.maximum(x, relax.const(lo, str(x.ty.dtype)))
+
+    def _at_most(x: Any, hi: float) -> Any:
+        if hi == math.inf:
+            return x
+        return relax.op.minimum(x, relax.const(hi, str(x.ty.dtype)))
+
+    raise_ = Raise()
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            raise_.builder_.update_func(gv, raise_.visit_expr(func))
+    return raise_.builder_.get()
