@@ -494,7 +494,10 @@ def emit_c(
 
     # -- weights ----------------------------------------------------------------------------
     # The model holds the weights of its first call. Another call must pass the same: a
-    # function shared by two call sites would run the second with the first's weights.
+    # function shared by two call sites would run the second with the first's weights. The
+    # first call's buffers (the VM's constants, alive as long as the module) are the fast
+    # path; any other buffer is checksummed on every call, never remembered: a freed buffer's
+    # address may come back holding other weights.
     w(f"static int ef_same_weights_{s}(float* const* args, char* err, size_t err_size) {{")
     for j, param in enumerate(weights):
         w(f"  if (args[{param}] != ef_weights_{s}[{j}]) {{")
@@ -508,7 +511,6 @@ def emit_c(
         )
         w("      return -1;")
         w("    }")
-        w(f"    ef_weights_{s}[{j}] = args[{param}];")
         w("  }")
     w("  (void)args;")
     w("  (void)err;")

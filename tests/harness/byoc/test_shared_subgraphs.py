@@ -85,7 +85,14 @@ def test_a_subgraph_called_with_other_weights_fails(tmp_path: Path) -> None:
     out = tvm.runtime.empty((1, 8, 6, 6), "float32")
     subgraph(x, w, b, out)
     before = out.numpy().copy()
-    subgraph(x, tvm.runtime.tensor(weights.copy()), b, out)  # moved, same bytes
+    moved = tvm.runtime.tensor(weights.copy())
+    subgraph(x, moved, b, out)  # moved, same bytes
     np.testing.assert_array_equal(out.numpy(), before)
     with pytest.raises(Exception, match="argument 1 holds other weights"):
         subgraph(x, tvm.runtime.tensor(weights + 1.0), b, out)
+    # The moved buffer, now holding other weights: its address once passed the check, and a
+    # freed buffer's address comes back with other contents (this failed when the guard
+    # remembered the last address that passed).
+    moved.copyfrom(weights + 1.0)
+    with pytest.raises(Exception, match="argument 1 holds other weights"):
+        subgraph(x, moved, b, out)
