@@ -269,6 +269,14 @@ def insert_results(session: Session, n: int, when: str, params: dict[str, Any]) 
     session.commit()
 
 
+def settle(session: Session) -> None:
+    """VACUUM ANALYZE, as autovacuum leaves a farm's tables between its nights: statistics for
+    the planner, and the visibility map that lets an index-only scan skip the table's rows
+    (a table filled a moment ago has none, and every such scan would visit every row)."""
+    with session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+
+
 def fill(session: Session, upto: int, *, per_day: int, placed: int) -> int:
     """Other results until the table holds ``upto``, continuing the history backwards from
     now at ``per_day`` results a day (the ``placed`` results already there are the newest).
@@ -282,8 +290,8 @@ def fill(session: Session, upto: int, *, per_day: int, placed: int) -> int:
         insert_results(session, n, when, {"placed": placed, "per_day": per_day})
         placed += n
         missing -= n
-    session.execute(text("ANALYZE"))
     session.commit()
+    settle(session)
     return placed
 
 
@@ -294,8 +302,8 @@ def burst(session: Session, *, per_day: int, high_rate: int, days: int = 2) -> i
     for start in range(0, extra, 200_000):
         n = min(200_000, extra - start)
         insert_results(session, n, "now() - random() * :span", {"span": timedelta(days=days)})
-    session.execute(text("ANALYZE"))
     session.commit()
+    settle(session)
     return extra
 
 
