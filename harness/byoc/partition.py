@@ -226,7 +226,30 @@ def find_candidates(mod: Any, opts: PartitionOptions) -> list[Match]:
     pattern table took them: the candidates of a cost decision or a calibration."""
     checker = _Checker(opts)
     _fuse(mod, opts.dialect, checker)
-    return checker.accepted
+    return _without_overlaps(checker.accepted)
+
+
+def _without_overlaps(matches: list[Match]) -> list[Match]:
+    """Each binding in one candidate. The checker also accepts the smaller matches that a
+    larger one then takes over (a dense alone, then dense + bias at its add): a match that
+    holds a kept one replaces it; one that overlaps a kept one otherwise is dropped."""
+    kept: list[Match] = []
+    for match in matches:
+        names = {var.name for var, _ in match.bindings}
+        held = [k for k in kept if {var.name for var, _ in k.bindings} <= names]
+        others = [k for k in kept if k not in held]
+        if any(names & {var.name for var, _ in k.bindings} for k in others):
+            continue
+        if held:  # in the place of the first match it holds
+            at = kept.index(held[0])
+            kept = (
+                [k for k in kept[:at] if k not in held]
+                + [match]
+                + [k for k in kept[at:] if k not in held]
+            )
+        else:
+            kept.append(match)
+    return kept
 
 
 def partition(
