@@ -523,69 +523,62 @@ def _aggregated_series(
     span_days: int,
 ) -> HistorySeries:
     """A series of more than :data:`MAX_POINTS` runs, a point per span of ``span_days`` UTC
-    days from its first run's day, read from ``ix_results_points`` alone (no row of the
-    table, no JSON document): per day its runs, highest p90 and first and last result
-    (grouped by the database), the runs' medians as (day, median) pairs (for the median of
-    the span's medians), and the runs of the alerts' nights. The toolchain, which lives in the
-    results' documents, is read for each span's first and last result only (at most twice
-    :data:`MAX_POINTS` documents, however long the series): a change shows in the span
-    where it starts to hold, and one undone within a single span is not shown."""
-    day = _day_number(session, Result.created_at).label("day")
-    per_day = session.execute(
+    days from its first run's day, grouped by the database from ``ix_results_points`` alone
+    (no row of the table, no JSON document): per span its runs, the median of its runs'
+    medians (PostgreSQL's percentile_cont; SQLite has none, so there its medians are read as
+    (span, median) pairs), its lowest median, highest p90, and first and last result; and the
+    runs of the alerts' nights. The toolchain, which lives in the results' documents, is read
+    for each span's first and last result only (at most twice :data:`MAX_POINTS` documents,
+    however long the series): a change shows in the span where it starts to hold, and one
+    undone within a single span is not shown."""
+    day = _day_number(session, Result.created_at)
+    first_day = session.scalar(where.with_only_columns(func.min(day)))
+    if first_day is None:
+        return _series(key, label, total, [])
+    first_day = int(first_day)
+    origin = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=first_day)
+    span_of = ((day - first_day) // span_days).label("span")
+    in_sql = session.get_bind().dialect.name != "sqlite"
+    median = func.percentile_cont(0.5).within_group(Result.median_ms) if in_sql else literal(None)
+    grouped = session.execute(
         where.with_only_columns(
-            day, func.count(), func.max(Result.p90_ms), func.min(Result.id), func.max(Result.id)
+            span_of,
+            func.count(),
+            median,
+            func.min(Result.median_ms),
+            func.max(Result.p90_ms),
+            func.min(Result.id),
+            func.max(Result.id),
         )
-        .group_by(day)
-        .order_by(day)
+        .group_by(span_of)
+        .order_by(span_of)
     ).all()
-    # Tens of thousands of pairs: read by the connection, without the ORM's row handling.
-    medians = (
-        session.connection()
-        .execute(
-            where.with_only_columns(day, Result.median_ms).where(Result.median_ms.is_not(None))
-        )
-        .tuples()
-        .all()
-    )
+    spans: dict[int, dict[str, Any]] = {
+        int(index): {"runs": runs, "median": mid, "low": low, "high": high, "first": a, "last": b}
+        for index, runs, mid, low, high, a, b in grouped
+    }
+    if not in_sql:
+        span_medians: dict[int, list[float]] = defaultdict(list)
+        for index, value in session.execute(
+            where.with_only_columns(span_of, Result.median_ms).where(Result.median_ms.is_not(None))
+        ):
+            span_medians[int(index)].append(value)
+        for index, values in span_medians.items():
+            spans[index]["median"] = statistics.median(values)
     night_jobs: dict[int, int] = {}
     if alert_nights:
         rows = session.execute(
             select(Job.id, Job.night_id).where(Job.night_id.in_(sorted(alert_nights)))
         )
         night_jobs = {job_id: night for job_id, night in rows if night is not None}
-    alerted: list[tuple[int, int]] = []
+    span_alerts: dict[int, set[int]] = defaultdict(set)
     if night_jobs:
-        alerted = [
-            (d, night_jobs[job_id])
-            for d, job_id in session.execute(
-                where.with_only_columns(day, Result.job_id).where(
-                    Result.job_id.in_(sorted(night_jobs))
-                )
+        for index, job_id in session.execute(
+            where.with_only_columns(span_of, Result.job_id).where(
+                Result.job_id.in_(sorted(night_jobs))
             )
-        ]
-    if not per_day:
-        return _series(key, label, total, [])
-    first_day = int(per_day[0][0])
-    origin = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=first_day)
-
-    def span_of(d: int) -> int:
-        return (d - first_day) // span_days
-
-    spans: dict[int, dict[str, Any]] = {}
-    for d, runs, high, first_id, last_id in per_day:
-        span = spans.setdefault(
-            span_of(d), {"runs": 0, "highs": [], "first": first_id, "last": last_id}
-        )
-        span["runs"] += runs
-        if high is not None:
-            span["highs"].append(high)
-        span["first"], span["last"] = min(span["first"], first_id), max(span["last"], last_id)
-    span_medians: dict[int, list[float]] = defaultdict(list)
-    for d, median in medians:
-        span_medians[span_of(d)].append(median)
-    span_alerts: dict[int, list[int]] = defaultdict(list)
-    for d, night in alerted:
-        span_alerts[span_of(d)].extend(alert_nights[night])
+        ):
+            span_alerts[int(index)].update(alert_nights[night_jobs[job_id]])
     ends = sorted({i for span in spans.values() for i in (span["first"], span["last"])})
     found = session.execute(
         select(Result.id, Result.created_at, *_toolchain_columns())
@@ -613,19 +606,19 @@ def _aggregated_series(
     points = []
     for index in sorted(spans):
         span = spans[index]
-        values = span_medians.get(index, [])
         start = origin + timedelta(days=index * span_days)
+        ok = span["median"] is not None
         points.append(
             Point(
                 at=start,
-                median_ms=float(statistics.median(values)) if values else None,
-                low_ms=min(values) if values else None,
-                high_ms=max(span["highs"]) if span["highs"] else None,
-                status="ok" if values else "failed",
+                median_ms=float(span["median"]) if ok else None,
+                low_ms=span["low"],
+                high_ms=span["high"],
+                status="ok" if ok else "failed",
                 runs=span["runs"],
                 span_end=start + timedelta(days=span_days),
                 toolchain=toolchain_of.get(span["last"], {}),
-                alerts=sorted(set(span_alerts.get(index, []))),
+                alerts=sorted(span_alerts.get(index, set())),
             )
         )
     return HistorySeries(
