@@ -55,6 +55,7 @@ def _group_of(item: pytest.Item) -> str | None:
     return _SERIAL_GROUPS.get(parts[0])
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook would run first)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         group = _group_of(item)
