@@ -224,9 +224,15 @@ def calibration_module(
         for d in shape:
             nbytes *= d
         probes.append({"name": name, "shape": list(shape), "bytes": 2 * nbytes})
+    table = {tvm.ir.GlobalVar(n): f for n, f in functions.items()}
     if not accel:
-        functions["main"] = mod["main"]
-    module = tvm.IRModule({tvm.ir.GlobalVar(n): f for n, f in functions.items()})
+        # The baseline is the model itself, with the TIR functions its call_tir name (an
+        # operator the importer lowered, which no candidate holds), under their own GlobalVars.
+        table.update(
+            {gv: f for gv, f in mod.functions.items() if not isinstance(f, relax.Function)}
+        )
+        table[mod.get_global_var("main")] = mod["main"]
+    module = tvm.IRModule(table)
     info: CalibrationInfo = {
         "placement": "accel" if accel else "cpu",
         "dialect": opts.dialect,

@@ -195,3 +195,19 @@ def hard_activations(seed: int = 0) -> onnx.ModelProto:
     return _model(
         nodes, [_f32("x", [1, 8, 6, 6])], [_f32("y", [1, 8, 6, 6])], inits, "hard_activations"
     )
+
+
+def reflect_pad(seed: int = 0) -> onnx.ModelProto:
+    """A reflecting Pad (TVM's importer lowers it to call_tir of a TIR mirror_pad, which no
+    table offloads) before a conv+relu."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 4, 4, 3, 3), "w"),
+        numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+    ]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+        helper.make_node("Conv", ["p", "w"], ["c"], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    return _model(nodes, [_f32("x", [1, 4, 6, 6])], [_f32("y", [1, 4, 6, 6])], inits, "reflect_pad")

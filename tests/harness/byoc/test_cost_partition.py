@@ -15,6 +15,7 @@ from harness.bench import Protocol, compute_reference, make_model_inputs, measur
 from harness.byoc import partition
 from harness.byoc.candidates import describe
 from harness.byoc.costmodel import Candidate, Costs, Line, Planner
+from harness.byoc.normalize import normalize
 from harness.byoc.partition import PartitionOptions, find_candidates
 from harness.compile import compile_artifact
 from harness.db import SessionScope, make_engine, make_session_factory, scoped
@@ -33,17 +34,33 @@ from harness.measure.calibration import (
 )
 from harness.modelio import load, to_relax
 
+import byoc_models
 import testmodels
 
 FAST = Protocol(warmup=1, min_iterations=5, min_seconds=0.05, max_seconds=5)
 
 
 def _candidates(mod: Any, dialect: str) -> list[Candidate]:
-    from tvm import relax
-
-    folded = relax.transform.FoldConstant()(mod)
+    folded = normalize(mod)
     opts = PartitionOptions.from_backend(dialect, {})
     return describe(folded, find_candidates(folded, opts))
+
+
+def test_the_cpu_calibration_module_keeps_the_tir_functions_of_its_baseline(
+    tmp_path: Path,
+) -> None:
+    """The baseline (the whole model on the CPU) calls what the importer lowered to TIR: its
+    module must hold those functions. It did not, and ``partition: cost`` failed to build on
+    the trained classifier (its Clips were call_tir then) and on any model with such an
+    operator (here a reflecting Pad)."""
+    import tvm
+
+    mod = to_relax(load(testmodels.save(byoc_models.reflect_pad(), tmp_path, "pad")))
+    cal = partition(mod, "nnapi", {"partition": "calibrate-cpu"}).mod
+    assert "mirror_pad" in {gv.name_hint for gv in cal.functions}
+    tvm.compile(cal, target="llvm")  # failed: no definition of GlobalVar("mirror_pad")
+    report = partition(mod, "nnapi", {}).report
+    assert [c["op"] for c in report["cpu_ops"]] == ["call_tir"]
 
 
 def _table(
