@@ -1,18 +1,30 @@
 """Benchmark: BYOC offload (tvm-nnapi, tvm-neuron) beside tvm-cpu and onnxruntime.
 
-For a few models (the tests' mobilenet_like and wide_conv, MLPerf Tiny's DS-CNN and ResNet-8)
-it measures tvm-cpu, ort, and the two offloading backends with ``partition`` all and cost, on
-the local device in interleaved rounds, and prints each median latency; then, per offloading
-run, the offload share from the partition report (operators, multiply-accumulates, subgraphs)
-and the cost model's predicted latency against the measured one (for mode all: the prediction
-the cost run made of offloading everything). The first cost run of a model calibrates (times
-every candidate on the device); its count and wall time are printed.
+For a few models (the tests' mobilenet_like and wide_conv, MLPerf Tiny's DS-CNN and ResNet-8,
+and a trained network: the MobileNetV3-style text-direction classifier that the
+rapidocr-onnxruntime wheel ships, fetched from the registry into the model cache) it measures
+tvm-cpu, ort, and the two offloading backends with ``partition`` all and cost, on the local
+device in interleaved rounds, and prints each median latency. Then, per model and backend:
+the offload share from the partition report (operators, multiply-accumulates), the subgraphs,
+the bytes crossing the CPU/accelerator boundary per inference, the accuracy against the
+reference (max abs error), how long partitioning took (in this process, median of
+``--partition-runs``), and the cost model's predicted latency against the measured one (for
+mode all: the prediction the cost run made of offloading everything). The first cost run of a
+model calibrates (times every candidate on the device); its count and wall time are printed.
 
 On this machine the "accelerator" is edgefarm's host reference driver: plain, single-threaded
 C loops that check the generated NNAPI/Neuron code end to end. Its latencies say what the
 partition costs around an accelerator, not how fast an NPU is.
 
-Usage: python bench/byoc.py [--rounds N] [--min-seconds S]
+With ``--levels 1,2,3,7`` it prints, instead, each model's partition (no measurement) at
+those NNAPI feature levels and on Neuron: subgraphs, operators offloaded, boundary bytes and
+partitioning time.
+
+Usage: python bench/byoc.py [--rounds N] [--min-seconds S] [--models a,b] [--modes all,cost]
+       [--feature-level L] [--partition-runs N] [--levels L,L,...]
+
+It uses only the harness's public entry points, so it can measure an older checkout too
+(``PYTHONPATH=<checkout> python bench/byoc.py``: the "before" figures in harness/byoc/README.md).
 """
 
 from __future__ import annotations
@@ -21,17 +33,22 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import onnx
+import pytest
 
 from harness.bench import BenchPlan, Protocol, run_bench
 from harness.examples import write_example
+from harness.modelio import InputSpec, load, parse_input_spec, to_relax
 
-# The tests' generated models (appended, so that the harness package is not shadowed).
+# The tests' generated models and registry models (appended: the harness stays the harness).
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests" / "harness" / "byoc"))
+import registry_models
 import testmodels
 
 # (label, backend, partition mode); measured in interleaved rounds.
@@ -46,15 +63,71 @@ COLUMNS = (
 BYOC = ("tvm-nnapi", "tvm-neuron")
 
 
-def _models(directory: Path) -> dict[str, Path]:
+def _models(directory: Path, wanted: set[str] | None) -> dict[str, tuple[Path, list[InputSpec]]]:
     makers: dict[str, Callable[[], onnx.ModelProto]] = {
         "mobilenet_like": testmodels.mobilenet_like,
         "wide_conv": testmodels.wide_conv,
     }
-    paths = {name: testmodels.save(make(), directory, name) for name, make in makers.items()}
+    models: dict[str, tuple[Path, list[InputSpec]]] = {}
+    for name, make in makers.items():
+        if wanted is None or name in wanted:
+            models[name] = (testmodels.save(make(), directory, name), [])
     for name in ("ds-cnn", "resnet8"):
-        paths[name] = write_example(name, directory)
-    return paths
+        if wanted is None or name in wanted:
+            models[name] = (write_example(name, directory), [])
+    if wanted is None or "ppocr-cls" in wanted:
+        trained = registry_models.PPOCR_CLS
+        try:
+            path = registry_models.fetch(trained)
+        except pytest.skip.Exception as skipped:
+            print(f"ppocr-cls left out: {skipped}")
+        else:
+            models["ppocr-cls"] = (path, [parse_input_spec(s) for s in trained.inputs])
+    return models
+
+
+def _partitioned(
+    path: Path, inputs: list[InputSpec], dialect: str, level: int, runs: int
+) -> tuple[float, dict[str, Any]]:
+    """Median wall time of partitioning the imported model (no code generation), and the
+    report."""
+    from harness.byoc import partition
+
+    model = load(path, inputs)
+    times = []
+    report: dict[str, Any] = {}
+    for _ in range(runs):
+        mod = to_relax(model)
+        start = time.perf_counter()
+        report = dict(partition(mod, dialect, {"feature_level": level}, codegen=False).report)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), report
+
+
+def _partition_s(path: Path, inputs: list[InputSpec], dialect: str, level: int, runs: int) -> float:
+    return _partitioned(path, inputs, dialect, level, runs)[0]
+
+
+def _levels(models: dict[str, tuple[Path, list[InputSpec]]], levels: list[int], runs: int) -> None:
+    """Each model's partition at NNAPI ``levels`` and on Neuron."""
+    print(
+        f"{'model':<16}{'target':<10}{'subgraphs':>10}{'ops offloaded':>16}{'MACs':>6}"
+        f"{'boundary KiB':>14}{'partition s':>13}  kept on the CPU"
+    )
+    for name, (path, inputs) in models.items():
+        targets = [("nnapi", level, f"nnapi {level}") for level in levels]
+        for dialect, level, label in [*targets, ("neuron", 7, "neuron")]:
+            took, report = _partitioned(path, inputs, dialect, level, runs)
+            kept: dict[str, int] = {}
+            for entry in report["cpu_ops"]:
+                kept[entry["op"]] = kept.get(entry["op"], 0) + 1
+            offloaded = f"{report['ops_offloaded']}/{report['ops_total']}"
+            print(
+                f"{name:<16}{label:<10}{report['subgraphs']:>10}{offloaded:>16}"
+                f"{100 * report['macs_offloaded_share']:>5.0f}%"
+                f"{report['boundary_bytes'] / 1024:>14.1f}{took:>13.2f}  "
+                + ", ".join(f"{op} {n}" for op, n in sorted(kept.items()))
+            )
 
 
 def _share(p: dict[str, Any]) -> str:
@@ -64,36 +137,76 @@ def _share(p: dict[str, Any]) -> str:
     )
 
 
+def _accuracy(doc: dict[str, Any]) -> str:
+    acc = doc.get("accuracy") or {}
+    if "max_abs_err" not in acc:
+        return "-"
+    return f"{acc['max_abs_err']:.1e}{'' if acc.get('passed') else ' FAIL'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=0.5)
+    parser.add_argument("--models", help="comma-separated (default: all)")
+    parser.add_argument("--modes", default="all,cost", help="partition modes to measure")
+    parser.add_argument("--feature-level", type=int, default=7, help="tvm-nnapi's")
+    parser.add_argument("--partition-runs", type=int, default=3)
+    parser.add_argument("--levels", help="only partition, at these NNAPI feature levels")
     args = parser.parse_args()
+    wanted = set(args.models.split(",")) if args.models else None
+    if args.levels:
+        with tempfile.TemporaryDirectory() as tmp:
+            models = _models(Path(tmp), wanted)
+            _levels(models, [int(v) for v in args.levels.split(",")], args.partition_runs)
+        return
+    modes = set(args.modes.split(","))
+    columns = [c for c in COLUMNS if c[2] is None or c[2] in modes]
     protocol = Protocol(warmup=2, min_iterations=10, min_seconds=args.min_seconds, max_seconds=30)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path in _models(Path(tmp)).items():
-            medians: dict[str, list[float]] = {label: [] for label, _, _ in COLUMNS}
+        for name, (path, inputs) in _models(Path(tmp), wanted).items():
+            partition_s = {
+                dialect: _partition_s(
+                    path, inputs, dialect, args.feature_level, args.partition_runs
+                )
+                for dialect in ("nnapi", "neuron")
+            }
+            medians: dict[str, list[float]] = {label: [] for label, _, _ in columns}
             docs: dict[str, dict[str, Any]] = {}
             failures: dict[str, str] = {}
             for _ in range(args.rounds):
-                for label, backend, mode in COLUMNS:  # interleaved: each round measures all
+                for (
+                    label,
+                    backend,
+                    mode,
+                ) in columns:  # interleaved: each round measures all
                     if label in failures:
                         continue
-                    options = {backend: {"partition": mode}} if mode else {}
-                    plan = BenchPlan(path, backends=[backend], protocol=protocol, options=options)
+                    options: dict[str, Any] = {}
+                    if mode:
+                        options = {backend: {"partition": mode}}
+                        if backend == "tvm-nnapi":
+                            options[backend]["feature_level"] = args.feature_level
+                    plan = BenchPlan(
+                        path,
+                        inputs=inputs,
+                        backends=[backend],
+                        protocol=protocol,
+                        options=options,
+                    )
                     (doc,) = [d.dump() for d in run_bench(plan)]
                     if doc["status"] != "ok":
                         failures[label] = f"{doc['error']['stage']}: {doc['error']['message']}"
                         continue
                     medians[label].append(doc["latency_ms"]["median"])
                     docs.setdefault(label, doc)  # the first: the cost run that calibrated
-            rows.append((name, medians, docs, failures))
+            rows.append((name, medians, docs, failures, partition_s))
 
-    print(f"{'model':<16}" + "".join(f"{label + ' ms':>16}" for label, _, _ in COLUMNS))
-    for name, medians, _, failures in rows:
+    print(f"{'model':<16}" + "".join(f"{label + ' ms':>16}" for label, _, _ in columns))
+    for name, medians, _, failures, _ in rows:
         line = f"{name:<16}"
-        for label, _, _ in COLUMNS:
+        for label, _, _ in columns:
             values = medians[label]
             line += f"{statistics.median(values):>16.4f}" if values else f"{'failed':>16}"
         print(line)
@@ -102,10 +215,14 @@ def main() -> None:
 
     print()
     print(
-        f"{'model':<16}{'backend':<12}{'mode':<6}{'offload':>30}{'predicted ms':>14}"
-        f"{'measured ms':>13}{'error':>8}{'calibration':>22}"
+        f"{'model':<16}{'backend':<12}{'mode':<6}{'offload':>30}{'boundary KiB':>14}"
+        f"{'max abs err':>13}{'partition s':>13}{'predicted ms':>14}{'measured ms':>13}"
+        f"{'error':>8}{'calibration':>22}"
     )
-    for name, medians, docs, _ in rows:
+    for name, medians, docs, _, partition_s in rows:
+        cpu = docs.get("tvm-cpu")
+        if cpu is not None:
+            print(f"{name:<16}{'tvm-cpu':<12}{'':<6}{'':>30}{'':>14}{_accuracy(cpu):>13}")
         for backend in BYOC:
             short = backend.removeprefix("tvm-")
             cost_doc = docs.get(f"{short} cost")
@@ -115,28 +232,34 @@ def main() -> None:
                 doc = docs.get(label)
                 if doc is None or not medians[label]:
                     continue
+                report = doc["partition"]
                 measured = statistics.median(medians[label])
                 predicted = None
                 if cost is not None:
                     predicted = (
-                        cost["predicted_all_ms"]
-                        if mode == "all"
-                        else doc["partition"]["predicted_ms"]
+                        cost["predicted_all_ms"] if mode == "all" else report["predicted_ms"]
                     )
-                line = f"{name:<16}{backend:<12}{mode:<6}{_share(doc['partition']):>30}"
+                took = f"{partition_s[short]:.2f}" if mode == "all" else "-"
+                line = (
+                    f"{name:<16}{backend:<12}{mode:<6}{_share(report):>30}"
+                    f"{report['boundary_bytes'] / 1024:>14.1f}{_accuracy(doc):>13}{took:>13}"
+                )
                 if predicted is None:
                     line += f"{'-':>14}{measured:>13.4f}{'-':>8}"
                 else:
                     error = (predicted - measured) / measured
                     line += f"{predicted:>14.4f}{measured:>13.4f}{100 * error:>7.0f}%"
                 if mode == "cost":
-                    cal = cost["calibration"]
-                    line += f"{cal['measured_now']:>5} timed, {cal['wall_ms'] / 1000:6.1f} s"
+                    cal = cost["calibration"] if cost else None
+                    if cal:
+                        line += f"{cal['measured_now']:>5} timed, {cal['wall_ms'] / 1000:6.1f} s"
                 print(line)
     print(
-        "note: tvm-nnapi and tvm-neuron ran on edgefarm's host reference driver (plain C "
-        "kernels, one thread), not on an accelerator; their latencies are not NPU latencies. "
-        "'cost' keeps on the CPU what this device's measured costs say the driver loses."
+        f"note: tvm-nnapi at feature level {args.feature_level}. tvm-nnapi and tvm-neuron ran on "
+        "edgefarm's host reference driver (plain C kernels, one thread), not on an accelerator; "
+        "their latencies are not NPU latencies. 'cost' keeps on the CPU what this device's "
+        "measured costs say the driver loses. 'partition s': partitioning the imported module "
+        "in this process (no code generation)."
     )
 
 
