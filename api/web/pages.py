@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep
 from api.web import assets, views
@@ -123,25 +124,44 @@ router = APIRouter(include_in_schema=False, route_class=PageRoute, tags=["pages"
 Format = Annotated[str | None, "csv | json: the page's tables instead of the page"]
 
 
-def _answer(
+@dataclass(frozen=True)
+class PageRequest:
+    """What every page's route takes: the request, the database, who is looking, and
+    ``?format=csv|json&table=NAME`` (answer the page's tables instead of the page)."""
+
+    request: Request
+    session: Session
+    viewer: Viewer
+    format: str | None
+    table: str | None
+
+    def answer(self, template: str, built: tuple[dict[str, Any], list[Table]]) -> Response:
+        """The page ``template`` rendered with a view's context and tables, or the tables."""
+        context, tables = built
+        if self.format in ("csv", "json"):
+            return self.viewer.finish(export(tables, self.format, self.table))
+        if self.format is not None:
+            raise BadForm(f"format is csv or json, not {self.format!r}")
+        request = self.request
+        context.setdefault("tables", {t.name: t for t in tables})
+        context["url"] = request.url.path + _query(request)
+        context["export_base"] = views.export_base(request)
+        context["chart_assets"] = _chart_assets(request)
+        context["install_command"] = assets.INSTALL_COMMAND
+        return _page(template, context, self.viewer)
+
+
+def _page_request(
     request: Request,
-    viewer: Viewer,
-    template: str,
-    context: dict[str, Any],
-    tables: list[Table],
-    fmt: str | None,
-    table: str | None,
-) -> Response:
-    if fmt in ("csv", "json"):
-        return viewer.finish(export(tables, fmt, table))
-    if fmt is not None:
-        raise BadForm(f"format is csv or json, not {fmt!r}")
-    context.setdefault("tables", {t.name: t for t in tables})
-    context["url"] = request.url.path + _query(request)
-    context["export_base"] = views.export_base(request)
-    context["chart_assets"] = _chart_assets(request)
-    context["install_command"] = assets.INSTALL_COMMAND
-    return _page(template, context, viewer)
+    session: SessionDep,
+    viewer: ViewerDep,
+    format: str | None = None,
+    table: str | None = None,
+) -> PageRequest:
+    return PageRequest(request, session, viewer, format, table)
+
+
+PageDep = Annotated[PageRequest, Depends(_page_request)]
 
 
 @dataclass(frozen=True)
@@ -197,96 +217,47 @@ def vendor(request: Request, directory: str, name: str) -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-def dashboard(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def dashboard(page: PageDep) -> Response:
     """Recent jobs, active alerts and failures, the phones, each suite's last night."""
-    context, tables = views.dashboard(session)
-    return _answer(request, viewer, "dashboard.html", context, tables, format, table)
+    return page.answer("dashboard.html", views.dashboard(page.session))
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(
-    request: Request,
-    job_id: str,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def job_page(job_id: str, page: PageDep) -> Response:
     """One job: its runs, their statistics, histograms, partition reports and provenance."""
-    context, tables = views.job(session, job_id)
-    return _answer(request, viewer, "job.html", context, tables, format, table)
+    return page.answer("job.html", views.job(page.session, job_id))
 
 
 @router.get("/history", response_class=HTMLResponse)
-def history_page(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def history_page(page: PageDep) -> Response:
     """Medians over time with their p10–p90 bands, alerts and toolchain changes."""
-    context, tables = views.history(session, request.query_params.multi_items())
-    return _answer(request, viewer, "history.html", context, tables, format, table)
+    return page.answer(
+        "history.html", views.history(page.session, page.request.query_params.multi_items())
+    )
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_page(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def compare_page(page: PageDep) -> Response:
     """Two runs (or two jobs) side by side: ratio, significance, toolchain diff."""
-    context, tables = views.compare(session, dict(request.query_params))
-    return _answer(request, viewer, "compare.html", context, tables, format, table)
+    return page.answer("compare.html", views.compare(page.session, dict(page.request.query_params)))
 
 
 @router.get("/devices", response_class=HTMLResponse)
-def devices_page(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def devices_page(page: PageDep) -> Response:
     """The phones: health, state, lease, utilisation."""
-    context, tables = views.devices(session, dict(request.query_params))
-    return _answer(request, viewer, "devices.html", context, tables, format, table)
+    return page.answer("devices.html", views.devices(page.session, dict(page.request.query_params)))
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
-def device_page(
-    request: Request,
-    device_id: str,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def device_page(device_id: str, page: PageDep) -> Response:
     """One phone: facts, health, recent runs, canary history."""
-    context, tables = views.device(session, device_id)
-    return _answer(request, viewer, "device.html", context, tables, format, table)
+    return page.answer("device.html", views.device(page.session, device_id))
 
 
 @router.get("/alerts", response_class=HTMLResponse)
-def alerts_page(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def alerts_page(page: PageDep) -> Response:
     """Alerts with their triage."""
-    context, tables = views.alerts(session, dict(request.query_params))
-    return _answer(request, viewer, "alerts.html", context, tables, format, table)
+    return page.answer("alerts.html", views.alerts(page.session, dict(page.request.query_params)))
 
 
 @router.post("/alerts/{alert_id}/triage")
@@ -316,30 +287,15 @@ def triage(
 
 
 @router.get("/suites", response_class=HTMLResponse)
-def suites_page(
-    request: Request,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def suites_page(page: PageDep) -> Response:
     """Suites and their last nights."""
-    context, tables = views.suites(session)
-    return _answer(request, viewer, "suites.html", context, tables, format, table)
+    return page.answer("suites.html", views.suites(page.session))
 
 
 @router.get("/suites/{name}", response_class=HTMLResponse)
-def suite_page(
-    request: Request,
-    name: str,
-    session: SessionDep,
-    viewer: ViewerDep,
-    format: str | None = None,
-    table: str | None = None,
-) -> Response:
+def suite_page(name: str, page: PageDep) -> Response:
     """One suite: its spec, schedule, nights, series and alerts."""
-    context, tables = views.suite(session, name)
-    return _answer(request, viewer, "suite.html", context, tables, format, table)
+    return page.answer("suite.html", views.suite(page.session, name))
 
 
 @router.get("/signin", response_class=HTMLResponse)
