@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
+from harness.examples.load import two_conv_net
 from harness.measure.protocol import MeasurementRequest
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -102,35 +101,9 @@ def free_port() -> int:
 
 
 def conv_model(seed: int, size: int = 64) -> onnx.ModelProto:
-    """Two 3x3 convolutions on a ``size``x``size`` image: a fraction of a millisecond to a few
-    per inference, so that a run lasts its ``min_seconds``. Input ``image:1x3xSxS``."""
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))).astype(np.float32)
-
-    inits = [
-        numpy_helper.from_array(weights(16, 3, 3, 3), "w1"),
-        numpy_helper.from_array(weights(16, 16, 3, 3), "w2"),
-        numpy_helper.from_array(weights(16, 10), "fc"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "fc"], ["scores"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        f"chaos_conv_{seed}",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 10])],
-        inits,
-    )
-    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    """The farm's load model (:func:`harness.examples.load.two_conv_net`): a fraction of a
+    millisecond to a few per inference, so that a run lasts its ``min_seconds``."""
+    return two_conv_net(seed, size, f"chaos_conv_{seed}")
 
 
 def base_models() -> dict[str, onnx.ModelProto]:

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import onnx
 import redis
 from alembic.config import Config
 from celery import Celery
-from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +36,7 @@ from harness.db import (
     make_engine,
     make_session_factory,
 )
+from harness.examples.load import two_conv_net
 from harness.farm.registry import register_device
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,36 +74,9 @@ WORKER_ENV = {
 
 
 def slow_convnet(seed: int = 0) -> onnx.ModelProto:
-    """Two 3x3 convolutions on a 128x128 image: milliseconds per inference, so that a
-    measurement lasts its ``min_seconds`` (tiny models hit the runner's iteration cap first).
-    Input ``image:1x3x128x128``."""
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))).astype(np.float32)
-
-    inits = [
-        numpy_helper.from_array(weights(16, 3, 3, 3), "w1"),
-        numpy_helper.from_array(weights(16, 16, 3, 3), "w2"),
-        numpy_helper.from_array(weights(16, 10), "fc"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "fc"], ["scores"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "slow_convnet",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 128, 128])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 10])],
-        inits,
-    )
-    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    """The farm's load model on a 128x128 image: milliseconds per inference, so that a
+    measurement lasts its ``min_seconds``. Input ``image:1x3x128x128``."""
+    return two_conv_net(seed, 128, "slow_convnet")
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout_s: float, poll_s: float = 0.2) -> T:
