@@ -264,7 +264,10 @@ def emit_c(
     w(f"/* {len(model.operations)} operations, {len(model.operands)} operands. */")
     w("#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>")
     w("#include <pthread.h>\n#include <dlpack/dlpack.h>\n#include <tvm/ffi/c_api.h>")
-    w('#include "edgefarm_nn.h"')
+    # A phone build compiles against the vendor's own header; the host build against the
+    # reference driver's edgefarm_nn.h, which declares the same documented names.
+    vendor = "<android/NeuralNetworks.h>" if d.name == "nnapi" else '"NeuronAdapter.h"'
+    w(f'#if defined(__ANDROID__)\n#include {vendor}\n#else\n#include "edgefarm_nn.h"\n#endif')
     w('#ifdef __cplusplus\nextern "C" {\n#endif')
     w(_HELPERS)
     w(f"static pthread_mutex_t ef_lock_{s} = PTHREAD_MUTEX_INITIALIZER;")

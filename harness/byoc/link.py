@@ -199,12 +199,13 @@ def host_export_options(
 
 
 def android_link_args(dialect: str, options: BackendOptions) -> list[str]:
-    """Extra NDK link arguments of a phone build: the header, and the vendor library."""
-    driver_sources()  # the header must be there
-    args = [f"-I{INCLUDE_DIR}"]
+    """Extra NDK arguments of a phone build: the vendor's header and library. The generated C
+    includes ``<android/NeuralNetworks.h>`` (the NDK's) or ``NeuronAdapter.h`` (NeuroPilot's)
+    on Android, never the reference driver's header."""
+    driver_sources()  # the package must be whole
     if dialect == "nnapi":
         # libneuralnetworks.so is an NDK system library from API level 27.
-        return [*args, "-lneuralnetworks"]
+        return ["-lneuralnetworks"]
     given = options.get("neuron_lib") or os.environ.get(NEURON_LIB_ENV)
     if not given:
         raise JobError(
@@ -219,7 +220,35 @@ def android_link_args(dialect: str, options: BackendOptions) -> list[str]:
             f"the Neuron adapter library {lib} does not exist (option neuron_lib / "
             f"{NEURON_LIB_ENV})",
         )
-    return [*args, str(lib), f"-Wl,-rpath-link,{lib.parent}"]
+    include = neuron_include_dir(options, lib)
+    return [f"-I{include}", str(lib), f"-Wl,-rpath-link,{lib.parent}"]
+
+
+NEURON_INCLUDE_ENV = "EDGEFARM_NEURON_INCLUDE"
+
+
+def neuron_include_dir(options: BackendOptions, lib: Path) -> Path:
+    """The directory holding MediaTek's ``NeuronAdapter.h``: the option ``neuron_include``,
+    ``EDGEFARM_NEURON_INCLUDE``, or next to the library (its directory, ``include`` beside
+    or above it, as the NeuroPilot SDK lays them out)."""
+    given = options.get("neuron_include") or os.environ.get(NEURON_INCLUDE_ENV)
+    if given:
+        where = Path(str(given))
+        if not (where / "NeuronAdapter.h").is_file():
+            raise JobError(
+                "link",
+                f"{where} holds no NeuronAdapter.h (option neuron_include / {NEURON_INCLUDE_ENV})",
+            )
+        return where
+    for where in (lib.parent, lib.parent / "include", lib.parent.parent / "include"):
+        if (where / "NeuronAdapter.h").is_file():
+            return where
+    raise JobError(
+        "link",
+        "tvm-neuron for a phone compiles against MediaTek's NeuronAdapter.h (NeuroPilot SDK): "
+        f"pass the option neuron_include=DIR or set {NEURON_INCLUDE_ENV} (none found next to "
+        f"{lib})",
+    )
 
 
 def compiler_available(cc: str = "gcc") -> bool:
