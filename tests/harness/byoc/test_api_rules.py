@@ -359,3 +359,42 @@ def test_python_and_the_driver_agree_on_every_operation_and_level() -> None:
                 out = m.operand("TENSOR_FLOAT32", [2, 2, 2, 2])
                 python = check(name, infos, 1, api="nnapi", level=level, driver=False) is None
                 assert (m.operation(name, ins, [out]) == NO_ERROR) == python, (name, level, count)
+
+
+def test_an_artifact_for_a_newer_phone_fails_on_an_older_runtime(tmp_path: Path) -> None:
+    """The host link takes the driver of the artifact's level, so the host behaves as that
+    phone. Generated for level 4 (one HARD_SWISH) and linked with a level-3 driver, as if run
+    on an Android 10 phone, building its model fails with BAD_DATA naming the operation; with
+    the level-4 driver it runs."""
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+
+    from harness.byoc.link import host_export_options
+
+    by_op = {(c[0], c[1]): c[2] for c in CASES}
+    path = testmodels.save(by_op[("HARD_SWISH", 4)], tmp_path, "hs")
+    parted = partition(to_relax(load(path)), "nnapi", {"feature_level": 4})
+    executable = tvm.compile(parted.mod, target=tvm.target.Target({"kind": "llvm"}))
+    x = tvm.runtime.tensor(np.linspace(-4, 4, 144, dtype=np.float32).reshape(X4))
+    ffi = [
+        f"-I{tvm_ffi.libinfo.find_include_path()}",
+        f"-I{tvm_ffi.libinfo.find_dlpack_include_path()}",
+    ]
+    results = {}
+    for level in (3, 4):
+        lib = tmp_path / f"fl{level}.so"
+        executable.export_library(
+            str(lib), options=ffi + host_export_options(None, {"feature_level": level})
+        )
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
+        try:
+            results[level] = vm["main"](x).numpy()
+        except Exception as exc:  # TVM raises the generated C's error as a RuntimeError
+            results[level] = str(exc)
+    assert (
+        "ANeuralNetworksModel_addOperation(HARD_SWISH) failed with ANEURALNETWORKS_BAD_DATA"
+        in str(results[3])
+    )
+    v = np.linspace(-4, 4, 144, dtype=np.float32).reshape(X4)
+    np.testing.assert_allclose(results[4], v * np.clip(v + 3, 0, 6) / 6, atol=1e-6)
