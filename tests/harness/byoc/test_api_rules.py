@@ -398,3 +398,22 @@ def test_an_artifact_for_a_newer_phone_fails_on_an_older_runtime(tmp_path: Path)
     )
     v = np.linspace(-4, 4, 144, dtype=np.float32).reshape(X4)
     np.testing.assert_allclose(results[4], v * np.clip(v + 3, 0, 6) / 6, atol=1e-6)
+
+
+def test_rsqrt_follows_the_rules() -> None:
+    """RSQRT (level 3) has no ONNX operator: a Relax module with relax.rsqrt."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X4, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.rsqrt(x)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert partition(mod, "nnapi", {"feature_level": 2}, codegen=False).report["ops_offloaded"] == 0
+    parted = partition(mod, "nnapi", {"feature_level": 3}, codegen=False)
+    [func] = [f for f in parted.mod.functions.values() if f.attrs and "Codegen" in f.attrs]
+    nn = build_model(func, DIALECTS["nnapi"], 3)
+    assert [op.code for op in nn.operations] == ["RSQRT"]
+    assert nn_driver.replay(Driver(3), nn) == ("finished", NO_ERROR)
