@@ -73,6 +73,15 @@ static ef_status fail(ef_status status, const char* fmt, ...) {
   return status;
 }
 
+/* An operation's name for messages (its code when the rules table does not know it). */
+static const char* op_name(int32_t code) {
+  static __thread char unknown[32];
+  const char* name = ef_operation_name(code);
+  if (name) return name;
+  snprintf(unknown, sizeof(unknown), "operation %d", code);
+  return unknown;
+}
+
 static int is_tensor_type(int32_t type) {
   return type == EF_TENSOR_FLOAT32 || type == EF_TENSOR_INT32;
 }
@@ -169,9 +178,9 @@ static uint32_t* copy_indices(const uint32_t* src, uint32_t n) {
 static ef_status conform(const ef_model* model, int32_t code, uint32_t n_in, const uint32_t* in,
                          uint32_t n_out, const uint32_t* out, int check_constants,
                          const char* where) {
-  ef_operand_info info_in[64], info_out[8];
+  ef_operand_info info_in[256], info_out[8];
   char why[400];
-  if (n_in > 64 || n_out > 8)
+  if (n_in > 256 || n_out > 8)
     return fail(EF_ERR_BAD_DATA, "%s: %u inputs / %u outputs are more than any operation takes",
                 where, n_in, n_out);
   for (uint32_t i = 0; i < n_in; ++i) {
@@ -265,7 +274,7 @@ static const ef_operand* res(const ef_ctx* c, uint32_t i) { return &c->m->operan
 
 static ef_status need_float_tensor(const ef_ctx* c, const ef_operand* o, const char* what) {
   if (o->type != EF_TENSOR_FLOAT32)
-    return fail(EF_ERR_BAD_DATA, "operation %d: %s must be TENSOR_FLOAT32 (type %d)", c->op->code,
+    return fail(EF_ERR_BAD_DATA, "%s: %s must be TENSOR_FLOAT32 (type %d)", op_name(c->op->code),
                 what, o->type);
   return EF_OK;
 }
@@ -273,7 +282,7 @@ static ef_status need_float_tensor(const ef_ctx* c, const ef_operand* o, const c
 static ef_status const_i32(const ef_ctx* c, uint32_t i, int32_t* v) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_INT32 || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant INT32", c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant INT32", op_name(c->op->code), i);
   *v = *(const int32_t*)o->value;
   return EF_OK;
 }
@@ -281,7 +290,7 @@ static ef_status const_i32(const ef_ctx* c, uint32_t i, int32_t* v) {
 static ef_status const_bool(const ef_ctx* c, uint32_t i, int* v) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_BOOL || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant BOOL", c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant BOOL", op_name(c->op->code), i);
   *v = *(const uint8_t*)o->value != 0;
   return EF_OK;
 }
@@ -289,7 +298,7 @@ static ef_status const_bool(const ef_ctx* c, uint32_t i, int* v) {
 static ef_status const_f32(const ef_ctx* c, uint32_t i, float* v) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_FLOAT32 || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant FLOAT32", c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant FLOAT32", op_name(c->op->code), i);
   *v = *(const float*)o->value;
   return EF_OK;
 }
@@ -297,8 +306,7 @@ static ef_status const_f32(const ef_ctx* c, uint32_t i, float* v) {
 static ef_status const_i32_tensor(const ef_ctx* c, uint32_t i, const int32_t** v, uint32_t* n) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_TENSOR_INT32 || o->shape.rank != 1 || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant 1-D TENSOR_INT32",
-                c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant 1-D TENSOR_INT32", op_name(c->op->code), i);
   *v = (const int32_t*)o->value;
   *n = o->shape.dims[0];
   return EF_OK;
@@ -314,15 +322,14 @@ static ef_status same_shape(const ef_ctx* c, const ef_shape* want) {
       snprintf(w + strlen(w), sizeof(w) - strlen(w), "%s%u", i ? "," : "", want->dims[i]);
     for (uint32_t i = 0; i < got->rank; ++i)
       snprintf(g + strlen(g), sizeof(g) - strlen(g), "%s%u", i ? "," : "", got->dims[i]);
-    return fail(EF_ERR_BAD_DATA, "operation %d: output shape [%s] should be [%s]", c->op->code, g, w);
+    return fail(EF_ERR_BAD_DATA, "%s: output shape [%s] should be [%s]", op_name(c->op->code), g, w);
   }
   return EF_OK;
 }
 
 static ef_status need_counts(const ef_ctx* c, uint32_t n_in_a, uint32_t n_in_b, uint32_t n_out) {
   if ((c->op->n_in != n_in_a && c->op->n_in != n_in_b) || c->op->n_out != n_out)
-    return fail(EF_ERR_BAD_DATA, "operation %d: %u inputs/%u outputs is not a supported form",
-                c->op->code, c->op->n_in, c->op->n_out);
+    return fail(EF_ERR_BAD_DATA, "%s: %u inputs/%u outputs is not a supported form", op_name(c->op->code), c->op->n_in, c->op->n_out);
   return EF_OK;
 }
 
@@ -368,7 +375,7 @@ static ef_status check_layout_nhwc(const ef_ctx* c, uint32_t i) {
   if (c->op->n_in > i) {
     int nchw;
     TRY(const_bool(c, i, &nchw));
-    if (nchw) return fail(EF_ERR_BAD_DATA, "operation %d: this driver runs NHWC only", c->op->code);
+    if (nchw) return fail(EF_ERR_BAD_DATA, "%s: this driver runs NHWC only", op_name(c->op->code));
   }
   return EF_OK;
 }
@@ -442,7 +449,7 @@ static ef_status check_operation(const ef_model* m, const ef_operation* op) {
   const ef_ctx* c = &cx;
   for (uint32_t i = 0; i < op->n_out; ++i) {
     TRY(need_float_tensor(c, res(c, i), "output"));
-    if (res(c, i)->value) return fail(EF_ERR_BAD_DATA, "operation %d writes a constant", op->code);
+    if (res(c, i)->value) return fail(EF_ERR_BAD_DATA, "%s writes a constant", op_name(op->code));
   }
   switch (op->code) {
     case EF_ADD:
@@ -621,8 +628,8 @@ static ef_status check_operation(const ef_model* m, const ef_operation* op) {
       return same_shape(c, &want);
     }
     default:
-      return fail(EF_ERR_BAD_DATA, "operation code %d is not implemented by the reference driver",
-                  op->code);
+      return fail(EF_ERR_BAD_DATA, "%s is not implemented by the reference driver",
+                  op_name(op->code));
   }
 }
 
