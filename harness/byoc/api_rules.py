@@ -124,6 +124,7 @@ class OperationRule:
 FLOAT_TENSOR = (("TENSOR_FLOAT32", 1), ("TENSOR_FLOAT16", 3))
 FLOAT_INT_TENSOR = (*FLOAT_TENSOR, ("TENSOR_INT32", 4))  # ADD, MUL, SUB, DIV: INT32 from 4
 FLOAT_TENSOR_3 = (("TENSOR_FLOAT32", 3), ("TENSOR_FLOAT16", 3))  # operations of level 3
+BMM_TYPES = (("TENSOR_FLOAT32", 6), ("TENSOR_FLOAT16", 6), ("TENSOR_INT32", 6))
 INT32 = (("INT32", 1),)
 FLOAT32 = (("FLOAT32", 1),)
 BOOL = (("BOOL", 1),)
@@ -221,7 +222,9 @@ def _binary_act(name: str, code: int, since: int) -> OperationRule:
 
 
 def _binary3(name: str, code: int, neuron: int | None = 4) -> OperationRule:
-    # Level-3 binary operations: "Supported tensor rank: from 1", no activation.
+    # Level-3 binary operations: "Supported tensor rank: from 1", no activation; MAXIMUM and
+    # MINIMUM also take TENSOR_INT32, POW only floats.
+    types = FLOAT_TENSOR_3 if name == "POW" else (*FLOAT_TENSOR_3, ("TENSOR_INT32", 3))
     return OperationRule(
         name,
         code,
@@ -231,8 +234,8 @@ def _binary3(name: str, code: int, neuron: int | None = 4) -> OperationRule:
                 "plain",
                 3,
                 (
-                    tensor("input0", FROM_1, FLOAT_TENSOR_3, None),
-                    tensor("input1", FROM_1, FLOAT_TENSOR_3),
+                    tensor("input0", FROM_1, types, None),
+                    tensor("input1", FROM_1, types),
                 ),
             ),
         ),
@@ -242,9 +245,14 @@ def _binary3(name: str, code: int, neuron: int | None = 4) -> OperationRule:
 
 
 def _unary(
-    name: str, code: int, since: int, ranks: frozenset[int], neuron: int | None = 4
+    name: str,
+    code: int,
+    since: int,
+    ranks: frozenset[int],
+    neuron: int | None = 4,
+    more: tuple[tuple[str, int], ...] = (),
 ) -> OperationRule:
-    types = FLOAT_TENSOR if since < 3 else FLOAT_TENSOR_3
+    types = (*(FLOAT_TENSOR if since < 3 else FLOAT_TENSOR_3), *more)
     return OperationRule(
         name,
         code,
@@ -309,11 +317,15 @@ _RULES: tuple[OperationRule, ...] = (
             Form(
                 "shape",
                 1,
-                (tensor("input", same=None), Arg("shape", INT_VECTOR, VECTOR, param=True)),
+                (
+                    tensor("input", types=(*FLOAT_TENSOR, ("TENSOR_INT32", 6)), same=None),
+                    Arg("shape", INT_VECTOR, VECTOR, param=True),
+                ),
             ),
         ),
         4,
-        "NNAPI RESHAPE (rank up to 4, shape a 1-D TENSOR_INT32); Neuron 4.1.0",
+        "NNAPI RESHAPE (rank up to 4, shape a 1-D TENSOR_INT32, TENSOR_INT32 data from level 6); "
+        "Neuron 4.1.0",
     ),
     OperationRule(
         "SOFTMAX",
@@ -374,13 +386,13 @@ _RULES: tuple[OperationRule, ...] = (
         4,
         "NNAPI TRANSPOSE (level 2, rank up to 4; the runtime's validator: 2 inputs); Neuron 4.1.0",
     ),
-    _unary("ABS", 38, 3, FROM_1),
+    _unary("ABS", 38, 3, FROM_1, more=(("TENSOR_INT32", 4),)),
     _unary("EXP", 49, 3, FROM_1),
     _conv("GROUPED_CONV_2D", 55, (i32("groups"),), 3, True),
     _unary("LOG", 60, 3, FROM_1, neuron=None),
     _binary3("MAXIMUM", 65),
     _binary3("MINIMUM", 66),
-    _unary("NEG", 67, 3, FROM_1),
+    _unary("NEG", 67, 3, FROM_1, more=(("TENSOR_INT32", 3),)),
     _binary3("POW", 70),
     _unary("RSQRT", 83, 3, FROM_1),
     _unary("SQRT", 88, 3, FROM_1),
@@ -396,8 +408,8 @@ _RULES: tuple[OperationRule, ...] = (
                 "adjoint flags",
                 6,
                 (
-                    tensor("input0", frozenset({2, 3, 4}), same=None),
-                    tensor("input1", frozenset({2, 3, 4})),
+                    tensor("input0", frozenset({2, 3, 4}), BMM_TYPES, None),
+                    tensor("input1", frozenset({2, 3, 4}), BMM_TYPES),
                     flag("adj_x"),
                     flag("adj_y"),
                 ),
