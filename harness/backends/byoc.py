@@ -174,7 +174,7 @@ NNAPI = ByocBackend(
 NEURON = ByocBackend(
     "tvm-neuron",
     "TVM Relax, subgraphs offloaded through MediaTek's Neuron Adapter API",
-    default_options={**_BYOC_OPTIONS, "neuron_lib": None},
+    default_options={**_BYOC_OPTIONS, "neuron_lib": None, "neuron_include": None},
     lowering=Lowering("neuron"),
     dialect="neuron",
 )

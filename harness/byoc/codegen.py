@@ -215,6 +215,46 @@ static uint64_t ef_checksum(const float* data, size_t count) {
 """
 
 
+# The APIs' result codes by value (NeuralNetworksTypes.h ResultCode, NeuronAdapter.h).
+RESULT_NAMES = {
+    "nnapi": (
+        "NO_ERROR",
+        "OUT_OF_MEMORY",
+        "INCOMPLETE",
+        "UNEXPECTED_NULL",
+        "BAD_DATA",
+        "OP_FAILED",
+        "BAD_STATE",
+        "UNMAPPABLE",
+        "OUTPUT_INSUFFICIENT_SIZE",
+        "UNAVAILABLE_DEVICE",
+    ),
+    "neuron": (
+        "NO_ERROR",
+        "OUT_OF_MEMORY",
+        "INCOMPLETE",
+        "UNEXPECTED_NULL",
+        "BAD_DATA",
+        "OP_FAILED",
+        "UNMAPPABLE",
+        "BAD_STATE",
+        "BAD_VERSION",
+    ),
+}
+
+
+def _result_names(d: Dialect) -> str:
+    """A C function naming the dialect's result codes, so that a failed call says which."""
+    names = ", ".join(f'"{d.const(n)}"' for n in RESULT_NAMES[d.name])
+    n = len(RESULT_NAMES[d.name])
+    return (
+        f"#ifndef EF_{d.name.upper()}_RESULT_NAMES_\n#define EF_{d.name.upper()}_RESULT_NAMES_\n"
+        f"static const char* ef_{d.name}_result(int rc) {{\n"
+        f"  static const char* const names[] = {{{names}}};\n"
+        f'  return rc >= 0 && rc < {n} ? names[rc] : "an unknown result code";\n}}\n#endif'
+    )
+
+
 def _c_list(values: Sequence[int | float]) -> str:
     return ", ".join(str(v) for v in values) if values else "0"
 
@@ -253,6 +293,7 @@ def emit_c(
     )
     operand_t = f"{d.type_prefix}OperandType"
     ok = d.const("NO_ERROR")
+    codes = f"ef_{d.name}_result"
     s = symbol
     n_args = len(arg_shapes) + len(result_shapes)
     all_shapes = list(arg_shapes) + list(result_shapes)
@@ -264,9 +305,13 @@ def emit_c(
     w(f"/* {len(model.operations)} operations, {len(model.operands)} operands. */")
     w("#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>")
     w("#include <pthread.h>\n#include <dlpack/dlpack.h>\n#include <tvm/ffi/c_api.h>")
-    w('#include "edgefarm_nn.h"')
+    # A phone build compiles against the vendor's own header; the host build against the
+    # reference driver's edgefarm_nn.h, which declares the same documented names.
+    vendor = "<android/NeuralNetworks.h>" if d.name == "nnapi" else '"NeuronAdapter.h"'
+    w(f'#if defined(__ANDROID__)\n#include {vendor}\n#else\n#include "edgefarm_nn.h"\n#endif')
     w('#ifdef __cplusplus\nextern "C" {\n#endif')
     w(_HELPERS)
+    w(_result_names(d))
     w(f"static pthread_mutex_t ef_lock_{s} = PTHREAD_MUTEX_INITIALIZER;")
     w(f"static int ef_ready_{s} = 0;")
     w(f"static {model_t}* ef_model_{s} = NULL;")
@@ -288,8 +333,8 @@ def emit_c(
     w(f"  {comp_t}* compilation = NULL;")
     w(f"#define EF_CALL(what, expr) do {{ rc = (expr); if (rc != {ok}) {{ \\")
     w(
-        f'    snprintf(err, err_size, "{s}: %s failed with code %d", what, rc); goto fail; }} }} '
-        "while (0)"
+        f'    snprintf(err, err_size, "{s}: %s failed with %s (%d)", what, {codes}(rc), rc); '
+        "goto fail; } } while (0)"
     )
     w(f'  EF_CALL("{d.fn("Model_create")}", {d.fn("Model_create")}(&model));')
     const_slot = 0
@@ -422,8 +467,8 @@ def emit_c(
     w(f"  {exec_t}* execution = NULL;")
     w(f"#define EF_CALL(what, expr) do {{ rc = (expr); if (rc != {ok}) {{ \\")
     w(
-        f'    snprintf(err, err_size, "{s}: %s failed with code %d", what, rc); goto fail; }} }} '
-        "while (0)"
+        f'    snprintf(err, err_size, "{s}: %s failed with %s (%d)", what, {codes}(rc), rc); '
+        "goto fail; } } while (0)"
     )
     w(
         f'  EF_CALL("{d.fn("Execution_create")}", '

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.byoc import api_rules
+
 Reason = Literal["unsupported operator", "dtype", "shape constraint", "cost decision"]
 REASONS: tuple[Reason, ...] = ("unsupported operator", "dtype", "shape constraint", "cost decision")
 
@@ -37,27 +39,29 @@ FUSES_ACTIVATION = {
     "AVERAGE_POOL_2D",
     "MAX_POOL_2D",
 }
-# The NNAPI feature level that brought each operation (NNAPI's documentation); Neuron has all.
-OPERATION_LEVEL = {
-    "SUB": 2,
-    "DIV": 2,
-    "MEAN": 2,
-    "TRANSPOSE": 2,
-    "GROUPED_CONV_2D": 3,
-    "MAXIMUM": 3,
-    "MINIMUM": 3,
-    "POW": 3,
-    "ABS": 3,
-    "EXP": 3,
-    "LOG": 3,
-    "NEG": 3,
-    "SQRT": 3,
-    "RSQRT": 3,
-    "HARD_SWISH": 4,
-    "BATCH_MATMUL": 6,
+# The NNAPI feature level that brought each operation, and the operations the Neuron adapter
+# lists as not available: from the APIs' rules (:mod:`.api_rules`).
+OPERATION_LEVEL = {name: rule.since for name, rule in api_rules.RULES.items()}
+NEURON_UNAVAILABLE = {name for name, rule in api_rules.RULES.items() if rule.neuron_level is None}
+# An operand kind (see :class:`Operand`) -> its API operand type.
+OPERAND_TYPES = {
+    "tensor": "TENSOR_FLOAT32",
+    "const": "TENSOR_FLOAT32",
+    "zeros": "TENSOR_FLOAT32",
+    "f32vec": "TENSOR_FLOAT32",
+    "i32vec": "TENSOR_INT32",
+    "i32": "INT32",
+    "f32": "FLOAT32",
+    "bool": "BOOL",
 }
-# Operations the Neuron adapter lists as not available.
-NEURON_UNAVAILABLE = {"LOG"}
+# What kind of rule a violation breaks -> the reason its operator stays on the CPU.
+VIOLATION_REASONS: dict[str, Reason] = {
+    "level": "unsupported operator",
+    "count": "unsupported operator",
+    "type": "dtype",
+    "rank": "shape constraint",
+    "constant": "shape constraint",
+}
 
 
 class Refused(Exception):
@@ -255,8 +259,30 @@ class NNModel:
         return self.const(value, src, tuple(range(len(src))))
 
     def emit(self, code: str, inputs: Sequence[int], outputs: Sequence[int]) -> None:
+        """Add operation ``code``; Refused (the operator stays on the CPU, with the rule as its
+        reason) when the target API does not take it in this form (:mod:`.api_rules`)."""
         self.require(code)
+        violation = self.violation(code, inputs, outputs)
+        if violation is not None:
+            raise Refused(VIOLATION_REASONS[violation.kind], violation.message)
         self.operations.append(Operation(code, list(inputs), list(outputs)))
+
+    def operand_info(self, index: int) -> api_rules.OperandInfo:
+        op = self.operands[index]
+        rank = 1 if op.kind == "i32vec" else len(op.dims)
+        return api_rules.OperandInfo(OPERAND_TYPES[op.kind], rank, op.kind != "tensor")
+
+    def violation(
+        self, code: str, inputs: Sequence[int], outputs: Sequence[int]
+    ) -> api_rules.Violation | None:
+        """The API rule operation ``code`` on these operands breaks, or None."""
+        return api_rules.check(
+            code,
+            [self.operand_info(i) for i in inputs],
+            len(outputs),
+            api="neuron" if self.dialect == "neuron" else "nnapi",
+            level=self.feature_level,
+        )
 
     def has(self, code: str) -> bool:
         """Whether the target's API has operation ``code``."""

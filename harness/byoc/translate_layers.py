@@ -147,7 +147,9 @@ def matmul(
     if len(a.shape) != rank or len(b.shape) != rank or rank < 2:
         raise Refused("shape constraint", "BATCH_MATMUL needs operands of the result's rank")
     b_operand = model.operand_for(bt, rank)
-    model.emit("BATCH_MATMUL", [a.operand, b_operand], [out.operand])
+    # NNAPI takes exactly 4 inputs: both adjoint flags are always given.
+    flags = [model.flag(False), model.flag(False)]
+    model.emit("BATCH_MATMUL", [a.operand, b_operand, *flags], [out.operand])
     if bias is not None or act:
         fused = model.new_tensor(out_shape)
         b_in = model.operand_for(bias, rank) if bias is not None else None

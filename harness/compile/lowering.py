@@ -63,7 +63,7 @@ class Lowering:
 
         if android:
             return android_link_args(self.offload, options)
-        return host_export_options(toolchain)
+        return host_export_options(toolchain, options)
 
     def to_json(self) -> LoweringJson:
         return {"offload": self.offload}

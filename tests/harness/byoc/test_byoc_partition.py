@@ -164,7 +164,7 @@ def test_repeated_composites_are_counted_per_call(tmp_path: Path) -> None:
 def test_a_phone_build_without_the_neuron_library_is_a_link_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.byoc.link import NEURON_LIB_ENV, android_link_args
+    from harness.byoc.link import NEURON_INCLUDE_ENV, NEURON_LIB_ENV, android_link_args
 
     monkeypatch.delenv(NEURON_LIB_ENV, raising=False)
     with pytest.raises(JobError) as err:
@@ -175,5 +175,11 @@ def test_a_phone_build_without_the_neuron_library_is_a_link_error(
         android_link_args("neuron", {"neuron_lib": str(tmp_path / "libneuron_adapter.so")})
     lib = tmp_path / "libneuron_adapter.so"
     lib.write_bytes(b"")
-    assert str(lib) in android_link_args("neuron", {"neuron_lib": str(lib)})
-    assert "-lneuralnetworks" in android_link_args("nnapi", {})
+    monkeypatch.delenv(NEURON_INCLUDE_ENV, raising=False)
+    with pytest.raises(JobError, match=r"NeuronAdapter\.h"):  # the vendor's header is needed too
+        android_link_args("neuron", {"neuron_lib": str(lib)})
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "NeuronAdapter.h").write_text("")
+    args = android_link_args("neuron", {"neuron_lib": str(lib)})
+    assert str(lib) in args and f"-I{tmp_path / 'include'}" in args
+    assert android_link_args("nnapi", {}) == ["-lneuralnetworks"]

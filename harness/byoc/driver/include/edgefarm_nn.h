@@ -103,6 +103,19 @@ enum {
   ANEURALNETWORKS_PREFER_SUSTAINED_SPEED = 2,
 };
 
+/* NNAPI feature levels, as ANeuralNetworks_getRuntimeFeatureLevel reports them. */
+enum {
+  ANEURALNETWORKS_FEATURE_LEVEL_1 = 27,
+  ANEURALNETWORKS_FEATURE_LEVEL_2 = 28,
+  ANEURALNETWORKS_FEATURE_LEVEL_3 = 29,
+  ANEURALNETWORKS_FEATURE_LEVEL_4 = 30,
+  ANEURALNETWORKS_FEATURE_LEVEL_5 = 31,
+  ANEURALNETWORKS_FEATURE_LEVEL_6 = 1000006,
+  ANEURALNETWORKS_FEATURE_LEVEL_7 = 1000007,
+  ANEURALNETWORKS_FEATURE_LEVEL_8 = 1000008,
+};
+
+int64_t ANeuralNetworks_getRuntimeFeatureLevel(void);
 int ANeuralNetworksModel_create(ANeuralNetworksModel** model);
 void ANeuralNetworksModel_free(ANeuralNetworksModel* model);
 int ANeuralNetworksModel_finish(ANeuralNetworksModel* model);

@@ -1,6 +1,8 @@
 /* The host reference driver's model, compilation and execution (see ef_core.h). */
 #include "ef_core.h"
 
+#include "ef_conform.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,7 @@ struct ef_model {
   uint32_t n_outputs;
   int identified;
   int finished;
+  ef_api api; /* the API the model was created through: whose rules it follows */
 };
 
 struct ef_compilation {
@@ -53,6 +56,12 @@ struct ef_execution {
 
 static __thread char g_error[512];
 
+#define TRY(expr)                 \
+  do {                            \
+    ef_status s_ = (expr);        \
+    if (s_ != EF_OK) return s_;   \
+  } while (0)
+
 const char* ef_last_error(void) { return g_error; }
 
 static ef_status fail(ef_status status, const char* fmt, ...) {
@@ -62,6 +71,15 @@ static ef_status fail(ef_status status, const char* fmt, ...) {
   va_end(args);
   if (getenv("EDGEFARM_NN_VERBOSE")) fprintf(stderr, "edgefarm-nn: %s\n", g_error);
   return status;
+}
+
+/* An operation's name for messages (its code when the rules table does not know it). */
+static const char* op_name(int32_t code) {
+  static __thread char unknown[32];
+  const char* name = ef_operation_name(code);
+  if (name) return name;
+  snprintf(unknown, sizeof(unknown), "operation %d", code);
+  return unknown;
 }
 
 static int is_tensor_type(int32_t type) {
@@ -74,10 +92,12 @@ static size_t type_size(int32_t type) { return type == EF_BOOL ? 1 : 4; }
 /* Model                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-ef_status ef_model_create(ef_model** model) {
+ef_status ef_model_create(ef_model** model, int api) {
   if (!model) return fail(EF_ERR_NULL, "model_create: null output pointer");
   *model = (ef_model*)calloc(1, sizeof(ef_model));
-  return *model ? EF_OK : fail(EF_ERR_NOMEM, "model_create: out of memory");
+  if (!*model) return fail(EF_ERR_NOMEM, "model_create: out of memory");
+  (*model)->api = api == EF_API_NEURON ? EF_API_NEURON : EF_API_NNAPI;
+  return EF_OK;
 }
 
 void ef_model_free(ef_model* model) {
@@ -153,6 +173,36 @@ static uint32_t* copy_indices(const uint32_t* src, uint32_t n) {
   return dst;
 }
 
+/* The APIs' rules (ef_conform.c) on one operation; a violation is BAD_DATA, always logged
+ * (as the runtime logs its validation errors to logcat). */
+static ef_status conform(const ef_model* model, int32_t code, uint32_t n_in, const uint32_t* in,
+                         uint32_t n_out, const uint32_t* out, int check_constants,
+                         const char* where) {
+  ef_operand_info info_in[256], info_out[8];
+  char why[400];
+  if (n_in > 256 || n_out > 8)
+    return fail(EF_ERR_BAD_DATA, "%s: %u inputs / %u outputs are more than any operation takes",
+                where, n_in, n_out);
+  for (uint32_t i = 0; i < n_in; ++i) {
+    const ef_operand* o = &model->operands[in[i]];
+    info_in[i].type = o->type;
+    info_in[i].rank = o->shape.rank;
+    info_in[i].constant = o->value != NULL;
+  }
+  for (uint32_t i = 0; i < n_out; ++i) {
+    const ef_operand* o = &model->operands[out[i]];
+    info_out[i].type = o->type;
+    info_out[i].rank = o->shape.rank;
+    info_out[i].constant = o->value != NULL;
+  }
+  if (ef_conform_check(model->api, code, n_in, info_in, n_out, info_out, check_constants, why,
+                       sizeof(why)) == 0)
+    return EF_OK;
+  ef_status s = fail(EF_ERR_BAD_DATA, "%s: %s", where, why);
+  if (!getenv("EDGEFARM_NN_VERBOSE")) fprintf(stderr, "edgefarm-nn: %s\n", g_error);
+  return s;
+}
+
 ef_status ef_model_add_operation(ef_model* model, int32_t code, uint32_t n_in,
                                  const uint32_t* in, uint32_t n_out, const uint32_t* out) {
   if (!model || (n_in && !in) || (n_out && !out))
@@ -164,6 +214,7 @@ ef_status ef_model_add_operation(ef_model* model, int32_t code, uint32_t n_in,
   for (uint32_t i = 0; i < n_out; ++i)
     if (out[i] >= model->n_operands)
       return fail(EF_ERR_BAD_DATA, "addOperation %d: no operand %u", code, out[i]);
+  TRY(conform(model, code, n_in, in, n_out, out, 0, "addOperation"));
   if (model->n_operations == model->cap_operations) {
     uint32_t cap = model->cap_operations ? model->cap_operations * 2 : 16;
     ef_operation* grown = (ef_operation*)realloc(model->operations, cap * sizeof(ef_operation));
@@ -223,7 +274,7 @@ static const ef_operand* res(const ef_ctx* c, uint32_t i) { return &c->m->operan
 
 static ef_status need_float_tensor(const ef_ctx* c, const ef_operand* o, const char* what) {
   if (o->type != EF_TENSOR_FLOAT32)
-    return fail(EF_ERR_BAD_DATA, "operation %d: %s must be TENSOR_FLOAT32 (type %d)", c->op->code,
+    return fail(EF_ERR_BAD_DATA, "%s: %s must be TENSOR_FLOAT32 (type %d)", op_name(c->op->code),
                 what, o->type);
   return EF_OK;
 }
@@ -231,7 +282,7 @@ static ef_status need_float_tensor(const ef_ctx* c, const ef_operand* o, const c
 static ef_status const_i32(const ef_ctx* c, uint32_t i, int32_t* v) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_INT32 || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant INT32", c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant INT32", op_name(c->op->code), i);
   *v = *(const int32_t*)o->value;
   return EF_OK;
 }
@@ -239,7 +290,7 @@ static ef_status const_i32(const ef_ctx* c, uint32_t i, int32_t* v) {
 static ef_status const_bool(const ef_ctx* c, uint32_t i, int* v) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_BOOL || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant BOOL", c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant BOOL", op_name(c->op->code), i);
   *v = *(const uint8_t*)o->value != 0;
   return EF_OK;
 }
@@ -247,7 +298,7 @@ static ef_status const_bool(const ef_ctx* c, uint32_t i, int* v) {
 static ef_status const_f32(const ef_ctx* c, uint32_t i, float* v) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_FLOAT32 || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant FLOAT32", c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant FLOAT32", op_name(c->op->code), i);
   *v = *(const float*)o->value;
   return EF_OK;
 }
@@ -255,8 +306,7 @@ static ef_status const_f32(const ef_ctx* c, uint32_t i, float* v) {
 static ef_status const_i32_tensor(const ef_ctx* c, uint32_t i, const int32_t** v, uint32_t* n) {
   const ef_operand* o = arg(c, i);
   if (o->type != EF_TENSOR_INT32 || o->shape.rank != 1 || !o->value)
-    return fail(EF_ERR_BAD_DATA, "operation %d: input %u must be a constant 1-D TENSOR_INT32",
-                c->op->code, i);
+    return fail(EF_ERR_BAD_DATA, "%s: input %u must be a constant 1-D TENSOR_INT32", op_name(c->op->code), i);
   *v = (const int32_t*)o->value;
   *n = o->shape.dims[0];
   return EF_OK;
@@ -272,21 +322,14 @@ static ef_status same_shape(const ef_ctx* c, const ef_shape* want) {
       snprintf(w + strlen(w), sizeof(w) - strlen(w), "%s%u", i ? "," : "", want->dims[i]);
     for (uint32_t i = 0; i < got->rank; ++i)
       snprintf(g + strlen(g), sizeof(g) - strlen(g), "%s%u", i ? "," : "", got->dims[i]);
-    return fail(EF_ERR_BAD_DATA, "operation %d: output shape [%s] should be [%s]", c->op->code, g, w);
+    return fail(EF_ERR_BAD_DATA, "%s: output shape [%s] should be [%s]", op_name(c->op->code), g, w);
   }
   return EF_OK;
 }
 
-#define TRY(expr)                 \
-  do {                            \
-    ef_status s_ = (expr);        \
-    if (s_ != EF_OK) return s_;   \
-  } while (0)
-
 static ef_status need_counts(const ef_ctx* c, uint32_t n_in_a, uint32_t n_in_b, uint32_t n_out) {
   if ((c->op->n_in != n_in_a && c->op->n_in != n_in_b) || c->op->n_out != n_out)
-    return fail(EF_ERR_BAD_DATA, "operation %d: %u inputs/%u outputs is not a supported form",
-                c->op->code, c->op->n_in, c->op->n_out);
+    return fail(EF_ERR_BAD_DATA, "%s: %u inputs/%u outputs is not a supported form", op_name(c->op->code), c->op->n_in, c->op->n_out);
   return EF_OK;
 }
 
@@ -332,7 +375,7 @@ static ef_status check_layout_nhwc(const ef_ctx* c, uint32_t i) {
   if (c->op->n_in > i) {
     int nchw;
     TRY(const_bool(c, i, &nchw));
-    if (nchw) return fail(EF_ERR_BAD_DATA, "operation %d: this driver runs NHWC only", c->op->code);
+    if (nchw) return fail(EF_ERR_BAD_DATA, "%s: this driver runs NHWC only", op_name(c->op->code));
   }
   return EF_OK;
 }
@@ -406,7 +449,7 @@ static ef_status check_operation(const ef_model* m, const ef_operation* op) {
   const ef_ctx* c = &cx;
   for (uint32_t i = 0; i < op->n_out; ++i) {
     TRY(need_float_tensor(c, res(c, i), "output"));
-    if (res(c, i)->value) return fail(EF_ERR_BAD_DATA, "operation %d writes a constant", op->code);
+    if (res(c, i)->value) return fail(EF_ERR_BAD_DATA, "%s writes a constant", op_name(op->code));
   }
   switch (op->code) {
     case EF_ADD:
@@ -562,15 +605,13 @@ static ef_status check_operation(const ef_model* m, const ef_operation* op) {
       return same_shape(c, &want);
     }
     case EF_BATCH_MATMUL: {
-      TRY(need_counts(c, 2, 4, 1));
+      TRY(need_counts(c, 4, 4, 1));
       const ef_shape *sa = &arg(c, 0)->shape, *sb = &arg(c, 1)->shape;
       int adj_a = 0, adj_b = 0;
       TRY(need_float_tensor(c, arg(c, 0), "lhs"));
       TRY(need_float_tensor(c, arg(c, 1), "rhs"));
-      if (op->n_in == 4) {
-        TRY(const_bool(c, 2, &adj_a));
-        TRY(const_bool(c, 3, &adj_b));
-      }
+      TRY(const_bool(c, 2, &adj_a));
+      TRY(const_bool(c, 3, &adj_b));
       if (sa->rank != sb->rank || sa->rank < 2 || sa->rank > 4)
         return fail(EF_ERR_BAD_DATA, "batch matmul: ranks must match, 2 to 4");
       uint32_t r = sa->rank;
@@ -587,8 +628,8 @@ static ef_status check_operation(const ef_model* m, const ef_operation* op) {
       return same_shape(c, &want);
     }
     default:
-      return fail(EF_ERR_BAD_DATA, "operation code %d is not implemented by the reference driver",
-                  op->code);
+      return fail(EF_ERR_BAD_DATA, "%s is not implemented by the reference driver",
+                  op_name(op->code));
   }
 }
 
@@ -596,8 +637,11 @@ ef_status ef_model_finish(ef_model* model) {
   if (!model) return fail(EF_ERR_NULL, "finish: null model");
   if (model->finished) return fail(EF_ERR_BAD_STATE, "finish: model already finished");
   if (!model->identified) return fail(EF_ERR_BAD_DATA, "finish: inputs and outputs not identified");
-  for (uint32_t i = 0; i < model->n_operations; ++i)
-    TRY(check_operation(model, &model->operations[i]));
+  for (uint32_t i = 0; i < model->n_operations; ++i) {
+    const ef_operation* op = &model->operations[i];
+    TRY(conform(model, op->code, op->n_in, op->in, op->n_out, op->out, 1, "finish"));
+    TRY(check_operation(model, op));
+  }
   model->finished = 1;
   return EF_OK;
 }
@@ -849,11 +893,8 @@ static void run_operation(const ef_execution* e, const ef_operation* op) {
       break;
     }
     case EF_BATCH_MATMUL: {
-      int adj_a = 0, adj_b = 0;
-      if (op->n_in == 4) {
-        adj_a = *(const uint8_t*)m->operands[op->in[2]].value != 0;
-        adj_b = *(const uint8_t*)m->operands[op->in[3]].value != 0;
-      }
+      const int adj_a = *(const uint8_t*)m->operands[op->in[2]].value != 0;
+      const int adj_b = *(const uint8_t*)m->operands[op->in[3]].value != 0;
       ef_batch_matmul(x, s0, data_of(e, op->in[1]), &m->operands[op->in[1]].shape, adj_a, adj_b,
                       out, so);
       break;

@@ -72,7 +72,8 @@ typedef struct ef_model ef_model;
 typedef struct ef_compilation ef_compilation;
 typedef struct ef_execution ef_execution;
 
-ef_status ef_model_create(ef_model** model);
+/* api: EF_API_NNAPI or EF_API_NEURON (ef_conform.h), whose rules the model follows. */
+ef_status ef_model_create(ef_model** model, int api);
 void ef_model_free(ef_model* model);
 ef_status ef_model_add_operand(ef_model* model, int32_t type, uint32_t rank,
                                const uint32_t* dims);

@@ -1,5 +1,6 @@
 /* The Neuron Adapter face of the host reference driver: Neuron* over ef_core. */
 #include "edgefarm_nn.h"
+#include "ef_conform.h"
 #include "ef_core.h"
 
 static int neuron_code(ef_status s) {
@@ -14,7 +15,7 @@ static int neuron_code(ef_status s) {
 }
 
 int NeuronModel_create(NeuronModel** model) {
-  return neuron_code(ef_model_create((ef_model**)model));
+  return neuron_code(ef_model_create((ef_model**)model, EF_API_NEURON));
 }
 
 void NeuronModel_free(NeuronModel* model) { ef_model_free((ef_model*)model); }

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "edgefarm_nn.h"
+#include "ef_conform.h"
 #include "ef_core.h"
 
 static int nnapi_code(ef_status s) {
@@ -20,8 +21,22 @@ struct ANeuralNetworksEvent {
   int status;
 };
 
+/* The runtime's feature level: the one this driver was built for (ef_conform.h). */
+int64_t ANeuralNetworks_getRuntimeFeatureLevel(void) {
+  static const int64_t codes[] = {0,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_1,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_2,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_3,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_4,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_5,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_6,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_7,
+                                  ANEURALNETWORKS_FEATURE_LEVEL_8};
+  return codes[EF_NNAPI_FEATURE_LEVEL];
+}
+
 int ANeuralNetworksModel_create(ANeuralNetworksModel** model) {
-  return nnapi_code(ef_model_create((ef_model**)model));
+  return nnapi_code(ef_model_create((ef_model**)model, EF_API_NNAPI));
 }
 
 void ANeuralNetworksModel_free(ANeuralNetworksModel* model) { ef_model_free((ef_model*)model); }
