@@ -19,7 +19,8 @@ Recognising a TIR function by what it computes (its one store), not by its name,
 to the importer's actual output: anything else stays a ``call_tir``, on the CPU.
 
 Then :func:`spell_for_tables` writes a few operators the APIs lack in operators they have,
-again exactly (the same float operations on the same values):
+computing the same float operations on the same values (bit for bit, except that a conv1d
+made a conv2d may sum in another order on the CPU):
 
 * ``squeeze`` and ``expand_dims`` -> ``reshape`` (PP-OCRv4's attention blocks squeeze q, k
   and v);
