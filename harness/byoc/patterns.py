@@ -12,8 +12,9 @@
 * Neuron: our own table (``relax.dpl``) of what the Neuron Adapter runs: hard-swish
   (NEURON_HARD_SWISH); conv2d (incl. depthwise and grouped) and dense/matmul (incl. a
   transposed operand), each with an optional bias and fused activation;
-  add/subtract/multiply/divide (+ activation), maximum, minimum; relu, clip (RELU6/RELU1 or
-  MAXIMUM/MINIMUM), sigmoid, tanh; max/avg pooling; softmax; concat; reshape; transpose; mean.
+  add/subtract/multiply/divide (+ activation), maximum, minimum, power; relu, clip (RELU6/RELU1
+  or MAXIMUM/MINIMUM), sigmoid, tanh, sqrt, rsqrt, exp, log, abs, floor, negative; max/avg
+  pooling; softmax; concat; reshape; transpose; mean.
 
 Hard-swish comes first in both: otherwise its add and clip would be taken as an add with a
 fused RELU6.
@@ -165,13 +166,16 @@ def neuron_patterns(check: Check) -> list[Any]:
         binary = is_op(f"relax.{op}")(wildcard(), wildcard())
         add(f"{op}_act", act(binary))
         add(op, binary)
-    for op in ("maximum", "minimum"):
+    for op in ("maximum", "minimum", "power"):
         add(op, is_op(f"relax.{op}")(wildcard(), wildcard()))
 
     add("relu", is_op("relax.nn.relu")(wildcard()))
     add("clip", is_op("relax.clip")(wildcard(), wildcard(), wildcard()))
     add("sigmoid", is_op("relax.sigmoid")(wildcard()))
     add("tanh", is_op("relax.tanh")(wildcard()))
+    # NEURON_SQRT, _RSQRT, _EXP, _LOG, _ABS, _FLOOR, _NEG (a layer norm's sqrt, ...)
+    for op in ("sqrt", "rsqrt", "exp", "log", "abs", "floor", "negative"):
+        add(op, is_op(f"relax.{op}")(wildcard()))
     add("max_pool2d", is_op("relax.nn.max_pool2d")(wildcard()))
     add("avg_pool2d", is_op("relax.nn.avg_pool2d")(wildcard()))
     add("softmax", is_op("relax.nn.softmax")(wildcard()))

@@ -35,6 +35,12 @@ def tensor_shape(expr: Any, what: str) -> tuple[int, ...]:
         dims.append(int(d.value))
     if len(dims) > 6:
         raise Refused("shape constraint", f"{what} has rank {len(dims)} (at most 6)")
+    if not dims and isinstance(expr, relax.Call):
+        # A tensor operand of no dimensions is one of unspecified rank to the APIs (NNAPI
+        # feature level 3), which an operation's output cannot be: ModelFinish refuses it.
+        # (A constant scalar argument is read as a broadcast value; a 0-d input from the CPU
+        # is refused where it is read: translate_elementwise.)
+        raise Refused("shape constraint", f"{what} is a 0-d tensor (the APIs have no scalars)")
     return tuple(dims)
 
 

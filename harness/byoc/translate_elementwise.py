@@ -21,6 +21,7 @@ from harness.byoc.nnmodel import (
     Lookup,
     NNModel,
     Refused,
+    Tensor,
     Translation,
     Value,
     require_tensor,
@@ -64,6 +65,9 @@ def binary(code: str) -> Emit:
         a, b = get(call.args[0]), get(call.args[1])
         if isinstance(a, Const) and isinstance(b, Const):
             raise Refused("shape constraint", "both operands are constants (left to folding)")
+        if any(isinstance(v, Tensor) and not v.shape for v in (a, b)):
+            # a 0-d tensor computed on the CPU: an operand of unspecified rank to the APIs
+            raise Refused("shape constraint", f"{code} of a 0-d tensor (the APIs have no scalars)")
         rank = len(out_shape)
         ins = [model.operand_for(a, rank), model.operand_for(b, rank)]
         out = model.new_tensor(out_shape)
