@@ -23,61 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.compile.tuned import apply_records, cpu_tensor_intrinsics, tuning_prefix
 from harness.errors import JobError, one_line
+
+__all__ = [
+    "RECORDS_FILE",
+    "WORKLOADS_FILE",
+    "SearchResult",
+    "apply_records",
+    "cpu_tensor_intrinsics",
+    "host_runner",
+    "search",
+    "tasks_of",
+    "trials_done",
+    "tuning_prefix",
+]
 
 WORKLOADS_FILE = "database_workload.json"
 RECORDS_FILE = "database_tuning_record.json"
-
-
-def cpu_tensor_intrinsics() -> None:
-    """Register the CPU tensor intrinsics (x86, arm_cpu) that MetaSchedule's CPU rules use,
-    without the GPU ones. ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose package
-    imports every family; its CUDA and ROCm modules parse thousands of TVMScript functions
-    (measured here: 31 s and 5 s of a 44 s import, under load). The package is entered into
-    ``sys.modules`` with only the CPU families; a later import of a GPU family still works."""
-    import importlib
-    import importlib.util
-    import sys
-    import types
-
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.submodule_search_locations is None:
-        return  # a TVM without the package: nothing to register
-    package = types.ModuleType(name, "CPU tensor intrinsics (edgefarm: GPU families skipped)")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    package.__package__ = name
-    sys.modules[name] = package
-    for family in ("x86", "arm_cpu"):
-        importlib.import_module(f"{name}.{family}")
-
-
-def tuning_prefix(mod: Any, target: Any) -> Any:
-    """The Relax module lowered to fused TIR functions, as MetaSchedule tunes them."""
-    import tvm
-    from tvm import relax
-
-    with target:
-        return tvm.transform.Sequential(
-            [
-                relax.transform.DecomposeOpsForInference(),
-                relax.transform.CanonicalizeBindings(),
-                relax.pipeline.zero_pipeline(),
-            ]
-        )(mod)
-
-
-def apply_records(mod: Any, target: Any, work_dir: Path) -> Any:
-    """``mod`` with every TIR function that has a record in ``work_dir`` scheduled by its best
-    record (the others stay as TVM's default pipeline makes them)."""
-    from tvm import relax
-
-    lowered = tuning_prefix(mod, target)
-    with target:
-        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(lowered)
 
 
 @dataclass(frozen=True)
