@@ -176,6 +176,8 @@ def tune_model(
         report.tasks = [TaskReport(t.task_name, done[t.task_name]) for t in tasks]
 
         def saved(count: int) -> None:
+            if count == 0:  # a task whose search space is spent: nothing was measured
+                return
             with session_scope(factory) as session:
                 report.saved += save_records(work, key, device=facts.id, session=session)
             report.batches += 1

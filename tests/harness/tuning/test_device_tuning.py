@@ -140,3 +140,26 @@ def test_a_tuning_killed_after_a_batch_resumes_without_redoing_it(tmp_path: Path
     # No candidate measured twice: the traces of the eight records differ.
     traces = {json.dumps(json.loads(record)[0]) for _, record in final}
     assert len(traces) == 8
+
+
+def _edgefarm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
+
+
+def test_tune_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    model = testmodels.save(conv_relu(), tmp_path, "conv")
+    proc = _edgefarm("tune", str(model), "-d", "local", "--backend", "tvm-nnapi")
+    assert proc.returncode == 2 and "only tvm-cpu can be tuned" in proc.stderr
+    proc = _edgefarm("tune", str(model), "-d", "local", "--trials", "4", "--minutes", "1")
+    assert proc.returncode == 2 and "--trials or --minutes, not both" in proc.stderr
+    proc = _edgefarm("tune", str(tmp_path / "missing.onnx"), "-d", "local")
+    assert proc.returncode == 2 and "no such model file" in proc.stderr
+    proc = _edgefarm("tune", str(model), "-d", "local", "--trials", "0", "--db", "sqlite://")
+    assert proc.returncode == 1 and "trials per task must be at least 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
