@@ -163,3 +163,30 @@ def test_tune_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     proc = _edgefarm("tune", str(model), "-d", "local", "--trials", "0", "--db", "sqlite://")
     assert proc.returncode == 1 and "trials per task must be at least 1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_time_budget_stops_after_the_batch_that_spends_it(tmp_path: Path) -> None:
+    from harness.db import make_engine, make_session_factory
+    from harness.db.migrate import upgrade
+    from harness.tuning.session import tune_model
+
+    model = testmodels.save(conv_relu(), tmp_path, "conv")
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    upgrade(url)
+    device = open_device("local")
+    try:
+        report = tune_model(
+            model,
+            device,
+            make_session_factory(make_engine(url)),
+            minutes=0.001,  # spent by the first batch
+            batch=4,
+            population=32,
+            seed=1,
+        )
+    finally:
+        device.close()
+    assert report.stopped_by_deadline and report.batches == 1
+    assert [(t.before, t.measured) for t in report.tasks] == [(0, 4)]
+    assert report.saved == 4 and len(_records(tmp_path / "farm.db")) == 4
+    assert report.measured_on.startswith("local ")
