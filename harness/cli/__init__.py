@@ -28,6 +28,7 @@ from harness.cli import (
     farm,
     suite,
     tokens,
+    tune,
     worker,
 )
 from harness.cli.options import global_options
@@ -76,7 +77,7 @@ def make_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     app.callback()(_global_options)
-    for group in (bench, ab, examples, farm, devices, worker, emulator, tokens, costs):
+    for group in (bench, tune, ab, examples, farm, devices, worker, emulator, tokens, costs):
         group.register(app)
     for group in (suite, alerts):  # the nightly regression loop
         group.register(app)

@@ -71,6 +71,14 @@ def bench(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the result documents here.")
     ] = None,
+    tuned: Annotated[
+        bool | None,
+        typer.Option(
+            "--tuned/--untuned",
+            help="tvm-cpu: apply the device class's tuning records (edgefarm tune), or not. "
+            "Default: tuned where records exist.",
+        ),
+    ] = None,
 ) -> None:
     """Compile and measure MODEL; print a table; exit 0 only if every measurement succeeded."""
     from harness.bench import BenchPlan, run_bench
@@ -81,6 +89,10 @@ def bench(
         specs = [parse_input_spec(text) for text in input or []]
         options = parse_options(option or [])
         apply_partition(options, backend or ["tvm-cpu"], partition)
+        if tuned is not None:
+            for name in backend or ["tvm-cpu"]:
+                if name == "tvm-cpu":
+                    options.setdefault(name, {})["tuning"] = "on" if tuned else "off"
         settings = MeasurementSettings.checked(
             warmup=warmup,
             min_iterations=min_iterations,

@@ -79,7 +79,8 @@ def results_table(documents: Sequence[ResultDocument]) -> Table:
             doc.model.name,
             # Emulated execution is never to be read as a phone's speed.
             f"{doc.device.id} (ISA emulated)" if doc.isa_emulated is True else doc.device.id,
-            doc.backend,
+            # A tuned build says so: its figures are not the untuned pipeline's.
+            f"{doc.backend} (tuned)" if doc.provenance.tuning is not MISSING else doc.backend,
             status,
             fmt(lat.median if lat else None),
             f"{fmt(lat.ci95[0])}-{fmt(lat.ci95[1])}" if lat else "-",

@@ -22,6 +22,7 @@ from harness.compile.cache import COMPILE_VERSION, Artifact, ArtifactCache, arti
 from harness.compile.lowering import Lowering, TvmBuild
 from harness.compile.records import CompileRequest, CompileResult, Manifest
 from harness.compile.targets import get_target
+from harness.compile.tuned import AppliedRecords
 from harness.config import get_settings
 from harness.errors import JobError, one_line
 from harness.jsontypes import BackendOptions
@@ -45,8 +46,16 @@ def tvm_version() -> str:
 
 
 def artifact_key_for(
-    model: PreparedModel, backend: TvmBuild, target: str, options: BackendOptions
+    model: PreparedModel,
+    backend: TvmBuild,
+    target: str,
+    options: BackendOptions,
+    tuning: AppliedRecords | None = None,
 ) -> str:
+    """The cache key of a build; a tuned build's names the digest of the records it applies
+    (an untuned build's key is what it was before tuning existed)."""
+    if tuning is not None:
+        options = {**options, "tuning_records": tuning.digest}
     return artifact_key(
         model_sha256=model.file.sha256,
         input_spec=model.input_spec_key(),
@@ -65,21 +74,23 @@ def compile_artifact(
     options: BackendOptions | None = None,
     cache: ArtifactCache | None = None,
     timeout_s: float | None = None,
+    tuning: AppliedRecords | None = None,
 ) -> Artifact:
-    """Return the artifact of ``model`` for ``backend`` on ``target``, building it at most once."""
+    """Return the artifact of ``model`` for ``backend`` on ``target``, building it at most once;
+    with ``tuning``, its records applied to the TIR functions they cover."""
     backend.check_format(model.format, model_name=model.name)
     settings = get_settings()
     resolved = backend.resolve_options(options)
     spec = get_target(target)
     cache = cache or ArtifactCache(settings.cache_path)
-    key = artifact_key_for(model, backend, target, resolved)
+    key = artifact_key_for(model, backend, target, resolved, tuning)
     timeout = timeout_s or settings.compile_timeout_s
 
     def build(out_dir: Path) -> Manifest:
         if spec.toolchain is not None:
             spec.toolchain.tool("g++", stage="link")  # missing: say so now, not after the build
         result = _run_child(
-            model, backend.name, backend.lowering, target, resolved, out_dir, timeout
+            model, backend.name, backend.lowering, target, resolved, out_dir, timeout, tuning
         )
         manifest: Manifest = {
             "library": result["library"],
@@ -101,6 +112,8 @@ def compile_artifact(
         }
         if result.get("extra"):
             manifest["extra"] = result["extra"]
+        if tuning is not None:
+            manifest["tuning"] = tuning.provenance
         return manifest
 
     return cache.get_or_build(key, build)
@@ -114,6 +127,7 @@ def _run_child(
     options: BackendOptions,
     out_dir: Path,
     timeout_s: float,
+    tuning: AppliedRecords | None = None,
 ) -> CompileResult:
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="edgefarm-compile-") as tmp:
@@ -133,6 +147,8 @@ def _run_child(
             "ndk_home": str(settings.android_ndk_home) if settings.android_ndk_home else None,
             "api_level": settings.android_api_level,
         }
+        if tuning is not None:
+            request["tuning_dir"] = str(tuning.work_dir)
         cmd = [sys.executable, "-m", "harness.compile.child"]
         log.debug("compile child: %s", request)
         proc = subprocess.Popen(

@@ -90,6 +90,19 @@ def compile_request(request: CompileRequest) -> CompileResult:
     # BYOC backends describe what they offloaded (the partition report) for the manifest.
     extra = lowering.artifact_extra(mod)
 
+    tuning_dir = request.get("tuning_dir")
+    if tuning_dir is not None:
+        from harness.compile.tuned import apply_records
+
+        t = time.perf_counter()
+        try:
+            mod = apply_records(mod, target.tvm_target(), Path(tuning_dir))
+        except Exception as exc:
+            raise JobError(
+                "compile", f"TVM failed to apply the tuning records: {one_line(str(exc))}"
+            ) from None
+        stages["tuning_ms"] = _ms(t)
+
     opt_level = _opt_level(request["options"])
     t = time.perf_counter()
     try:

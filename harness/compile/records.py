@@ -29,6 +29,16 @@ class ArtifactExtra(TypedDict, total=False):
     calibration: CalibrationInfo
 
 
+class TuningProvenance(TypedDict):
+    """What a tuned build applied: the records' digest, how many (one per measured trial), on
+    how many workloads, measured on which device class."""
+
+    records: str
+    trials: int
+    workloads: int
+    device_class: str
+
+
 class CompileRequest(TypedDict):
     """One build, as the compile child reads it on stdin."""
 
@@ -42,6 +52,7 @@ class CompileRequest(TypedDict):
     out_dir: str
     ndk_home: str | None
     api_level: int
+    tuning_dir: NotRequired[str]  # a MetaSchedule database whose records the build applies
 
 
 class CompileResult(TypedDict):
@@ -91,5 +102,6 @@ class Manifest(TypedDict):
     toolchain: dict[str, str]
     created_at: str
     extra: NotRequired[ArtifactExtra]
+    tuning: NotRequired[TuningProvenance]
     key: NotRequired[str]
     sizes: NotRequired[Sizes]

@@ -19,6 +19,7 @@ from pydantic import MISSING, BaseModel, ConfigDict, Field, JsonValue, TypeAdapt
 from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.byoc.report import PartitionReport
+from harness.compile.records import TuningProvenance
 from harness.devices.base import DeviceFacts
 from harness.devices.records import Cooldown, StateSnapshot
 from harness.errors import Stage
@@ -63,6 +64,7 @@ class BuildProvenance(TypedDict, total=False):
     cache_hit: bool
     library_bytes: int
     onnxruntime_version: str
+    tuning: TuningProvenance
 
 
 class Provenance(Record):
@@ -79,6 +81,8 @@ class Provenance(Record):
     compile_ms: float | MISSING = MISSING
     cache_hit: bool | MISSING = MISSING
     library_bytes: int | MISSING = MISSING
+    # The tuning records a tvm-cpu build applied (absent: untuned).
+    tuning: TuningProvenance | MISSING = MISSING
     onnxruntime_version: str | MISSING = MISSING
     runtime_bundle: str | MISSING = MISSING
     runner_version: str | MISSING = MISSING

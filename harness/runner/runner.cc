@@ -219,7 +219,16 @@ constexpr const char* kUsage =
     "--pid-file PATH writes the runner's pid to PATH at start\n"
     "--profile times every packed call in separate iterations after the timed ones\n"
     "(as many as were timed, or --profile-iterations N).\n"
-    "Threads: TVM_NUM_THREADS (TVM's default: one per physical core).\n";
+    "Threads: TVM_NUM_THREADS (TVM's default: one per physical core).\n"
+    "\n"
+    "usage: edgefarm-runner --kernels PLAN [--number N] [--repeat N] [--min-repeat-ms MS]\n"
+    "\n"
+    "Kernel timing (tuning candidates): PLAN holds one line per kernel, 'LIBRARY ARG...', each\n"
+    "ARG DTYPE:SHAPE (float32:1x8x16x16; float32:scalar for a 0-d tensor). Each LIBRARY's\n"
+    "function main is called on freshly allocated arguments (floats random, integers 0) once\n"
+    "to warm up, then timed --repeat times (default 1), each the mean of --number calls\n"
+    "(default 3), raised until a repeat lasts --min-repeat-ms (default 40). One JSON line per\n"
+    "kernel as it finishes (costs_s, or its error), then a summary line.\n";
 
 struct Options {
   std::string module_path;
@@ -234,6 +243,11 @@ struct Options {
   bool profile = false;
   int64_t profile_iterations = 0;  // 0: as many as timed
   std::string pid_file;  // where to write our pid, so a later run can end a leftover runner
+  // Kernel timing mode (--kernels): a plan of tuning candidates instead of a Relax module.
+  std::string kernels_plan;
+  int64_t number = 3;
+  int64_t repeat = 1;
+  double min_repeat_ms = 40.0;
 };
 
 int64_t ParseCount(const std::string& flag, const std::string& text, int64_t min_value) {
@@ -303,9 +317,23 @@ bool ParseArgs(int argc, char** argv, Options* opt) {
       opt->profile_iterations = ParseCount(arg, next(), 1);
     } else if (arg == "--pid-file") {
       opt->pid_file = next();
+    } else if (arg == "--kernels") {
+      opt->kernels_plan = next();
+    } else if (arg == "--number") {
+      opt->number = ParseCount(arg, next(), 1);
+    } else if (arg == "--repeat") {
+      opt->repeat = ParseCount(arg, next(), 1);
+    } else if (arg == "--min-repeat-ms") {
+      opt->min_repeat_ms = ParseSeconds(arg, next());
     } else {
       throw StageError("usage", "unknown argument '" + std::string(argv[i]) + "'; see --help");
     }
+  }
+  if (!opt->kernels_plan.empty()) {
+    if (!opt->module_path.empty()) {
+      throw StageError("usage", "--kernels and --module exclude each other");
+    }
+    return true;
   }
   if (opt->module_path.empty()) {
     throw StageError("usage", "--module PATH is required (the .so exported by TVM)");
@@ -944,6 +972,166 @@ int Run(const Options& opt) {
   return 0;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Kernel timing (--kernels): MetaSchedule's candidates, timed as its local runner times them
+// ---------------------------------------------------------------------------------------------
+
+struct KernelArg {
+  const DtypeInfo* dtype = nullptr;
+  std::vector<int64_t> shape;
+};
+
+KernelArg ParseKernelArg(const std::string& text) {
+  size_t colon = text.find(':');
+  if (colon == std::string::npos) {
+    throw StageError("input", "kernel argument '" + text + "' is not DTYPE:SHAPE");
+  }
+  std::string dtype_name = text.substr(0, colon);
+  std::string dims = text.substr(colon + 1);
+  KernelArg arg;
+  for (const DtypeInfo& d : Dtypes()) {
+    if (dtype_name == d.name) arg.dtype = &d;
+  }
+  if (arg.dtype == nullptr) {
+    throw StageError("input", "kernel argument '" + text + "' has unsupported dtype '" +
+                                  dtype_name + "'");
+  }
+  if (dims != "scalar") {
+    std::stringstream ss(dims);
+    std::string dim;
+    while (std::getline(ss, dim, 'x')) {
+      if (dim.empty() || dim.size() > 18 || !std::all_of(dim.begin(), dim.end(), IsDigit)) {
+        throw StageError("input", "kernel argument '" + text + "' has an unreadable shape");
+      }
+      arg.shape.push_back(std::atoll(dim.c_str()));
+    }
+  }
+  int64_t numel = 0;
+  if (!NumElements(arg.shape, &numel) || numel > (int64_t{1} << 40) / arg.dtype->itemsize) {
+    throw StageError("input", "kernel argument '" + text + "' has an impossible shape");
+  }
+  return arg;
+}
+
+// Floats uniform in [-1, 1); integers and booleans 0 (an index argument stays in bounds).
+void FillArgument(ffi::Tensor* tensor, const DtypeInfo& dtype, uint64_t* state) {
+  int64_t numel = 0;
+  std::vector<int64_t> shape(tensor->shape().begin(), tensor->shape().end());
+  NumElements(shape, &numel);
+  size_t bytes = static_cast<size_t>(numel) * static_cast<size_t>(dtype.itemsize);
+  std::memset(tensor->data_ptr(), 0, bytes);
+  if (dtype.kind != 'f') return;
+  auto next = [state]() -> double {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return static_cast<double>(*state >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+  };
+  if (dtype.itemsize == 4) {
+    float* p = static_cast<float*>(tensor->data_ptr());
+    for (int64_t i = 0; i < numel; ++i) p[i] = static_cast<float>(next());
+  } else if (dtype.itemsize == 8) {
+    double* p = static_cast<double*>(tensor->data_ptr());
+    for (int64_t i = 0; i < numel; ++i) p[i] = next();
+  }  // float16: zeros (no portable conversion here; times do not depend on values)
+}
+
+// One kernel of the plan: its costs in seconds per call, or an error (stage, message).
+std::string TimeKernel(const Options& opt, const std::string& library,
+                       const std::vector<std::string>& arg_texts, uint64_t* rng) {
+  std::string head = "{\"module\":" + JsonString(library);
+  try {
+    std::vector<ffi::Tensor> tensors;
+    for (const std::string& text : arg_texts) {
+      KernelArg arg = ParseKernelArg(text);
+      ffi::ShapeView view(arg.shape.data(), arg.shape.size());
+      ffi::Tensor t =
+          ffi::Tensor::FromNDAlloc(AlignedCPUAlloc(), view, arg.dtype->dl, DLDevice{kDLCPU, 0});
+      if (t.data_ptr() == nullptr) throw StageError("input", "argument " + text + " does not fit");
+      FillArgument(&t, *arg.dtype, rng);
+      tensors.push_back(t);
+    }
+    std::string path = library;
+    if (char* resolved = realpath(library.c_str(), nullptr)) {
+      path = resolved;
+      std::free(resolved);
+    } else {
+      throw StageError("load", "kernel library " + library + " does not exist");
+    }
+    ffi::Function fn;
+    try {
+      auto loader = ffi::Function::GetGlobal("ffi.Module.load_from_file.so");
+      if (!loader) throw StageError("load", "the TVM runtime registered no library loader");
+      ffi::Module lib = (*loader)(path, "so").cast<ffi::Module>();
+      ffi::Optional<ffi::Function> main_fn = lib->GetFunction("main", true);
+      if (!main_fn) throw StageError("load", library + " has no function main");
+      fn = *main_fn;
+    } catch (const ffi::Error& e) {
+      throw StageError("load", "loading " + library + " failed: " + DescribeTvmError(e));
+    }
+    std::vector<ffi::AnyView> args(tensors.begin(), tensors.end());
+    ffi::Any ignored;
+    auto call = [&]() { fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &ignored); };
+    std::vector<double> costs;
+    try {
+      call();  // warm-up
+      int64_t number = opt.number;
+      for (int64_t r = 0; r < opt.repeat; ++r) {
+        while (true) {
+          Clock::time_point t0 = Clock::now();
+          for (int64_t i = 0; i < number; ++i) call();
+          double ms = ElapsedMs(t0, Clock::now());
+          if (ms >= opt.min_repeat_ms || number >= (int64_t{1} << 30)) {
+            costs.push_back(ms / 1000.0 / static_cast<double>(number));
+            break;
+          }
+          // As TVM's time_evaluator: enough calls to fill the minimum, at least 1.6x more.
+          double per_call = std::max(ms / static_cast<double>(number), 1e-6);
+          number = std::max(static_cast<int64_t>(opt.min_repeat_ms / per_call) + 1,
+                            static_cast<int64_t>(static_cast<double>(number) * 1.618) + 1);
+        }
+      }
+    } catch (const ffi::Error& e) {
+      throw StageError("run", "calling main of " + library + " failed: " + DescribeTvmError(e));
+    }
+    std::string json = head + ",\"status\":\"ok\",\"costs_s\":[";
+    for (size_t i = 0; i < costs.size(); ++i) {
+      if (i) json += ",";
+      char buf[40];
+      std::snprintf(buf, sizeof(buf), "%.9g", costs[i]);
+      json += buf;
+    }
+    return json + "]}";
+  } catch (const StageError& e) {
+    return head + ",\"status\":\"error\",\"stage\":" + JsonString(e.stage()) +
+           ",\"message\":" + JsonString(OneLine(e.message())) + "}";
+  }
+}
+
+int RunKernels(const Options& opt) {
+  std::ifstream plan(opt.kernels_plan);
+  if (!plan) throw StageError("input", "kernel plan " + opt.kernels_plan + " cannot be opened");
+  uint64_t rng = 0x9E3779B97F4A7C15ull;
+  std::string line;
+  int64_t count = 0, failed = 0;
+  while (std::getline(plan, line)) {
+    std::stringstream ss(line);
+    std::string library, arg;
+    if (!(ss >> library)) continue;
+    std::vector<std::string> args;
+    while (ss >> arg) args.push_back(arg);
+    std::string json = TimeKernel(opt, library, args, &rng);
+    if (json.find("\"status\":\"error\"") != std::string::npos) ++failed;
+    ++count;
+    PrintJson(json);  // one line per kernel, flushed: a crash still leaves the earlier ones
+  }
+  PrintJson("{\"status\":\"ok\",\"runner_version\":" + JsonString(kRunnerVersion) +
+            ",\"mode\":\"kernels\",\"kernels\":" + std::to_string(count) +
+            ",\"failed\":" + std::to_string(failed) + "}");
+  return 0;
+}
+
 }  // namespace
 }  // namespace edgefarm
 
@@ -968,6 +1156,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    if (!opt.kernels_plan.empty()) return edgefarm::RunKernels(opt);
     return edgefarm::Run(opt);
   } catch (const StageError& e) {
     return ReportError(e.stage(), e.message());

@@ -18,65 +18,29 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.compile.tuned import apply_records, cpu_tensor_intrinsics, tuning_prefix
 from harness.errors import JobError, one_line
+
+__all__ = [
+    "RECORDS_FILE",
+    "WORKLOADS_FILE",
+    "SearchResult",
+    "apply_records",
+    "cpu_tensor_intrinsics",
+    "host_runner",
+    "search",
+    "tasks_of",
+    "trials_done",
+    "tuning_prefix",
+]
 
 WORKLOADS_FILE = "database_workload.json"
 RECORDS_FILE = "database_tuning_record.json"
-
-
-def cpu_tensor_intrinsics() -> None:
-    """Register the CPU tensor intrinsics (x86, arm_cpu) that MetaSchedule's CPU rules use,
-    without the GPU ones. ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose package
-    imports every family; its CUDA and ROCm modules parse thousands of TVMScript functions
-    (measured here: 31 s and 5 s of a 44 s import, under load). The package is entered into
-    ``sys.modules`` with only the CPU families; a later import of a GPU family still works."""
-    import importlib
-    import importlib.util
-    import sys
-    import types
-
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.submodule_search_locations is None:
-        return  # a TVM without the package: nothing to register
-    package = types.ModuleType(name, "CPU tensor intrinsics (edgefarm: GPU families skipped)")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    package.__package__ = name
-    sys.modules[name] = package
-    for family in ("x86", "arm_cpu"):
-        importlib.import_module(f"{name}.{family}")
-
-
-def tuning_prefix(mod: Any, target: Any) -> Any:
-    """The Relax module lowered to fused TIR functions, as MetaSchedule tunes them."""
-    import tvm
-    from tvm import relax
-
-    with target:
-        return tvm.transform.Sequential(
-            [
-                relax.transform.DecomposeOpsForInference(),
-                relax.transform.CanonicalizeBindings(),
-                relax.pipeline.zero_pipeline(),
-            ]
-        )(mod)
-
-
-def apply_records(mod: Any, target: Any, work_dir: Path) -> Any:
-    """``mod`` with every TIR function that has a record in ``work_dir`` scheduled by its best
-    record (the others stay as TVM's default pipeline makes them)."""
-    from tvm import relax
-
-    lowered = tuning_prefix(mod, target)
-    with target:
-        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(lowered)
 
 
 @dataclass(frozen=True)
@@ -99,9 +63,10 @@ def _host_builder() -> Any:
     class HostBuilder(PyBuilder):  # type: ignore[misc]
         """Builds each candidate in this process and exports it as a shared library."""
 
-        def __init__(self, out_dir: str) -> None:
+        def __init__(self, out_dir: str, export: dict[str, Any]) -> None:
             super().__init__()
             self.out_dir = out_dir
+            self.export = export
             self.count = 0
 
         def build(self, build_inputs: list[Any]) -> list[Any]:
@@ -116,7 +81,7 @@ def _host_builder() -> Any:
                 try:
                     # What TVM's default_build does, through tvm.compile (build is deprecated).
                     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
-                    tvm.compile(mod, target=item.target).export_library(path)
+                    tvm.compile(mod, target=item.target).export_library(path, **self.export)
                 except Exception as exc:  # a candidate TVM cannot build: MetaSchedule skips it
                     results.append(BuilderResult(None, one_line(str(exc), 400)))
                     continue
@@ -158,6 +123,56 @@ def host_runner(*, number: int = 3, repeat: int = 1, min_repeat_ms: int = 40) ->
     return HostRunner()
 
 
+def _batch_callback(on_batch: Callable[[int], None], deadline: float | None) -> Any:
+    """A measure callback, after MetaSchedule's own (which add the batch to the database):
+    ``on_batch(candidates measured)``; past ``deadline`` (``time.monotonic()``), it ends
+    every task, which ends the search."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class AfterBatch(PyMeasureCallback):  # type: ignore[misc]
+        def apply(
+            self,
+            task_scheduler: Any,
+            task_id: int,
+            measure_candidates: list[Any],
+            builder_results: list[Any],
+            runner_results: list[Any],
+        ) -> None:
+            on_batch(len(measure_candidates))
+            if deadline is not None and time.monotonic() >= deadline:
+                for i, task in enumerate(task_scheduler.tasks_):
+                    if not task.is_terminated:
+                        task_scheduler.terminate_task(i)
+
+    return AfterBatch()
+
+
+def tasks_of(mod: Any, target: Any) -> list[Any]:
+    """MetaSchedule's tasks (one per distinct TIR function) of a Relax module."""
+    from tvm.s_tir import meta_schedule as ms
+
+    cpu_tensor_intrinsics()
+    return list(ms.relax_integration.extract_tasks(tuning_prefix(mod, target), target))
+
+
+def trials_done(tasks: list[Any], work_dir: Path) -> dict[str, int]:
+    """How many records ``work_dir`` holds for each task (by task name): the trials that
+    earlier tunings of this workload measured, on any model."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_hash
+
+    if not (work_dir / WORKLOADS_FILE).is_file():
+        return {t.task_name: 0 for t in tasks}
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    counts: dict[int, int] = {}
+    for record in database.get_all_tuning_records():
+        shash = int(structural_hash(record.workload.mod))
+        counts[shash] = counts.get(shash, 0) + 1
+    return {t.task_name: counts.get(int(structural_hash(t.dispatched[0])), 0) for t in tasks}
+
+
 def search(
     mod: Any,
     target: Any,
@@ -169,18 +184,26 @@ def search(
     strategy: str = "evolutionary",
     population: int = 256,
     seed: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    deadline: float | None = None,
+    export: dict[str, Any] | None = None,
+    only: list[str] | None = None,
 ) -> SearchResult:
     """Tune every TIR function of ``mod`` for ``target`` with ``trials`` measurements in all,
     adding to the records in ``work_dir`` (a JSONDatabase: a search continues from them).
-    ``runner`` measures (default: :func:`host_runner`)."""
+    ``runner`` measures (default: :func:`host_runner`). ``on_batch`` is called after each
+    measured batch is in ``work_dir``; past ``deadline`` (``time.monotonic()``) the search
+    stops after its current batch. ``export``: keyword arguments of ``export_library`` for
+    the candidates (a cross compiler's ``fcompile``). ``only``: tune just these tasks (by
+    name)."""
     from tvm.s_tir import meta_schedule as ms
 
     if trials < 1:
         raise JobError("compile", f"a tuning needs at least one trial, not {trials}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    cpu_tensor_intrinsics()
-    lowered = tuning_prefix(mod, target)
-    tasks = ms.relax_integration.extract_tasks(lowered, target)
+    tasks = tasks_of(mod, target)
+    if only is not None:
+        tasks = [t for t in tasks if t.task_name in only]
     if not tasks:
         raise JobError("compile", "the model has no operator MetaSchedule can tune")
     if strategy == "evolutionary":
@@ -214,15 +237,19 @@ def search(
                 ).clone()
             )
             weights.append(float(task.weight))
+        callbacks: list[Any] = list(ms.measure_callback.MeasureCallback.create("default"))
+        if on_batch is not None or deadline is not None:
+            callbacks.append(_batch_callback(on_batch or (lambda n: None), deadline))
         ms.tune.tune_tasks(
             tasks=contexts,
             task_weights=weights,
             work_dir=str(work_dir),
             max_trials_global=trials,
             num_trials_per_iter=min(trials_per_iteration, trials),
-            builder=_host_builder()(builds),
+            builder=_host_builder()(builds, export or {}),
             runner=runner if runner is not None else host_runner(),
             database=database,
+            measure_callbacks=callbacks,
         )
     finally:
         shutil.rmtree(builds, ignore_errors=True)

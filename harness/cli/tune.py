@@ -1,0 +1,130 @@
+"""``edgefarm tune``: MetaSchedule tuning of a model, candidates measured on the device."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from harness.cli.options import global_options
+from harness.cli.render import console, out
+from harness.cli.usage import usage_errors
+from harness.errors import JobError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from harness.tuning.session import TuningReport
+
+log = logging.getLogger(__name__)
+
+TUNABLE_BACKENDS = ("tvm-cpu",)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(tune)
+
+
+def records_store(url: str | None) -> sessionmaker[Session]:
+    """Sessions on the tuning records' store: ``url`` (a farm's database, migrated first), or
+    ``edgefarm bench``'s own ($EDGEFARM_HOME/edgefarm.db), where ``edgefarm bench`` reads
+    them."""
+    from harness.db import make_engine, make_session_factory
+    from harness.db.costs import local_store
+    from harness.db.migrate import upgrade
+
+    if url is None:
+        return local_store()
+    upgrade(url)
+    return make_session_factory(make_engine(url))
+
+
+def tune(
+    model: Annotated[Path, typer.Argument(help="An ONNX, TFLite or PyTorch .pt2 model file.")],
+    device: Annotated[
+        str, typer.Option("--device", "-d", help="Where candidates are measured: tcp:HOST:PORT…")
+    ],
+    backend: Annotated[str, typer.Option("--backend", "-b", help="tvm-cpu.")] = "tvm-cpu",
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Trials per task, counting the store's (default 32 without --minutes)."),
+    ] = None,
+    minutes: Annotated[float | None, typer.Option(help="Tune for this long instead.")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Records store URL (default: edgefarm bench's store)."),
+    ] = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="Input spec NAME:1x3x224x224[:float32]; repeatable."),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Candidates measured per device round trip.")] = 16,
+    population: Annotated[int, typer.Option(help="Evolutionary search population.")] = 256,
+    seed: Annotated[int | None, typer.Option(help="Search seed.")] = None,
+) -> None:
+    """Tune MODEL for the device's class: candidates built here, measured on the device; the
+    records are saved after every batch, so a stopped tuning resumes."""
+    from harness.devices import open_device
+    from harness.modelio import parse_input_spec
+    from harness.tuning.session import tune_model
+
+    with usage_errors():
+        if backend not in TUNABLE_BACKENDS:
+            raise JobError(
+                "compile",
+                f"--backend {backend}: only {', '.join(TUNABLE_BACKENDS)} can be tuned so far",
+            )
+        if trials is not None and minutes is not None:
+            raise JobError("compile", "give --trials or --minutes, not both")
+        if trials is None and minutes is None:
+            trials = 32
+        specs = [parse_input_spec(text) for text in input or []]
+        if not model.is_file():
+            raise JobError("import", f"{model}: no such model file")
+    factory = records_store(db)
+    phone = open_device(device)
+    try:
+        with console.status("starting", spinner="dots") as status:
+
+            def progress(event: str, message: str) -> None:
+                status.update(f"[bold]{event}[/]: {message}")
+                if global_options.debug:
+                    log.info("%s: %s", event, message)
+
+            report = tune_model(
+                model,
+                phone,
+                factory,
+                inputs=specs,
+                trials=trials,
+                minutes=minutes,
+                batch=batch,
+                population=population,
+                seed=seed,
+                progress=progress,
+            )
+    finally:
+        phone.close()
+    print_report(report)
+
+
+def print_report(report: TuningReport) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"tuning {report.model} for {report.device_class} ({report.target})")
+    table.add_column("task")
+    table.add_column("trials before", justify="right")
+    table.add_column("measured now", justify="right")
+    for task in report.tasks:
+        table.add_row(task.name, str(task.before), str(task.measured))
+    out.print(table)
+    measured = sum(t.measured for t in report.tasks)
+    where = f"on {report.measured_on}" if measured else "nowhere (nothing left to tune)"
+    out.print(
+        f"{measured} trial(s) measured {where} in {report.seconds:.1f} s, {report.batches} "
+        f"batch(es); {report.saved} record(s) saved; {len(report.reused)} task(s) tuned "
+        "already" + (" ; stopped at the time limit" if report.stopped_by_deadline else ""),
+        highlight=False,
+    )

@@ -1,0 +1,77 @@
+"""Applying MetaSchedule records to a build (the TVM side; :mod:`harness.tuning` finds and
+stores the records).
+
+Tuning and building must see the same TIR: both start with :func:`tuning_prefix` (TVM's
+``static_shape_tuning_pipeline`` without its tuning step), so a workload tuned once is found by
+its structural hash at every later build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.compile.records import TuningProvenance
+
+
+@dataclass(frozen=True)
+class AppliedRecords:
+    """Records a build applies: a MetaSchedule database in ``work_dir``, named by ``digest``
+    in the artifact key, described by ``provenance`` in the manifest and the result."""
+
+    digest: str
+    work_dir: Path
+    provenance: TuningProvenance
+
+
+def cpu_tensor_intrinsics() -> None:
+    """Register the CPU tensor intrinsics (x86, arm_cpu) that MetaSchedule's CPU rules use,
+    without the GPU ones. ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose package
+    imports every family; its CUDA and ROCm modules parse thousands of TVMScript functions
+    (measured here: 31 s and 5 s of a 44 s import, under load). The package is entered into
+    ``sys.modules`` with only the CPU families; a later import of a GPU family still works."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        return  # a TVM without the package: nothing to register
+    package = types.ModuleType(name, "CPU tensor intrinsics (edgefarm: GPU families skipped)")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    package.__package__ = name
+    sys.modules[name] = package
+    for family in ("x86", "arm_cpu"):
+        importlib.import_module(f"{name}.{family}")
+
+
+def tuning_prefix(mod: Any, target: Any) -> Any:
+    """The Relax module lowered to fused TIR functions, as MetaSchedule tunes them."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.pipeline.zero_pipeline(),
+            ]
+        )(mod)
+
+
+def apply_records(mod: Any, target: Any, work_dir: Path) -> Any:
+    """``mod`` with every TIR function that has a record in ``work_dir`` scheduled by its best
+    record (the others stay as TVM's default pipeline makes them)."""
+    from tvm import relax
+
+    cpu_tensor_intrinsics()  # a record's trace may use them
+    lowered = tuning_prefix(mod, target)
+    with target:
+        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(lowered)

@@ -1,0 +1,217 @@
+"""One tuning of a model for a device: what ``edgefarm tune`` does.
+
+The model's tasks (its distinct TIR functions) are searched one after another; candidates are
+built here and measured on the device with the native runner's kernel mode
+(:mod:`harness.tuning.device`). After every measured batch the new records go to the records
+store (the farm's database, or ``edgefarm bench``'s), committed, so a tuning killed at any
+point keeps all but its last batch. A task's budget counts the records the store already has
+for its workload, from any earlier tuning of any model: a tuning started again continues
+where it stopped, and a second model with the same layer shapes finds them tuned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from harness.compile.build import tvm_version
+from harness.compile.targets import TargetSpec, get_target
+from harness.db import session_scope
+from harness.devices.base import Device, DeviceFacts
+from harness.errors import InfrastructureError, JobError
+from harness.modelio import InputSpec
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, str], None]
+
+
+def _quiet(event: str, message: str) -> None:
+    log.info("%s: %s", event, message)
+
+
+def records_software() -> str:
+    """The software part of a records key: schedules are valid for one TVM version."""
+    return f"tvm {tvm_version()}"[:64]
+
+
+def records_key_for(facts: DeviceFacts) -> Any:
+    """The records key of a device: its class, its compile target, this TVM."""
+    from harness.measure.calibration import device_class
+    from harness.tuning.store import RecordsKey
+
+    return RecordsKey(device_class(facts), facts.target, records_software())
+
+
+def tuning_target(spec: TargetSpec, cores: int) -> Any:
+    """The TVM target a tuning for ``spec`` searches with (MetaSchedule needs the device's
+    core count); a build applies its records with the plain target."""
+    import tvm
+
+    return tvm.target.Target({**dict(spec.tvm), "num-cores": cores})
+
+
+def device_cores(device: Device) -> int:
+    """The device's online CPU count (``nproc``: toybox on a phone, coreutils here)."""
+    result = device.shell(["nproc"], timeout_s=30)
+    text = result.stdout.strip().splitlines()[-1:] if result.stdout.strip() else []
+    if result.exit_code != 0 or not text or not text[0].isdigit() or int(text[0]) < 1:
+        raise InfrastructureError(f"{device.id}: cannot read its CPU count with nproc")
+    return int(text[0])
+
+
+def _export_for(spec: TargetSpec) -> dict[str, Any]:
+    """How candidates are linked for ``spec``: this machine's compiler, or its cross one."""
+    if spec.needs_ndk:
+        raise JobError(
+            "compile",
+            f"tuning for {spec.name} is not supported yet (candidates would need the NDK's "
+            "linker); tune an emulated phone (host) or an arm64 Linux device",
+        )
+    if spec.toolchain is None:
+        return {}
+    from tvm.support.cc import cross_compiler, get_target_by_dump_machine
+
+    cc = spec.toolchain.tool("g++", stage="link")
+    return {"fcompile": cross_compiler(cc, get_target_by_dump_machine(cc))}
+
+
+@dataclass
+class TaskReport:
+    """One task: trials found in the store before, trials measured now."""
+
+    name: str
+    before: int
+    measured: int = 0
+
+
+@dataclass
+class TuningReport:
+    """What a tuning did. ``measured_on`` names where candidates were timed."""
+
+    model: str
+    device: str
+    device_class: str
+    target: str
+    measured_on: str
+    trials_per_task: int | None
+    tasks: list[TaskReport] = field(default_factory=list)
+    batches: int = 0
+    saved: int = 0  # records added to the store
+    seconds: float = 0.0
+    stopped_by_deadline: bool = False
+
+    @property
+    def reused(self) -> list[str]:
+        """Tasks that needed no trial: earlier tunings had done them."""
+        return [t.name for t in self.tasks if t.measured == 0 and t.before > 0]
+
+
+def tune_model(
+    model_path: Path,
+    device: Device,
+    factory: sessionmaker[Session],
+    *,
+    inputs: list[InputSpec] | None = None,
+    trials: int | None = None,
+    minutes: float | None = None,
+    batch: int = 16,
+    population: int = 256,
+    seed: int | None = None,
+    progress: Progress = _quiet,
+) -> TuningReport:
+    """Tune ``model_path`` for ``device`` (candidates measured there), ``trials`` per task
+    (counting the store's records) or for ``minutes``; records saved to ``factory``'s
+    database after every batch."""
+    from harness.modelio import load, to_relax
+    from harness.tuning.device import DeviceKernelTimer, device_runner
+    from harness.tuning.search import search, tasks_of, trials_done
+    from harness.tuning.store import load_records, save_records
+
+    if (trials is None) == (minutes is None):
+        raise JobError("compile", "give either a number of trials per task or minutes, not both")
+    if trials is not None and trials < 1:
+        raise JobError("compile", f"trials per task must be at least 1, not {trials}")
+    if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
+        raise JobError("compile", f"minutes must be a positive number, not {minutes}")
+    if batch < 1:
+        raise JobError("compile", f"a batch holds at least one candidate, not {batch}")
+
+    facts = device.facts()
+    spec = get_target(facts.target)
+    export = _export_for(spec)
+    key = records_key_for(facts)
+    progress("import", f"reading {model_path.name}")
+    model = load(model_path, inputs or [])
+    mod = to_relax(model)
+    cores = device_cores(device)
+    target = tuning_target(spec, cores)
+    timer = DeviceKernelTimer(device, facts.target)
+    report = TuningReport(
+        model=model.name,
+        device=facts.id,
+        device_class=key.device_class,
+        target=facts.target,
+        measured_on=f"{facts.id} (edgefarm-runner --kernels, {cores} cores)",
+        trials_per_task=trials,
+    )
+    deadline = time.monotonic() + minutes * 60 if minutes is not None else None
+    work = Path(tempfile.mkdtemp(prefix="edgefarm-tuning-"))
+    start = time.perf_counter()
+    try:
+        with session_scope(factory) as session:
+            load_records(work, key, session=session)
+        progress("tasks", f"extracting the tasks of {model.name}")
+        tasks = tasks_of(mod, target)
+        done = trials_done(tasks, work)
+        report.tasks = [TaskReport(t.task_name, done[t.task_name]) for t in tasks]
+
+        def saved(count: int) -> None:
+            if count == 0:  # a task whose search space is spent: nothing was measured
+                return
+            with session_scope(factory) as session:
+                report.saved += save_records(work, key, device=facts.id, session=session)
+            report.batches += 1
+            progress("batch", f"{count} candidates measured on {facts.id}; {report.saved} saved")
+
+        runner = device_runner(timer)
+        common: dict[str, Any] = {
+            "runner": runner,
+            "trials_per_iteration": batch,
+            "population": population,
+            "seed": seed,
+            "on_batch": saved,
+            "deadline": deadline,
+            "export": export,
+        }
+        if trials is None:
+            # A time budget: every task in one search, MetaSchedule's scheduler shares it.
+            progress("tune", f"{len(tasks)} task(s) for {minutes} min on {facts.id}")
+            search(mod, target, work, trials=1 << 20, **common)
+        else:
+            for task in report.tasks:
+                want = trials - task.before
+                if want <= 0:
+                    continue
+                progress("tune", f"{task.name}: {want} trial(s) on {facts.id}")
+                search(mod, target, work, trials=want, only=[task.name], **common)
+        after = trials_done(tasks, work)
+        for task in report.tasks:
+            task.measured = after[task.name] - task.before
+        if deadline is not None and time.monotonic() >= deadline:
+            report.stopped_by_deadline = True
+        with session_scope(factory) as session:  # anything the last callback did not see
+            report.saved += save_records(work, key, device=facts.id, session=session)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.seconds = round(time.perf_counter() - start, 3)
+    return report
