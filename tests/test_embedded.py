@@ -21,6 +21,7 @@ from harness.devices.base import DeviceFacts
 from harness.embedded import arm64_missing
 
 import testmodels
+from farmhome import seed_runner_cache
 
 T = TypeVar("T")
 # `edgefarm up` adds the arm64 emulated phone (aarch64 programs under qemu-user) where the
@@ -43,6 +44,7 @@ def _env(home: Path) -> dict[str, str]:
 @pytest.fixture
 def farm(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
     home = tmp_path / "home"
+    seed_runner_cache(home, ("host", "linux-arm64") if ARM64_PHONES else ("host",))
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "up", "--port", str(port)],

@@ -37,6 +37,7 @@ import httpx
 import onnx
 import pytest
 
+from farmhome import seed_runner_cache
 from testmodels import convnet
 
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class Receiver:
 def farm(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A fresh embedded farm with two emulated phones: (API URL, token)."""
     home = tmp_path / "home"
+    seed_runner_cache(home)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFARM_")}
     env.update(

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import JobError
-from harness.modelio import onnx_io, tflite_io, torch_io
 from harness.modelio.formats import FORMATS, ModelFile, ModelFormat, model_from_bytes, read_model
 from harness.modelio.specs import (
     InputLimits,
@@ -89,6 +88,11 @@ def prepare(
 
     Inputs over ``limits`` (default: the settings') are an :class:`InputTooLarge` before
     anything of their size is made."""
+    # The format readers (onnx, tflite, torch) are imported when a model is read: a command
+    # that only talks to the farm (``edgefarm suite list``) imports this package for its types
+    # and should not pay for onnx's import (about 0.8 s of CPU).
+    from harness.modelio import onnx_io, tflite_io, torch_io
+
     given = given or []
     limits = limits or InputLimits.default()
     source = model.name
@@ -126,6 +130,8 @@ def load(
 
 def to_relax(model: PreparedModel) -> Any:
     """Import a prepared model into a Relax ``IRModule`` (stage ``import``)."""
+    from harness.modelio import onnx_io, tflite_io, torch_io
+
     source = model.name
     if model.format == "onnx":
         return onnx_io.to_relax(model.graph, model.inputs, source=source)
