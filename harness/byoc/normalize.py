@@ -33,7 +33,12 @@ made a conv2d may sum in another order on the CPU):
 * a ``matmul`` of two 4-D tensors of the same leading dims (attention's batched ``q @ k^T``)
   -> ``reshape`` to 3-D, the 3-D ``matmul`` (BATCH_MATMUL), ``reshape`` back, and an N-D
   ``matmul`` by a matrix -> a 2-D one between reshapes (FULLY_CONNECTED for weights): inside
-  an offloaded subgraph 4-D tensors are NHWC, where a 4-D matmul is not one.
+  an offloaded subgraph 4-D tensors are NHWC, where a 4-D matmul is not one;
+* a ``reshape`` of a ``reshape`` -> one ``reshape`` (none when it gives back the shape), and
+  a ``permute_dims`` or ``strided_slice`` of rank above 4 whose extra axes have size 1 -> the
+  same on the tensor without them, reshaped back: attention's q/k/v split (PP-OCRv4: [1, N, 3,
+  heads, d] transposed to [3, 1, heads, N, d] and sliced) at rank 4, which both APIs take,
+  its 5-D reshapes left unused.
 """
 
 from __future__ import annotations
@@ -408,7 +413,11 @@ def spell_for_tables(mod: Any) -> Any:
         def _spelled(self, call: Any) -> Any:
             name = op_name(call)
             if name in ("relax.squeeze", "relax.expand_dims"):
-                return relax.op.reshape(call.args[0], _static_shape(call))
+                reshape = self.builder_.normalize(
+                    relax.op.reshape(call.args[0], _static_shape(call))
+                )
+                folded = self._reshape(reshape)
+                return reshape if folded is None else folded
             if name == "relax.nn.conv1d":
                 return self._conv1d(call)
             if name == "relax.nn.leakyrelu":
@@ -417,7 +426,81 @@ def spell_for_tables(mod: Any) -> Any:
                 return self._extreme(call, _REDUCE_TO_BINARY[name])
             if name == "relax.matmul":
                 return self._matmul(call)
+            if name == "relax.reshape":
+                return self._reshape(call)
+            if name == "relax.permute_dims":
+                return self._permute_unit_axes(call)
+            if name == "relax.strided_slice":
+                return self._slice_unit_axes(call)
             return None
+
+        def _reshape_source(self, expr: Any) -> Any:
+            """What ``expr`` is a reshape of (None: it is not a reshape)."""
+            value: Any = self.bound.get(expr)
+            return value.args[0] if _is_call(value, "relax.reshape") else None
+
+        def _reshape(self, call: Any) -> Any:
+            # reshape(reshape(y)) is one reshape of y; y itself when the shapes agree
+            source = self._reshape_source(call.args[0])
+            if source is None or _static_shape(source) is None:
+                return None
+            shape = _static_shape(call)
+            return source if _static_shape(source) == shape else relax.op.reshape(source, shape)
+
+        def _permute_unit_axes(self, call: Any) -> Any:
+            # A transpose of rank above 4 (both APIs stop at 4) whose extra axes have size 1
+            # (attention's q/k/v split: [1, N, 3, heads, d] -> [3, 1, heads, N, d]): the same
+            # transpose of the tensor without them, reshaped back.
+            x = call.args[0]
+            shape, out = _static_shape(x), _static_shape(call)
+            if shape is None or out is None or len(shape) <= MAX_RANK:
+                return None
+            kept = [axis for axis, size in enumerate(shape) if size != 1]
+            if len(kept) > MAX_RANK:
+                return None
+            axes = _ints(call.attrs.axes) if call.attrs.axes is not None else None
+            if axes is None:
+                axes = tuple(reversed(range(len(shape))))
+            position = {axis: i for i, axis in enumerate(kept)}
+            base = self._reshape_source(x)  # [1, N, 3, heads, d] is itself a reshape
+            if base is None or _static_shape(base) is None:
+                base = x
+            squeezed_shape = tuple(shape[axis] for axis in kept)
+            squeezed = base
+            if _static_shape(base) != squeezed_shape:
+                squeezed = self.builder_.emit(relax.op.reshape(base, squeezed_shape))
+            moved = self.builder_.emit(
+                relax.op.permute_dims(squeezed, [position[a] for a in axes if a in position])
+            )
+            return relax.op.reshape(moved, out)
+
+        def _slice_unit_axes(self, call: Any) -> Any:
+            # A slice of rank above 4 of a tensor that is a lower-rank one with unit axes
+            # inserted (what _permute_unit_axes gives): the slice of that tensor, reshaped.
+            source = self._reshape_source(call.args[0])
+            shape, out = _static_shape(call.args[0]), _static_shape(call)
+            if source is None or shape is None or out is None or len(shape) <= MAX_RANK:
+                return None
+            inner = _static_shape(source)
+            kept = [axis for axis, size in enumerate(shape) if size != 1]
+            if inner is None or tuple(shape[a] for a in kept) != inner:
+                return None
+            position = {axis: i for i, axis in enumerate(kept)}
+            axes = [int(v.value) % len(shape) for v in call.args[1].fields]
+            if any(axis not in position for axis in axes):
+                return None
+            begin, end, strides = (call.args[i] for i in (2, 3, 4))
+            sliced = self.builder_.emit(
+                relax.op.strided_slice(
+                    source,
+                    [position[axis] for axis in axes],
+                    [int(v.value) for v in begin.fields],
+                    [int(v.value) for v in end.fields],
+                    [int(v.value) for v in strides.fields],
+                    assume_inbound=bool(call.attrs.assume_inbound),
+                )
+            )
+            return relax.op.reshape(sliced, out)
 
         def _extreme(self, call: Any, binary: str) -> Any:
             # max(stack(broadcast_to(a, S), broadcast_to(b, S), ...), axis=[0]) of shape S
@@ -489,6 +572,10 @@ def spell_for_tables(mod: Any) -> Any:
         if isinstance(func, relax.Function):
             spell.builder_.update_func(gv, spell.visit_expr(func))
     return spell.builder_.get()
+
+
+# The highest rank NNAPI and the Neuron Adapter take for the operations rewritten down to it.
+MAX_RANK = 4
 
 
 def _is_call(expr: Any, name: str) -> bool:

@@ -64,20 +64,11 @@ def test_attention_offloads_its_batched_matmuls_and_layer_norms() -> None:
     reports = _partitions(registry_models.PPOCR_REC)
     for target in (("nnapi", 7), ("neuron", 7)):
         report = reports[target]
-        # Only the split of the qkv projection into q, k and v stays on the CPU: its slices
-        # (no SLICE in the driver) and the 5-D reshapes and transposes around them (both APIs
-        # take tensors of rank 4 at most). Two attention blocks cut the network into 3
+        # Only the slices of q, k and v out of the qkv projection (no SLICE in the driver)
+        # stay on the CPU: their 5-D reshape and transpose are lowered to rank 4, which both
+        # APIs take (test_corpus_rewrites.py). Two attention blocks cut the network into 3
         # subgraphs.
-        assert _kept(report) == {"strided_slice": 6, "reshape": 6, "permute_dims": 2}, (
-            target,
-            report["cpu_ops"],
-        )
-        assert _details(report, "reshape") == {
-            "RESHAPE input 0 (input, shape form) has rank 5; allowed: 1, 2, 3, 4"
-        }
-        assert _details(report, "permute_dims") == {
-            "TRANSPOSE input 0 (input, perm form) has rank 5; allowed: 1, 2, 3, 4"
-        }
+        assert _kept(report) == {"strided_slice": 6}, (target, report["cpu_ops"])
         assert report["subgraphs"] == 3 and report["macs_offloaded_share"] == 1.0
         assert (
             report["by_op_type"]["matmul"]["offloaded"] == report["by_op_type"]["matmul"]["total"]

@@ -81,7 +81,7 @@ def _run_cpu(mod: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     exe = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
     vm = relax.VirtualMachine(exe, tvm.cpu())
     out = vm["main"](*[tvm.runtime.tensor(a) for a in inputs])
-    return [o.numpy() for o in out]
+    return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
 
 
 def test_the_operators_the_apis_lack_are_written_in_theirs_exactly(tmp_path: Path) -> None:
@@ -133,3 +133,51 @@ def test_0d_tensors_stay_on_the_cpu_and_the_rest_matches_onnxruntime(tmp_path: P
         assert doc.status == "ok", (doc.backend, doc.error)
         assert doc.accuracy is not None and doc.accuracy.passed, doc.accuracy
         assert doc.accuracy.max_abs_err < 1e-5
+
+
+def qkv_split(seed: int = 0) -> onnx.ModelProto:
+    """SVTR's attention input (PP-OCRv4 rec): the qkv projection [1, N, 3*heads*d] reshaped to
+    [1, N, 3, heads, d], transposed to [3, 1, heads, N, d], sliced into q, k and v and squeezed
+    back to 4-D; then ``q @ k^T`` and the product with v. N=6, heads=2, d=4."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((8, 24)) * 0.3).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, 6, 3, 2, 4], np.int64), "split_shape"),
+        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+    ]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["qkv"])]
+    nodes.append(helper.make_node("Reshape", ["qkv", "split_shape"], ["qkv5"]))
+    nodes.append(helper.make_node("Transpose", ["qkv5"], ["heads"], perm=[2, 0, 3, 1, 4]))
+    for i, name in enumerate("qkv"):
+        bounds = [f"{name}_from", f"{name}_to"]
+        inits += [
+            numpy_helper.from_array(np.array([b], np.int64), n)
+            for b, n in zip((i, i + 1), bounds, strict=True)
+        ]
+        nodes.append(helper.make_node("Slice", ["heads", *bounds, "axis0"], [f"{name}5"]))
+        nodes.append(helper.make_node("Squeeze", [f"{name}5", "axis0"], [name]))
+    nodes += [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("MatMul", ["scores", "v"], ["y"]),
+    ]
+    return testmodels.make_model(
+        nodes, [_f32("x", [1, 6, 8])], [_f32("y", [1, 2, 6, 4])], inits, "qkv_split"
+    )
+
+
+def test_the_qkv_split_is_lowered_to_rank_4_exactly(tmp_path: Path) -> None:
+    # Both APIs take tensors of rank 4 at most: the 5-D reshape, transpose and slices kept
+    # the split on the CPU (and each reshape around it). Their unit axis dropped, only the
+    # slices (no SLICE in the driver) stay.
+    path = testmodels.save(qkv_split(), tmp_path, "qkv")
+    mod = to_relax(load(path))
+    normalized = normalize(mod)
+    for _, call in op_calls(normalized["main"]):
+        assert len(call.ty.shape) <= 4, (op_name(call), call.ty)
+    x = np.random.default_rng(2).standard_normal((1, 6, 8)).astype(np.float32)
+    for before, after in zip(_run_cpu(mod, [x]), _run_cpu(normalized, [x]), strict=True):
+        np.testing.assert_array_equal(after, before)  # moves only: bit for bit
+    for dialect in ("nnapi", "neuron"):
+        report = partition(mod, dialect, {"feature_level": 7}, codegen=False).report
+        assert Counter(e["op"] for e in report["cpu_ops"]) == {"strided_slice": 3}, report
