@@ -75,3 +75,17 @@ def apply_records(mod: Any, target: Any, work_dir: Path) -> Any:
     lowered = tuning_prefix(mod, target)
     with target:
         return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(lowered)
+
+
+def scheduled_functions(mod: Any) -> set[str]:
+    """The TIR functions of ``mod`` that a tuning record scheduled (MetaSchedule marks each
+    function it applies a record to with ``tirx.is_scheduled``)."""
+    import tvm
+
+    return {
+        gv.name_hint
+        for gv, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc)
+        and func.attrs is not None
+        and bool(func.attrs.get("tirx.is_scheduled", False))
+    }

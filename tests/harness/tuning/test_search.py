@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.compile.tuned import scheduled_functions
 from harness.tuning.search import RECORDS_FILE, WORKLOADS_FILE, apply_records, search
 
 from testmodels import make_model
@@ -66,8 +67,9 @@ def test_a_few_trials_tune_a_conv_and_its_records_build(tmp_path: Path) -> None:
         return np.asarray(vm["main"](tvm.runtime.tensor(x)).numpy())
 
     tuned = apply_records(mod, target, tmp_path)
-    # The tuned function carries the schedule of a record (its loops are split and parallel).
-    assert "T.parallel" in tuned.script() or "T.vectorized" in tuned.script()
+    # The tuned function carries the schedule of a record (which one won depends on the
+    # machine's load: not asserted), and computes the same.
+    assert scheduled_functions(tuned) == {"fused_conv2d_relu"}
     np.testing.assert_allclose(run(tuned), run(mod), rtol=1e-5, atol=1e-5)
 
 
