@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from harness.measure.accuracy import FirstDivergence
 from harness.measure.device_run import Program, Progress, RunLimits
 from harness.measure.document import BuildProvenance
 from harness.modelio import PreparedModel
+
+if TYPE_CHECKING:
+    from harness.compile.tuned import AppliedRecords
 
 
 @dataclass(frozen=True)
@@ -106,15 +110,35 @@ class Backend(ABC):
         return []
 
     def compile(
-        self, model: PreparedModel, *, target: str, options: BackendOptions | None
+        self,
+        model: PreparedModel,
+        *,
+        target: str,
+        options: BackendOptions | None,
+        tuning: AppliedRecords | None = None,
     ) -> Artifact:
-        """The artifact of a :class:`JobBuild`'s ``options`` for ``target``, built at most
-        once. Only a backend that lists job builds is asked."""
+        """The artifact of a :class:`JobBuild`'s ``options`` for ``target`` (applying
+        ``tuning``'s records), built at most once. Only a backend that lists job builds is
+        asked."""
         raise HarnessBug(f"backend {self.name} builds nothing")
 
-    def artifact_key(self, model: PreparedModel, target: str, options: BackendOptions) -> str:
+    def artifact_key(
+        self,
+        model: PreparedModel,
+        target: str,
+        options: BackendOptions,
+        tuning: AppliedRecords | None = None,
+    ) -> str:
         """The cache key of :meth:`compile`'s artifact."""
         raise HarnessBug(f"backend {self.name} builds nothing")
+
+    def records_for(
+        self, options: BackendOptions | None, facts: DeviceFacts, sessions: SessionScope
+    ) -> AppliedRecords | None:
+        """The tuning records a build with ``options`` applies for the device ``facts``
+        describe, read through ``sessions`` (None: untuned, as for every backend that does
+        not tune)."""
+        return None
 
     def needs_device(self, options: BackendOptions | None) -> bool:
         """Whether :meth:`prepare` measures on the device (so runs under its lease)."""

@@ -17,6 +17,8 @@ from harness.tuning.use import split_tuning
 
 if TYPE_CHECKING:
     from harness.compile.tuned import AppliedRecords
+    from harness.db.session import SessionScope
+    from harness.devices.base import DeviceFacts
 
 
 @dataclass(frozen=True)
@@ -55,27 +57,42 @@ class TvmBackend(Backend):
             options = split_tuning(options)[1]  # a job build: untuned (its runs choose)
         return compile_artifact(model, self, target=target, options=options, tuning=tuning)
 
-    def artifact_key(self, model: PreparedModel, target: str, options: BackendOptions) -> str:
+    def artifact_key(
+        self,
+        model: PreparedModel,
+        target: str,
+        options: BackendOptions,
+        tuning: AppliedRecords | None = None,
+    ) -> str:
         if self.tunable:
             options = split_tuning(options)[1] or {}
-        return artifact_key_for(model, self, target, options)
+        return artifact_key_for(model, self, target, options, tuning)
 
     def tuning_for(self, options: BackendOptions | None, where: Target) -> AppliedRecords | None:
         """The records this build applies for ``where``'s device (None: untuned), as the
-        ``tuning`` option says."""
+        ``tuning`` option says: the farm's (``where.cost_sessions``), or ``edgefarm
+        bench``'s local store."""
+        if not self.tunable:
+            return None
+        from harness.db import scoped
+        from harness.db.costs import local_store
+
+        return self.records_for(options, where.facts, where.cost_sessions or scoped(local_store()))
+
+    def records_for(
+        self, options: BackendOptions | None, facts: DeviceFacts, sessions: SessionScope
+    ) -> AppliedRecords | None:
         if not self.tunable:
             return None
         from harness.config import get_settings
-        from harness.db import scoped
-        from harness.db.costs import local_store
         from harness.tuning.session import records_key_for
         from harness.tuning.use import tuning_use
 
         mode = split_tuning(options)[0]
         return tuning_use(
-            records_key_for(where.facts),
+            records_key_for(facts),
             mode,
-            sessions=where.cost_sessions or scoped(local_store()),
+            sessions=sessions,
             cache_dir=get_settings().cache_path,
         )
 

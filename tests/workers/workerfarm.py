@@ -47,7 +47,18 @@ DATABASE = f"edgefarm_workers_test_{os.getpid()}"
 DATABASE_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/5"
 
-TABLES = ("results", "runs", "artifacts", "jobs", "devices", "models", "api_tokens", "workers")
+TABLES = (
+    "results",
+    "runs",
+    "artifacts",
+    "jobs",
+    "devices",
+    "models",
+    "api_tokens",
+    "workers",
+    "tuning_records",
+    "tuning_workloads",
+)
 
 T = TypeVar("T")
 

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from harness.backends import get_backend
 from harness.compile import Artifact as BuiltArtifact
+from harness.compile.tuned import AppliedRecords
 from harness.config import get_settings
-from harness.db import Artifact, Job, JobStatus, Run, RunStatus, utcnow
+from harness.db import Artifact, Job, JobStatus, Run, RunStatus, scoped, utcnow
 from harness.devices.base import DeviceFacts
 from harness.errors import InfrastructureError, JobError, Stage, one_line
 from harness.farm.results import record_artifact
@@ -22,7 +23,7 @@ from harness.jsontypes import BackendOptions
 from harness.modelio import PreparedModel
 from workers import settings as worker_settings
 from workers.celery_app import task
-from workers.db import db_session
+from workers.db import db_session, session_factory
 from workers.dispatch import send_finish_job, send_run
 from workers.heartbeat import Heartbeat
 from workers.lifecycle import end_run, failed_run_document, finish_if_done
@@ -46,11 +47,13 @@ def _artifact(
     backend_name: str,
     target: str,
     given_options: BackendOptions | None,
+    tuning: AppliedRecords | None = None,
 ) -> Artifact | None:
-    """What the backend builds for (target, options) before the runs go to their phones,
-    compiled now unless the local artifact cache already has it; the Artifact row of the
-    runs' own artifact, or None when they have none built here (a backend that does not
-    compile, or a cost-guided partition, built by the run after calibration on its phone)."""
+    """What the backend builds for (target, options, the tuning records its runs' device
+    class applies) before the runs go to their phones, compiled now unless the local
+    artifact cache already has it; the Artifact row of the runs' own artifact, or None when
+    they have none built here (a backend that does not compile, or a cost-guided partition,
+    built by the run after calibration on its phone)."""
     backend = get_backend(backend_name)
     backend.check_format(model.format, model_name=model.name)
     options = backend.resolve_options(given_options)
@@ -60,12 +63,19 @@ def _artifact(
         if not build.for_run:
             backend.compile(model, target=target, options=build.options)
             continue
-        key = backend.artifact_key(model, target, build.options)
-        log.info("job %s: artifact %s (%s for %s)", job.id, key, backend_name, target)
+        key = backend.artifact_key(model, target, build.options, tuning)
+        log.info(
+            "job %s: artifact %s (%s for %s%s)",
+            job.id,
+            key,
+            backend_name,
+            target,
+            f", tuned for {tuning.provenance['device_class']}" if tuning is not None else "",
+        )
         built: BuiltArtifact | None = None
         error: JobError | None = None
         try:
-            built = backend.compile(model, target=target, options=build.options)
+            built = backend.compile(model, target=target, options=build.options, tuning=tuning)
         except JobError as exc:
             error = exc
         row = record_artifact(
@@ -143,31 +153,46 @@ def _start_job(job_id: int) -> None:
                 session.commit()
                 send_finish_job(job_id)
                 return
-            # One artifact per (backend, target, options as completed by the device): a
-            # phone's NNAPI feature level changes what tvm-nnapi may offload.
-            groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
-            group_options: dict[tuple[str, str, str], BackendOptions | None] = {}
+            # One artifact per (backend, target, options as completed by the device, tuning
+            # records of the device's class): a phone's NNAPI feature level changes what
+            # tvm-nnapi may offload; the farm's records for its class, what tvm-cpu applies.
+            # The records are resolved as the run's prepare resolves them, so that it finds
+            # its artifact in the cache rather than build it for minutes on the phone's turn.
+            groups: dict[tuple[str, str, str, str], list[Run]] = defaultdict(list)
+            group_options: dict[tuple[str, str, str, str], BackendOptions | None] = {}
+            group_tuning: dict[tuple[str, str, str, str], AppliedRecords | None] = {}
+            records = scoped(session_factory())
             ended = False
             for run in pending:
                 try:
-                    options = get_backend(run.backend).device_options(
-                        DeviceFacts.from_dict(run.device.facts or {"id": run.device.address}),
-                        backend_options(job, run.backend),
+                    backend_of_run = get_backend(run.backend)
+                    facts = DeviceFacts.from_dict(run.device.facts or {"id": run.device.address})
+                    options = backend_of_run.device_options(
+                        facts, backend_options(job, run.backend)
                     )
+                    tuning = backend_of_run.records_for(options, facts, records)
                 except JobError as exc:  # e.g. tvm-nnapi on a phone without NNAPI
                     end_run(session, run, failed_run_document(run, exc, model=model))
                     ended = True
                     continue
-                key = (run.backend, run.device.target, json.dumps(options, sort_keys=True))
+                key = (
+                    run.backend,
+                    run.device.target,
+                    json.dumps(options, sort_keys=True),
+                    tuning.digest if tuning is not None else "",
+                )
                 groups[key].append(run)
                 group_options[key] = options
+                group_tuning[key] = tuning
             session.commit()
             for key, runs in groups.items():
-                backend, target, _ = key
+                backend, target, _, _ = key
                 artifact: Artifact | None = None
                 error: JobError | None = None
                 try:
-                    artifact = _artifact(session, job, model, backend, target, group_options[key])
+                    artifact = _artifact(
+                        session, job, model, backend, target, group_options[key], group_tuning[key]
+                    )
                 except JobError as exc:
                     error = exc
                 sent: list[Run] = []

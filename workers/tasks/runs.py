@@ -277,7 +277,9 @@ def _plan(runrow: Run) -> _Plan:
         )
         measurement.start()
         if not measurement.needs_device_to_prepare:
-            measurement.prepare()  # the compile cache's artifact: built on the compile queue
+            # The compile cache's artifact, built on the compile queue: tuned with the
+            # farm's records for the phone's class, as start_job resolved them.
+            measurement.prepare(cost_sessions=scoped(session_factory()))
         # Read-only, so taken before the claim; recorded in the claim's transaction.
         plan.health = plan.device.health()
     except Exception as exc:
