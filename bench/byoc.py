@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,16 +135,7 @@ def _levels(models: dict[str, tuple[Path, list[InputSpec]]], levels: list[int], 
         targets = [("nnapi", level, f"nnapi {level}") for level in levels]
         for dialect, level, label in [*targets, ("neuron", 7, "neuron")]:
             took, report = _partitioned(path, inputs, dialect, level, runs)
-            kept: dict[str, int] = {}
-            for entry in report["cpu_ops"]:
-                kept[entry["op"]] = kept.get(entry["op"], 0) + 1
-            offloaded = f"{report['ops_offloaded']}/{report['ops_total']}"
-            print(
-                f"{name:<16}{label:<10}{report['subgraphs']:>10}{offloaded:>16}"
-                f"{100 * report['macs_offloaded_share']:>5.0f}%"
-                f"{report['boundary_bytes'] / 1024:>14.1f}{took:>13.2f}  "
-                + ", ".join(f"{op} {n}" for op, n in sorted(kept.items()))
-            )
+            print(f"{name:<16}{label:<10}{_partition_columns(report, f'{took:>13.2f}')}")
 
 
 def _accuracy_levels(models: dict[str, tuple[Path, list[InputSpec]]], levels: list[int]) -> None:
@@ -175,16 +167,20 @@ def _accuracy_levels(models: dict[str, tuple[Path, list[InputSpec]]], levels: li
             if not report:
                 print(f"{line}{'':>46}{_accuracy(doc):>13}")
                 continue
-            kept: dict[str, int] = {}
-            for entry in report["cpu_ops"]:
-                kept[entry["op"]] = kept.get(entry["op"], 0) + 1
-            offloaded = f"{report['ops_offloaded']}/{report['ops_total']}"
-            print(
-                f"{line}{report['subgraphs']:>10}{offloaded:>16}"
-                f"{100 * report['macs_offloaded_share']:>5.0f}%"
-                f"{report['boundary_bytes'] / 1024:>14.1f}{_accuracy(doc):>13}  "
-                + ", ".join(f"{op} {n}" for op, n in sorted(kept.items()))
-            )
+            print(f"{line}{_partition_columns(report, f'{_accuracy(doc):>13}')}")
+
+
+def _partition_columns(report: dict[str, Any], last: str) -> str:
+    """A partition report's columns (subgraphs, ops offloaded, MACs, boundary KiB), ``last``
+    after them, then the operators kept on the CPU with their counts."""
+    kept = Counter(entry["op"] for entry in report["cpu_ops"])
+    offloaded = f"{report['ops_offloaded']}/{report['ops_total']}"
+    return (
+        f"{report['subgraphs']:>10}{offloaded:>16}"
+        f"{100 * report['macs_offloaded_share']:>5.0f}%"
+        f"{report['boundary_bytes'] / 1024:>14.1f}{last}  "
+        + ", ".join(f"{op} {n}" for op, n in sorted(kept.items()))
+    )
 
 
 def _share(p: dict[str, Any]) -> str:
