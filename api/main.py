@@ -23,6 +23,7 @@ from api.routes import (
     nights,
     results,
     suites,
+    tunings,
     webhooks,
 )
 from api.web.pages import router as web_router
@@ -122,7 +123,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(require_token)] if closed else [],
         responses=answers(401) if closed else {},
     )
-    for module in (models, benchmarks, jobs, results, devices, suites, nights, alerts, webhooks):
+    for module in (
+        models,
+        benchmarks,
+        tunings,
+        jobs,
+        results,
+        devices,
+        suites,
+        nights,
+        alerts,
+        webhooks,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

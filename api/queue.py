@@ -1,5 +1,6 @@
 """Enqueueing jobs for the workers, without importing them: a Celery client of our own that
-only sends ``edgefarm.start_job`` by name to the ``compile`` queue.
+only sends ``edgefarm.start_job`` by name to the ``compile`` queue, and ``edgefarm.tune`` to
+the ``tuning`` queue.
 
 Call :func:`enqueue_job` only after the transaction that created the job has committed: a
 worker may pick the message up at once and must find the rows.
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 START_JOB = "edgefarm.start_job"
 QUEUE = "compile"
+TUNE = "edgefarm.tune"
+TUNING_QUEUE = "tuning"
 # A broker that is down should cost a request well under a second, not Celery's default.
 _RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
 
@@ -39,15 +42,23 @@ def enqueue_job(job_id: int, *, settings: Settings | None = None) -> bool:
     """Send ``edgefarm.start_job(job_id)`` to the ``compile`` queue. False when the broker
     is unreachable: the job's runs stay ``queued`` in the database and the workers' reaper
     enqueues them again, so the submission itself has not failed."""
+    return _send(START_JOB, QUEUE, job_id, f"job {job_id}", settings)
+
+
+def enqueue_tuning(tuning_id: int, *, settings: Settings | None = None) -> bool:
+    """Send ``edgefarm.tune(tuning_id)`` to the ``tuning`` queue; False when the broker is
+    unreachable (the tuning stays ``queued`` and the reaper sends it)."""
+    return _send(TUNE, TUNING_QUEUE, tuning_id, f"tuning {tuning_id}", settings)
+
+
+def _send(name: str, queue: str, arg: int, what: str, settings: Settings | None) -> bool:
     url = broker_url(settings)
     try:
-        client(url).send_task(
-            START_JOB, args=[job_id], queue=QUEUE, retry=True, retry_policy=_RETRY_POLICY
-        )
+        client(url).send_task(name, args=[arg], queue=queue, retry=True, retry_policy=_RETRY_POLICY)
     except Exception as exc:  # kombu, redis and socket errors share no base
         log.warning(
-            "job %s is committed but not enqueued (broker %s: %s); the reaper will enqueue it",
-            job_id,
+            "%s is committed but not enqueued (broker %s: %s); the reaper will enqueue it",
+            what,
             maybe_sanitize_url(url),
             exc,
         )

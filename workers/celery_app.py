@@ -1,7 +1,8 @@
 """The Celery app ``edgefarm``: Redis in production, kombu's SQLAlchemy transport embedded.
 
 Postgres (or the embedded SQLite) is the source of truth for jobs and runs; Celery only
-carries ids. Queues: ``compile`` (starting and finishing jobs), ``maintenance`` (the reaper,
+carries ids. Queues: ``compile`` (starting and finishing jobs), ``tuning`` (farm tunings: hours
+of search that must not hold up a job's compile), ``maintenance`` (the reaper,
 on a worker of its own: behind a compile of many minutes its messages would expire unrun,
 and no dead worker's run would be noticed meanwhile) and one ``device.<id>`` per phone,
 consumed by the worker host the phone is attached to.
@@ -20,6 +21,7 @@ from workers import settings as worker_settings
 
 COMPILE_QUEUE = "compile"
 MAINTENANCE_QUEUE = "maintenance"
+TUNING_QUEUE = "tuning"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -46,6 +48,7 @@ def make_app() -> Celery:
             "workers.tasks.maintenance",
             "workers.tasks.nightly",
             "workers.tasks.notify",
+            "workers.tasks.tuning",
         ],
     )
     app.conf.update(
@@ -67,6 +70,7 @@ def make_app() -> Celery:
         task_routes={
             "edgefarm.start_job": {"queue": COMPILE_QUEUE},
             "edgefarm.finish_job": {"queue": COMPILE_QUEUE},
+            "edgefarm.tune": {"queue": TUNING_QUEUE},
             "edgefarm.reap": {"queue": MAINTENANCE_QUEUE},
             "edgefarm.nightly": {"queue": MAINTENANCE_QUEUE},
             "edgefarm.deliver_webhooks": {"queue": MAINTENANCE_QUEUE},

@@ -1,9 +1,10 @@
 """``python -m workers worker|beat``: a worker host's entry point (``edgefarm worker`` execs it).
 
 A worker registers the phones attached to this host (one ``device.<id>`` queue each), then
-consumes those queues and, unless ``--no-compile``, the ``compile`` queue. ``--beat`` adds
-the scheduler that sends the reaper; a farm needs exactly one beat. A host that compiles or
-runs beat also runs the reaper's worker (the ``maintenance`` queue), apart from compiles.
+consumes those queues and, unless ``--no-compile``, the ``compile`` and ``tuning`` queues.
+``--beat`` adds the scheduler that sends the reaper; a farm needs exactly one beat. A host that
+compiles or runs beat also runs the reaper's worker (the ``maintenance`` queue), apart
+from compiles.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def worker(
     groups = [(q, [q], 1) for q in register_devices(device or [], pool=pool, worker=name)]
     if compile:
         groups.insert(0, ("compile", ["compile"], concurrency))
+        # Farm tunings search for hours: a process of their own, never in a compile's way.
+        groups.insert(1, ("tuning", ["tuning"], 1))
     if compile or beat:
         # The reaper never waits behind a compile (see workers.celery_app).
         groups.append(("maintenance", ["maintenance"], 1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from workers.celery_app import COMPILE_QUEUE, app, device_queue
+from workers.celery_app import COMPILE_QUEUE, TUNING_QUEUE, app, device_queue
 
 log = logging.getLogger(__name__)
 
@@ -33,3 +33,11 @@ def send_run(run_id: int, device_id: int, countdown: float | None = None) -> boo
 
 def send_finish_job(job_id: int) -> bool:
     return _send("edgefarm.finish_job", job_id, COMPILE_QUEUE)
+
+
+def send_tune(tuning_id: int) -> bool:
+    return _send("edgefarm.tune", tuning_id, TUNING_QUEUE)
+
+
+def send_slice(slice_id: int, device_id: int) -> bool:
+    return _send("edgefarm.measure_slice", slice_id, device_queue(device_id))

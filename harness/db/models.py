@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -149,6 +150,10 @@ class Device(Base):
     # The attempt of ``current_run_id`` that holds the lease: an earlier attempt of the same
     # run (its worker thought dead) can neither renew nor release it.
     lease_attempt: Mapped[int | None] = mapped_column(Integer, default=None)
+    # A tuning's batch of candidates holds the lease instead of a run (``current_run_id`` is
+    # then None): the ``tuning_slices`` row measuring on it (harness.farm.tunings). No foreign
+    # key: a slice row is deleted once its tuning ends, and the lease never outlives it.
+    tuning_slice_id: Mapped[int | None] = mapped_column(Integer, default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -413,3 +418,92 @@ class TuningRecord(Base):
     run_s: Mapped[float | None] = mapped_column(Float, default=None)
     device: Mapped[str] = mapped_column(String(128), default="")  # the device that measured it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TuningStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"  # its budget is spent (or nothing was left to tune)
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in (TuningStatus.done, TuningStatus.failed, TuningStatus.cancelled)
+
+
+class Tuning(Base):
+    """A farm tuning (``POST /api/v1/tunings``): MetaSchedule's search for one model and one
+    device class, run on the ``tuning`` queue, its candidates measured on the class's idle
+    phones (:class:`TuningSlice`). Owned like a run: ``attempts`` counts the claims, and the
+    claim with the current count is the only one that may end it; a claimant silent beyond
+    the lease timeout (its worker died) is replaced, and the replacement continues from the
+    records already saved. ``report`` is the :class:`~harness.tuning.session.TuningReport`'s
+    dump, kept up to date as batches are saved."""
+
+    __tablename__ = "tunings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    backend: Mapped[str] = mapped_column(String(32), default="tvm-cpu")
+    device_class: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(32))
+    pool: Mapped[str] = mapped_column(String(64), default="default")
+    inputs: Mapped[list[Any]] = mapped_column(default=list)  # input specs, NAME:SHAPE[:DTYPE]
+    trials: Mapped[int | None] = mapped_column(Integer, default=None)  # per task
+    minutes: Mapped[float | None] = mapped_column(Float, default=None)
+    batch: Mapped[int] = mapped_column(Integer, default=16)
+    status: Mapped[TuningStatus] = mapped_column(
+        _enum(TuningStatus, "tuning_status"), default=TuningStatus.queued, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    night_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nights.id", ondelete="SET NULL"), default=None, index=True
+    )
+    submitted_by: Mapped[str] = mapped_column(String(128), default="")
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    model: Mapped[Model] = relationship()
+
+
+class SliceStatus(enum.StrEnum):
+    pending = "pending"  # sent to its phone's queue, not started
+    running = "running"  # its phone's worker holds the lease and measures
+    done = "done"  # ``results`` holds a timing or an error per candidate
+    declined = "declined"  # the phone was busy (a run holds it or waits for it): not measured
+    failed = "failed"  # the phone could not be used; ``error`` says why
+
+    @property
+    def ended(self) -> bool:
+        return self in (SliceStatus.done, SliceStatus.declined, SliceStatus.failed)
+
+
+class TuningSlice(Base):
+    """One phone's share of a batch of candidates: the candidates' libraries (``bundle``, a
+    tar of ``k<i>.so`` files, dropped once measured) and their arguments (``plan``), sent to
+    the phone's queue; the phone's worker measures them under a lease of its own and writes
+    ``results`` (one ``{costs_s}`` or ``{error}`` per candidate) and the phone's CPU count."""
+
+    __tablename__ = "tuning_slices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tuning_id: Mapped[int] = mapped_column(ForeignKey("tunings.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    status: Mapped[SliceStatus] = mapped_column(
+        _enum(SliceStatus, "slice_status"), default=SliceStatus.pending
+    )
+    plan: Mapped[list[Any]] = mapped_column(default=list)  # [[argument texts], ...]
+    bundle: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    results: Mapped[list[Any]] = mapped_column(default=list)
+    cores: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

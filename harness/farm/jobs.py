@@ -56,7 +56,11 @@ def _backends(names: Sequence[str], model: Model) -> list[Backend]:
     return backends
 
 
-def _inputs(texts: Sequence[str], model: Model, limits: InputLimits) -> list[InputSpec]:
+def validate_inputs(
+    texts: Sequence[str], model: Model, limits: InputLimits | None = None
+) -> list[InputSpec]:
+    """The input specs ``texts`` parsed and checked against the model's declared inputs and
+    ``limits`` (default: the settings'); InvalidRequest names the offending one."""
     specs: list[InputSpec] = []
     for i, text in enumerate(texts):
         try:
@@ -71,7 +75,7 @@ def _inputs(texts: Sequence[str], model: Model, limits: InputLimits) -> list[Inp
         message = exc.message.replace("--input", "settings.inputs")
         raise InvalidRequest(message, field=("settings", "inputs")) from None
     try:
-        check_input_sizes(resolved, limits)
+        check_input_sizes(resolved, limits or InputLimits.of(get_settings()))
     except InputTooLarge as exc:
         named = [i for i, spec in enumerate(specs) if spec.name == exc.name]
         raise InvalidRequest(
@@ -117,7 +121,7 @@ def job_settings(
         _no_nul(name, ("settings", "options", name))
         _no_nul(options, ("settings", "options", name))
     chosen = _backends(list(backends), model)
-    specs = _inputs(given.inputs, model, InputLimits.of(defaults))
+    specs = validate_inputs(given.inputs, model, InputLimits.of(defaults))
     try:
         complete = given.resolve(defaults.measurement())
     except ProtocolLimitError as exc:

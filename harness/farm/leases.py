@@ -161,6 +161,7 @@ def expire_leases(session: Session, now: datetime) -> list[int]:
                 state=DeviceState.idle,
                 current_run_id=None,
                 lease_attempt=None,
+                tuning_slice_id=None,  # a tuning's slice whose worker died
                 lease_expires_at=None,
             )
             .execution_options(synchronize_session="fetch")

@@ -17,7 +17,7 @@ import posixpath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.devices.base import Device
 from harness.devices.deploy import RUNNER_NAME, ensure_bundle, new_run_dir, runtime_bundle
@@ -72,6 +72,15 @@ def parse_kernel_lines(stdout: str) -> tuple[dict[str, KernelTiming], bool]:
                     error=f"{data.get('stage', 'run')}: {data.get('message', 'failed')}"
                 )
     return found, finished
+
+
+class KernelTimer(Protocol):
+    """What measures a batch of candidates: one device (:class:`DeviceKernelTimer`), or a
+    farm's idle phones of one class (``workers.tasks.tuning``)."""
+
+    def time(self, candidates: list[tuple[Path, list[str]]]) -> list[KernelTiming]:
+        """Each (library, argument texts) timed, in order, (a timing or an error each)."""
+        ...
 
 
 class DeviceKernelTimer:
@@ -183,7 +192,7 @@ class DeviceKernelTimer:
         return found, finished
 
 
-def device_runner(timer: DeviceKernelTimer) -> Any:
+def device_runner(timer: KernelTimer) -> Any:
     """A MetaSchedule runner that measures each batch of candidates with ``timer`` (on the
     device)."""
     from tvm.ir.utils import derived_object

@@ -123,10 +123,10 @@ def host_runner(*, number: int = 3, repeat: int = 1, min_repeat_ms: int = 40) ->
     return HostRunner()
 
 
-def _batch_callback(on_batch: Callable[[int], None], deadline: float | None) -> Any:
+def _batch_callback(on_batch: Callable[[int], None], stop: Callable[[], bool] | None) -> Any:
     """A measure callback, after MetaSchedule's own (which add the batch to the database):
-    ``on_batch(candidates measured)``; past ``deadline`` (``time.monotonic()``), it ends
-    every task, which ends the search."""
+    ``on_batch(candidates measured)``; when ``stop()`` says so (a deadline passed, the
+    tuning was cancelled), it ends every task, which ends the search."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -141,7 +141,7 @@ def _batch_callback(on_batch: Callable[[int], None], deadline: float | None) -> 
             runner_results: list[Any],
         ) -> None:
             on_batch(len(measure_candidates))
-            if deadline is not None and time.monotonic() >= deadline:
+            if stop is not None and stop():
                 for i, task in enumerate(task_scheduler.tasks_):
                     if not task.is_terminated:
                         task_scheduler.terminate_task(i)
@@ -185,15 +185,15 @@ def search(
     population: int = 256,
     seed: int | None = None,
     on_batch: Callable[[int], None] | None = None,
-    deadline: float | None = None,
+    stop: Callable[[], bool] | None = None,
     export: dict[str, Any] | None = None,
     only: list[str] | None = None,
 ) -> SearchResult:
     """Tune every TIR function of ``mod`` for ``target`` with ``trials`` measurements in all,
     adding to the records in ``work_dir`` (a JSONDatabase: a search continues from them).
     ``runner`` measures (default: :func:`host_runner`). ``on_batch`` is called after each
-    measured batch is in ``work_dir``; past ``deadline`` (``time.monotonic()``) the search
-    stops after its current batch. ``export``: keyword arguments of ``export_library`` for
+    measured batch is in ``work_dir``; once ``stop()`` is true the search stops after its
+    current batch. ``export``: keyword arguments of ``export_library`` for
     the candidates (a cross compiler's ``fcompile``). ``only``: tune just these tasks (by
     name)."""
     from tvm.s_tir import meta_schedule as ms
@@ -238,8 +238,8 @@ def search(
             )
             weights.append(float(task.weight))
         callbacks: list[Any] = list(ms.measure_callback.MeasureCallback.create("default"))
-        if on_batch is not None or deadline is not None:
-            callbacks.append(_batch_callback(on_batch or (lambda n: None), deadline))
+        if on_batch is not None or stop is not None:
+            callbacks.append(_batch_callback(on_batch or (lambda n: None), stop))
         ms.tune.tune_tasks(
             tasks=contexts,
             task_weights=weights,

@@ -17,9 +17,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +28,10 @@ from harness.compile.targets import TargetSpec, get_target
 from harness.db import session_scope
 from harness.devices.base import Device, DeviceFacts
 from harness.errors import InfrastructureError, JobError
-from harness.modelio import InputSpec
+from harness.modelio import InputSpec, PreparedModel
+
+if TYPE_CHECKING:
+    from harness.tuning.device import KernelTimer
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def device_cores(device: Device) -> int:
     return int(text[0])
 
 
-def _export_for(spec: TargetSpec) -> dict[str, Any]:
+def export_for(spec: TargetSpec) -> dict[str, Any]:
     """How candidates are linked for ``spec``: this machine's compiler, or its cross one."""
     if spec.needs_ndk:
         raise JobError(
@@ -109,11 +112,43 @@ class TuningReport:
     saved: int = 0  # records added to the store
     seconds: float = 0.0
     stopped_by_deadline: bool = False
+    cancelled: bool = False
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON form a farm tuning keeps (``tunings.report``)."""
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "tasks"},
+            "tasks": [asdict(t) for t in self.tasks],
+            "reused": self.reused,
+        }
 
     @property
     def reused(self) -> list[str]:
         """Tasks that needed no trial: earlier tunings had done them."""
         return [t.name for t in self.tasks if t.measured == 0 and t.before > 0]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A tuning's budget: trials per task (counting the store's records) or minutes."""
+
+    trials: int | None = None
+    minutes: float | None = None
+    batch: int = 16
+    population: int = 64
+    seed: int | None = None
+
+    def check(self) -> None:
+        if (self.trials is None) == (self.minutes is None):
+            raise JobError(
+                "compile", "give either a number of trials per task or minutes, not both"
+            )
+        if self.trials is not None and self.trials < 1:
+            raise JobError("compile", f"trials per task must be at least 1, not {self.trials}")
+        if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
+            raise JobError("compile", f"minutes must be a positive number, not {self.minutes}")
+        if self.batch < 1:
+            raise JobError("compile", f"a batch holds at least one candidate, not {self.batch}")
 
 
 def tune_model(
@@ -125,46 +160,86 @@ def tune_model(
     trials: int | None = None,
     minutes: float | None = None,
     batch: int = 16,
-    population: int = 256,
+    population: int = 64,
     seed: int | None = None,
     progress: Progress = _quiet,
 ) -> TuningReport:
     """Tune ``model_path`` for ``device`` (candidates measured there), ``trials`` per task
     (counting the store's records) or for ``minutes``; records saved to ``factory``'s
     database after every batch."""
-    from harness.modelio import load, to_relax
-    from harness.tuning.device import DeviceKernelTimer, device_runner
+    from harness.modelio import load
+    from harness.tuning.device import DeviceKernelTimer
+
+    budget = Budget(trials, minutes, batch, population, seed)
+    budget.check()
+    facts = device.facts()
+    spec = get_target(facts.target)
+    export_for(spec)  # refused before the model is read
+    progress("import", f"reading {model_path.name}")
+    model = load(model_path, inputs or [])
+    cores = device_cores(device)
+    return tune_prepared(
+        model,
+        key=records_key_for(facts),
+        spec=spec,
+        cores=cores,
+        timer=DeviceKernelTimer(device, facts.target),
+        measured_by=facts.id,
+        measured_on=f"{facts.id} (edgefarm-runner --kernels, {cores} cores)",
+        factory=factory,
+        budget=budget,
+        progress=progress,
+    )
+
+
+def tune_prepared(
+    model: PreparedModel,
+    *,
+    key: Any,
+    spec: TargetSpec,
+    cores: int,
+    timer: KernelTimer,
+    measured_by: str,
+    measured_on: str,
+    factory: sessionmaker[Session],
+    budget: Budget,
+    progress: Progress = _quiet,
+    should_stop: Callable[[], bool] | None = None,
+    on_saved: Callable[[TuningReport], None] | None = None,
+) -> TuningReport:
+    """Tune a prepared model for ``key`` (its device class, target, TVM) with candidates
+    timed by ``timer`` on devices with ``cores`` CPUs: the work of :func:`tune_model` and of
+    a farm tuning. After every saved batch ``on_saved(report)`` (a farm keeps its row up to
+    date) and ``should_stop()`` (a cancelled tuning ends after the batch it is in)."""
+    from harness.modelio import to_relax
+    from harness.tuning.device import device_runner
     from harness.tuning.search import search, tasks_of, trials_done
     from harness.tuning.store import load_records, save_records
 
-    if (trials is None) == (minutes is None):
-        raise JobError("compile", "give either a number of trials per task or minutes, not both")
-    if trials is not None and trials < 1:
-        raise JobError("compile", f"trials per task must be at least 1, not {trials}")
-    if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
-        raise JobError("compile", f"minutes must be a positive number, not {minutes}")
-    if batch < 1:
-        raise JobError("compile", f"a batch holds at least one candidate, not {batch}")
-
-    facts = device.facts()
-    spec = get_target(facts.target)
-    export = _export_for(spec)
-    key = records_key_for(facts)
-    progress("import", f"reading {model_path.name}")
-    model = load(model_path, inputs or [])
+    budget.check()
+    export = export_for(spec)
     mod = to_relax(model)
-    cores = device_cores(device)
     target = tuning_target(spec, cores)
-    timer = DeviceKernelTimer(device, facts.target)
     report = TuningReport(
         model=model.name,
-        device=facts.id,
+        device=measured_by,
         device_class=key.device_class,
-        target=facts.target,
-        measured_on=f"{facts.id} (edgefarm-runner --kernels, {cores} cores)",
-        trials_per_task=trials,
+        target=key.target,
+        measured_on=measured_on,
+        trials_per_task=budget.trials,
     )
-    deadline = time.monotonic() + minutes * 60 if minutes is not None else None
+    deadline = time.monotonic() + budget.minutes * 60 if budget.minutes is not None else None
+    stopped = False
+
+    def stop_now() -> bool:
+        nonlocal stopped
+        if deadline is not None and time.monotonic() >= deadline:
+            return True
+        if should_stop is not None and should_stop():
+            stopped = True
+            return True
+        return False
+
     work = Path(tempfile.mkdtemp(prefix="edgefarm-tuning-"))
     start = time.perf_counter()
     try:
@@ -179,38 +254,43 @@ def tune_model(
             if count == 0:  # a task whose search space is spent: nothing was measured
                 return
             with session_scope(factory) as session:
-                report.saved += save_records(work, key, device=facts.id, session=session)
+                report.saved += save_records(work, key, device=measured_by, session=session)
             report.batches += 1
-            progress("batch", f"{count} candidates measured on {facts.id}; {report.saved} saved")
+            report.seconds = round(time.perf_counter() - start, 3)
+            progress("batch", f"{count} candidates measured on {measured_by}; {report.saved} saved")
+            if on_saved is not None:
+                on_saved(report)
 
-        runner = device_runner(timer)
         common: dict[str, Any] = {
-            "runner": runner,
-            "trials_per_iteration": batch,
-            "population": population,
-            "seed": seed,
+            "runner": device_runner(timer),
+            "trials_per_iteration": budget.batch,
+            "population": budget.population,
+            "seed": budget.seed,
             "on_batch": saved,
-            "deadline": deadline,
+            "stop": stop_now,
             "export": export,
         }
-        if trials is None:
+        if budget.trials is None:
             # A time budget: every task in one search, MetaSchedule's scheduler shares it.
-            progress("tune", f"{len(tasks)} task(s) for {minutes} min on {facts.id}")
+            progress("tune", f"{len(tasks)} task(s) for {budget.minutes} min on {measured_by}")
             search(mod, target, work, trials=1 << 20, **common)
         else:
             for task in report.tasks:
-                want = trials - task.before
+                want = budget.trials - task.before
                 if want <= 0:
                     continue
-                progress("tune", f"{task.name}: {want} trial(s) on {facts.id}")
+                if stop_now():
+                    break
+                progress("tune", f"{task.name}: {want} trial(s) on {measured_by}")
                 search(mod, target, work, trials=want, only=[task.name], **common)
         after = trials_done(tasks, work)
         for task in report.tasks:
             task.measured = after[task.name] - task.before
         if deadline is not None and time.monotonic() >= deadline:
             report.stopped_by_deadline = True
+        report.cancelled = stopped
         with session_scope(factory) as session:  # anything the last callback did not see
-            report.saved += save_records(work, key, device=facts.id, session=session)
+            report.saved += save_records(work, key, device=measured_by, session=session)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.seconds = round(time.perf_counter() - start, 3)

@@ -58,6 +58,8 @@ TABLES = (
     "workers",
     "tuning_records",
     "tuning_workloads",
+    "tuning_slices",
+    "tunings",
 )
 
 T = TypeVar("T")

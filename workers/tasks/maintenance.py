@@ -11,7 +11,11 @@ messages and dead workers leave behind, from the database's state alone.
   empty); it is sent again.
 * A queued run whose device has had no live worker for ``no_worker_timeout_s``: nobody will
   take it; it ends failed, saying so (instead of being sent again forever).
-* Leases nobody renews are released; jobs whose runs all ended are finished.
+* A farm tuning whose worker died (``running``, silent), or whose message was lost (``queued``
+  for ``queued_timeout_s``): ``edgefarm.tune`` is sent again, and the next attempt continues
+  from the records already saved. Slices of ended tunings are deleted.
+* Leases nobody renews are released (a run's or a tuning slice's); jobs whose runs all ended
+  are finished.
 
 "Silent" means no heartbeat for ``lease_timeout_s`` (30 s by default; heartbeats come every
 few seconds), so a killed worker's run is noticed within about a minute.
@@ -25,18 +29,29 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from harness.config import get_settings
-from harness.db import Device, DeviceState, Job, JobStatus, Run, RunStatus, utcnow
+from harness.db import (
+    Device,
+    DeviceState,
+    Job,
+    JobStatus,
+    Run,
+    RunStatus,
+    Tuning,
+    TuningSlice,
+    TuningStatus,
+    utcnow,
+)
 from harness.errors import InfrastructureError
 from harness.farm.leases import expire_leases, release_lease
 from harness.farm.liveness import FarmLiveness, liveness
 from harness.farm.results import record_result
 from workers.celery_app import task
 from workers.db import aware, db_session
-from workers.dispatch import send_finish_job, send_run, send_start_job
+from workers.dispatch import send_finish_job, send_run, send_start_job, send_tune
 from workers.lifecycle import failed_run_document, finish_if_done
 
 log = logging.getLogger(__name__)
@@ -100,6 +115,40 @@ def _dead_runs(
                 run.attempts,
             )
     return resend, ended_jobs
+
+
+def _stalled_tunings(session: Session, now: datetime) -> list[int]:
+    """Tunings to send again: running but silent (their worker died), or queued while their
+    message was lost. ``enqueued_at`` records the send, so the next reaps wait for it to be
+    taken. Slices of ended tunings are deleted."""
+    settings = get_settings()
+    stale_before = now - timedelta(seconds=settings.lease_timeout_s)
+    sent = func.coalesce(Tuning.enqueued_at, Tuning.created_at)
+    stalled = or_(
+        and_(
+            Tuning.status == TuningStatus.running,
+            or_(Tuning.heartbeat_at.is_(None), Tuning.heartbeat_at < stale_before),
+            sent < stale_before,
+        ),
+        and_(
+            Tuning.status == TuningStatus.queued,
+            sent < now - timedelta(seconds=settings.queued_timeout_s),
+        ),
+    )
+    ids = list(session.scalars(select(Tuning.id).where(stalled)))
+    if ids:
+        session.execute(
+            update(Tuning)
+            .where(Tuning.id.in_(ids), stalled)
+            .values(enqueued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        log.warning("tunings %s lost their worker or message; sending them again", ids)
+    ended = select(Tuning.id).where(
+        Tuning.status.in_([TuningStatus.done, TuningStatus.failed, TuningStatus.cancelled])
+    )
+    session.execute(delete(TuningSlice).where(TuningSlice.tuning_id.in_(ended)))
+    return ids
 
 
 def _unstarted_jobs(session: Session, now: datetime) -> set[int]:
@@ -254,8 +303,11 @@ def reap() -> None:
         resend += _lost_runs(session, now, live)
         ended_jobs |= _workerless_runs(session, now, live)
         expire_leases(session, now)
+        tunings = _stalled_tunings(session, now)
         finished = _finished_jobs(session)
         session.commit()
+    for tuning_id in tunings:
+        send_tune(tuning_id)
     for job_id in sorted(restart):
         send_start_job(job_id)
     for run_id, device_id in resend:

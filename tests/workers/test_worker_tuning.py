@@ -1,0 +1,199 @@
+"""Farm tunings on real workers: the search on the ``tuning`` queue, its candidates measured on
+two emulated phones of one class through their own queues and leases; the records in the
+farm's database; a benchmark after it runs tuned; a tuning whose worker is SIGKILLed
+resumes from its saved records on the next worker."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from sqlalchemy import func, select
+from test_worker_tuned import conv_relu
+
+from harness.db import RunStatus, Tuning, TuningStatus
+from harness.db.models import TuningRecord
+from harness.devices.emulator import EmulatedPhone
+from harness.farm.liveness import liveness
+from harness.farm.selection import DeviceSelector
+from harness.farm.tunings import TuningRequest, create_tunings
+
+import testmodels
+from workerfarm import Farm, WorkerProcess, register, wait_for
+
+
+@pytest.fixture(scope="module")
+def twins() -> Iterator[list[EmulatedPhone]]:
+    """Two emulated phones of one profile: one device class, two phones to spread over."""
+    started = [
+        EmulatedPhone("dimensity-9200", thermal_time_constant_s=3600.0).start() for _ in range(2)
+    ]
+    yield started
+    for phone in started:
+        phone.stop()
+
+
+@pytest.fixture(scope="module")
+def twin_ids(farm: Farm, twins: list[EmulatedPhone]) -> list[int]:
+    return [register(farm, f"tcp:{phone.serial}") for phone in twins]
+
+
+def conv_relu_wide(seed: int) -> onnx.ModelProto:
+    """conv_relu's twin with other shapes (16 channels on 12x12): a task of its own."""
+    rng = np.random.default_rng(seed)
+    conv = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    return testmodels.make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], **conv),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12])],
+        [numpy_helper.from_array(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), "w")],
+        "conv_relu_wide",
+    )
+
+
+def _worker_args(twins: list[EmulatedPhone]) -> list[str]:
+    return [*(a for p in twins for a in ("--device", f"tcp:{p.serial}")), "--beat"]
+
+
+def _start(
+    farm: Farm,
+    twins: list[EmulatedPhone],
+    twin_ids: list[int],
+    start_worker: Callable[..., WorkerProcess],
+) -> WorkerProcess:
+    """A worker host with both phones, once the workers of its phones' queues and of the
+    tuning queue are alive (a tuning selects only devices with a live worker). The previous
+    worker host was stopped, so its rows say so and are not taken for alive."""
+    worker = start_worker(farm, *_worker_args(twins))
+    queues = [f"device.{i}" for i in twin_ids] + ["tuning"]
+
+    def alive() -> bool:
+        with farm.sessions() as session:
+            report = liveness(session)
+        return all((w := report.worker_for(q)) is not None and w.alive for q in queues)
+
+    wait_for("the worker host's queues to be consumed", alive, timeout_s=90)
+    return worker
+
+
+def _submit(farm: Farm, model_id: int, ids: list[int], inputs: str, **budget: int) -> int:
+    with farm.sessions() as session:
+        from harness.db import Model
+
+        model = session.get(Model, model_id)
+        assert model is not None
+        request = TuningRequest(devices=DeviceSelector(ids=tuple(ids)), inputs=(inputs,), **budget)
+        (tuning,) = create_tunings(request, model=model, session=session, submitted_by="tests")
+        session.commit()
+        tuning_id = tuning.id
+    farm.client.send_task("edgefarm.tune", args=[tuning_id], queue="tuning")
+    return tuning_id
+
+
+def _tuning(farm: Farm, tuning_id: int) -> Tuning:
+    with farm.sessions() as session:
+        tuning = session.get(Tuning, tuning_id)
+        assert tuning is not None
+        return tuning
+
+
+def _records(farm: Farm, device_class: str) -> list[TuningRecord]:
+    with farm.sessions() as session:
+        return list(
+            session.scalars(select(TuningRecord).where(TuningRecord.device_class == device_class))
+        )
+
+
+@pytest.mark.timeout(420)
+def test_a_farm_tuning_spreads_its_batches_over_the_idle_phones_of_the_class(
+    farm: Farm,
+    twins: list[EmulatedPhone],
+    twin_ids: list[int],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    worker = _start(farm, twins, twin_ids, start_worker)
+    seed = random.Random().randrange(1_000, 1_000_000)
+    model_id = farm.add_model(conv_relu(seed), f"conv-{seed}")
+    tuning_id = _submit(farm, model_id, twin_ids, "x:1x8x16x16", trials=8, batch=4)
+
+    tuning = wait_for(
+        "the tuning to end",
+        lambda: (t := _tuning(farm, tuning_id)).status.ended and t,
+        timeout_s=300,
+        poll_s=1.0,
+    )
+    assert tuning.status == TuningStatus.done, (tuning.error_message, worker.log()[-3000:])
+    report = tuning.report
+    assert [t["measured"] for t in report["tasks"]] == [8]
+    assert report["saved"] == 8 and report["batches"] == 2
+    # Each batch of 4 went half to each phone: both measured, through their own queues.
+    assert report["phones"] == sorted(twin_ids)
+    records = _records(farm, tuning.device_class)
+    assert len(records) == 8
+    assert {r.device for r in records} == {f"farm:{tuning.device_class}"}
+    assert all(r.run_s is not None and r.run_s > 0 for r in records)
+    # The phones were given back: both idle, no slice holds them.
+    for device_id in twin_ids:
+        device = farm.device(device_id)
+        assert device.state == "idle" and device.tuning_slice_id is None
+
+    # A benchmark on the class now runs tuned, with the farm's records.
+    job_id = farm.submit(model_id, twin_ids[:1], ["tvm-cpu"], ["x:1x8x16x16"])
+    (run,) = farm.wait_done(job_id, timeout_s=240)
+    assert run.status == RunStatus.done, run.error_message
+    (result,) = farm.results(job_id)
+    provenance = result.document["provenance"]
+    assert provenance["tuning"]["device_class"] == tuning.device_class
+    assert provenance["tuning"]["trials"] >= 8
+    worker.stop()
+
+
+@pytest.mark.timeout(600)
+def test_a_tuning_whose_worker_is_killed_resumes_from_its_saved_batches(
+    farm: Farm,
+    twins: list[EmulatedPhone],
+    twin_ids: list[int],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    worker = _start(farm, twins, twin_ids, start_worker)
+    seed = random.Random().randrange(1_000, 1_000_000)
+    model_id = farm.add_model(conv_relu_wide(seed), f"conv-wide-{seed}")
+    tuning_id = _submit(farm, model_id, twin_ids, "x:1x16x12x12", trials=12, batch=4)
+
+    def first_batch_saved() -> bool:
+        tuning = _tuning(farm, tuning_id)
+        return bool(tuning.report.get("batches", 0) >= 1)
+
+    wait_for("the first batch to be saved", first_batch_saved, timeout_s=300, poll_s=0.5)
+    worker.kill()  # the whole worker host, its tuning process among them, without a word
+    killed = _tuning(farm, tuning_id)
+    assert killed.status == TuningStatus.running and killed.attempts == 1
+    saved_before = killed.report["saved"]
+
+    worker = _start(farm, twins, twin_ids, start_worker)
+    tuning = wait_for(
+        "the resumed tuning to end",
+        lambda: (t := _tuning(farm, tuning_id)).status.ended and t,
+        timeout_s=420,
+        poll_s=1.0,
+    )
+    assert tuning.status == TuningStatus.done, (tuning.error_message, worker.log()[-3000:])
+    assert tuning.attempts == 2  # the reaper sent it again; the second attempt finished it
+    # It continued: the first attempt's batches counted, no candidate measured twice.
+    (task,) = tuning.report["tasks"]
+    assert task["before"] >= saved_before and task["before"] + task["measured"] == 12
+    records = _records(farm, tuning.device_class)
+    with farm.sessions() as session:
+        mine = session.scalar(
+            select(func.count())
+            .select_from(TuningRecord)
+            .where(TuningRecord.device_class == tuning.device_class)
+        )
+    assert mine == len(records) and len({r.sha256 for r in records}) == len(records)
