@@ -27,9 +27,10 @@ router = APIRouter(prefix="/tunings", tags=["tunings"])
 def submit_tuning(
     body: TuningCreate, session: SessionDep, settings: SettingsDep, writer: WriterDep
 ) -> TuningsSubmitted:
-    """Tune a model for the classes of the selected devices: one tuning per device class,
-    searched on the ``tuning`` queue, candidates measured on the class's idle phones. Records
-    go to the farm's database; every later tvm-cpu build for the class applies them."""
+    """Tune a model: one tuning per device class of the selected devices."""
+    # Searched on the ``tuning`` queue, candidates measured on the class's idle phones; the
+    # records go to the farm's database, and every later tvm-cpu build for the class applies
+    # them (harness.farm.tunings, workers.tasks.tuning).
     if body.model_id is not None:
         model = queries.get_model(body.model_id, session=session)
     else:
@@ -82,8 +83,8 @@ def get_tuning(tuning_id: IdPath, session: SessionDep) -> TuningPublic:
 
 @router.post("/{tuning_id}/cancel", responses=answers(401, 404, 422, n404="no such tuning"))
 def cancel_tuning(tuning_id: IdPath, session: SessionDep, writer: WriterDep) -> TuningPublic:
-    """Stop a tuning after the batch it is measuring; its records stay (a later tuning of the
-    model continues from them). An ended tuning is answered as it is."""
+    """Stop a tuning after the batch it is measuring; its records stay."""
+    # A later tuning of the model continues from them. An ended tuning is answered as it is.
     _get(tuning_id, session)
     session.execute(
         update(Tuning)

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from harness.db import Device, DeviceState, Job, Model, Result, Run, RunStatus, make_engine, utcnow
+from harness.db.models import Tuning
+from harness.devices.base import DeviceFacts
 from harness.errors import InfrastructureError
 from harness.farm.leases import (
     acquire_lease,
@@ -21,6 +23,15 @@ from harness.farm.leases import (
     mark_running,
     release_lease,
     renew_lease,
+)
+from harness.farm.tunings import (
+    acquire_slice_lease,
+    class_devices,
+    class_of,
+    idle_devices,
+    release_slice_lease,
+    renew_slice_lease,
+    run_waits_for,
 )
 from workers.lifecycle import failed_run_document
 
@@ -182,3 +193,83 @@ def test_a_superseded_attempt_cannot_end_the_run(engine: Engine) -> None:
         assert run is not None and run.status == RunStatus.running and run.attempts == 2
         assert session.scalar(select(Result).where(Result.run_id == run_id)) is None
     assert _device(sessions, device_id).lease_attempt == 2
+
+
+def test_a_tuning_slice_and_a_run_never_hold_one_phone_at_once(engine: Engine) -> None:
+    sessions, device_id, (run_id, _) = _farm(engine)
+    with sessions() as session:
+        assert acquire_slice_lease(session, device_id, 7, 60.0)
+        session.commit()
+    device = _device(sessions, device_id)
+    assert (device.state, device.tuning_slice_id, device.current_run_id) == (
+        DeviceState.running,
+        7,
+        None,
+    )
+    with sessions() as session:
+        assert not acquire_lease(session, device_id, run_id, 60.0, attempt=1)  # a slice has it
+        assert not acquire_slice_lease(session, device_id, 8, 60.0)  # and no other slice
+        assert not release_slice_lease(session, device_id, 8)  # not the holder
+        assert renew_slice_lease(session, device_id, 7, 60.0)
+        assert release_slice_lease(session, device_id, 7)
+        session.commit()
+    device = _device(sessions, device_id)
+    assert (device.state, device.tuning_slice_id) == (DeviceState.idle, None)
+
+    # A run holds it: no slice takes it.
+    with sessions() as session:
+        assert acquire_lease(session, device_id, run_id, 60.0, attempt=1)
+        assert not acquire_slice_lease(session, device_id, 9, 60.0)
+        assert release_lease(session, device_id, run_id, attempt=1)
+        session.commit()
+
+    # A slice whose worker died: the reaper's expiry frees the phone and forgets the slice.
+    with sessions() as session:
+        assert acquire_slice_lease(session, device_id, 10, 1.0, now=utcnow() - timedelta(seconds=5))
+        session.commit()
+    with sessions() as session:
+        assert expire_leases(session, utcnow()) == [device_id]
+        session.commit()
+    device = _device(sessions, device_id)
+    assert (device.state, device.tuning_slice_id, device.lease_expires_at) == (
+        DeviceState.idle,
+        None,
+        None,
+    )
+
+
+def test_a_tuning_takes_only_idle_phones_no_run_waits_for(engine: Engine) -> None:
+    """Benchmarks first: a phone with a queued run (due, or waiting out a busy retry) is not
+    offered to a tuning's slice, nor is a leased one or one of another class."""
+    sessions, device_id, (run_id, _) = _farm(engine)
+    with sessions() as session:
+        device = session.get(Device, device_id)
+        assert device is not None
+        device.facts = DeviceFacts(id=device.address, kind="adb", model="Twin", soc="MT1").dump()
+        other = Device(
+            address="tcp:10.0.0.2:5555",
+            facts=DeviceFacts(id="tcp:10.0.0.2:5555", kind="adb", model="Other", soc="X").dump(),
+        )
+        session.add(other)
+        session.flush()
+        model_id = session.scalar(select(Model.id))
+        assert model_id is not None
+        tuning = Tuning(model_id=model_id, device_class=class_of(device), target="host", report={})
+        session.add(tuning)
+        session.commit()
+        members = class_devices(session, tuning)
+        assert [d.id for d in members] == [device_id]  # the other class is not a member
+        assert [d.id for d in idle_devices(session, tuning, members)] == [device_id]
+
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.status, run.enqueued_at = RunStatus.queued, utcnow() + timedelta(seconds=30)
+        session.commit()
+        assert run_waits_for(session, device_id)
+        assert idle_devices(session, tuning, members) == []
+
+        run.status = RunStatus.done
+        session.commit()
+        assert acquire_lease(session, device_id, run_id, 60.0, attempt=1)
+        session.commit()
+        assert idle_devices(session, tuning, members) == []  # leased
