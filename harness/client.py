@@ -90,6 +90,23 @@ class JobJson(TypedDict):
     enqueued: NotRequired[bool]  # an answer to a submission
 
 
+class TuningJson(TypedDict):
+    """A farm tuning as ``/api/v1/tunings`` answers it."""
+
+    id: int
+    model_id: int
+    backend: str
+    device_class: str
+    target: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    trials: int | None
+    minutes: float | None
+    batch: int
+    attempts: int
+    report: dict[str, Any]
+    error_message: str | None
+
+
 class LivenessJson(TypedDict):
     worker: str | None
     alive: bool
@@ -140,6 +157,8 @@ class HealthJson(TypedDict, total=False):
 
 
 _JOB: TypeAdapter[JobJson] = TypeAdapter(JobJson)
+_TUNING: TypeAdapter[TuningJson] = TypeAdapter(TuningJson)
+TUNING_ENDED = ("done", "failed", "cancelled")
 
 
 class FarmError(EdgefarmError):
@@ -254,6 +273,50 @@ class FarmClient:
             "settings": settings.model_dump(mode="json", exclude_none=True),
         }
         return _JOB.validate_python(self._request("POST", "/api/v1/benchmarks", json=body))
+
+    def submit_tuning(
+        self,
+        *,
+        model_id: int,
+        devices: SelectorJson,
+        trials: int | None = None,
+        minutes: float | None = None,
+        inputs: list[str] | None = None,
+        batch: int = 16,
+    ) -> list[TuningJson]:
+        """``POST /api/v1/tunings``: one tuning per device class of the selected devices."""
+        body: dict[str, Any] = {"model_id": model_id, "devices": devices, "batch": batch}
+        if trials is not None:
+            body["trials"] = trials
+        if minutes is not None:
+            body["minutes"] = minutes
+        if inputs:
+            body["inputs"] = inputs
+        answer = self._request("POST", "/api/v1/tunings", json=body)
+        return [_TUNING.validate_python(t) for t in answer["data"]]
+
+    def tuning(self, tuning_id: int) -> TuningJson:
+        return _TUNING.validate_python(self._request("GET", f"/api/v1/tunings/{tuning_id}"))
+
+    def wait_tunings(
+        self,
+        ids: list[int],
+        *,
+        on_update: Callable[[list[TuningJson]], None] | None = None,
+        poll_s: float = 1.0,
+        timeout_s: float = 24 * 3600.0,
+    ) -> list[TuningJson]:
+        """Poll the tunings until every one has ended; returns them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            tunings = [self.tuning(i) for i in ids]
+            if on_update is not None:
+                on_update(tunings)
+            if all(t["status"] in TUNING_ENDED for t in tunings):
+                return tunings
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"tunings {ids} did not end within {timeout_s:.0f} s")
+            time.sleep(poll_s)
 
     def job(self, job_id: int) -> JobJson:
         return _JOB.validate_python(self._request("GET", f"/api/v1/jobs/{job_id}"))

@@ -18,6 +18,7 @@ from harness.cli.render import (
     print_failures,
     print_partitions,
     results_table,
+    tunings_table,
     workers_table,
 )
 from harness.cli.usage import usage_errors
@@ -31,7 +32,7 @@ from harness.measure.protocol import (
 if TYPE_CHECKING:
     from rich.status import Status
 
-    from harness.client import FarmClient, JobJson
+    from harness.client import FarmClient, JobJson, TuningJson
     from harness.farm.selection import SelectorJson
     from harness.measure.document import ResultDocument
 
@@ -94,13 +95,43 @@ def submit(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write results (--wait).")
     ] = None,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="Tune MODEL (tvm-cpu, MetaSchedule) for the selected devices' classes instead "
+            "of benchmarking it; candidates are measured on each class's idle phones.",
+        ),
+    ] = False,
+    trials: Annotated[
+        int | None,
+        typer.Option(help="--tune: trials per task, counting the farm's records (default 32)."),
+    ] = None,
+    minutes: Annotated[float | None, typer.Option(help="--tune: a time budget instead.")] = None,
     url: Annotated[str | None, typer.Option(help="The farm (default: edgefarm up's).")] = None,
     token: Annotated[str | None, typer.Option(help="API token (default: edgefarm up's).")] = None,
 ) -> None:
-    """Submit MODEL to a running farm over HTTP; with --wait, print the results."""
+    """Submit MODEL to a running farm over HTTP (a benchmark, or with --tune a tuning); with
+    --wait, print the results."""
     from harness.client import FarmClient, parse_selector
     from harness.measure.document import documents_json
 
+    if tune:
+        _submit_tuning(
+            model,
+            selector_text=device_selector,
+            inputs=input or [],
+            backends=backend,
+            trials=trials,
+            minutes=minutes,
+            wait=wait,
+            url=url,
+            token=token,
+        )
+        return
+    if trials is not None or minutes is not None:
+        console.print("[red]error:[/] --trials and --minutes go with --tune", highlight=False)
+        raise typer.Exit(2)
     with usage_errors():
         selector = parse_selector(device_selector)
         options = parse_options(option or [])
@@ -150,6 +181,70 @@ def submit(
     if json_path is not None:
         json_path.write_text(documents_json(documents))
     raise typer.Exit(0 if documents and all(d.status == "ok" for d in documents) else 1)
+
+
+def _submit_tuning(
+    model: Path,
+    *,
+    selector_text: str,
+    inputs: list[str],
+    backends: list[str] | None,
+    trials: int | None,
+    minutes: float | None,
+    wait: bool,
+    url: str | None,
+    token: str | None,
+) -> None:
+    """``edgefarm submit --tune``: one farm tuning per device class of the selected devices;
+    with --wait, their reports. Exit status 0 when every tuning is done."""
+    from harness.client import FarmClient, parse_selector
+    from harness.errors import JobError
+
+    with usage_errors():
+        selector = parse_selector(selector_text)
+        if backends not in (None, ["tvm-cpu"]):
+            raise JobError("compile", "--tune tunes tvm-cpu only; drop --backend")
+        if trials is not None and minutes is not None:
+            raise JobError("compile", "give --trials or --minutes, not both")
+        if trials is not None and trials < 1:
+            raise JobError("compile", f"--trials must be at least 1, not {trials}")
+        if minutes is not None and not minutes > 0:
+            raise JobError("compile", f"--minutes must be more than 0, not {minutes}")
+    if not model.is_file():
+        console.print(f"[red]error:[/] model file {model} does not exist", highlight=False)
+        raise typer.Exit(2)
+    client = FarmClient(url, token)
+    try:
+        uploaded = client.upload_model(model)
+        tunings = client.submit_tuning(
+            model_id=uploaded["id"], devices=selector, trials=trials, minutes=minutes, inputs=inputs
+        )
+        for t in tunings:
+            out.print(
+                f"tuning {t['id']}: {uploaded['name']} for {t['device_class']} queued at "
+                f"{client.url}",
+                highlight=False,
+            )
+        if not wait:
+            return
+        with console.status("tuning", spinner="dots") as status:
+
+            def on_update(current: list[TuningJson]) -> None:
+                status.update(
+                    "; ".join(
+                        f"tuning {t['id']}: {t['status']}, {t['report'].get('saved', 0)} saved"
+                        for t in current
+                    )
+                )
+
+            tunings = client.wait_tunings([t["id"] for t in tunings], on_update=on_update)
+    finally:
+        client.close()
+    out.print(tunings_table(tunings))
+    for t in tunings:
+        if t["error_message"]:
+            console.print(f"[red]tuning {t['id']}:[/] {t['error_message']}", highlight=False)
+    raise typer.Exit(0 if all(t["status"] == "done" for t in tunings) else 1)
 
 
 def status(
@@ -238,15 +333,47 @@ def up(
         farm.stop()
 
 
+def _demo_tuning(
+    client: FarmClient, path: Path, local: list[int], trials: int, status: Status
+) -> list[TuningJson]:
+    """The demo's tuning of the example for this machine's class, through the farm (as
+    ``edgefarm submit --tune``): the first demo measures ``trials`` per task, a later one finds
+    them in the farm's records and measures nothing. A tuning that fails is shown; the
+    benchmark then runs untuned."""
+    model = client.upload_model(path)
+    tunings = client.submit_tuning(model_id=model["id"], devices={"ids": local}, trials=trials)
+
+    def on_update(current: list[TuningJson]) -> None:
+        parts = []
+        for t in current:
+            report = t["report"] or {}
+            parts.append(
+                f"tuning {model['name']} for {t['device_class']} ({trials} trials per task; "
+                f"records kept for the next run): {t['status']}, "
+                f"{report.get('saved', 0)} record(s) saved"
+            )
+        status.update("; ".join(parts))
+
+    return client.wait_tunings([t["id"] for t in tunings], on_update=on_update)
+
+
 def demo(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     example: Annotated[str, typer.Option(help="Which example model.")] = "resnet8",
     min_seconds: Annotated[float, typer.Option(help="Timed seconds per run.")] = 0.5,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
     stay: Annotated[bool, typer.Option(help="Keep the farm up afterwards.")] = True,
+    tune_trials: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Tune the model for this machine's class first (trials per task, counting "
+            "the records the farm has: a second demo tunes nothing); 0: untuned.",
+        ),
+    ] = 8,
 ) -> None:
-    """Start the embedded farm, benchmark an example model on every device with tvm-cpu and
-    ort, print the results, and keep the farm up."""
+    """Start the embedded farm, tune the example model for this machine, benchmark it on every
+    device with tvm-cpu and ort, print the results, and keep the farm up."""
     from harness.client import FarmClient
     from harness.config import get_settings
     from harness.devices.base import DeviceFacts
@@ -267,6 +394,7 @@ def demo(
         raise typer.Exit(2) from None
     farm = EmbeddedFarm(port=port, arm64=_want_arm64(None))
     documents: list[ResultDocument] = []
+    tunings: list[TuningJson] = []
     try:
         with console.status("starting the farm", spinner="dots") as status:
             farm.start()
@@ -275,8 +403,19 @@ def demo(
             directory.mkdir(parents=True, exist_ok=True)
             path = write_example(example, directory)
             client = FarmClient(farm.url)
-            # tvm-cpu on every device; the ort baseline where it can run (the worker host:
-            # a phone has no Python, see README).
+            local = [
+                d["id"]
+                for d in client.devices()
+                if DeviceFacts.from_dict(d.get("facts") or {}).runs_host_python
+            ]
+            if local and tune_trials > 0:
+                tunings = _demo_tuning(client, path, local, tune_trials, status)
+        if tunings:
+            out.print(tunings_table(tunings))
+        with console.status("benchmarking", spinner="dots") as status:
+            # tvm-cpu on every device (tuned where the farm has records for its class); the
+            # ort baseline where it can run (the worker host: a phone has no Python, see
+            # README).
             documents += _submit_and_wait(
                 client,
                 path,
@@ -285,11 +424,6 @@ def demo(
                 settings=bench,
                 status=status,
             )
-            local = [
-                d["id"]
-                for d in client.devices()
-                if DeviceFacts.from_dict(d.get("facts") or {}).runs_host_python
-            ]
             if local:
                 documents += _submit_and_wait(
                     client,

@@ -22,7 +22,7 @@ from harness.devices.base import DeviceFacts
 from harness.devices.records import HealthReport, StateSnapshot
 
 if TYPE_CHECKING:
-    from harness.client import DeviceJson, HealthJson
+    from harness.client import DeviceJson, HealthJson, TuningJson
     from harness.db.models import OpCost
     from harness.farm.liveness import ProcessJson
     from harness.measure.document import ResultDocument
@@ -232,6 +232,36 @@ def workers_table(workers: Sequence[ProcessJson]) -> Table:
             "yes" if w["alive"] else "[red]no[/]",
             f"{w['heartbeat_age_s']:.0f} s ago",
             w["reason"] or "",
+        )
+    return table
+
+
+def tunings_table(tunings: Sequence[TuningJson]) -> Table:
+    """Farm tunings: per device class, status, trials measured now and found done before,
+    records saved, time, the phones that measured."""
+    table = Table(title="tunings", title_justify="left")
+    for column in ("id", "device class", "status", "tasks", "measured", "before", "saved"):
+        table.add_column(column, justify="right" if column != "device class" else "left")
+    table.add_column("seconds", justify="right")
+    table.add_column("phones")
+    for t in tunings:
+        report = t["report"] or {}
+        tasks = report.get("tasks") or []
+        status = (
+            t["status"]
+            if t["status"] in ("done", "running", "queued")
+            else f"[red]{t['status']}[/]"
+        )
+        table.add_row(
+            str(t["id"]),
+            t["device_class"],
+            status,
+            str(len(tasks)),
+            str(sum(int(x.get("measured", 0)) for x in tasks)),
+            str(sum(int(x.get("before", 0)) for x in tasks)),
+            str(report.get("saved", 0)),
+            fmt(report.get("seconds"), 1) if report.get("seconds") is not None else "",
+            ", ".join(str(p) for p in report.get("phones", [])),
         )
     return table
 

@@ -32,12 +32,15 @@ __all__ = [
     "SearchResult",
     "apply_records",
     "cpu_tensor_intrinsics",
+    "fixed_space_sizes",
     "host_runner",
     "search",
     "tasks_of",
     "trials_done",
     "tuning_prefix",
 ]
+
+log = logging.getLogger(__name__)
 
 WORKLOADS_FILE = "database_workload.json"
 RECORDS_FILE = "database_tuning_record.json"
@@ -149,12 +152,43 @@ def _batch_callback(on_batch: Callable[[int], None], stop: Callable[[], bool] | 
     return AfterBatch()
 
 
+def _task_logger(name: str) -> logging.Logger:
+    """A task's logger. MetaSchedule logs every batch's search statistics (dozens of lines)
+    at INFO: a farm's worker log would be mostly that. They show with debug logging."""
+    logger = logging.getLogger(f"{__name__}.{name}")
+    logger.setLevel(logging.INFO if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    return logger
+
+
 def tasks_of(mod: Any, target: Any) -> list[Any]:
     """MetaSchedule's tasks (one per distinct TIR function) of a Relax module."""
     from tvm.s_tir import meta_schedule as ms
 
     cpu_tensor_intrinsics()
     return list(ms.relax_integration.extract_tasks(tuning_prefix(mod, target), target))
+
+
+def fixed_space_sizes(tasks: list[Any]) -> dict[str, int]:
+    """The tasks whose search space is a few fixed schedules (design spaces without a random
+    decision: a reshape has exactly one), by name, with how many. MetaSchedule measures such a
+    schedule again whenever it is asked for more trials than there are; a tuning asks for
+    no more than the space holds."""
+    from tvm.s_tir import meta_schedule as ms
+
+    sizes: dict[str, int] = {}
+    for task in tasks:
+        context = ms.TuneContext(
+            mod=task.dispatched[0],
+            target=task.target,
+            space_generator="post-order-apply",
+            task_name=task.task_name,
+            logger=_task_logger("space"),
+            num_threads=1,
+        ).clone()
+        spaces = context.generate_design_space()
+        if spaces and all(len(space.trace.decisions) == 0 for space in spaces):
+            sizes[task.task_name] = len(spaces)
+    return sizes
 
 
 def trials_done(tasks: list[Any], work_dir: Path) -> dict[str, int]:
@@ -231,7 +265,7 @@ def search(
                     space_generator="post-order-apply",
                     search_strategy=chosen,
                     task_name=task.task_name,
-                    logger=logging.getLogger(f"{__name__}.{task.task_name}"),
+                    logger=_task_logger(task.task_name),
                     rand_state=rand_state,
                     num_threads=1,
                 ).clone()

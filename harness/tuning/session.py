@@ -213,7 +213,7 @@ def tune_prepared(
     date) and ``should_stop()`` (a cancelled tuning ends after the batch it is in)."""
     from harness.modelio import to_relax
     from harness.tuning.device import device_runner
-    from harness.tuning.search import search, tasks_of, trials_done
+    from harness.tuning.search import fixed_space_sizes, search, tasks_of, trials_done
     from harness.tuning.store import load_records, save_records
 
     budget.check()
@@ -275,8 +275,9 @@ def tune_prepared(
             progress("tune", f"{len(tasks)} task(s) for {budget.minutes} min on {measured_by}")
             search(mod, target, work, trials=1 << 20, **common)
         else:
+            fixed = fixed_space_sizes(tasks)
             for task in report.tasks:
-                want = budget.trials - task.before
+                want = min(budget.trials, fixed.get(task.name, budget.trials)) - task.before
                 if want <= 0:
                     continue
                 if stop_now():

@@ -190,3 +190,40 @@ def test_a_time_budget_stops_after_the_batch_that_spends_it(tmp_path: Path) -> N
     assert [(t.before, t.measured) for t in report.tasks] == [(0, 4)]
     assert report.saved == 4 and len(_records(tmp_path / "farm.db")) == 4
     assert report.measured_on.startswith("local ")
+
+
+def test_a_task_with_a_fixed_space_is_measured_once_ever(tmp_path: Path) -> None:
+    """A reshape has one schedule and no decision: MetaSchedule would measure it again on
+    every tuning that asks for more trials. Asked for 4, it is measured once; a second tuning
+    measures nothing, and no record is added."""
+    from onnx import TensorProto, helper
+
+    from harness.db import make_engine, make_session_factory
+    from harness.db.migrate import upgrade
+    from harness.tuning.session import tune_model
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 512])
+    model = testmodels.save(
+        testmodels.make_model(
+            [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512])],
+            [shape],
+            "reshape",
+        ),
+        tmp_path,
+        "reshape",
+    )
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    upgrade(url)
+    sessions = make_session_factory(make_engine(url))
+    device = open_device("local")
+    try:
+        first = tune_model(model, device, sessions, trials=4, batch=4, population=16, seed=1)
+        again = tune_model(model, device, sessions, trials=4, batch=4, population=16, seed=2)
+    finally:
+        device.close()
+    assert [(t.before, t.measured) for t in first.tasks] == [(0, 1)]
+    assert [(t.before, t.measured) for t in again.tasks] == [(1, 0)]
+    assert again.saved == 0 and again.batches == 0
+    assert len(_records(tmp_path / "farm.db")) == 1
