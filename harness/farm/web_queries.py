@@ -51,7 +51,10 @@ RECENT_JOBS = 25
 RECENT_RUNS = 50
 UTILISATION_WINDOW = timedelta(hours=24)
 
-TOOLCHAIN_KEYS = ("tvm_version", "edgefarm_version", "model_sha256", "fingerprint")
+TOOLCHAIN_KEYS = ("tvm_version", "edgefarm_version", "model_sha256", "fingerprint", "tuning")
+# A tvm-cpu result's tuning records (their digest), or "" untuned: a series that becomes
+# tuned, or whose records change, changes there. Its "" is a state of its own ("untuned").
+UNTUNED = "untuned"
 
 
 def as_id(value: str | int | None) -> int | None:
@@ -468,6 +471,7 @@ def _toolchain_columns() -> list[Any]:
         provenance["edgefarm_version"].as_string(),
         Model.sha256,
         Result.document["device"]["fingerprint"].as_string(),
+        provenance["tuning"]["records"].as_string(),
     ]
 
 
@@ -652,8 +656,9 @@ def _point_columns() -> list[Any]:
 def _point(row: Any, alert_nights: dict[int, list[int]]) -> Point:
     """A run's point from a row of :func:`_point_columns`."""
     result_id, run_id, job_id, at, median, _p90, status, night_id = row[:8]
-    toolchain = {name: value or "" for name, value in zip(TOOLCHAIN_KEYS, row[8:12], strict=True)}
-    low, high = _band(row[12])
+    end = 8 + len(TOOLCHAIN_KEYS)
+    toolchain = {name: value or "" for name, value in zip(TOOLCHAIN_KEYS, row[8:end], strict=True)}
+    low, high = _band(row[end])
     return Point(
         at=at,
         median_ms=median,
@@ -688,8 +693,16 @@ def _changes(points: Sequence[Point]) -> list[ToolchainChange]:
     for before, after in itertools.pairwise(points):
         for name in TOOLCHAIN_KEYS:
             old, new = before.toolchain.get(name, ""), after.toolchain.get(name, "")
-            if old and new and old != new:
+            if name != "tuning" and old and new and old != new:
                 changes.append(ToolchainChange(after.at, name, old, new))
+    # Untuned ("") is a value of the tuning, not a gap: it is compared between measurements
+    # (points with a TVM version), across points without one (a run that failed early).
+    measured = [p for p in points if p.toolchain.get("tvm_version")]
+    for before, after in itertools.pairwise(measured):
+        old, new = before.toolchain.get("tuning", ""), after.toolchain.get("tuning", "")
+        if old != new:
+            changes.append(ToolchainChange(after.at, "tuning", old or UNTUNED, new or UNTUNED))
+    changes.sort(key=lambda c: c.at)
     return changes
 
 

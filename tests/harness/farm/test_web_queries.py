@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from harness.db import (
@@ -268,3 +269,39 @@ def test_a_long_series_is_a_point_per_span_with_its_toolchain_changes(
     )
     assert series.points[1].at <= aggregated.at < series.points[1].span_end  # type: ignore[operator]
     assert series.points[1].toolchain["model_sha256"] == change.after
+
+
+def test_a_series_changes_where_it_becomes_tuned_and_where_its_records_change(
+    factory: sessionmaker[Session],
+) -> None:
+    """Untuned is a state of its own in a series' toolchain: the history marks where a
+    tvm-cpu series starts to apply tuning records and where their digest changes (a nightly
+    tuning budget at work); a failed run without a document marks nothing."""
+    name = f"tuned-{uuid.uuid4().hex[:6]}"
+    hour = timedelta(hours=1)
+    with factory() as session:
+        device = _device(session)
+        model_id = _job(session, name).model_id
+        for k, records in enumerate(["", "", "aaaa1111", "aaaa1111", None, "bbbb2222"]):
+            job = Job(submitted_by="tests", model_id=model_id, settings={})
+            session.add(job)
+            session.flush()
+            _result(session, job, device, "tvm-cpu", (k - 10) * hour)
+            result = session.scalars(select(Result).order_by(Result.id.desc()).limit(1)).one()
+            if records is None:  # a failed run: no provenance
+                continue
+            provenance: dict[str, object] = {"tvm_version": "0.27", "edgefarm_version": "1"}
+            if records:
+                provenance["tuning"] = {"records": records, "trials": 8}
+            result.document = {"provenance": provenance}
+        session.commit()
+        series = history_series(
+            session, HistoryFilter(models=(name,)), SeriesKey(name, device.id, "tvm-cpu")
+        )
+    changes = [(c.key, c.before, c.after) for c in series.changes]
+    assert changes == [
+        ("tuning", "untuned", "aaaa1111"),
+        ("tuning", "aaaa1111", "bbbb2222"),
+    ]
+    assert series.points[2].toolchain["tuning"] == "aaaa1111"
+    assert series.points[0].toolchain["tuning"] == ""
