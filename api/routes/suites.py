@@ -18,7 +18,7 @@ from api.deps import (
     next_url,
 )
 from api.errors import NOT_JSON, answers
-from api.queue import enqueue_job
+from api.queue import enqueue_job, enqueue_tuning
 from api.schemas_nightly import (
     NightPublic,
     NightsPublic,
@@ -139,11 +139,14 @@ def run_suite(
         )
         assert night is not None
         job_ids = [job.id for job in night_jobs(session, night)]
+        tuning_ids: list[int] = []
     else:
-        night, job_ids = started.night, started.job_ids
+        night, job_ids, tuning_ids = started.night, started.job_ids, started.tuning_ids
     # The workers must find the jobs and their runs when the messages arrive: commit first.
     session.commit()
     enqueued = all([enqueue_job(job_id, settings=settings) for job_id in job_ids])
+    # The suite's tuning budget, after the jobs: their runs come first on every phone.
+    enqueued = all([enqueue_tuning(t, settings=settings) for t in tuning_ids]) and enqueued
     public = NightPublic.of(night, suite, night_jobs(session, night))
     return NightStarted(**public.model_dump(), enqueued=enqueued)
 

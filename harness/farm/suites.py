@@ -148,6 +148,48 @@ class Started:
 
     night: Night
     job_ids: list[int] = field(default_factory=list)
+    tuning_ids: list[int] = field(default_factory=list)  # sent after the jobs
+
+
+def _night_tunings(
+    session: Session, suite: Suite, spec: SuiteSpec, night: Night, problems: list[dict[str, str]]
+) -> list[int]:
+    """The night's tunings (the suite's budget): per model, one per device class of the suite's
+    devices whose target can be tuned (the others are logged, not a problem of the night)."""
+    from harness.farm.tunings import TuningRequest, create_tunings
+
+    budget = spec.tuning
+    assert budget is not None
+    ids: list[int] = []
+    for name in spec.models:
+        found = latest_model(session, name)
+        if found is None:
+            continue  # already a problem of the night
+        request = TuningRequest(
+            devices=_selector(spec),
+            trials=budget.trials,
+            minutes=budget.minutes,
+            batch=budget.batch,
+            inputs=tuple(spec.settings.inputs),
+        )
+        untunable: list[str] = []
+        try:
+            with session.begin_nested():
+                tunings = create_tunings(
+                    request,
+                    model=found[0],
+                    session=session,
+                    submitted_by=f"suite:{suite.name}",
+                    night_id=night.id,
+                    untunable=untunable,
+                )
+        except (InvalidRequest, NoDevicesMatch) as exc:
+            problems.append({"what": f"tuning {name}", "message": exc.message})
+            continue
+        for reason in untunable:
+            log.info("suite %s: %s not tuned: %s", suite.name, name, reason)
+        ids += [t.id for t in tunings]
+    return ids
 
 
 def _selector(spec: SuiteSpec) -> DeviceSelector:
@@ -315,6 +357,8 @@ def start_night(
                         ),
                         options=options,
                     ).model_dump(mode="json")
+    if spec.tuning is not None and devices:
+        started.tuning_ids = _night_tunings(session, suite, spec, night, problems)
     if started.job_ids:
         canary = _canary_job(session, suite, night, devices, toolchains, problems)
         if canary is not None:

@@ -96,10 +96,12 @@ def create_tunings(
     session: Session,
     submitted_by: str = "",
     night_id: int | None = None,
+    untunable: list[str] | None = None,
 ) -> list[Tuning]:
     """One queued Tuning per device class among the devices ``request`` selects (flushed, not
     committed). Everything is checked first: the backend, the budget, the input specs against
-    the model, and that each class's target can be tuned."""
+    the model, and that each class's target can be tuned — a class that cannot is an
+    InvalidRequest, or, given ``untunable``, left out and its reason appended there."""
     from harness.compile.targets import get_target
     from harness.tuning.session import export_for
 
@@ -122,7 +124,10 @@ def create_tunings(
         try:
             export_for(get_target(target))
         except JobError as exc:
-            raise InvalidRequest(f"{device_class}: {exc.message}", field=("devices",)) from None
+            if untunable is None:
+                raise InvalidRequest(f"{device_class}: {exc.message}", field=("devices",)) from None
+            untunable.append(f"{device_class}: {exc.message}")
+            continue
         tuning = Tuning(
             model_id=model.id,
             backend=request.backend,

@@ -108,6 +108,26 @@ Schedule = Annotated[str, Field(max_length=128, description="cron: minute hour d
 TimeZone = Annotated[str, Field(max_length=64, description="IANA time zone of the schedule")]
 
 
+class SuiteTuning(BaseModel):
+    """A suite's tuning budget: each night, after its jobs are sent, the farm tunes each of
+    the suite's models for tvm-cpu on the suite's device classes (``edgefarm submit --tune``
+    as a night's part), measuring on phones only while no run waits for them. ``trials`` per
+    task counts the records the farm has (once reached, a night tunes nothing); ``minutes``
+    spends that long every night."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int | None = Field(default=None, ge=1, le=100_000)
+    minutes: float | None = Field(default=None, gt=0, le=24 * 60)
+    batch: int = Field(default=16, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> SuiteTuning:
+        if (self.trials is None) == (self.minutes is None):
+            raise ValueError("a suite's tuning takes trials (per task) or minutes, one of them")
+        return self
+
+
 class SuiteSpec(BaseModel):
     """What a suite measures each night."""
 
@@ -121,10 +141,16 @@ class SuiteSpec(BaseModel):
         default_factory=dict,
         description='option values to sweep, per "backend.option": one series per combination',
     )
+    tuning: SuiteTuning | None = Field(
+        default=None,
+        description="a nightly tuning budget for tvm-cpu ({trials} per task or {minutes})",
+    )
 
     def check(self) -> None:
         """:class:`SuiteInvalid` for a repeated model or backend, an unknown backend, or an
         option (given or swept) that the backend does not have or refuses."""
+        if self.tuning is not None and "tvm-cpu" not in self.backends:
+            raise SuiteInvalid(("tuning",), "tuning tunes tvm-cpu, which the suite does not use")
         _no_nul(self.settings.options, ("settings", "options"))
         _no_nul(self.matrix, ("matrix",))
         for field, values in (("models", self.models), ("backends", self.backends)):

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from harness.db import Job, Model, Night, NightTrigger, Series, Suite
+from harness.db import Job, Model, Night, NightTrigger, Series, Suite, Tuning
 from harness.farm.suites import get_suite, start_night
 
 from apidata import add_model, uid
@@ -156,6 +156,31 @@ def test_run_now_starts_a_night_with_its_jobs(
     assert client.get(f"{URL}/{names['suite']}").json()["last_night"]["id"] == second["id"]
 
 
+def test_a_suite_with_a_tuning_budget_tunes_each_model_per_class_after_its_jobs(
+    client: TestClient,
+    auth: dict[str, str],
+    farm: dict[str, Any],
+    names: dict[str, str],
+    broker: redis.Redis,
+    session: Session,
+) -> None:
+    pool = f"pool-{farm['tag']}"
+    body = suite_body(
+        names["suite"], [names["a"], names["b"]], pool, spec={"tuning": {"minutes": 10}}
+    )
+    create(client, auth, body)
+    night = client.post(f"{URL}/{names['suite']}/runs", headers=auth).json()
+    assert night["enqueued"] is True and night["problems"] == []
+    tunings = session.scalars(select(Tuning).where(Tuning.night_id == night["id"])).all()
+    # Two models on the pool's two phones, of two models (device classes): four tunings.
+    assert len(tunings) == 4
+    assert {t.minutes for t in tunings} == {10.0} and {t.trials for t in tunings} == {None}
+    assert {t.submitted_by for t in tunings} == {f"suite:{names['suite']}"}
+    assert len({t.device_class for t in tunings}) == 2
+    assert broker.llen("tuning") == 4
+    assert broker.llen("compile") == len(night["jobs"])
+
+
 def test_a_scheduled_time_starts_one_night_only(
     client: TestClient,
     auth: dict[str, str],
@@ -217,6 +242,9 @@ BAD = [
     ),
     ({"spec": {"devices": {"pool": "a\x00b"}}}, ["body", "spec", "devices", "pool"]),
     ({"description": "a\x00b"}, ["body", "description"]),
+    ({"spec": {"backends": ["ort"], "tuning": {"trials": 4}}}, ["body", "spec", "tuning"]),
+    ({"spec": {"tuning": {"trials": 4, "minutes": 2}}}, ["body", "spec", "tuning"]),
+    ({"spec": {"tuning": {"trials": 0}}}, ["body", "spec", "tuning", "trials"]),
     ({"name": "no spaces"}, ["body", "name"]),
 ]
 

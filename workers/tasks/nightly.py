@@ -26,7 +26,7 @@ from harness.farm.suites import due, start_night
 from harness.regression.webhooks import notify
 from workers.celery_app import task
 from workers.db import db_session
-from workers.dispatch import send_start_job
+from workers.dispatch import send_start_job, send_tune
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def nightly() -> None:
     is not retried, the next one does its work."""
     now = utcnow()
     to_send: list[int] = []
+    tunings: list[int] = []
     with db_session() as session:
         for suite, when in due(session, now):
             started = start_night(session, suite, scheduled_for=when, trigger=NightTrigger.schedule)
@@ -60,8 +61,11 @@ def nightly() -> None:
                     suite.name, started.night.id, when.isoformat(), len(started.job_ids),
                 )  # fmt: skip
                 to_send += started.job_ids
+                tunings += started.tuning_ids
     for job_id in to_send:
         send_start_job(job_id)
+    for tuning_id in tunings:  # after the jobs: their runs come first on every phone
+        send_tune(tuning_id)
 
     with db_session() as session:
         close_finished_nights(session, now)
