@@ -43,6 +43,16 @@ class CrossToolchain:
             )
         return found
 
+    def fcompile(self, *, stage: Stage) -> object:
+        """TVM's ``export_library`` compile function for this target (its ``g++``), whose
+        target triple comes from the compiler itself: TVM takes the triple of the object that
+        packs a library's imported modules from an LLVM module when there is one, else from
+        the compiler, which must be ours (not the host's)."""
+        from tvm.support.cc import cross_compiler, get_target_by_dump_machine
+
+        cc = self.tool("g++", stage=stage)
+        return cross_compiler(cc, get_target_triple=get_target_by_dump_machine(cc))
+
     def missing(self) -> str | None:
         """None when the compilers are installed; else what to install."""
         if all(shutil.which(f"{self.triple}-{name}") for name in ("gcc", "g++", "ar")):

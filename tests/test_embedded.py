@@ -134,6 +134,27 @@ def test_up_then_submit_from_another_process(
     refused = httpx.post(f"{url}/api/v1/benchmarks", json={})
     assert refused.status_code == 401
 
+    # A farm tuning from the CLI, on the embedded farm (SQLite, kombu's transport): for the
+    # arm64 phone where there is one (candidates cross-linked for linux-arm64 and timed
+    # under qemu), else this machine; then a benchmark there runs tuned.
+    target = arm64[0]["id"] if arm64 else next(d["id"] for d in devices if d["address"] == "local")
+    small = testmodels.save(testmodels.convnet(8, size=16), tmp_path, "small")
+    tune = _cli(
+        home, "submit", str(small), "--tune", "--trials", "2", "-s", f"ids={target}", "--wait"
+    )
+    assert tune.returncode == 0, tune.stdout + tune.stderr
+    assert "tunings" in tune.stdout and "done" in tune.stdout
+    (tuning,) = httpx.get(f"{url}/api/v1/tunings").json()["data"]
+    assert tuning["status"] == "done" and tuning["report"]["failed"] == 0
+    assert [t["measured"] for t in tuning["report"]["tasks"]] == [2] * len(
+        tuning["report"]["tasks"]
+    )
+    assert tuning["report"]["phones"] == [target]
+    bench = _cli(
+        home, "submit", str(small), "-s", f"ids={target}", "--wait", "--min-seconds", "0.05"
+    )
+    assert bench.returncode == 0 and "tvm-cpu (tuned)" in bench.stdout, bench.stdout
+
     # A second `edgefarm up` on the same home refuses to start a second farm.
     again = subprocess.run(
         [sys.executable, "-m", "harness.cli", "up", "--port", str(_free_port())],
@@ -149,6 +170,16 @@ def test_up_then_submit_from_another_process(
     assert not (home / "farm.json").exists()
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/healthz", timeout=2)
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _up(home: Path, port: int) -> subprocess.Popen[str]:

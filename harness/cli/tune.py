@@ -128,3 +128,9 @@ def print_report(report: TuningReport) -> None:
         "already" + (" ; stopped at the time limit" if report.stopped_by_deadline else ""),
         highlight=False,
     )
+    if report.failed:
+        out.print(
+            f"{report.failed} candidate(s) failed to build or run (not counted as trials); "
+            f"the first: {report.first_error}",
+            highlight=False,
+        )

@@ -149,14 +149,9 @@ def compile_request(request: CompileRequest) -> CompileResult:
         cc = "g++" if cross is None else cross.tool("g++", stage="link")
         export: dict[str, Any] = {}
         if cross is not None:
-            from tvm.support.cc import cross_compiler, get_target_by_dump_machine
-
-            # The triple of the object that packs the imported modules: TVM takes it from an
-            # LLVM module when there is one, else from the compiler, which must be ours (a
-            # module with every operator offloaded has no LLVM code; TVM would ask the host's).
-            export["fcompile"] = cross_compiler(
-                cc, get_target_triple=get_target_by_dump_machine(cc)
-            )
+            # A module with every operator offloaded has no LLVM code: the packing object's
+            # triple must come from our compiler, not the host's (CrossToolchain.fcompile).
+            export["fcompile"] = cross.fcompile(stage="link")
         # BYOC backends add the generated C's header and the reference driver (built by the
         # same toolchain).
         link = lowering.link_options(android=False, options=request["options"], toolchain=cross)

@@ -66,10 +66,13 @@ def _host_builder() -> Any:
     class HostBuilder(PyBuilder):  # type: ignore[misc]
         """Builds each candidate in this process and exports it as a shared library."""
 
-        def __init__(self, out_dir: str, export: dict[str, Any]) -> None:
+        def __init__(
+            self, out_dir: str, export: dict[str, Any], on_error: Callable[[str], None]
+        ) -> None:
             super().__init__()
             self.out_dir = out_dir
             self.export = export
+            self.on_error = on_error
             self.count = 0
 
         def build(self, build_inputs: list[Any]) -> list[Any]:
@@ -86,7 +89,9 @@ def _host_builder() -> Any:
                     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
                     tvm.compile(mod, target=item.target).export_library(path, **self.export)
                 except Exception as exc:  # a candidate TVM cannot build: MetaSchedule skips it
-                    results.append(BuilderResult(None, one_line(str(exc), 400)))
+                    message = one_line(str(exc), 400)
+                    self.on_error(f"build: {message}")
+                    results.append(BuilderResult(None, message))
                     continue
                 results.append(BuilderResult(path, None))
             return results
@@ -191,9 +196,14 @@ def fixed_space_sizes(tasks: list[Any]) -> dict[str, int]:
     return sizes
 
 
+FAILED_RUN_S = 1e9  # MetaSchedule records a candidate that failed to build or run as 1e10 s
+
+
 def trials_done(tasks: list[Any], work_dir: Path) -> dict[str, int]:
-    """How many records ``work_dir`` holds for each task (by task name): the trials that
-    earlier tunings of this workload measured, on any model."""
+    """How many measured candidates ``work_dir`` holds for each task (by task name): the
+    trials that earlier tunings of this workload measured, on any model. A candidate that
+    failed to build or run is not counted: a tuning broken by a bug of ours, or a phone that
+    fell over, must not leave its tasks looking tuned."""
     from tvm.s_tir import meta_schedule as ms
     from tvm_ffi import structural_hash
 
@@ -202,6 +212,9 @@ def trials_done(tasks: list[Any], work_dir: Path) -> dict[str, int]:
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
     counts: dict[int, int] = {}
     for record in database.get_all_tuning_records():
+        times = [float(t) for t in (record.run_secs or [])]
+        if not times or max(times) >= FAILED_RUN_S:
+            continue
         shash = int(structural_hash(record.workload.mod))
         counts[shash] = counts.get(shash, 0) + 1
     return {t.task_name: counts.get(int(structural_hash(t.dispatched[0])), 0) for t in tasks}
@@ -222,6 +235,7 @@ def search(
     stop: Callable[[], bool] | None = None,
     export: dict[str, Any] | None = None,
     only: list[str] | None = None,
+    on_build_error: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Tune every TIR function of ``mod`` for ``target`` with ``trials`` measurements in all,
     adding to the records in ``work_dir`` (a JSONDatabase: a search continues from them).
@@ -229,7 +243,7 @@ def search(
     measured batch is in ``work_dir``; once ``stop()`` is true the search stops after its
     current batch. ``export``: keyword arguments of ``export_library`` for
     the candidates (a cross compiler's ``fcompile``). ``only``: tune just these tasks (by
-    name)."""
+    name). ``on_build_error(message)`` for each candidate that failed to build."""
     from tvm.s_tir import meta_schedule as ms
 
     if trials < 1:
@@ -280,7 +294,7 @@ def search(
             work_dir=str(work_dir),
             max_trials_global=trials,
             num_trials_per_iter=min(trials_per_iteration, trials),
-            builder=_host_builder()(builds, export or {}),
+            builder=_host_builder()(builds, export or {}, on_build_error or (lambda m: None)),
             runner=runner if runner is not None else host_runner(),
             database=database,
             measure_callbacks=callbacks,

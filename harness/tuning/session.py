@@ -82,10 +82,9 @@ def export_for(spec: TargetSpec) -> dict[str, Any]:
         )
     if spec.toolchain is None:
         return {}
-    from tvm.support.cc import cross_compiler, get_target_by_dump_machine
-
-    cc = spec.toolchain.tool("g++", stage="link")
-    return {"fcompile": cross_compiler(cc, get_target_by_dump_machine(cc))}
+    # Passing the triple function as cross_compiler's second argument (its options) made
+    # every linux-arm64 candidate fail to build ("'function' object is not iterable").
+    return {"fcompile": spec.toolchain.fcompile(stage="link")}
 
 
 @dataclass
@@ -113,6 +112,8 @@ class TuningReport:
     seconds: float = 0.0
     stopped_by_deadline: bool = False
     cancelled: bool = False
+    failed: int = 0  # candidates that failed to build or run (not counted as trials)
+    first_error: str | None = None
 
     def dump(self) -> dict[str, Any]:
         """The JSON form a farm tuning keeps (``tunings.report``)."""
@@ -149,6 +150,21 @@ class Budget:
             raise JobError("compile", f"minutes must be a positive number, not {self.minutes}")
         if self.batch < 1:
             raise JobError("compile", f"a batch holds at least one candidate, not {self.batch}")
+
+
+class _Counting:
+    """A timer that reports each candidate that failed to run (``failed(message)``)."""
+
+    def __init__(self, timer: KernelTimer, failed: Callable[[str], None]) -> None:
+        self.timer = timer
+        self.failed = failed
+
+    def time(self, candidates: list[tuple[Path, list[str]]]) -> list[Any]:
+        timings = self.timer.time(candidates)
+        for timing in timings:
+            if timing.error is not None or not timing.costs_s:
+                self.failed(timing.error or "no time reported")
+        return timings
 
 
 def tune_model(
@@ -261,8 +277,14 @@ def tune_prepared(
             if on_saved is not None:
                 on_saved(report)
 
+        def failed(message: str) -> None:
+            report.failed += 1
+            if report.first_error is None:
+                report.first_error = message
+
         common: dict[str, Any] = {
-            "runner": device_runner(timer),
+            "runner": device_runner(_Counting(timer, failed)),
+            "on_build_error": failed,
             "trials_per_iteration": budget.batch,
             "population": budget.population,
             "seed": budget.seed,
@@ -292,6 +314,11 @@ def tune_prepared(
         report.cancelled = stopped
         with session_scope(factory) as session:  # anything the last callback did not see
             report.saved += save_records(work, key, device=measured_by, session=session)
+        if report.failed and not stopped and not any(t.measured for t in report.tasks):
+            raise JobError(
+                "run",
+                f"every candidate failed ({report.failed}); the first: {report.first_error}",
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.seconds = round(time.perf_counter() - start, 3)
