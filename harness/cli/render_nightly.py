@@ -78,6 +78,10 @@ def suite_lines(suite: SuiteJson) -> list[str]:
         lines.append(f"  matrix:   {escape(swept)}")
     if settings:
         lines.append(f"  settings: {escape(str(settings))}")
+    tuning = spec.get("tuning")
+    if tuning:
+        budget = ", ".join(f"{k}={v}" for k, v in tuning.items() if v is not None)
+        lines.append(f"  tuning:   tvm-cpu, {escape(budget)} each night")
     if suite["description"]:
         lines.append(f"  {escape(suite['description'])}")
     return lines

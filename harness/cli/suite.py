@@ -54,6 +54,14 @@ Options = Annotated[
     list[str] | None,
     typer.Option("--option", "-o", help="BACKEND.KEY=VALUE, the same every night; repeatable."),
 ]
+Tuning = Annotated[
+    str | None,
+    typer.Option(
+        "--tuning",
+        help="A nightly tvm-cpu tuning budget: trials=N (per task, counting the farm's "
+        "records) or minutes=M, optionally ,batch=B.",
+    ),
+]
 Inputs = Annotated[
     list[str] | None, typer.Option("--input", "-i", help="NAME:1x3x224x224[:float32].")
 ]
@@ -146,6 +154,21 @@ def _read_file(path: Path) -> dict[str, Any]:
     return given if "spec" in given else {"spec": given}
 
 
+def parse_tuning(text: str) -> dict[str, Any]:
+    """``--tuning trials=32`` / ``minutes=20,batch=8`` as a suite's ``tuning``."""
+    budget: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("trials", "minutes", "batch"):
+            _usage(f"--tuning {text!r}: write trials=N or minutes=M (optionally ,batch=B)")
+        try:
+            budget[key] = float(value) if key == "minutes" else int(value)
+        except ValueError:
+            _usage(f"--tuning {text!r}: {key} takes a number, not {value.strip()!r}")
+    return budget
+
+
 def _spec(
     base: dict[str, Any],
     *,
@@ -155,6 +178,7 @@ def _spec(
     matrix: list[str] | None,
     options: list[str] | None,
     knobs: dict[str, Any],
+    tuning: str | None = None,
 ) -> dict[str, Any]:
     """``base`` (a spec) with what the flags say."""
     from harness.cli.options import parse_options
@@ -175,6 +199,8 @@ def _spec(
         _usage(exc.message)
     if matrix:
         spec["matrix"] = parse_matrix(matrix)
+    if tuning is not None:
+        spec["tuning"] = parse_tuning(tuning)
     settings.update({k: v for k, v in knobs.items() if v is not None})
     return spec  # type: ignore[no-any-return]
 
@@ -186,6 +212,7 @@ def suite_create(
     devices: Devices = None,
     matrix: Matrix = None,
     option: Options = None,
+    tuning: Tuning = None,
     input: Inputs = None,
     warmup: Warmup = None,
     min_iterations: MinIterations = None,
@@ -209,7 +236,7 @@ def suite_create(
         "max_seconds": max_seconds,
         "seed": seed,
     }
-    spec_flags = bool(model or backend or devices or matrix or option) or any(
+    spec_flags = bool(model or backend or devices or matrix or option or tuning) or any(
         v is not None for v in knobs.values()
     )
     if file is not None:
@@ -228,6 +255,7 @@ def suite_create(
             matrix=matrix,
             options=option,
             knobs=knobs,
+            tuning=tuning,
         )
     given = {"schedule": schedule, "timezone": timezone, "description": description}
     body.update({k: v for k, v in given.items() if v is not None})
@@ -295,6 +323,8 @@ def suite_update(
     matrix: Matrix = None,
     no_matrix: Annotated[bool, typer.Option("--no-matrix", help="Sweep nothing.")] = False,
     option: Options = None,
+    tuning: Tuning = None,
+    no_tuning: Annotated[bool, typer.Option("--no-tuning", help="Tune nothing at night.")] = False,
     input: Inputs = None,
     warmup: Warmup = None,
     min_iterations: MinIterations = None,
@@ -317,13 +347,15 @@ def suite_update(
         "max_seconds": max_seconds,
         "seed": seed,
     }
-    spec_flags = bool(model or backend or devices or matrix or option or no_matrix) or any(
-        v is not None for v in knobs.values()
-    )
+    spec_flags = bool(
+        model or backend or devices or matrix or option or no_matrix or tuning or no_tuning
+    ) or any(v is not None for v in knobs.values())
     if file is not None and spec_flags:
         _usage("give what the suite measures by --file or by flags (--model, ...), not both")
     if matrix and no_matrix:
         _usage("--matrix and --no-matrix contradict each other")
+    if tuning and no_tuning:
+        _usage("--tuning and --no-tuning contradict each other")
     changes: dict[str, Any] = _read_file(file) if file is not None else {}
     given = {"schedule": schedule, "timezone": timezone, "description": description}
     changes.update({k: v for k, v in given.items() if v is not None})
@@ -338,9 +370,12 @@ def suite_update(
                 matrix=matrix,
                 options=option,
                 knobs=knobs,
+                tuning=tuning,
             )
             if no_matrix:
                 spec["matrix"] = {}
+            if no_tuning:
+                spec["tuning"] = None
             changes["spec"] = spec
         if not changes:
             _usage("nothing to change: give a flag (see edgefarm suite update --help)")

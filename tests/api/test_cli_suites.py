@@ -231,11 +231,23 @@ def test_suite_commands(farm_api: dict[str, Any], tmp_path: Path) -> None:
     assert suite["spec"]["settings"]["min_seconds"] == 0.5
     assert suite["spec"]["devices"]["pool"] == farm["pool"]
 
+    # A nightly tuning budget: shown, and part of what the suite measures (a version).
+    tuned = edgefarm(farm, "suite", "update", name, "--tuning", "minutes=15,batch=8")
+    assert tuned.returncode == 0 and "version 2" in tuned.stdout, tuned.stderr
+    shown = edgefarm(farm, "suite", "show", name)
+    assert "tuning:   tvm-cpu, minutes=15.0, batch=8 each night" in shown.stdout
+    bad_tuning = edgefarm(farm, "suite", "update", name, "--tuning", "hours=2")
+    assert bad_tuning.returncode == 2 and "--tuning" in one_error_line(bad_tuning)
+    both = edgefarm(farm, "suite", "update", name, "--tuning", "trials=4,minutes=2")
+    assert both.returncode == 1 and "body.spec.tuning" in one_error_line(both)
+    untuned = edgefarm(farm, "suite", "update", name, "--no-tuning")
+    assert untuned.returncode == 0 and "version 3" in untuned.stdout, untuned.stderr
+
     # What it measures changes the version; when it runs does not.
     updated = edgefarm(farm, "suite", "update", name, "--model", mlp)
-    assert updated.returncode == 0 and "version 2" in updated.stdout, updated.stderr
+    assert updated.returncode == 0 and "version 4" in updated.stdout, updated.stderr
     updated = edgefarm(farm, "suite", "update", name, "--schedule", "0 4 * * *")
-    assert updated.returncode == 0 and "version 2" in updated.stdout, updated.stderr
+    assert updated.returncode == 0 and "version 4" in updated.stdout, updated.stderr
     nothing = edgefarm(farm, "suite", "update", name)
     assert nothing.returncode == 2 and "nothing to change" in one_error_line(nothing)
 
