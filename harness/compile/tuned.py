@@ -66,6 +66,20 @@ def tuning_prefix(mod: Any, target: Any) -> Any:
         )(mod)
 
 
+def workload_hashes(mod: Any, target: Any) -> list[str]:
+    """The structural hashes of ``mod``'s TIR functions after :func:`tuning_prefix`, as
+    MetaSchedule matches records to them (its workload files' first field): the workloads a
+    build of ``mod`` for ``target`` can apply records of. ``mod`` is the module as the build
+    lowers it (an offloading build's: partitioned, so these are its CPU part's functions)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_hash
+
+    cpu_tensor_intrinsics()
+    tasks = ms.relax_integration.extract_tasks(tuning_prefix(mod, target), target)
+    # MetaSchedule writes a workload's hash as the unsigned decimal of the same hash.
+    return sorted({str(int(structural_hash(task.dispatched[0]))) for task in tasks})
+
+
 def apply_records(mod: Any, target: Any, work_dir: Path) -> Any:
     """``mod`` with every TIR function that has a record in ``work_dir`` scheduled by its best
     record (the others stay as TVM's default pipeline makes them)."""
