@@ -97,6 +97,11 @@ class Backend(ABC):
         """Whether the backend offloads subgraphs to an accelerator (``--partition``)."""
         return False
 
+    def tunes(self) -> bool:
+        """Whether the backend's builds apply tuning records (option ``tuning``,
+        ``--tuned/--untuned``)."""
+        return False
+
     def first_divergence(
         self, model: PreparedModel, prepared: Prepared, inputs: tuple[np.ndarray, ...]
     ) -> FirstDivergence | None:

@@ -41,6 +41,9 @@ class TvmBackend(Backend):
             resolved["tuning"] = mode
         return resolved
 
+    def tunes(self) -> bool:
+        return self.tunable
+
     def job_builds(self, options: BackendOptions) -> list[JobBuild]:
         return [JobBuild(options)]
 

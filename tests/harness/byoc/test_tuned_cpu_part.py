@@ -4,6 +4,10 @@ the outputs still match onnxruntime, and an untuned build is the build it was be
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from harness.tuning.store import save_records
 import byoc_models
 import testmodels
 
+ROOT = Path(__file__).resolve().parents[3]
 FAST = Protocol(warmup=1, min_iterations=5, min_seconds=0.02, max_seconds=5.0)
 
 
@@ -93,3 +98,26 @@ def test_the_cpu_part_of_an_offloading_build_applies_the_records(
             == before[name]["provenance"]["artifact_key"]
         )
         assert untuned[name]["provenance"]["cache_hit"]
+
+
+def test_bench_tuned_asks_the_offloading_backends_for_records(home: Path, tmp_path: Path) -> None:
+    path = testmodels.save(byoc_models.sin_in_the_middle(), tmp_path, "sin")
+    command = [sys.executable, "-m", "harness.cli", "bench", str(path), "--tuned"]
+    command += [
+        "-b",
+        "tvm-nnapi",
+        "-b",
+        "tvm-neuron",
+        "-b",
+        "ort",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    docs = {d["backend"]: d for d in json.loads((tmp_path / "r.json").read_text())}
+    for name in ("tvm-nnapi", "tvm-neuron"):  # --tuned is tuning: on, and the class has none
+        assert docs[name]["status"] == "failed"
+        assert "no tuning records for local:" in docs[name]["error"]["message"]
+    assert docs["ort"]["status"] == "ok"  # ort has no records to apply
