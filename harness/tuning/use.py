@@ -7,10 +7,11 @@ structural hashes of the TIR functions its build has) when there are any; ``on``
 them; ``off`` builds untuned. The option itself never reaches the build: what does is an
 :class:`~harness.compile.tuned.AppliedRecords`, whose digest enters the artifact's cache key
 and whose summary the result's provenance carries (``tuning: {records, trials, workloads,
-device_class}``), so a tuned and an untuned result are never mistaken for one another. The
-digest and the counts cover only the records of the model's workloads: tuning another model
-for the class changes neither this model's artifact key nor its provenance, unless it adds
-records for a workload this model has too. No TVM import here.
+device_class}``; the build adds the functions the records ``scheduled``), so a tuned and an
+untuned result are never mistaken for one another. The digest and the counts cover only the
+records of the model's workloads: tuning another model for the class changes neither this
+model's artifact key nor its provenance, unless it adds records for a workload this model has
+too. No TVM import here.
 """
 
 from __future__ import annotations

@@ -52,6 +52,26 @@ def dense_relu(seed: int = 0) -> object:
     )
 
 
+def conv_sin_twice(seed: int = 0) -> object:
+    """conv -> Sin -> conv (stride 2) -> Sin: NNAPI takes the convs, not the Sins."""
+    rng = np.random.default_rng(seed)
+    weights = [rng.standard_normal((8, 8, 3, 3)).astype(np.float32) for _ in range(2)]
+    return testmodels.make_model(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+            helper.make_node("Sin", ["c1"], ["s1"]),
+            helper.make_node(
+                "Conv", ["s1", "w2"], ["c2"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], strides=[2, 2]
+            ),
+            helper.make_node("Sin", ["c2"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(w, f"w{i + 1}") for i, w in enumerate(weights)],
+        "conv_sin_twice",
+    )
+
+
 def _tune(model: object, work: Path, trials: int, seed: int) -> list[str]:
     """Records of ``model``'s tasks in ``work`` (measured here); their workloads' hashes."""
     import tvm
@@ -126,3 +146,29 @@ def test_tuning_one_model_leaves_another_models_key_and_provenance(
     assert records(conv) == conv_tuned
     assert key_of(conv) == conv_key
     assert records(dense, "off") is None
+
+
+@pytest.mark.parametrize("offload", [None, "nnapi"])
+def test_workload_hashes_are_metaschedules_own(offload: str | None) -> None:
+    """harness.compile.tuned.workload_hashes wraps each function as MetaSchedule does, without
+    importing it: the hashes are those of MetaSchedule's tasks (a TVM upgrade that changes
+    how MetaSchedule wraps them shows here)."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+    from tvm_ffi import structural_hash
+
+    from harness.compile.lowering import Lowering
+    from harness.compile.tuned import workload_hashes
+    from harness.tuning.search import tasks_of
+
+    target = tvm.target.Target({"kind": "llvm"})
+    mod = from_onnx(conv_sin_twice(), keep_params_in_input=False)
+    mod = Lowering(offload).lower(mod, get_backend("tvm-nnapi").resolve_options(None))
+    tasks = tasks_of(mod, target)
+    names = [t.task_name for t in tasks]
+    if offload is None:
+        assert len(names) >= 2 and any("conv2d" in n for n in names), names
+    else:  # the CPU part: the two Sins
+        assert len(names) == 2 and all("sin" in n and "conv" not in n for n in names), names
+    expected = sorted({str(int(structural_hash(t.dispatched[0]))) for t in tasks})
+    assert workload_hashes(mod, target) == expected
