@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.tuning import DEFAULT_POPULATION
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--extra-model", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--trials", type=int, default=32, help="per task")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--population", type=int, default=128)
+    parser.add_argument("--population", type=int, default=DEFAULT_POPULATION)
     parser.add_argument("--device", default="local")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--min-seconds", type=float, default=1.0)

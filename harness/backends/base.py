@@ -97,6 +97,11 @@ class Backend(ABC):
         """Whether the backend offloads subgraphs to an accelerator (``--partition``)."""
         return False
 
+    def tunes(self) -> bool:
+        """Whether the backend's builds apply tuning records (option ``tuning``,
+        ``--tuned/--untuned``)."""
+        return False
+
     def first_divergence(
         self, model: PreparedModel, prepared: Prepared, inputs: tuple[np.ndarray, ...]
     ) -> FirstDivergence | None:
@@ -133,11 +138,16 @@ class Backend(ABC):
         raise HarnessBug(f"backend {self.name} builds nothing")
 
     def records_for(
-        self, options: BackendOptions | None, facts: DeviceFacts, sessions: SessionScope
+        self,
+        options: BackendOptions | None,
+        facts: DeviceFacts,
+        sessions: SessionScope,
+        *,
+        model: PreparedModel,
     ) -> AppliedRecords | None:
-        """The tuning records a build with ``options`` applies for the device ``facts``
-        describe, read through ``sessions`` (None: untuned, as for every backend that does
-        not tune)."""
+        """The tuning records a build of ``model`` with ``options`` applies for the device
+        ``facts`` describe, read through ``sessions`` (None: untuned, as for every backend
+        that does not tune)."""
         return None
 
     def needs_device(self, options: BackendOptions | None) -> bool:

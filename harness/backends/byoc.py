@@ -4,12 +4,15 @@ accelerator (:mod:`harness.byoc`), run by the native runner.
 What they add to a TVM build: the version of the BYOC code in their options (so a changed
 codegen never reuses an old artifact), the phone's NNAPI feature level as a bound, and
 ``partition: cost``, for which the device's class is calibrated first (its measured costs
-decide what is offloaded).
+decide what is offloaded). What stays on the CPU is built as tvm-cpu builds: with the device
+class's tuning records applied after the partition (option ``tuning``), for the TIR functions
+of the CPU part that records cover.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +31,11 @@ from harness.measure.accuracy import FirstDivergence
 from harness.measure.calibration import measured_costs
 from harness.measure.device_run import NativeRunner
 from harness.modelio import PreparedModel
+from harness.tuning.use import split_tuning
+
+if TYPE_CHECKING:
+    from harness.compile.tuned import AppliedRecords
+    from harness.db.session import SessionScope
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,22 @@ class ByocBackend(TvmBackend):
     def needs_device(self, options: BackendOptions | None) -> bool:
         return (options or {}).get("partition") == "cost"
 
+    def records_for(
+        self,
+        options: BackendOptions | None,
+        facts: DeviceFacts,
+        sessions: SessionScope,
+        *,
+        model: PreparedModel,
+    ) -> AppliedRecords | None:
+        """As for tvm-cpu, on the CPU part of the partitioned model. ``partition: cost``
+        before calibration has no CPU part yet (the costs decide it), and its calibration
+        builds are untuned: the run's preparation finds the records once the costs are in
+        its options."""
+        if self.needs_device(options) and (options or {}).get("costs") is None:
+            return None
+        return super().records_for(options, facts, sessions, model=model)
+
     def build_options(
         self, model: PreparedModel, options: BackendOptions | None, where: Target
     ) -> tuple[BackendOptions | None, CalibrationReport | None]:
@@ -135,13 +159,15 @@ class ByocBackend(TvmBackend):
             return options, None
         if where.device is None:
             raise HarnessBug(f"{self.name} with partition cost needs the device to calibrate")
+        # Calibration times untuned builds: ``tuning`` chooses the records of the run's
+        # build, it is no option of the calibration builds (nor part of their keys).
         costs, calibration = measured_costs(
             model,
             where.device,
             self,
             dialect=self.dialect,
             target=where.target,
-            options=options or {},
+            options=split_tuning(options)[1] or {},
             facts=where.facts,
             sessions=where.cost_sessions or scoped(local_store()),
             limits=where.limits,
@@ -169,6 +195,7 @@ NNAPI = ByocBackend(
     default_options={**_BYOC_OPTIONS, "feature_level": 7},
     lowering=Lowering("nnapi"),
     dialect="nnapi",
+    tunable=True,
 )
 
 NEURON = ByocBackend(
@@ -177,4 +204,5 @@ NEURON = ByocBackend(
     default_options={**_BYOC_OPTIONS, "neuron_lib": None, "neuron_include": None},
     lowering=Lowering("neuron"),
     dialect="neuron",
+    tunable=True,
 )

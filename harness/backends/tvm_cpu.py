@@ -41,6 +41,9 @@ class TvmBackend(Backend):
             resolved["tuning"] = mode
         return resolved
 
+    def tunes(self) -> bool:
+        return self.tunable
+
     def job_builds(self, options: BackendOptions) -> list[JobBuild]:
         return [JobBuild(options)]
 
@@ -68,32 +71,48 @@ class TvmBackend(Backend):
             options = split_tuning(options)[1] or {}
         return artifact_key_for(model, self, target, options, tuning)
 
-    def tuning_for(self, options: BackendOptions | None, where: Target) -> AppliedRecords | None:
-        """The records this build applies for ``where``'s device (None: untuned), as the
-        ``tuning`` option says: the farm's (``where.cost_sessions``), or ``edgefarm
-        bench``'s local store."""
+    def tuning_for(
+        self, model: PreparedModel, options: BackendOptions | None, where: Target
+    ) -> AppliedRecords | None:
+        """The records this build of ``model`` applies for ``where``'s device (None:
+        untuned), as the ``tuning`` option says: the farm's (``where.cost_sessions``), or
+        ``edgefarm bench``'s local store."""
         if not self.tunable:
             return None
         from harness.db import scoped
         from harness.db.costs import local_store
 
-        return self.records_for(options, where.facts, where.cost_sessions or scoped(local_store()))
+        sessions = where.cost_sessions or scoped(local_store())
+        return self.records_for(options, where.facts, sessions, model=model)
 
     def records_for(
-        self, options: BackendOptions | None, facts: DeviceFacts, sessions: SessionScope
+        self,
+        options: BackendOptions | None,
+        facts: DeviceFacts,
+        sessions: SessionScope,
+        *,
+        model: PreparedModel,
     ) -> AppliedRecords | None:
+        """The records of the device class that cover ``model``'s workloads (the TIR
+        functions of its build with ``options``, found once per untuned artifact key; only
+        looked for when the class has records)."""
         if not self.tunable:
             return None
+        from harness.compile.build import model_workloads
         from harness.config import get_settings
         from harness.tuning.session import records_key_for
         from harness.tuning.use import tuning_use
 
-        mode = split_tuning(options)[0]
+        mode, build_options = split_tuning(options)
+        cache_dir = get_settings().cache_path
         return tuning_use(
             records_key_for(facts),
             mode,
+            workloads=lambda: model_workloads(
+                model, self, target=facts.target, options=build_options, cache_dir=cache_dir
+            ),
             sessions=sessions,
-            cache_dir=get_settings().cache_path,
+            cache_dir=cache_dir,
         )
 
     def prepare(
@@ -103,7 +122,7 @@ class TvmBackend(Backend):
         provenance and partition report."""
         where.progress("compile", f"compiling {model.name} for {self.name}/{where.target}")
         options, calibration = self.build_options(model, options, where)
-        tuning = self.tuning_for(options, where)
+        tuning = self.tuning_for(model, options, where)
         artifact = self.compile(model, target=where.target, options=options, tuning=tuning)
         partition = artifact.manifest.get("extra", {}).get("partition")
         if partition is not None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import MISSING
 
-from harness.cli.options import apply_partition, global_options, parse_options
+from harness.cli.options import apply_partition, apply_tuning, global_options, parse_options
 from harness.cli.render import (
     console,
     out,
@@ -75,8 +75,8 @@ def bench(
         bool | None,
         typer.Option(
             "--tuned/--untuned",
-            help="tvm-cpu: apply the device class's tuning records (edgefarm tune), or not. "
-            "Default: tuned where records exist.",
+            help="tvm-cpu, and the CPU part of tvm-nnapi/tvm-neuron: apply the device class's "
+            "tuning records (edgefarm tune), or not. Default: tuned where records exist.",
         ),
     ] = None,
 ) -> None:
@@ -89,10 +89,7 @@ def bench(
         specs = [parse_input_spec(text) for text in input or []]
         options = parse_options(option or [])
         apply_partition(options, backend or ["tvm-cpu"], partition)
-        if tuned is not None:
-            for name in backend or ["tvm-cpu"]:
-                if name == "tvm-cpu":
-                    options.setdefault(name, {})["tuning"] = "on" if tuned else "off"
+        apply_tuning(options, backend or ["tvm-cpu"], tuned)
         settings = MeasurementSettings.checked(
             warmup=warmup,
             min_iterations=min_iterations,

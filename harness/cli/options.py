@@ -46,6 +46,20 @@ def parse_options(values: list[str]) -> dict[str, BackendOptions]:
 PARTITION_MODES = ("all", "cost")
 
 
+def apply_tuning(
+    options: dict[str, BackendOptions], backends: list[str], tuned: bool | None
+) -> None:
+    """``--tuned/--untuned``: the ``tuning`` option (``on``/``off``) of every backend given
+    whose builds apply tuning records."""
+    if tuned is None:
+        return
+    from harness.backends import get_backend
+
+    for name in backends:
+        if get_backend(name).tunes():
+            options.setdefault(name, {})["tuning"] = "on" if tuned else "off"
+
+
 def apply_partition(
     options: dict[str, BackendOptions], backends: list[str], mode: str | None
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +13,7 @@ from harness.cli.options import global_options
 from harness.cli.render import console, out
 from harness.cli.usage import usage_errors
 from harness.errors import JobError
+from harness.tuning import DEFAULT_POPULATION
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +23,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TUNABLE_BACKENDS = ("tvm-cpu",)
+# Their builds apply the class's records to their CPU part, but what edgefarm tune searches is
+# the whole model as tvm-cpu builds it: the functions a partition leaves on the CPU can differ
+# (an operator between two offloaded ones is fused with neither), and tuning them needs the
+# search to partition first.
+CPU_PART_BACKENDS = ("tvm-nnapi", "tvm-neuron")
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +68,9 @@ def tune(
         typer.Option("--input", "-i", help="Input spec NAME:1x3x224x224[:float32]; repeatable."),
     ] = None,
     batch: Annotated[int, typer.Option(help="Candidates measured per device round trip.")] = 16,
-    population: Annotated[int, typer.Option(help="Evolutionary search population.")] = 256,
+    population: Annotated[
+        int, typer.Option(help="Evolutionary search population (candidates per generation).")
+    ] = DEFAULT_POPULATION,
     seed: Annotated[int | None, typer.Option(help="Search seed.")] = None,
 ) -> None:
     """Tune MODEL for the device's class: candidates built here, measured on the device; the
@@ -71,6 +80,13 @@ def tune(
     from harness.tuning.session import tune_model
 
     with usage_errors():
+        if backend in CPU_PART_BACKENDS:
+            raise JobError(
+                "compile",
+                f"--backend {backend}: only {', '.join(TUNABLE_BACKENDS)} can be tuned so far; "
+                f"{backend} builds apply the records of its device class to the functions "
+                "its partition leaves on the CPU, where they are the ones tvm-cpu tuned",
+            )
         if backend not in TUNABLE_BACKENDS:
             raise JobError(
                 "compile",
@@ -80,6 +96,7 @@ def tune(
             raise JobError("compile", "give --trials or --minutes, not both")
         if trials is None and minutes is None:
             trials = 32
+        check_budget(trials=trials, minutes=minutes, batch=batch, population=population)
         specs = [parse_input_spec(text) for text in input or []]
         if not model.is_file():
             raise JobError("import", f"{model}: no such model file")
@@ -108,6 +125,18 @@ def tune(
     finally:
         phone.close()
     print_report(report)
+
+
+def check_budget(*, trials: int | None, minutes: float | None, batch: int, population: int) -> None:
+    """The search's numbers as the command line gives them: a JobError naming the option."""
+    if trials is not None and trials < 1:
+        raise JobError("compile", f"--trials (per task) must be at least 1, not {trials}")
+    if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
+        raise JobError("compile", f"--minutes must be a positive number, not {minutes}")
+    if batch < 1:
+        raise JobError("compile", f"--batch (candidates per round trip) is at least 1, not {batch}")
+    if population < 1:
+        raise JobError("compile", f"--population must be at least 1, not {population}")
 
 
 def print_report(report: TuningReport) -> None:

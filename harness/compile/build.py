@@ -24,7 +24,7 @@ from harness.compile.records import CompileRequest, CompileResult, Manifest
 from harness.compile.targets import get_target
 from harness.compile.tuned import AppliedRecords
 from harness.config import get_settings
-from harness.errors import JobError, one_line
+from harness.errors import HarnessBug, JobError, one_line
 from harness.jsontypes import BackendOptions
 from harness.modelio import PreparedModel
 
@@ -113,10 +113,63 @@ def compile_artifact(
         if result.get("extra"):
             manifest["extra"] = result["extra"]
         if tuning is not None:
-            manifest["tuning"] = tuning.provenance
+            manifest["tuning"] = {**tuning.provenance, "scheduled": result.get("scheduled", [])}
         return manifest
 
     return cache.get_or_build(key, build)
+
+
+def model_workloads(
+    model: PreparedModel,
+    backend: TvmBuild,
+    *,
+    target: str,
+    options: BackendOptions | None = None,
+    cache_dir: Path | None = None,
+) -> list[str]:
+    """The workloads of the build of ``model`` for ``backend`` on ``target`` (untuned, with
+    ``options``): the structural hashes of its TIR functions as MetaSchedule matches tuning
+    records to them; for an offloading backend, those of its CPU part. Found by the compile
+    child (an import and lowering, no build) once per untuned artifact key, then read from
+    ``<cache>/tuning/workloads/<key>.json``."""
+    settings = get_settings()
+    resolved = backend.resolve_options(options)
+    key = artifact_key_for(model, backend, target, resolved)
+    path = (cache_dir or settings.cache_path) / "tuning" / "workloads" / f"{key}.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        cached = None
+    if isinstance(cached, list) and all(isinstance(w, str) for w in cached):
+        return cached
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgefarm-workloads-") as tmp:
+        result = _run_child(
+            model,
+            backend.name,
+            backend.lowering,
+            target,
+            resolved,
+            Path(tmp),
+            settings.compile_timeout_s,
+            workloads_only=True,
+        )
+    workloads = result.get("workloads")
+    if workloads is None:
+        raise HarnessBug("the compile child answered a workloads request without workloads")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(json.dumps(workloads))
+    os.replace(staging, path)
+    log.info(
+        "%s for %s/%s: %d workload(s), found in %.1f s",
+        model.name,
+        backend.name,
+        target,
+        len(workloads),
+        time.perf_counter() - start,
+    )
+    return workloads
 
 
 def _run_child(
@@ -128,6 +181,8 @@ def _run_child(
     out_dir: Path,
     timeout_s: float,
     tuning: AppliedRecords | None = None,
+    *,
+    workloads_only: bool = False,
 ) -> CompileResult:
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="edgefarm-compile-") as tmp:
@@ -149,6 +204,8 @@ def _run_child(
         }
         if tuning is not None:
             request["tuning_dir"] = str(tuning.work_dir)
+        if workloads_only:
+            request["workloads_only"] = True
         cmd = [sys.executable, "-m", "harness.compile.child"]
         log.debug("compile child: %s", request)
         proc = subprocess.Popen(

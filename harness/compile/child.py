@@ -87,12 +87,17 @@ def compile_request(request: CompileRequest) -> CompileResult:
             "partition", f"TVM failed while partitioning: {one_line(str(exc))}"
         ) from None
     stages["lower_ms"] = _ms(t)
+    if request.get("workloads_only"):
+        return _workloads(mod, target.tvm_target(), stages, start)
     # BYOC backends describe what they offloaded (the partition report) for the manifest.
     extra = lowering.artifact_extra(mod)
 
+    # Records apply to the module as lowered: an offloading build's CPU part, after the
+    # partition (its offloaded functions are external calls, not TIR).
     tuning_dir = request.get("tuning_dir")
+    scheduled: list[str] | None = None
     if tuning_dir is not None:
-        from harness.compile.tuned import apply_records
+        from harness.compile.tuned import apply_records, scheduled_functions
 
         t = time.perf_counter()
         try:
@@ -101,6 +106,7 @@ def compile_request(request: CompileRequest) -> CompileResult:
             raise JobError(
                 "compile", f"TVM failed to apply the tuning records: {one_line(str(exc))}"
             ) from None
+        scheduled = sorted(scheduled_functions(mod))
         stages["tuning_ms"] = _ms(t)
 
     opt_level = _opt_level(request["options"])
@@ -173,9 +179,31 @@ def compile_request(request: CompileRequest) -> CompileResult:
     result["library"] = target.library
     if extra:
         result["extra"] = extra
+    if scheduled is not None:
+        result["scheduled"] = scheduled
     result["stages_ms"] = stages
     result["compile_ms"] = _ms(start)
     return result
+
+
+def _workloads(mod: Any, target: Any, stages: dict[str, float], start: float) -> CompileResult:
+    """The answer to a ``workloads_only`` request: the lowered module's workloads."""
+    from harness.compile.tuned import workload_hashes
+
+    t = time.perf_counter()
+    try:
+        workloads = workload_hashes(mod, target)
+    except Exception as exc:
+        raise JobError(
+            "compile", f"TVM failed to list the model's TIR functions: {one_line(str(exc))}"
+        ) from None
+    stages["workloads_ms"] = _ms(t)
+    return {
+        "status": "ok",
+        "workloads": workloads,
+        "stages_ms": stages,
+        "compile_ms": _ms(start),
+    }
 
 
 def main() -> int:

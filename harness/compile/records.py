@@ -30,13 +30,15 @@ class ArtifactExtra(TypedDict, total=False):
 
 
 class TuningProvenance(TypedDict):
-    """What a tuned build applied: the records' digest, how many (one per measured trial), on
-    how many workloads, measured on which device class."""
+    """What a tuned build applied: the digest of the records of its model's workloads, how
+    many (one per measured trial), on how many workloads, measured on which device class; once
+    built, the TIR functions a record scheduled (``scheduled``)."""
 
     records: str
     trials: int
     workloads: int
     device_class: str
+    scheduled: NotRequired[list[str]]
 
 
 class CompileRequest(TypedDict):
@@ -53,6 +55,9 @@ class CompileRequest(TypedDict):
     ndk_home: str | None
     api_level: int
     tuning_dir: NotRequired[str]  # a MetaSchedule database whose records the build applies
+    # Only lower the model and answer its workloads (the structural hashes of its TIR
+    # functions) instead of building it.
+    workloads_only: NotRequired[bool]
 
 
 class CompileResult(TypedDict):
@@ -68,6 +73,8 @@ class CompileResult(TypedDict):
     extra: NotRequired[ArtifactExtra]
     stages_ms: NotRequired[dict[str, float]]
     compile_ms: NotRequired[float]
+    workloads: NotRequired[list[str]]  # a workloads_only request's answer
+    scheduled: NotRequired[list[str]]  # the TIR functions the tuning records scheduled
 
 
 class ModelRef(TypedDict):

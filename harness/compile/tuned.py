@@ -66,6 +66,32 @@ def tuning_prefix(mod: Any, target: Any) -> Any:
         )(mod)
 
 
+def workload_hashes(mod: Any, target: Any) -> list[str]:
+    """The structural hashes of ``mod``'s TIR functions after :func:`tuning_prefix`, as
+    MetaSchedule matches records to them (its workload files' first field): the workloads a
+    build of ``mod`` for ``target`` can apply records of. ``mod`` is the module as the build
+    lowers it (an offloading build's: partitioned, so these are its CPU part's functions).
+
+    Each function is wrapped as MetaSchedule wraps a task's function before hashing it
+    (``meta_schedule.tune_context._normalize_mod``: ``global_symbol`` kept or set to ``main``,
+    ``tirx.noalias``, the sole function ``main`` of a module), without importing
+    MetaSchedule and its tensor intrinsics (7 s here); tests/harness/tuning/
+    test_model_records.py checks that the hashes are those of MetaSchedule's own tasks."""
+    import tvm
+    from tvm_ffi import structural_hash
+
+    hashes: set[str] = set()
+    for func in tuning_prefix(mod, target).functions.values():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        if func.attrs is None or "global_symbol" not in func.attrs:
+            func = func.with_attr("global_symbol", "main")
+        func = func.with_attr("tirx.noalias", True)
+        # MetaSchedule writes a workload's hash as the unsigned decimal of the same hash.
+        hashes.add(str(int(structural_hash(tvm.IRModule({"main": func})))))
+    return sorted(hashes)
+
+
 def apply_records(mod: Any, target: Any, work_dir: Path) -> Any:
     """``mod`` with every TIR function that has a record in ``work_dir`` scheduled by its best
     record (the others stay as TVM's default pipeline makes them)."""

@@ -81,7 +81,8 @@ class Provenance(Record):
     compile_ms: float | MISSING = MISSING
     cache_hit: bool | MISSING = MISSING
     library_bytes: int | MISSING = MISSING
-    # The tuning records a tvm-cpu build applied (absent: untuned).
+    # The tuning records a TVM build applied (tvm-cpu; the CPU part of tvm-nnapi and
+    # tvm-neuron), and the functions they scheduled (absent: untuned).
     tuning: TuningProvenance | MISSING = MISSING
     onnxruntime_version: str | MISSING = MISSING
     runtime_bundle: str | MISSING = MISSING

@@ -25,8 +25,10 @@ from typing import Any
 
 from harness.compile.tuned import apply_records, cpu_tensor_intrinsics, tuning_prefix
 from harness.errors import JobError, one_line
+from harness.tuning import DEFAULT_POPULATION
 
 __all__ = [
+    "DEFAULT_POPULATION",
     "RECORDS_FILE",
     "WORKLOADS_FILE",
     "SearchResult",
@@ -229,7 +231,7 @@ def search(
     runner: Any | None = None,
     trials_per_iteration: int = 16,
     strategy: str = "evolutionary",
-    population: int = 256,
+    population: int = DEFAULT_POPULATION,
     seed: int | None = None,
     on_batch: Callable[[int], None] | None = None,
     stop: Callable[[], bool] | None = None,
@@ -248,6 +250,8 @@ def search(
 
     if trials < 1:
         raise JobError("compile", f"a tuning needs at least one trial, not {trials}")
+    if population < 1:
+        raise JobError("compile", f"the search population is at least 1, not {population}")
     work_dir.mkdir(parents=True, exist_ok=True)
     tasks = tasks_of(mod, target)
     if only is not None:

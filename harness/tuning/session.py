@@ -29,6 +29,7 @@ from harness.db import session_scope
 from harness.devices.base import Device, DeviceFacts
 from harness.errors import InfrastructureError, JobError
 from harness.modelio import InputSpec, PreparedModel
+from harness.tuning import DEFAULT_POPULATION
 
 if TYPE_CHECKING:
     from harness.tuning.device import KernelTimer
@@ -136,7 +137,7 @@ class Budget:
     trials: int | None = None
     minutes: float | None = None
     batch: int = 16
-    population: int = 64
+    population: int = DEFAULT_POPULATION
     seed: int | None = None
 
     def check(self) -> None:
@@ -176,7 +177,7 @@ def tune_model(
     trials: int | None = None,
     minutes: float | None = None,
     batch: int = 16,
-    population: int = 64,
+    population: int = DEFAULT_POPULATION,
     seed: int | None = None,
     progress: Progress = _quiet,
 ) -> TuningReport:

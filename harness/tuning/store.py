@@ -4,8 +4,11 @@ and from a MetaSchedule ``JSONDatabase`` work directory.
 A search (:func:`harness.tuning.search.search`) and a build read and write a work directory;
 before, :func:`load_records` writes into it every record the database holds for the device
 class, target and TVM version; after a search, :func:`save_records` stores what is new. So a
-later tuning continues from all earlier ones, and a build for that class applies them. No TVM
-import here: the files are MetaSchedule's JSON lines (a workload: ``[shash, module]``; a
+later tuning continues from all earlier ones, and a build for that class applies them. A build
+reads only the records of its own workloads (``workloads``: the structural hashes of its TIR
+functions, :func:`harness.compile.build.model_workloads`), so that its artifact key and
+provenance change when a record it applies is added, and not when another model is tuned. No
+TVM import here: the files are MetaSchedule's JSON lines (a workload: ``[shash, module]``; a
 record: ``[workload index, [trace, run_secs, target, args_info]]``).
 
 The functions take ``*, session`` and never commit: their callers own the transactions.
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.db.models import TuningRecord, TuningWorkload
@@ -38,8 +43,9 @@ class RecordsKey:
 
 @dataclass(frozen=True)
 class RecordsSummary:
-    """What the database holds for a key: how many records and workloads, and a digest that
-    changes whenever a record is added (for artifact keys and provenance)."""
+    """What the database holds for a key (and workloads): how many records and workloads, and
+    a digest that changes whenever one of those records is added (for artifact keys and
+    provenance)."""
 
     records: int
     workloads: int
@@ -116,31 +122,45 @@ def save_records(work_dir: Path, key: RecordsKey, *, device: str = "", session: 
     return new
 
 
-def load_records(work_dir: Path, key: RecordsKey, *, session: Session) -> RecordsSummary:
-    """Write every record stored under ``key`` into ``work_dir`` as a MetaSchedule
-    JSONDatabase (replacing its files); returns what was written."""
+def _where(key: RecordsKey, workloads: Collection[str] | None) -> list[Any]:
+    where: list[Any] = [
+        TuningRecord.device_class == key.device_class,
+        TuningRecord.target == key.target,
+        TuningRecord.software == key.software,
+    ]
+    if workloads is not None:
+        where.append(TuningWorkload.shash.in_(sorted(set(workloads))))
+    return where
+
+
+def load_records(
+    work_dir: Path,
+    key: RecordsKey,
+    *,
+    workloads: Collection[str] | None = None,
+    session: Session,
+) -> RecordsSummary:
+    """Write every record stored under ``key`` (only those of ``workloads``, structural
+    hashes, when given) into ``work_dir`` as a MetaSchedule JSONDatabase (replacing its
+    files); returns what was written."""
     rows = session.execute(
         select(TuningRecord, TuningWorkload)
         .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
-        .where(
-            TuningRecord.device_class == key.device_class,
-            TuningRecord.target == key.target,
-            TuningRecord.software == key.software,
-        )
+        .where(*_where(key, workloads))
         .order_by(TuningRecord.id)
     ).all()
     index: dict[int, int] = {}
-    workloads: list[str] = []
+    lines: list[str] = []
     records: list[str] = []
     for record, workload in rows:
         if workload.id not in index:
-            index[workload.id] = len(workloads)
-            workloads.append(workload.workload)
+            index[workload.id] = len(lines)
+            lines.append(workload.workload)
         records.append(f"[{index[workload.id]},{record.record}]")
     work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / WORKLOADS_FILE).write_text("".join(w + "\n" for w in workloads))
+    (work_dir / WORKLOADS_FILE).write_text("".join(w + "\n" for w in lines))
     (work_dir / RECORDS_FILE).write_text("".join(r + "\n" for r in records))
-    return summary_of([r.sha256 for r, _ in rows], len(workloads))
+    return summary_of([r.sha256 for r, _ in rows], len(lines))
 
 
 def summary_of(record_shas: list[str], workloads: int) -> RecordsSummary:
@@ -148,15 +168,29 @@ def summary_of(record_shas: list[str], workloads: int) -> RecordsSummary:
     return RecordsSummary(records=len(record_shas), workloads=workloads, digest=digest)
 
 
-def records_summary(key: RecordsKey, *, session: Session) -> RecordsSummary:
-    """How many records and workloads ``key`` has, and their digest (no files written)."""
-    where = (
-        TuningRecord.device_class == key.device_class,
-        TuningRecord.target == key.target,
-        TuningRecord.software == key.software,
+def records_summary(
+    key: RecordsKey, *, workloads: Collection[str] | None = None, session: Session
+) -> RecordsSummary:
+    """How many records and workloads ``key`` has (only those of ``workloads``, structural
+    hashes, when given), and their digest (no files written)."""
+    rows = session.execute(
+        select(TuningRecord.sha256, TuningRecord.workload_id)
+        .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
+        .where(*_where(key, workloads))
+    ).all()
+    return summary_of([sha for sha, _ in rows], len({workload for _, workload in rows}))
+
+
+def has_records(key: RecordsKey, *, session: Session) -> bool:
+    """Whether ``key`` has any record at all (a build for a class never tuned needs no
+    workloads of its model)."""
+    found = session.scalar(
+        select(TuningRecord.id)
+        .where(
+            TuningRecord.device_class == key.device_class,
+            TuningRecord.target == key.target,
+            TuningRecord.software == key.software,
+        )
+        .limit(1)
     )
-    shas = list(session.scalars(select(TuningRecord.sha256).where(*where)))
-    workloads = session.scalar(
-        select(func.count(func.distinct(TuningRecord.workload_id))).where(*where)
-    )
-    return summary_of(shas, int(workloads or 0))
+    return found is not None

@@ -1,12 +1,17 @@
-"""A build's use of tuning records: which records (if any) a tvm-cpu build applies.
+"""A build's use of tuning records: which records (if any) a TVM build (tvm-cpu, and the CPU
+part of tvm-nnapi and tvm-neuron) applies.
 
 The backend option ``tuning`` chooses: ``auto`` (the default) applies the records the store
-holds for the device's class, target and TVM version when there are any; ``on`` requires
+holds for the device's class, target and TVM version on the model's own workloads (the
+structural hashes of the TIR functions its build has) when there are any; ``on`` requires
 them; ``off`` builds untuned. The option itself never reaches the build: what does is an
 :class:`~harness.compile.tuned.AppliedRecords`, whose digest enters the artifact's cache key
 and whose summary the result's provenance carries (``tuning: {records, trials, workloads,
-device_class}``), so a tuned and an untuned result are never mistaken for one another. No TVM
-import here.
+device_class}``; the build adds the functions the records ``scheduled``), so a tuned and an
+untuned result are never mistaken for one another. The digest and the counts cover only the
+records of the model's workloads: tuning another model for the class changes neither this
+model's artifact key nor its provenance, unless it adds records for a workload this model has
+too. No TVM import here.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +27,7 @@ from harness.compile.tuned import AppliedRecords
 from harness.db.session import SessionScope
 from harness.errors import JobError
 from harness.jsontypes import BackendOptions
-from harness.tuning.store import RecordsKey, load_records, records_summary
+from harness.tuning.store import RecordsKey, has_records, load_records, records_summary
 
 TUNING_OPTION = "tuning"
 TuningMode = Literal["auto", "on", "off"]
@@ -44,28 +50,48 @@ def split_tuning(options: BackendOptions | None) -> tuple[TuningMode, BackendOpt
 
 
 def tuning_use(
-    key: RecordsKey, mode: TuningMode, *, sessions: SessionScope, cache_dir: Path
+    key: RecordsKey,
+    mode: TuningMode,
+    *,
+    workloads: Callable[[], Collection[str]],
+    sessions: SessionScope,
+    cache_dir: Path,
 ) -> AppliedRecords | None:
-    """The records a build for ``key`` applies under ``mode`` (None: untuned), written into
+    """The records a build for ``key`` applies under ``mode`` (None: untuned): those of the
+    workloads ``workloads()`` names (structural hashes; called only when ``key`` has records,
+    since finding them takes a TVM lowering of the model), written into
     ``cache_dir/tuning/<digest>`` once (a directory named by its records' digest never
     changes)."""
     if mode == "off":
         return None
+    where_tuned = f"{key.device_class} ({key.target}, {key.software})"
     with sessions() as session:
-        summary = records_summary(key, session=session)
+        tuned_class = has_records(key, session=session)
+    if not tuned_class:
+        if mode == "on":
+            raise JobError(
+                "compile",
+                f"no tuning records for {where_tuned}; run edgefarm tune for this device "
+                "first, or build --untuned",
+            )
+        return None
+    hashes = sorted(set(workloads()))
+    with sessions() as session:
+        summary = records_summary(key, workloads=hashes, session=session)
         if summary.records == 0:
             if mode == "on":
                 raise JobError(
                     "compile",
-                    f"no tuning records for {key.device_class} ({key.target}, {key.software}); "
-                    "run edgefarm tune for this device first, or build --untuned",
+                    f"the tuning records for {where_tuned} cover none of this model's "
+                    f"{len(hashes)} TIR function(s); run edgefarm tune on this model for this "
+                    "device first, or build --untuned",
                 )
             return None
         where = cache_dir / "tuning" / summary.digest
         if not where.is_dir():
             where.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".records-", dir=where.parent))
-            loaded = load_records(staging, key, session=session)
+            loaded = load_records(staging, key, workloads=hashes, session=session)
             if loaded.digest != summary.digest:  # a tuning saved a batch meanwhile
                 summary = loaded
                 where = where.parent / loaded.digest

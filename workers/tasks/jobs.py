@@ -170,7 +170,7 @@ def _start_job(job_id: int) -> None:
                     options = backend_of_run.device_options(
                         facts, backend_options(job, run.backend)
                     )
-                    tuning = backend_of_run.records_for(options, facts, records)
+                    tuning = backend_of_run.records_for(options, facts, records, model=model)
                 except JobError as exc:  # e.g. tvm-nnapi on a phone without NNAPI
                     end_run(session, run, failed_run_document(run, exc, model=model))
                     ended = True

@@ -50,6 +50,7 @@ from harness.farm.tunings import (
     renew_slice_lease,
     run_waits_for,
 )
+from harness.tuning import DEFAULT_POPULATION
 from harness.tuning.device import DeviceKernelTimer, KernelTiming
 from harness.tuning.session import (
     Budget,
@@ -69,7 +70,6 @@ from workers.tasks import retry_on_infrastructure
 
 log = logging.getLogger(__name__)
 
-POPULATION = 64  # the evolutionary search's population (edgefarm tune's default)
 SLICE_TRIES = 3  # a candidate no phone measured after this many slices counts as failed
 POLL_S = 0.3
 
@@ -508,7 +508,7 @@ def tune(self: Any, tuning_id: int) -> None:
         if minutes is not None:  # a resumed tuning has what its earlier attempts left
             minutes = max(minutes - earlier_s / 60.0, 0.0)
         budget = Budget(
-            trials=tuning.trials, minutes=minutes, batch=tuning.batch, population=POPULATION
+            trials=tuning.trials, minutes=minutes, batch=tuning.batch, population=DEFAULT_POPULATION
         )
         key = RecordsKey(tuning.device_class, tuning.target, records_software())
         spec_name, inputs, model = tuning.target, tuple(tuning.inputs), tuning.model

@@ -156,13 +156,25 @@ def test_tune_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     model = testmodels.save(conv_relu(), tmp_path, "conv")
     proc = _edgefarm("tune", str(model), "-d", "local", "--backend", "tvm-nnapi")
     assert proc.returncode == 2 and "only tvm-cpu can be tuned" in proc.stderr
+    assert "functions its partition leaves on the CPU" in proc.stderr
+    proc = _edgefarm("tune", str(model), "-d", "local", "--backend", "ort")
+    assert proc.returncode == 2 and "only tvm-cpu can be tuned" in proc.stderr
     proc = _edgefarm("tune", str(model), "-d", "local", "--trials", "4", "--minutes", "1")
     assert proc.returncode == 2 and "--trials or --minutes, not both" in proc.stderr
     proc = _edgefarm("tune", str(tmp_path / "missing.onnx"), "-d", "local")
     assert proc.returncode == 2 and "no such model file" in proc.stderr
-    proc = _edgefarm("tune", str(model), "-d", "local", "--trials", "0", "--db", "sqlite://")
-    assert proc.returncode == 1 and "trials per task must be at least 1" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    # Bad numbers are usage errors, found before the device is opened or TVM imported.
+    for option, value, message in (
+        ("--trials", "0", "--trials (per task) must be at least 1, not 0"),
+        ("--minutes", "-1", "--minutes must be a positive number, not -1.0"),
+        ("--batch", "0", "--batch (candidates per round trip) is at least 1, not 0"),
+        ("--population", "0", "--population must be at least 1, not 0"),
+    ):
+        proc = _edgefarm("tune", str(model), "-d", "tcp:127.0.0.1:1", option, value)
+        assert proc.returncode == 2 and message in proc.stderr, (option, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    proc = _edgefarm("tune", "--help")
+    assert "default: 64" in proc.stdout.replace("[", "").replace("]", "")
 
 
 def test_a_time_budget_stops_after_the_batch_that_spends_it(tmp_path: Path) -> None:

@@ -91,8 +91,10 @@ def test_builds_apply_the_classes_records(home: Path, tmp_path: Path) -> None:
         report = tune_model(second, device, local_store(), trials=4)
         device.close()
         tuned_second = _bench(second, address)
+        # The second model's softmax records are not the first model's: its build is the same.
+        tuned_again = _bench(first, address)
 
-    for doc in (tuned, untuned, tuned_second):
+    for doc in (tuned, untuned, tuned_second, tuned_again):
         assert doc["status"] == "ok", doc["error"]
         assert doc["accuracy"]["passed"]
     assert tuned["provenance"]["tuning"] == {
@@ -100,16 +102,24 @@ def test_builds_apply_the_classes_records(home: Path, tmp_path: Path) -> None:
         "trials": 4,
         "workloads": 1,
         "device_class": key.device_class,
+        "scheduled": ["fused_conv2d_relu"],
     }
     assert len(tuned["provenance"]["tuning"]["records"]) == 16
     assert "tuning" not in untuned["provenance"]
     assert untuned["provenance"]["artifact_key"] == untouched["provenance"]["artifact_key"]
     assert tuned["provenance"]["artifact_key"] != untuned["provenance"]["artifact_key"]
-    # Built after the second model's softmax was tuned: the class's records are now 8 on two
-    # workloads, and their digest changed.
+    # Built after the second model's softmax was tuned: its records are the conv's 4 and the
+    # softmax's, on two workloads, under another digest.
     second_tuning = tuned_second["provenance"]["tuning"]
-    assert (second_tuning["trials"], second_tuning["workloads"]) == (8, 2)
+    others = [t for t in report.tasks if "conv2d" not in t.name]
+    measured = sum(t.measured for t in others)
+    assert (second_tuning["trials"], second_tuning["workloads"]) == (4 + measured, 1 + len(others))
     assert second_tuning["records"] != tuned["provenance"]["tuning"]["records"]
+    assert "fused_conv2d_relu" in second_tuning["scheduled"]
+    # The first model's build names only its own records: the softmax's left it as it was.
+    assert tuned_again["provenance"]["artifact_key"] == tuned["provenance"]["artifact_key"]
+    assert tuned_again["provenance"]["cache_hit"]
+    assert tuned_again["provenance"]["tuning"] == tuned["provenance"]["tuning"]
 
     conv_task = next(t for t in report.tasks if "conv2d" in t.name)
     assert (conv_task.before, conv_task.measured) == (4, 0)

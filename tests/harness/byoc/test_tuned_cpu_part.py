@@ -1,0 +1,123 @@
+"""The BYOC backends' CPU parts apply the device class's tuning records: the partition first,
+then the TIR functions left on the CPU scheduled by their records (named in the provenance);
+the outputs still match onnxruntime, and an untuned build is the build it was before."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.backends import get_backend
+from harness.bench import BenchPlan, Protocol, run_bench
+from harness.config import get_settings
+from harness.db import scoped
+from harness.db.costs import local_store
+from harness.devices import open_device
+from harness.tuning.search import search
+from harness.tuning.session import records_key_for
+from harness.tuning.store import save_records
+
+import byoc_models
+import testmodels
+
+ROOT = Path(__file__).resolve().parents[3]
+FAST = Protocol(warmup=1, min_iterations=5, min_seconds=0.02, max_seconds=5.0)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A farm home of the test's own: its records store starts empty."""
+    monkeypatch.setenv("EDGEFARM_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    yield tmp_path / "home"
+    get_settings.cache_clear()
+
+
+def _bench(path: Path, tuning: str | None = None) -> dict[str, dict[str, Any]]:
+    backends = ["tvm-nnapi", "tvm-neuron"]
+    options = {b: {"tuning": tuning} for b in backends} if tuning else {}
+    plan = BenchPlan(path, backends=backends, protocol=FAST, options=options)  # type: ignore[arg-type]
+    docs = [doc.dump() for doc in run_bench(plan)]
+    for doc in docs:
+        assert doc["status"] == "ok", (doc["backend"], doc["error"])
+        assert doc["accuracy"]["passed"], doc["accuracy"]  # against onnxruntime
+    return {doc["backend"]: doc for doc in docs}
+
+
+def test_the_cpu_part_of_an_offloading_build_applies_the_records(
+    home: Path, tmp_path: Path
+) -> None:
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    # dense -> Sin -> dense: both denses offloaded, the Sin alone on the CPU.
+    path = testmodels.save(byoc_models.sin_in_the_middle(), tmp_path, "sin")
+    before = _bench(path)  # no records: untuned
+    for doc in before.values():
+        assert "tuning" not in doc["provenance"]
+        assert doc["partition"]["cpu_ops"] and doc["partition"]["ops_offloaded"] > 0
+
+    # Records for the CPU part's function, measured here: tuned as the build lowers it (the
+    # partition first; the whole model's tasks fuse the Sin into the first dense instead).
+    backend = get_backend("tvm-nnapi")
+    mod = from_onnx(byoc_models.sin_in_the_middle(), keep_params_in_input=False)
+    cpu_part = backend.lowering.lower(mod, backend.resolve_options(None))
+    work = tmp_path / "records"
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    result = search(cpu_part, target, work, trials=3, seed=1)
+    assert result.tasks == ["tir_sin"]
+    key = records_key_for(open_device("local").facts())
+    with scoped(local_store())() as session:
+        saved = save_records(work, key, session=session)
+    assert saved > 0
+
+    tuned = _bench(path)
+    untuned = _bench(path, "off")
+    for name in ("tvm-nnapi", "tvm-neuron"):
+        provenance = tuned[name]["provenance"]
+        assert provenance["tuning"] == {
+            "records": provenance["tuning"]["records"],
+            "trials": saved,
+            "workloads": 1,
+            "device_class": key.device_class,
+            "scheduled": ["tir_sin"],
+        }
+        # The same offload as untuned: the records change only how the CPU part is built.
+        assert tuned[name]["partition"] == before[name]["partition"]
+        assert provenance["artifact_key"] != before[name]["provenance"]["artifact_key"]
+        assert "tuning" not in untuned[name]["provenance"]
+        assert (
+            untuned[name]["provenance"]["artifact_key"]
+            == before[name]["provenance"]["artifact_key"]
+        )
+        assert untuned[name]["provenance"]["cache_hit"]
+
+
+def test_bench_tuned_asks_the_offloading_backends_for_records(home: Path, tmp_path: Path) -> None:
+    path = testmodels.save(byoc_models.sin_in_the_middle(), tmp_path, "sin")
+    command = [sys.executable, "-m", "harness.cli", "bench", str(path), "--tuned"]
+    command += [
+        "-b",
+        "tvm-nnapi",
+        "-b",
+        "tvm-neuron",
+        "-b",
+        "ort",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    docs = {d["backend"]: d for d in json.loads((tmp_path / "r.json").read_text())}
+    for name in ("tvm-nnapi", "tvm-neuron"):  # --tuned is tuning: on, and the class has none
+        assert docs[name]["status"] == "failed"
+        assert "no tuning records for local:" in docs[name]["error"]["message"]
+    assert docs["ort"]["status"] == "ok"  # ort has no records to apply
