@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from harness.cli.options import global_options
+from harness.cli.options import global_options, parse_options
 from harness.cli.render import console, out
 from harness.cli.usage import usage_errors
 from harness.errors import JobError
@@ -22,12 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TUNABLE_BACKENDS = ("tvm-cpu",)
-# Their builds apply the class's records to their CPU part, but what edgefarm tune searches is
-# the whole model as tvm-cpu builds it: the functions a partition leaves on the CPU can differ
-# (an operator between two offloaded ones is fused with neither), and tuning them needs the
-# search to partition first.
-CPU_PART_BACKENDS = ("tvm-nnapi", "tvm-neuron")
+# tvm-cpu tunes the whole model; the BYOC backends the functions their partition leaves on
+# the CPU (harness.tuning.session.cpu_part).
+TUNABLE_BACKENDS = ("tvm-cpu", "tvm-nnapi", "tvm-neuron")
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +50,19 @@ def tune(
     device: Annotated[
         str, typer.Option("--device", "-d", help="Where candidates are measured: tcp:HOST:PORT…")
     ],
-    backend: Annotated[str, typer.Option("--backend", "-b", help="tvm-cpu.")] = "tvm-cpu",
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            "-b",
+            help="tvm-cpu (the whole model), tvm-nnapi or tvm-neuron (what their partition "
+            "leaves on the CPU).",
+        ),
+    ] = "tvm-cpu",
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="BACKEND.KEY=VALUE (the partition's options)."),
+    ] = None,
     trials: Annotated[
         int | None,
         typer.Option(help="Trials per task, counting the store's (default 32 without --minutes)."),
@@ -80,17 +89,16 @@ def tune(
     from harness.tuning.session import tune_model
 
     with usage_errors():
-        if backend in CPU_PART_BACKENDS:
-            raise JobError(
-                "compile",
-                f"--backend {backend}: only {', '.join(TUNABLE_BACKENDS)} can be tuned so far; "
-                f"{backend} builds apply the records of its device class to the functions "
-                "its partition leaves on the CPU, where they are the ones tvm-cpu tuned",
-            )
         if backend not in TUNABLE_BACKENDS:
             raise JobError(
+                "compile", f"--backend {backend}: {', '.join(TUNABLE_BACKENDS)} can be tuned"
+            )
+        options = parse_options(option or []).get(backend)
+        if (options or {}).get("partition") == "cost":
+            raise JobError(
                 "compile",
-                f"--backend {backend}: only {', '.join(TUNABLE_BACKENDS)} can be tuned so far",
+                f"{backend} with partition: cost decides its CPU part by calibrating on the "
+                "phone at build time; tune with partition: all",
             )
         if trials is not None and minutes is not None:
             raise JobError("compile", "give --trials or --minutes, not both")
@@ -121,6 +129,8 @@ def tune(
                 population=population,
                 seed=seed,
                 progress=progress,
+                backend=backend,
+                options=options,
             )
     finally:
         phone.close()

@@ -41,7 +41,9 @@ from harness.farm import InvalidRequest
 from harness.farm.jobs import validate_inputs
 from harness.farm.selection import DeviceSelector, select_devices
 
-TUNABLE_BACKENDS = ("tvm-cpu",)
+# tvm-cpu tunes the whole model; the BYOC backends what their partition (default options)
+# leaves on the CPU (harness.tuning.session.cpu_part).
+TUNABLE_BACKENDS = ("tvm-cpu", "tvm-nnapi", "tvm-neuron")
 DEFAULT_TRIALS = 32  # per task, when a submission gives no budget
 MAX_TRIALS = 100_000
 MAX_MINUTES = 24 * 60.0

@@ -99,6 +99,7 @@ def test_cancel_stops_a_tuning_and_needs_a_token(
         ({"minutes": 100000}, 422, "less than or equal to 1440"),
         ({"batch": 0}, 422, "greater than or equal to 1"),
         ({"backend": "ort"}, 422, "backend 'ort' cannot be tuned"),
+        ({"backend": "tflite"}, 422, "cannot be tuned; tunable: tvm-cpu, tvm-nnapi, tvm-neuron"),
         ({"inputs": ["nosuch:1x3x32x32"]}, 422, "nosuch"),
         ({"inputs": ["input:1xAx32"]}, 422, "input"),
         ({"devices": {"pool": "no-such-pool"}}, 409, "no good device"),

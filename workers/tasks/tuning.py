@@ -40,6 +40,7 @@ from harness.db import (
     utcnow,
 )
 from harness.devices import open_device
+from harness.devices.base import DeviceFacts
 from harness.errors import EdgefarmError, InfrastructureError, JobError, one_line
 from harness.farm.registry import check_device
 from harness.farm.tunings import (
@@ -55,6 +56,7 @@ from harness.tuning.device import DeviceKernelTimer, KernelTiming
 from harness.tuning.session import (
     Budget,
     TuningReport,
+    cpu_part,
     device_cores,
     records_software,
     tune_prepared,
@@ -512,6 +514,9 @@ def tune(self: Any, tuning_id: int) -> None:
         )
         key = RecordsKey(tuning.device_class, tuning.target, records_software())
         spec_name, inputs, model = tuning.target, tuple(tuning.inputs), tuning.model
+        backend = tuning.backend
+        members = class_devices(session, tuning)
+        facts = DeviceFacts.from_dict(members[0].facts if members else {"id": "?"})
 
     def beat(s: Session) -> None:
         s.execute(
@@ -531,6 +536,9 @@ def tune(self: Any, tuning_id: int) -> None:
     with Heartbeat(f"tuning {tuning_id}", beat, worker_settings.heartbeat_interval_s(settings)):
         try:
             prepared = prepare_stored_model(model, inputs)
+            # tvm-cpu: the whole model; a BYOC backend: what its partition leaves on the CPU,
+            # partitioned as a phone of the class builds it (its NNAPI feature level).
+            lower = cpu_part(backend, facts, None)
             cores = timer.cores()
             report = tune_prepared(
                 prepared,
@@ -544,6 +552,7 @@ def tune(self: Any, tuning_id: int) -> None:
                 budget=budget,
                 should_stop=timer.should_stop,
                 on_saved=lambda r: _save_report(tuning_id, attempt, r, earlier_s),
+                lower=lower,
             )
         except _Stop:
             report = None

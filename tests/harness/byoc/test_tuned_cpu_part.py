@@ -121,3 +121,28 @@ def test_bench_tuned_asks_the_offloading_backends_for_records(home: Path, tmp_pa
         assert docs[name]["status"] == "failed"
         assert "no tuning records for local:" in docs[name]["error"]["message"]
     assert docs["ort"]["status"] == "ok"  # ort has no records to apply
+
+
+def test_edgefarm_tune_with_a_byoc_backend_tunes_what_its_partition_leaves_on_the_cpu(
+    home: Path, tmp_path: Path
+) -> None:
+    """``edgefarm tune --backend tvm-nnapi`` partitions as the device's build does and searches
+    the CPU part's functions (the Sin between two offloaded denses), not the whole model's
+    (where the Sin is fused into the first dense); the next tvm-nnapi build applies them."""
+    from harness.tuning.session import tune_model
+
+    path = testmodels.save(byoc_models.sin_in_the_middle(), tmp_path, "sin")
+    device = open_device("local")
+    try:
+        report = tune_model(
+            path, device, local_store(), trials=3, batch=3, seed=1, backend="tvm-nnapi"
+        )
+    finally:
+        device.close()
+    # An elementwise Sin has one schedule (no decision to search): measured once.
+    assert [(t.name, t.measured) for t in report.tasks] == [("tir_sin", 1)]
+    assert report.failed == 0 and report.saved == 1
+    tuned = _bench(path)["tvm-nnapi"]
+    assert tuned["provenance"]["tuning"]["scheduled"] == ["tir_sin"]
+    assert tuned["provenance"]["tuning"]["trials"] == 1
+    assert tuned["accuracy"]["passed"]

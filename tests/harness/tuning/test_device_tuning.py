@@ -154,11 +154,12 @@ def _edgefarm(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_tune_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     model = testmodels.save(conv_relu(), tmp_path, "conv")
-    proc = _edgefarm("tune", str(model), "-d", "local", "--backend", "tvm-nnapi")
-    assert proc.returncode == 2 and "only tvm-cpu can be tuned" in proc.stderr
-    assert "functions its partition leaves on the CPU" in proc.stderr
+    proc = _edgefarm(
+        "tune", str(model), "-d", "local", "-b", "tvm-nnapi", "-o", "tvm-nnapi.partition=cost"
+    )
+    assert proc.returncode == 2 and "tune with partition: all" in proc.stderr
     proc = _edgefarm("tune", str(model), "-d", "local", "--backend", "ort")
-    assert proc.returncode == 2 and "only tvm-cpu can be tuned" in proc.stderr
+    assert proc.returncode == 2 and "tvm-cpu, tvm-nnapi, tvm-neuron can be tuned" in proc.stderr
     proc = _edgefarm("tune", str(model), "-d", "local", "--trials", "4", "--minutes", "1")
     assert proc.returncode == 2 and "--trials or --minutes, not both" in proc.stderr
     proc = _edgefarm("tune", str(tmp_path / "missing.onnx"), "-d", "local")
