@@ -24,11 +24,7 @@ def submit_benchmark(
     body: BenchmarkCreate, session: SessionDep, settings: SettingsDep, writer: WriterDep
 ) -> JobSubmitted:
     """Submit a benchmark; its runs are queued for the workers."""
-    if body.model_id is not None:
-        model = queries.get_model(body.model_id, session=session)
-    else:
-        assert body.model_sha256 is not None  # the schema demands one of the two
-        model = queries.get_model_by_sha256(body.model_sha256, session=session)
+    model = queries.named_model(body.model_id, body.model_sha256, session=session)
     devices = select_devices(body.devices.selector(), session=session)
     job = create_job(
         session=session,

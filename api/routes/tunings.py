@@ -31,11 +31,7 @@ def submit_tuning(
     # Searched on the ``tuning`` queue, candidates measured on the class's idle phones; the
     # records go to the farm's database, and every later tvm-cpu build for the class applies
     # them (harness.farm.tunings, workers.tasks.tuning).
-    if body.model_id is not None:
-        model = queries.get_model(body.model_id, session=session)
-    else:
-        assert body.model_sha256 is not None  # the schema demands one of the two
-        model = queries.get_model_by_sha256(body.model_sha256, session=session)
+    model = queries.named_model(body.model_id, body.model_sha256, session=session)
     tunings = create_tunings(body.request(), model=model, session=session, submitted_by=writer.name)
     now = utcnow()
     for tuning in tunings:

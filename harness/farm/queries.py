@@ -86,6 +86,14 @@ def get_model_by_sha256(sha256: str, *, session: Session) -> Model:
     return model
 
 
+def named_model(model_id: int | None, sha256: str | None, *, session: Session) -> Model:
+    """The model a submission names, by id or else by sha256 (its schema demands one)."""
+    if model_id is not None:
+        return get_model(model_id, session=session)
+    assert sha256 is not None
+    return get_model_by_sha256(sha256, session=session)
+
+
 def list_models(
     *, session: Session, limit: int = DEFAULT_LIMIT, offset: int = 0, name: str | None = None
 ) -> Page[Model]:

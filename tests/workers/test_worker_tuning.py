@@ -104,6 +104,15 @@ def _tuning(farm: Farm, tuning_id: int) -> Tuning:
         return tuning
 
 
+def _ended(farm: Farm, tuning_id: int, *, timeout_s: float) -> Tuning:
+    return wait_for(
+        f"tuning {tuning_id} to end",
+        lambda: (t := _tuning(farm, tuning_id)).status.ended and t,
+        timeout_s=timeout_s,
+        poll_s=1.0,
+    )
+
+
 def _records(farm: Farm, device_class: str) -> list[TuningRecord]:
     with farm.sessions() as session:
         return list(
@@ -123,12 +132,7 @@ def test_a_farm_tuning_spreads_its_batches_over_the_idle_phones_of_the_class(
     model_id = farm.add_model(conv_relu(seed), f"conv-{seed}")
     tuning_id = _submit(farm, model_id, twin_ids, "x:1x8x16x16", trials=8, batch=4)
 
-    tuning = wait_for(
-        "the tuning to end",
-        lambda: (t := _tuning(farm, tuning_id)).status.ended and t,
-        timeout_s=300,
-        poll_s=1.0,
-    )
+    tuning = _ended(farm, tuning_id, timeout_s=300)
     assert tuning.status == TuningStatus.done, (tuning.error_message, worker.log()[-3000:])
     report = tuning.report
     assert [t["measured"] for t in report["tasks"]] == [8]
@@ -178,12 +182,7 @@ def test_a_tuning_whose_worker_is_killed_resumes_from_its_saved_batches(
     saved_before = killed.report["saved"]
 
     worker = _start(farm, twins, twin_ids, start_worker)
-    tuning = wait_for(
-        "the resumed tuning to end",
-        lambda: (t := _tuning(farm, tuning_id)).status.ended and t,
-        timeout_s=420,
-        poll_s=1.0,
-    )
+    tuning = _ended(farm, tuning_id, timeout_s=420)
     assert tuning.status == TuningStatus.done, (tuning.error_message, worker.log()[-3000:])
     assert tuning.attempts == 2  # the reaper sent it again; the second attempt finished it
     # It continued: the first attempt's batches counted, no candidate measured twice.

@@ -8,15 +8,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from harness.backends import get_backend
 from harness.bench import BenchPlan, Protocol, run_bench
-from harness.config import get_settings
 from harness.db import scoped
 from harness.db.costs import local_store
 from harness.devices import open_device
@@ -29,15 +25,6 @@ import testmodels
 
 ROOT = Path(__file__).resolve().parents[3]
 FAST = Protocol(warmup=1, min_iterations=5, min_seconds=0.02, max_seconds=5.0)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A farm home of the test's own: its records store starts empty."""
-    monkeypatch.setenv("EDGEFARM_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
 
 
 def _bench(path: Path, tuning: str | None = None) -> dict[str, dict[str, Any]]:

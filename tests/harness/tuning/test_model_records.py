@@ -6,7 +6,6 @@ workloads are found once per untuned artifact key and kept in the cache."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,6 @@ from harness.tuning.session import records_key_for
 from harness.tuning.store import save_records
 
 import testmodels
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A farm home of the test's own: its records store and cache start empty."""
-    monkeypatch.setenv("EDGEFARM_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
 
 
 def dense_relu(seed: int = 0) -> object:

@@ -5,17 +5,14 @@ tuned build required where no records exist is a clear error."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 from test_search import conv_relu
 
 from harness.bench import BenchPlan, Protocol, run_bench
-from harness.config import get_settings
 from harness.db import scoped
 from harness.db.costs import local_store
 from harness.devices import open_device
@@ -26,15 +23,6 @@ from harness.tuning.store import save_records
 import testmodels
 
 FAST = Protocol(warmup=1, min_iterations=5, min_seconds=0.02, max_seconds=5.0)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A farm home of the test's own: its records store starts empty."""
-    monkeypatch.setenv("EDGEFARM_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
 
 
 def conv_relu_then_softmax(seed: int) -> object:
