@@ -10,9 +10,14 @@ module and a line in :func:`register_all` (explicit, not at import).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from harness.backends import byoc, ort, tvm_cpu
 from harness.backends.base import Backend, JobBuild, Prepared, Target
+from harness.devices.base import DeviceFacts
 from harness.errors import JobError
+from harness.jsontypes import BackendOptions
 
 __all__ = [
     "Backend",
@@ -20,6 +25,7 @@ __all__ = [
     "Prepared",
     "Target",
     "backend_names",
+    "cpu_part",
     "get_backend",
     "register",
     "register_all",
@@ -56,3 +62,28 @@ def backend_names() -> list[str]:
     if not _REGISTRY:
         register_all()
     return sorted(_REGISTRY)
+
+
+def cpu_part(
+    backend: str, facts: DeviceFacts, options: BackendOptions | None
+) -> Callable[[Any], Any] | None:
+    """What the search tunes of ``backend``'s build for a device with ``facts``: None for the
+    whole model (tvm-cpu), else the lowering that partitions it as the device's build does, so
+    that the tasks are the functions the partition leaves on the CPU. A backend without a TVM
+    CPU part, or a cost-guided partition (decided by calibration on the phone, at the build),
+    is a JobError."""
+    chosen = get_backend(backend)
+    lowering = getattr(chosen, "lowering", None)
+    if lowering is None:
+        raise JobError("compile", f"{backend} builds no TVM code: nothing to tune")
+    if lowering.offload is None:
+        return None
+    resolved = chosen.device_options(facts, chosen.resolve_options(options)) or {}
+    if resolved.get("partition") == "cost":
+        raise JobError(
+            "compile",
+            f"{backend} with partition: cost decides its CPU part by calibrating on the phone at "
+            "build time; tune with partition: all (the records apply wherever a function of "
+            "the CPU part is one of its tasks)",
+        )
+    return lambda mod: lowering.lower(mod, resolved)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # tvm-cpu tunes the whole model; the BYOC backends the functions their partition leaves on
-# the CPU (harness.tuning.session.cpu_part).
+# the CPU (harness.backends.cpu_part).
 TUNABLE_BACKENDS = ("tvm-cpu", "tvm-nnapi", "tvm-neuron")
 
 
@@ -84,6 +84,7 @@ def tune(
 ) -> None:
     """Tune MODEL for the device's class: candidates built here, measured on the device; the
     records are saved after every batch, so a stopped tuning resumes."""
+    from harness.backends import cpu_part
     from harness.devices import open_device
     from harness.modelio import parse_input_spec
     from harness.tuning.session import tune_model
@@ -111,6 +112,9 @@ def tune(
     factory = records_store(db)
     phone = open_device(device)
     try:
+        # tvm-cpu tunes the whole model; a BYOC backend what its partition, resolved for this
+        # phone as its build resolves it, leaves on the CPU.
+        lower = cpu_part(backend, phone.facts(), options)
         with console.status("starting", spinner="dots") as status:
 
             def progress(event: str, message: str) -> None:
@@ -129,8 +133,7 @@ def tune(
                 population=population,
                 seed=seed,
                 progress=progress,
-                backend=backend,
-                options=options,
+                lower=lower,
             )
     finally:
         phone.close()

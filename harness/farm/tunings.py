@@ -42,7 +42,7 @@ from harness.farm.jobs import validate_inputs
 from harness.farm.selection import DeviceSelector, select_devices
 
 # tvm-cpu tunes the whole model; the BYOC backends what their partition (default options)
-# leaves on the CPU (harness.tuning.session.cpu_part).
+# leaves on the CPU (harness.backends.cpu_part).
 TUNABLE_BACKENDS = ("tvm-cpu", "tvm-nnapi", "tvm-neuron")
 DEFAULT_TRIALS = 32  # per task, when a submission gives no budget
 MAX_TRIALS = 100_000

@@ -28,7 +28,6 @@ from harness.compile.targets import TargetSpec, get_target
 from harness.db import session_scope
 from harness.devices.base import Device, DeviceFacts
 from harness.errors import InfrastructureError, JobError
-from harness.jsontypes import BackendOptions
 from harness.modelio import InputSpec, PreparedModel
 from harness.tuning import DEFAULT_POPULATION
 
@@ -181,21 +180,19 @@ def tune_model(
     population: int = DEFAULT_POPULATION,
     seed: int | None = None,
     progress: Progress = _quiet,
-    backend: str = "tvm-cpu",
-    options: BackendOptions | None = None,
+    lower: Callable[[Any], Any] | None = None,
 ) -> TuningReport:
     """Tune ``model_path`` for ``device`` (candidates measured there), ``trials`` per task
     (counting the store's records) or for ``minutes``; records saved to ``factory``'s
-    database after every batch. ``backend``: whose CPU code is tuned — ``tvm-cpu`` the whole
-    model; ``tvm-nnapi``/``tvm-neuron`` the functions their partition (with ``options``, as
-    the device's build resolves them) leaves on the CPU."""
+    database after every batch. ``lower``: what of the model is tuned — None for the whole
+    model (tvm-cpu), else a BYOC backend's partition, whose functions left on the CPU are
+    the tasks (:func:`harness.backends.cpu_part`)."""
     from harness.modelio import load
     from harness.tuning.device import DeviceKernelTimer
 
     budget = Budget(trials, minutes, batch, population, seed)
     budget.check()
     facts = device.facts()
-    lower = cpu_part(backend, facts, options)
     spec = get_target(facts.target)
     export_for(spec)  # refused before the model is read
     progress("import", f"reading {model_path.name}")
@@ -214,33 +211,6 @@ def tune_model(
         progress=progress,
         lower=lower,
     )
-
-
-def cpu_part(
-    backend: str, facts: DeviceFacts, options: BackendOptions | None
-) -> Callable[[Any], Any] | None:
-    """What the search tunes of ``backend``'s build for a device with ``facts``: None for the
-    whole model (tvm-cpu), else the lowering that partitions it as the device's build does, so
-    that the tasks are the functions the partition leaves on the CPU. A backend without a TVM
-    CPU part, or a cost-guided partition (decided by calibration on the phone, at the build),
-    is a JobError."""
-    from harness.backends import get_backend
-
-    chosen = get_backend(backend)
-    lowering = getattr(chosen, "lowering", None)
-    if lowering is None:
-        raise JobError("compile", f"{backend} builds no TVM code: nothing to tune")
-    if lowering.offload is None:
-        return None
-    resolved = chosen.device_options(facts, chosen.resolve_options(options)) or {}
-    if resolved.get("partition") == "cost":
-        raise JobError(
-            "compile",
-            f"{backend} with partition: cost decides its CPU part by calibrating on the phone at "
-            "build time; tune with partition: all (the records apply wherever a function of "
-            "the CPU part is one of its tasks)",
-        )
-    return lambda mod: lowering.lower(mod, resolved)
 
 
 def tune_prepared(
@@ -263,7 +233,8 @@ def tune_prepared(
     timed by ``timer`` on devices with ``cores`` CPUs: the work of :func:`tune_model` and of
     a farm tuning. After every saved batch ``on_saved(report)`` (a farm keeps its row up to
     date) and ``should_stop()`` (a cancelled tuning ends after the batch it is in). ``lower``:
-    the backend's partition (:func:`cpu_part`), applied to the imported module first."""
+    the backend's partition (:func:`harness.backends.cpu_part`), applied to the imported
+    module first."""
     from harness.modelio import to_relax
     from harness.tuning.device import device_runner
     from harness.tuning.search import fixed_space_sizes, search, tasks_of, trials_done

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, update
 from sqlalchemy.orm import Session
 
+from harness.backends import cpu_part
 from harness.compile.targets import get_target
 from harness.config import get_settings
 from harness.db import (
@@ -56,7 +57,6 @@ from harness.tuning.device import DeviceKernelTimer, KernelTiming
 from harness.tuning.session import (
     Budget,
     TuningReport,
-    cpu_part,
     device_cores,
     records_software,
     tune_prepared,

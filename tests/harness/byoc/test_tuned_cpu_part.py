@@ -116,14 +116,14 @@ def test_edgefarm_tune_with_a_byoc_backend_tunes_what_its_partition_leaves_on_th
     """``edgefarm tune --backend tvm-nnapi`` partitions as the device's build does and searches
     the CPU part's functions (the Sin between two offloaded denses), not the whole model's
     (where the Sin is fused into the first dense); the next tvm-nnapi build applies them."""
+    from harness.backends import cpu_part
     from harness.tuning.session import tune_model
 
     path = testmodels.save(byoc_models.sin_in_the_middle(), tmp_path, "sin")
     device = open_device("local")
     try:
-        report = tune_model(
-            path, device, local_store(), trials=3, batch=3, seed=1, backend="tvm-nnapi"
-        )
+        lower = cpu_part("tvm-nnapi", device.facts(), None)
+        report = tune_model(path, device, local_store(), trials=3, batch=3, seed=1, lower=lower)
     finally:
         device.close()
     # An elementwise Sin has one schedule (no decision to search): measured once.
