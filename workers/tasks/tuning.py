@@ -475,11 +475,19 @@ def _finish(
         session.commit()
 
 
-def _save_report(tuning_id: int, attempt: int, report: TuningReport, earlier_s: float) -> None:
-    """Keep the row's report current after every saved batch (the web view and the API show
-    progress; a later attempt knows how much of a time budget was spent)."""
+def _report_dump(report: TuningReport, earlier: dict[str, Any], phones: set[int]) -> dict[str, Any]:
+    """The row's report: this attempt's, with the time and the phones of the earlier attempts
+    of the tuning added (what it cost, and where it was measured, in all)."""
     dump = report.dump()
-    dump["seconds"] = round(earlier_s + report.seconds, 3)
+    dump["seconds"] = round(float(earlier.get("seconds") or 0.0) + report.seconds, 3)
+    dump["phones"] = sorted(set(earlier.get("phones") or []) | phones)
+    return dump
+
+
+def _save_report(tuning_id: int, attempt: int, dump: dict[str, Any]) -> None:
+    """Keep the row's report current after every saved batch (the web view and the API show
+    progress and the phones measuring; a later attempt knows how much of a time budget was
+    spent)."""
     with db_session() as session:
         session.execute(
             update(Tuning)
@@ -551,7 +559,9 @@ def tune(self: Any, tuning_id: int) -> None:
                 factory=session_factory(),
                 budget=budget,
                 should_stop=timer.should_stop,
-                on_saved=lambda r: _save_report(tuning_id, attempt, r, earlier_s),
+                on_saved=lambda r: _save_report(
+                    tuning_id, attempt, _report_dump(r, earlier, timer.phones)
+                ),
                 lower=lower,
             )
         except _Stop:
@@ -573,9 +583,7 @@ def tune(self: Any, tuning_id: int) -> None:
         return
     dump = None
     if report is not None:
-        dump = report.dump()
-        dump["seconds"] = round(earlier_s + report.seconds, 3)
-        dump["phones"] = sorted(timer.phones)
+        dump = _report_dump(report, earlier, timer.phones)
     if timer.stop_reason is not None and timer.stop_reason != "cancelled":
         _finish(
             tuning_id,
