@@ -60,7 +60,7 @@ def artifact_key_for(
         model_sha256=model.file.sha256,
         input_spec=model.input_spec_key(),
         backend=backend.name,
-        target=target,
+        target=get_target(target).label,  # host/x86-64-v4: another CPU's build is another key
         options=options,
         tvm_version=tvm_version(),
     )

@@ -49,11 +49,12 @@ def records_software() -> str:
 
 
 def records_key_for(facts: DeviceFacts) -> Any:
-    """The records key of a device: its class, its compile target, this TVM."""
+    """The records key of a device: its class, its compile target (with the CPU its code is
+    generated for: ``host/x86-64-v4``), this TVM."""
     from harness.measure.calibration import device_class
     from harness.tuning.store import RecordsKey
 
-    return RecordsKey(device_class(facts), facts.target, records_software())
+    return RecordsKey(device_class(facts), get_target(facts.target).label, records_software())
 
 
 def tuning_target(spec: TargetSpec, cores: int) -> Any:
@@ -61,6 +62,7 @@ def tuning_target(spec: TargetSpec, cores: int) -> Any:
     core count); a build applies its records with the plain target."""
     import tvm
 
+    spec.tvm_target()  # an unknown CPU (EDGEFARM_HOST_CPU) refused before the search
     return tvm.target.Target({**dict(spec.tvm), "num-cores": cores})
 
 

@@ -33,8 +33,9 @@ from harness.tuning.search import RECORDS_FILE, WORKLOADS_FILE
 
 @dataclass(frozen=True)
 class RecordsKey:
-    """Records that are interchangeable: one device class, one compile target (edgefarm's
-    name, e.g. ``host``), one TVM version."""
+    """Records that are interchangeable: one device class, one compile target (its label:
+    edgefarm's name, and the CPU of a ``host`` build, e.g. ``host/x86-64-v4``), one TVM
+    version."""
 
     device_class: str
     target: str

@@ -520,7 +520,7 @@ def tune(self: Any, tuning_id: int) -> None:
         budget = Budget(
             trials=tuning.trials, minutes=minutes, batch=tuning.batch, population=DEFAULT_POPULATION
         )
-        key = RecordsKey(tuning.device_class, tuning.target, records_software())
+        key = RecordsKey(tuning.device_class, get_target(tuning.target).label, records_software())
         spec_name, inputs, model = tuning.target, tuple(tuning.inputs), tuning.model
         backend = tuning.backend
         members = class_devices(session, tuning)
