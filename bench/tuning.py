@@ -5,7 +5,8 @@ For each model: the untuned tvm-cpu median, then for each step of the trial ladd
 (``--trials 32,128,512``) ``edgefarm tune`` up to that many trials per task (each step continues
 from the records of the one before, as a resumed tuning does: its time is the step's, the
 cumulative time is printed too) and the tuned median; ort's median with the same threads;
-ratios to ort. On a phone (``--device ADDR``) the candidates are measured there and tvm-cpu runs
+ratios to ort, all three measured side by side after each step (interleaved rounds,
+``--rounds``). On a phone (``--device ADDR``) the candidates are measured there and tvm-cpu runs
 there; ort runs on this machine (the python runner is the host's), which for the emulated phone
 is the same CPU. The records go to a store of the benchmark's own (a fresh EDGEFARM_HOME unless
 --home), so the first model starts untuned. One JSON line per model and step is appended to
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--device", default="local")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds")
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("tuning-bench.jsonl"))
     args = parser.parse_args()
@@ -110,9 +112,21 @@ def main() -> None:
             models.append((name, registry_models.fetch(trained), inputs))
 
     print(f"home {home}; threads {args.threads}; trials per task {ladder}", flush=True)
+
+    def side_by_side(path: Path, inputs: list[InputSpec]) -> tuple[float, float, float, Any]:
+        """Untuned, tuned and ort medians measured in interleaved rounds (the median of each
+        one's round medians): the machine's load moves all three alike."""
+        rounds: dict[str, list[float]] = {"untuned": [], "tuned": [], "ort": []}
+        provenance: Any = None
+        for _ in range(args.rounds):
+            rounds["untuned"].append(median(path, inputs, "tvm-cpu", {"tuning": "off"})[0])
+            tuned, provenance = median(path, inputs, "tvm-cpu", {"tuning": "on"})
+            rounds["tuned"].append(tuned)
+            rounds["ort"].append(median(path, inputs, "ort", {"threads": args.threads})[0])
+        middle = {k: float(sorted(v)[len(v) // 2]) for k, v in rounds.items()}
+        return middle["untuned"], middle["tuned"], middle["ort"], provenance
+
     for name, path, inputs in models:
-        untuned_ms, _ = median(path, inputs, "tvm-cpu", {"tuning": "off"})
-        ort_ms, _ = median(path, inputs, "ort", {"threads": args.threads})
         total_s = 0.0
         for trials in ladder:
             device = open_device(args.device)
@@ -132,7 +146,7 @@ def main() -> None:
                 device.close()
             tune_s = time.perf_counter() - started
             total_s += tune_s
-            tuned_ms, provenance = median(path, inputs, "tvm-cpu", {"tuning": "on"})
+            untuned_ms, tuned_ms, ort_ms, provenance = side_by_side(path, inputs)
             row = {
                 "model": name,
                 "device": args.device,
