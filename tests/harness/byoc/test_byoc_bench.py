@@ -45,13 +45,14 @@ def _assert_ok(doc: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_byoc_backends_match_onnxruntime_on_the_local_device(name: str, tmp_path: Path) -> None:
+    # tvm-cpu's agreement with onnxruntime is every tvm-cpu test's business (a third build of
+    # each model here cost the suite a minute).
     path = testmodels.save(MODELS[name](), tmp_path, name)
-    docs = _bench(path, ["local"])
-    assert [d["backend"] for d in docs] == BACKENDS
+    docs = _bench(path, ["local"], ["tvm-nnapi", "tvm-neuron"])
+    assert [d["backend"] for d in docs] == ["tvm-nnapi", "tvm-neuron"]
     for doc in docs:
         _assert_ok(doc)
-    nnapi, neuron, cpu = docs
-    assert "partition" not in cpu
+    nnapi, neuron = docs
     for doc in (nnapi, neuron):
         report = doc["partition"]
         assert report["ops_total"] == report["ops_offloaded"] + len(report["cpu_ops"])
