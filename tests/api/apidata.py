@@ -7,7 +7,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import onnx
 from alembic.config import Config
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
@@ -108,3 +110,22 @@ def add_result(
 
 def hours_ago(hours: float) -> datetime:
     return datetime.now(UTC) - timedelta(hours=hours)
+
+
+def upload_model(
+    client: TestClient, auth: dict[str, str], model: onnx.ModelProto, filename: str
+) -> dict[str, Any]:
+    """POST /api/v1/models: the stored model's JSON."""
+    data = model.SerializeToString()
+    response = client.post("/api/v1/models", files={"file": (filename, data)}, headers=auth)
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def post_json(
+    client: TestClient, auth: dict[str, str], url: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` to ``url``: the status code and the JSON answer."""
+    response = client.post(url, json=body, headers=auth)
+    return response.status_code, response.json()

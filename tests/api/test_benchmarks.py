@@ -14,34 +14,25 @@ from sqlalchemy.orm import Session
 from harness.db import Job, JobStatus, Run, RunStatus
 
 import testmodels
-from apidata import CLOSED_PORT_BROKER, ClientFactory
+from apidata import CLOSED_PORT_BROKER, ClientFactory, post_json, upload_model
 
 URL = "/api/v1/benchmarks"
 
 
 @pytest.fixture
 def model(client: TestClient, auth: dict[str, str]) -> dict[str, Any]:
-    data = testmodels.mobilenet_like(seed=21).SerializeToString()
-    response = client.post("/api/v1/models", files={"file": ("mnet.onnx", data)}, headers=auth)
-    assert response.status_code in (200, 201), response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return upload_model(client, auth, testmodels.mobilenet_like(seed=21), "mnet.onnx")
 
 
 @pytest.fixture
 def dynamic_model(client: TestClient, auth: dict[str, str]) -> dict[str, Any]:
-    data = testmodels.dynamic_batch(seed=22).SerializeToString()
-    response = client.post("/api/v1/models", files={"file": ("dyn.onnx", data)}, headers=auth)
-    assert response.status_code in (200, 201), response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return upload_model(client, auth, testmodels.dynamic_batch(seed=22), "dyn.onnx")
 
 
 def submit(
     client: TestClient, auth: dict[str, str], body: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
-    response = client.post(URL, json=body, headers=auth)
-    return response.status_code, response.json()
+    return post_json(client, auth, URL, body)
 
 
 def test_submit_creates_job_runs_and_a_message(

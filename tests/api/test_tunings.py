@@ -14,25 +14,20 @@ from sqlalchemy.orm import Session
 from harness.db import Tuning, TuningStatus
 
 import testmodels
-from apidata import CLOSED_PORT_BROKER, ClientFactory
+from apidata import CLOSED_PORT_BROKER, ClientFactory, post_json, upload_model
 
 URL = "/api/v1/tunings"
 
 
 @pytest.fixture
 def model(client: TestClient, auth: dict[str, str]) -> dict[str, Any]:
-    data = testmodels.mobilenet_like(seed=23).SerializeToString()
-    response = client.post("/api/v1/models", files={"file": ("mnet.onnx", data)}, headers=auth)
-    assert response.status_code in (200, 201), response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return upload_model(client, auth, testmodels.mobilenet_like(seed=23), "mnet.onnx")
 
 
 def submit(
     client: TestClient, auth: dict[str, str], body: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
-    response = client.post(URL, json=body, headers=auth)
-    return response.status_code, response.json()
+    return post_json(client, auth, URL, body)
 
 
 def test_a_submission_makes_one_tuning_per_device_class_and_sends_each(
