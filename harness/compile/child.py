@@ -66,6 +66,7 @@ def compile_request(request: CompileRequest) -> CompileResult:
 
     lowering = Lowering.from_json(request["lowering"])
     target = get_target(request["target"])
+    tvm_target = target.tvm_target()  # a CPU LLVM does not know: refused before the import
     out_dir = Path(request["out_dir"])
     stages: dict[str, float] = {}
 
@@ -88,7 +89,7 @@ def compile_request(request: CompileRequest) -> CompileResult:
         ) from None
     stages["lower_ms"] = _ms(t)
     if request.get("workloads_only"):
-        return _workloads(mod, target.tvm_target(), stages, start)
+        return _workloads(mod, tvm_target, stages, start)
     # BYOC backends describe what they offloaded (the partition report) for the manifest.
     extra = lowering.artifact_extra(mod)
 
@@ -101,7 +102,7 @@ def compile_request(request: CompileRequest) -> CompileResult:
 
         t = time.perf_counter()
         try:
-            mod = apply_records(mod, target.tvm_target(), Path(tuning_dir))
+            mod = apply_records(mod, tvm_target, Path(tuning_dir))
         except Exception as exc:
             raise JobError(
                 "compile", f"TVM failed to apply the tuning records: {one_line(str(exc))}"
@@ -113,7 +114,7 @@ def compile_request(request: CompileRequest) -> CompileResult:
     t = time.perf_counter()
     try:
         with tvm.transform.PassContext(opt_level=opt_level):
-            executable = tvm.compile(mod, target=target.tvm_target())
+            executable = tvm.compile(mod, target=tvm_target)
     except Exception as exc:
         raise JobError("compile", f"TVM failed to build: {one_line(str(exc))}") from None
     stages["build_ms"] = _ms(t)

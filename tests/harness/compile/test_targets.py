@@ -4,7 +4,10 @@ record for another CPU is never taken for this one."""
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +97,29 @@ def test_a_build_says_what_cpu_it_was_generated_for(tmp_path: Path) -> None:
     model = load(testmodels.save(testmodels.mlp(), tmp_path, "mlp"), [])
     artifact = compile_artifact(model, BACKEND, target="host", cache=ArtifactCache(tmp_path / "c"))
     assert artifact.manifest["target_tvm"] == dict(get_target("host").tvm)
+
+
+def test_edgefarm_bench_with_an_unknown_host_cpu_fails_at_compile_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    """Found by probing: the refusal came wrapped as "TVM failed to build: ..."."""
+    path = testmodels.save(testmodels.mlp(), tmp_path, "mlp")
+    env = {
+        **os.environ,
+        "EDGEFARM_HOME": str(tmp_path / "home"),
+        "EDGEFARM_HOST_CPU": "pentium-9000",
+        "COLUMNS": "250",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "bench", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (
+        "failed mlp / local / tvm-cpu at compile: EDGEFARM_HOST_CPU=pentium-9000: LLVM knows no "
+        "such CPU for this machine"
+    ) in result.stdout + result.stderr
