@@ -31,11 +31,10 @@ class TargetSpec:
         from tvm.target import codegen
 
         mcpu = self.tvm.get("mcpu")
-        host = codegen.llvm_get_system_triple()
         if (
             self.name == "host"
             and isinstance(mcpu, str)
-            and not codegen.llvm_is_valid_cpu(mcpu, host)
+            and not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple())
         ):
             raise JobError(
                 "compile",
@@ -49,7 +48,7 @@ class TargetSpec:
         """The name with the CPU it generates code for, where that is chosen per machine
         (``host/x86-64-v4``): what artifact and tuning-record keys say, so that builds for
         another CPU are never taken for these."""
-        mcpu = self.tvm.get("mcpu") if self.name == "host" else None
+        mcpu = self.tvm.get("mcpu")
         return f"{self.name}/{mcpu}" if mcpu else self.name
 
 
