@@ -162,3 +162,44 @@ def test_workload_hashes_are_metaschedules_own(offload: str | None) -> None:
         assert len(names) == 2 and all("sin" in n and "conv" not in n for n in names), names
     expected = sorted({str(int(structural_hash(t.dispatched[0]))) for t in tasks})
     assert workload_hashes(mod, target) == expected
+
+
+def test_weights_are_marked_layout_free_as_relax_marks_them() -> None:
+    """tuning_prefix marks the weights (constant parameters) of each TIR function layout-free
+    as Relax's AttachAttrLayoutFreeBuffers does, function for function, but keeps their names
+    (the pass renames them all: tasks would be 'fused_conv2d_relu1', 'reshape11')."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+    from tvm_ffi import structural_hash
+
+    from harness.compile.tuned import LAYOUT_FREE, tuning_prefix
+
+    target = tvm.target.Target({"kind": "llvm"})
+    mod = from_onnx(conv_sin_twice(), keep_params_in_input=False)
+    ours = tuning_prefix(mod, target)
+    unmarked = ours.clone()
+    for gv, func in ours.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None:
+            unmarked.update_func(gv, func.without_attr(LAYOUT_FREE))
+    with target:
+        theirs = relax.transform.AttachAttrLayoutFreeBuffers()(unmarked)
+
+    def tir(module: tvm.IRModule) -> dict[str, int]:
+        return {
+            gv.name_hint: int(structural_hash(f))
+            for gv, f in module.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc)
+        }
+
+    assert set(tir(ours)) == set(tir(unmarked))
+    assert sorted(tir(ours).values()) != sorted(tir(unmarked).values())  # something is marked
+    assert sorted(tir(ours).values()) == sorted(tir(theirs).values())
+    assert set(tir(theirs)) != set(tir(ours))  # renamed by the pass
+    marked = {
+        gv.name_hint: [int(i) for i in f.attrs[LAYOUT_FREE]]
+        for gv, f in ours.functions.items()
+        if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and LAYOUT_FREE in f.attrs
+    }
+    # The convolutions' kernels (argument 1); the Sins have no weight.
+    assert marked and all(v == [1] and "conv2d" in n for n, v in marked.items()), marked

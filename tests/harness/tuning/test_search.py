@@ -70,6 +70,23 @@ def test_a_few_trials_tune_a_conv_and_its_records_build(tmp_path: Path) -> None:
     # The tuned function carries the schedule of a record (which one won depends on the
     # machine's load: not asserted), and computes the same.
     assert scheduled_functions(tuned) == {"fused_conv2d_relu"}
+    # Its weight is prepacked: the schedule keeps the kernel in a layout of its own, and the
+    # build re-laid out the constant once (the split-off re-layout function is gone).
+    names = {gv.name_hint for gv in tuned.functions}
+    assert "fused_conv2d_relu_prepacked" in names, names
+    assert not any(n.endswith("_weight_prepack") for n in names), names
+    # The kernel the conv is called with: the ONNX weight's values, in the schedule's order.
+    kernel: list[np.ndarray] = []
+
+    def find(expr: object) -> None:
+        if isinstance(expr, relax.Call) and "conv2d" in str(getattr(expr.args[0], "name_hint", "")):
+            kernel.append(expr.args[1].fields[1].value.numpy())
+
+    relax.analysis.post_order_visit(tuned["main"].body, find)
+    weight = numpy_helper.to_array(conv_relu().graph.initializer[0])
+    assert len(kernel) == 1 and kernel[0].size == weight.size
+    assert kernel[0].shape != weight.shape or not np.array_equal(kernel[0], weight)
+    np.testing.assert_array_equal(np.sort(kernel[0], axis=None), np.sort(weight, axis=None))
     np.testing.assert_allclose(run(tuned), run(mod), rtol=1e-5, atol=1e-5)
 
 
