@@ -22,7 +22,7 @@ from harness.compile.cache import COMPILE_VERSION, Artifact, ArtifactCache, arti
 from harness.compile.lowering import Lowering, TvmBuild
 from harness.compile.records import CompileRequest, CompileResult, Manifest
 from harness.compile.targets import get_target
-from harness.compile.tuned import AppliedRecords
+from harness.compile.tuned import TUNING_PREFIX_VERSION, AppliedRecords
 from harness.config import get_settings
 from harness.errors import HarnessBug, JobError, one_line
 from harness.jsontypes import BackendOptions
@@ -131,7 +131,9 @@ def model_workloads(
     ``options``): the structural hashes of its TIR functions as MetaSchedule matches tuning
     records to them; for an offloading backend, those of its CPU part. Found by the compile
     child (an import and lowering, no build) once per untuned artifact key, then read from
-    ``<cache>/tuning/workloads/<key>.json``."""
+    ``<cache>/tuning/workloads/<key>.json``, which names the :data:`TUNING_PREFIX_VERSION`
+    it was found with: a file an older edgefarm wrote (other hashes for the same model) is
+    found again, not believed."""
     settings = get_settings()
     resolved = backend.resolve_options(options)
     key = artifact_key_for(model, backend, target, resolved)
@@ -140,8 +142,13 @@ def model_workloads(
         cached = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         cached = None
-    if isinstance(cached, list) and all(isinstance(w, str) for w in cached):
-        return cached
+    if (
+        isinstance(cached, dict)
+        and cached.get("prefix") == TUNING_PREFIX_VERSION
+        and isinstance(cached.get("workloads"), list)
+        and all(isinstance(w, str) for w in cached["workloads"])
+    ):
+        return list(cached["workloads"])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgefarm-workloads-") as tmp:
         result = _run_child(
@@ -159,7 +166,7 @@ def model_workloads(
         raise HarnessBug("the compile child answered a workloads request without workloads")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(json.dumps(workloads))
+    staging.write_text(json.dumps({"prefix": TUNING_PREFIX_VERSION, "workloads": workloads}))
     os.replace(staging, path)
     log.info(
         "%s for %s/%s: %d workload(s), found in %.1f s",

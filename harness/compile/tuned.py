@@ -58,6 +58,10 @@ def cpu_tensor_intrinsics() -> None:
         importlib.import_module(f"{name}.{family}")
 
 
+# What tuning_prefix makes of a model, versioned: a workload's hash depends on it, so hashes
+# found by another version (cached: harness.compile.build.model_workloads) are not these.
+# 2: weights marked layout-free.
+TUNING_PREFIX_VERSION = 2
 LAYOUT_FREE = "layout_free_buffers"  # the TIR attribute MetaSchedule's RewriteLayout reads
 PREPACKED = "_prepacked"  # SplitLayoutRewritePreproc's suffix for a function it split
 

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_search import conv_relu
 
 from harness.backends import get_backend
+from harness.compile.tuned import TUNING_PREFIX_VERSION
 from harness.config import get_settings
 from harness.db import scoped
 from harness.db.costs import local_store
@@ -115,10 +116,19 @@ def test_tuning_one_model_leaves_another_models_key_and_provenance(
     with pytest.raises(JobError, match="cover none of this model's 1 TIR function"):
         records(dense, "on")
     # Its workloads were found once and cached under its untuned key.
-    [dense_workload] = json.loads(cached.read_text())
+    found = json.loads(cached.read_text())
+    assert found["prefix"] == TUNING_PREFIX_VERSION
+    [dense_workload] = found["workloads"]
     assert dense_workload != conv_workload
     conv_cached = workloads_dir / f"{backend.artifact_key(conv, facts.target, options)}.json"
-    assert json.loads(conv_cached.read_text()) == [conv_workload]
+    assert json.loads(conv_cached.read_text())["workloads"] == [conv_workload]
+    # A file an older edgefarm cached (its prefix made other hashes) is not believed: with
+    # it, the conv's own records would cover "none of this model's" workloads.
+    conv_cached.write_text(json.dumps(["1234"]))
+    assert records(conv) is not None
+    assert json.loads(conv_cached.read_text())["workloads"] == [conv_workload]
+    conv_cached.write_text(json.dumps({"prefix": TUNING_PREFIX_VERSION - 1, "workloads": ["1"]}))
+    assert records(conv) is not None
 
     conv_key = key_of(conv)
     dense_work = tmp_path / "dense-records"
