@@ -9,8 +9,8 @@ Weights are prepacked: the prefix marks each TIR function's constant parameters 
 layout-free, so a schedule may keep a weight in a layout of its own (MetaSchedule's
 ``RewriteLayout``: a convolution's kernel blocked for the vector width, as onnxruntime packs
 its weights); the build folds that re-layout into the constant once, at compile time
-(:func:`apply_records`). Measured side by side on ds-cnn, 32 trials per task: 1.21x of
-onnxruntime with prepacked weights, 2.08x without.
+(:func:`apply_records`). Measured side by side on ds-cnn (a search of 32 trials per task with
+the mark and one without, built and timed in interleaved rounds): 0.249 ms and 0.362 ms.
 """
 
 from __future__ import annotations
