@@ -100,7 +100,9 @@ def test_a_large_upload_is_not_held_in_memory(
     auth = {"Authorization": f"Bearer {TOKEN}"}
     # Warm up: the first upload imports the model readers; their memory is not the upload's.
     small = tflite_builder.mlp_tflite(seed=31)
-    warm = httpx.post(f"{url}/api/v1/models", files={"file": ("s.tflite", small)}, headers=auth)
+    warm = httpx.post(
+        f"{url}/api/v1/models", files={"file": ("s.tflite", small)}, headers=auth, timeout=120
+    )
     assert warm.status_code == 201, warm.text
 
     # A valid TFLite model padded to 200 MiB: flatbuffers ignore what follows their tables.
