@@ -134,3 +134,45 @@ def test_a_module_run_with_python_m_is_not_imported_by_its_package() -> None:
     )
     assert "RuntimeWarning" not in proc.stderr, proc.stderr
     assert "uPlot" in proc.stdout + proc.stderr  # it ran: installed, or how to install it
+
+
+_HEAVY = ("scipy", "tvm", "torch", "onnxruntime")
+
+
+def _modules_after(code: str) -> set[str]:
+    """The top-level modules a fresh interpreter holds after running ``code``."""
+    roots = "sorted({m.split('.')[0] for m in sys.modules})"
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({roots}))"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("module", ["api.main", "harness.cli", "workers.celery_app"])
+def test_starting_the_api_the_cli_or_a_worker_loads_no_compiler_or_statistics(module: str) -> None:
+    """Each is started often (an API restart, every `edgefarm` command, a respawned worker):
+    TVM, PyTorch, onnxruntime and scipy.stats are seconds each, imported where they are used."""
+    loaded = _modules_after(f"import {module}")
+    assert not loaded & set(_HEAVY), sorted(loaded & set(_HEAVY))
+
+
+def test_a_compile_child_imports_tvm_without_torch_and_torch_still_imports_after() -> None:
+    """harness.compile.tvmimport: apache-tvm-ffi would import torch (seconds) in every build."""
+    pytest.importorskip("torch")  # installed by `scripts/setup dev torch`, as for the tests
+    loaded = _modules_after(
+        "from harness.compile.tvmimport import import_tvm\n"
+        "import_tvm()\n"
+        "import tvm.relax.frontend.onnx\n"
+        "import sys; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    assert "tvm" in loaded and "torch" not in loaded
+    # A .pt2 model's reader imports torch after TVM; the hiding is gone by then.
+    after = _modules_after(
+        "from harness.compile.tvmimport import import_tvm\n"
+        "import_tvm()\n"
+        "import torch\n"
+        "from tvm.relax.frontend.torch import from_exported_program"
+    )
+    assert {"tvm", "torch"} <= after

@@ -19,6 +19,7 @@ from harness.compile.lowering import Lowering
 from harness.compile.ndk import find_clang, link_archive
 from harness.compile.records import CompileRequest, CompileResult
 from harness.compile.targets import get_target
+from harness.compile.tvmimport import import_tvm
 from harness.errors import EdgefarmError, JobError, one_line
 from harness.jsontypes import BackendOptions
 from harness.modelio import model_from_bytes, parse_input_spec, prepare, to_relax
@@ -61,7 +62,7 @@ def _opt_level(options: BackendOptions) -> int:
 
 def compile_request(request: CompileRequest) -> CompileResult:
     """Import, lower, build and export one model; returns the result dict."""
-    import tvm
+    tvm = import_tvm()
     import tvm_ffi
 
     lowering = Lowering.from_json(request["lowering"])

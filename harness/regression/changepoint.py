@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -151,6 +150,8 @@ def _best_split(x: np.ndarray, min_segment: int) -> int | None:
 
 def _pvalue(left: np.ndarray, right: np.ndarray) -> float:
     """Student's two-sample t-test (pooled variance, so one night on a side is testable)."""
+    from scipy import stats  # here: at the top it would be a second of every API start
+
     if left.size + right.size < 3:
         return 1.0
     pooled = _pooled_sd(left, right)
@@ -173,6 +174,8 @@ def _test(
 ) -> ChangePoint | None:
     """The change from ``left`` to ``right`` as a ChangePoint, or None if it is not
     significant or smaller than ``min_effect``."""
+    from scipy import stats  # here: at the top it would be a second of every API start
+
     pvalue = _pvalue(left, right)
     if pvalue > settings.max_pvalue:
         return None

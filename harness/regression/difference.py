@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 Verdict = Literal["slower", "faster", "same", "inconclusive"]
 
@@ -77,6 +76,8 @@ def sample_difference(
     min_effect: float = 0.01,
 ) -> Difference:
     """Two runs' raw samples compared (Mann-Whitney U, Hodges-Lehmann ratio)."""
+    from scipy import stats  # here: at the top it would be a second of every API start
+
     a = np.log(_positive("control", control, 2))
     b = np.log(_positive("treatment", treatment, 2))
     u, pvalue = stats.mannwhitneyu(b, a, alternative="two-sided")
@@ -116,6 +117,8 @@ def paired_difference(
 ) -> Difference:
     """Interleaved blocks compared pair by pair: ``control[i]`` and ``treatment[i]`` are the
     medians of adjacent blocks on one phone. A t-test on the log-ratios."""
+    from scipy import stats  # here: at the top it would be a second of every API start
+
     a = _positive("control", control, 2)
     b = _positive("treatment", treatment, 2)
     if a.size != b.size:
