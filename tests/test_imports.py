@@ -136,7 +136,7 @@ def test_a_module_run_with_python_m_is_not_imported_by_its_package() -> None:
     assert "uPlot" in proc.stdout + proc.stderr  # it ran: installed, or how to install it
 
 
-_HEAVY = ("scipy", "tvm", "torch", "onnxruntime")
+_HEAVY = frozenset({"scipy", "tvm", "torch", "onnxruntime"})
 
 
 def _modules_after(code: str) -> set[str]:
@@ -155,7 +155,7 @@ def test_starting_the_api_the_cli_or_a_worker_loads_no_compiler_or_statistics(mo
     """Each is started often (an API restart, every `edgefarm` command, a respawned worker):
     TVM, PyTorch, onnxruntime and scipy.stats are seconds each, imported where they are used."""
     loaded = _modules_after(f"import {module}")
-    assert not loaded & set(_HEAVY), sorted(loaded & set(_HEAVY))
+    assert not loaded & _HEAVY, sorted(loaded & _HEAVY)
 
 
 def test_a_compile_child_imports_tvm_without_torch_and_torch_still_imports_after() -> None:
