@@ -145,6 +145,31 @@ def _changes(before: Point | None, after: Point, series_id: int) -> list[object]
     return list(differences(old, new))
 
 
+def _attribute(
+    measured: list[tuple[Point, float]], index: int, series_id: int
+) -> tuple[Point | None, Point, list[object]]:
+    """The last good and first changed point of a change estimated to start at
+    ``measured[index]``, and what changed in the toolchain between them.
+
+    A change point's night is an estimate: a noisy metric (a load timed once per run) that
+    changed with a new model version may be placed one night late or early. When the estimated
+    night brings no toolchain change and a neighbouring night does, the change is that
+    night's: the alert names its cause and joins the group of the series' other metrics."""
+    def split(i: int) -> tuple[Point | None, Point, list[object]]:
+        before = measured[i - 1][0] if i > 0 else None
+        return before, measured[i][0], _changes(before, measured[i][0], series_id)
+
+    estimated = split(index)
+    if estimated[2]:
+        return estimated
+    for neighbour in (index - 1, index + 1):
+        if 0 < neighbour < len(measured):
+            moved = split(neighbour)
+            if moved[2]:
+                return moved
+    return estimated
+
+
 def group_key(first_bad_night_id: int, changes: list[object]) -> str:
     """Alerts whose change starts the same night with the same toolchain change are one group
     (one cause), whichever night each was found on: a metric that needed a second night to
@@ -180,9 +205,7 @@ def _metric_alerts(
         for point in recent_changes(values, detector(settings), recent=settings.detect_recent):
             if abs(point.after - point.before) < MIN_ABSOLUTE[metric]:
                 continue
-            first_bad = measured[point.index][0]
-            last_good = measured[point.index - 1][0] if point.index > 0 else None
-            changes = _changes(last_good, first_bad, series_id)
+            last_good, first_bad, changes = _attribute(measured, point.index, series_id)
             worse = point.ratio > 1.0
             alerts.append(
                 Alert(
