@@ -155,6 +155,7 @@ def _attribute(
     changed with a new model version may be placed one night late or early. When the estimated
     night brings no toolchain change and a neighbouring night does, the change is that
     night's: the alert names its cause and joins the group of the series' other metrics."""
+
     def split(i: int) -> tuple[Point | None, Point, list[object]]:
         before = measured[i - 1][0] if i > 0 else None
         return before, measured[i][0], _changes(before, measured[i][0], series_id)

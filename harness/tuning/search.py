@@ -159,6 +159,107 @@ def _batch_callback(on_batch: Callable[[int], None], stop: Callable[[], bool] | 
     return AfterBatch()
 
 
+def _stored_hashes(mod: Any, candidates: list[Any]) -> list[int]:
+    """The structural hash of each candidate's scheduled function as a record of it reads back
+    from a JSONDatabase. A candidate's own module differs from that in small ways (an
+    annotation's ``True`` reads back as ``1``), so both sides are compared after the same trip
+    through a database's files."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_hash
+
+    with tempfile.TemporaryDirectory(prefix="edgefarm-trace-") as where:
+        database = ms.database.JSONDatabase(work_dir=where)
+        workload = database.commit_workload(mod)
+        for i, candidate in enumerate(candidates):
+            # Each record's "time" is its position, to read them back in order.
+            database.commit_tuning_record(
+                ms.database.TuningRecord(candidate.sch.trace, workload, [float(i + 1)])
+            )
+        back = ms.database.JSONDatabase(work_dir=where).get_all_tuning_records()
+        by_position = {int(float(r.run_secs[0])): r for r in back}
+        return [
+            int(structural_hash(by_position[i + 1].as_measure_candidate().sch.mod))
+            for i in range(len(candidates))
+        ]
+
+
+def _measured_once(inner: Any) -> Any:
+    """``inner`` (a MetaSchedule search strategy) made to skip the candidates the database
+    holds a measurement of already.
+
+    MetaSchedule remembers what it measured only within one search (its evolutionary search
+    starts each with an empty set; a TODO in TVM says so): a tuning that resumes from its
+    records, or a second model's tuning of the same workload, measures some of the same
+    schedules again, on the farm's phones, whose time is the scarcest thing it has. The
+    records' schedules are rebuilt from their traces once, when a task starts, and compared
+    by structural hash, as MetaSchedule compares candidates; the skipped ones count as no
+    trials. A candidate whose earlier measurement failed (a phone that fell over) may be
+    measured again."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy
+    from tvm_ffi import structural_hash
+
+    # Batches in a row that held nothing new before a task is taken as done: the search
+    # keeps proposing the records' own schedules, its space around them is measured.
+    tries = 8
+
+    @derived_object
+    class MeasuredOnce(PySearchStrategy):  # type: ignore[misc]
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.seen: set[int] = set()
+
+        def _initialize_with_tune_context(self, context: Any) -> None:
+            self.inner._initialize_with_tune_context(context)
+            self.mod = context.mod
+
+        def pre_tuning(
+            self,
+            max_trials: int,
+            num_trials_per_iter: int,
+            design_spaces: list[Any],
+            database: Any = None,
+            cost_model: Any = None,
+        ) -> None:
+            self.seen = set()
+            if database is not None and database.has_workload(self.mod):
+                workload = database.commit_workload(self.mod)
+                for record in database.get_top_k(workload, len(database)):
+                    self.seen.add(int(structural_hash(record.as_measure_candidate().sch.mod)))
+            self.inner.pre_tuning(
+                max_trials, num_trials_per_iter, design_spaces, database, cost_model
+            )
+
+        def post_tuning(self) -> None:
+            self.inner.post_tuning()
+
+        def generate_measure_candidates(self) -> list[Any] | None:
+            for _ in range(tries):
+                candidates = self.inner.generate_measure_candidates()
+                if candidates is None:
+                    return None
+                if not self.seen:  # nothing measured before: all new (MetaSchedule's own check)
+                    return list(candidates)
+                new = []
+                for candidate, shash in zip(
+                    candidates, _stored_hashes(self.mod, list(candidates)), strict=True
+                ):
+                    if shash not in self.seen:
+                        self.seen.add(shash)
+                        new.append(candidate)
+                if new or not candidates:
+                    return new
+            return None
+
+        def notify_runner_results(self, candidates: list[Any], results: list[Any]) -> None:
+            self.inner.notify_runner_results(candidates, results)
+
+        def clone(self) -> Any:
+            return MeasuredOnce(self.inner.clone())
+
+    return MeasuredOnce(inner)
+
+
 def _task_logger(name: str) -> logging.Logger:
     """A task's logger. MetaSchedule logs every batch's search statistics (dozens of lines)
     at INFO: a farm's worker log would be mostly that. They show with debug logging."""
@@ -266,6 +367,7 @@ def search(
         chosen = ms.search_strategy.ReplayTrace()
     else:
         raise JobError("compile", f"unknown search strategy {strategy!r}")
+    chosen = _measured_once(chosen)
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
     before = len(database)
     builds = tempfile.mkdtemp(prefix="edgefarm-tune-")

@@ -118,3 +118,35 @@ def test_no_trials_is_a_clear_error(tmp_path: Path) -> None:
     mod = from_onnx(conv_relu(), keep_params_in_input=False)
     with pytest.raises(JobError, match="at least one trial"):
         search(mod, tvm.target.Target({"kind": "llvm"}), tmp_path, trials=0)
+
+
+def _scheduled_hashes(work_dir: Path) -> list[int]:
+    """The structural hash of each record's scheduled function, rebuilt from its trace."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_hash
+
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    return [
+        int(structural_hash(r.as_measure_candidate().sch.mod))
+        for r in database.get_all_tuning_records()
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["replay-trace", "evolutionary"])
+def test_a_search_continued_from_its_records_measures_no_candidate_again(
+    tmp_path: Path, strategy: str
+) -> None:
+    """Found in CI (a SIGKILLed tuning that resumed measured one of its first batch again):
+    MetaSchedule forgets between searches what it measured. The same search twice, with the
+    same seed, samples the same candidates (replay-trace does so exactly): the second must
+    measure only new ones."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod = from_onnx(conv_relu(), keep_params_in_input=False)
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    first = search(mod, target, tmp_path, trials=4, population=16, seed=3, strategy=strategy)
+    second = search(mod, target, tmp_path, trials=4, population=16, seed=3, strategy=strategy)
+    assert (first.trials, second.trials, second.records) == (4, 4, 8)
+    hashes = _scheduled_hashes(tmp_path)
+    assert len(hashes) == 8 and len(set(hashes)) == 8, hashes
