@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     seed: Seed = DEFAULTS.seed
     run_timeout_s: float = 120.0  # beyond the protocol's max_seconds
     compile_timeout_s: float = 1800.0
+    # Builds are forked from a compile server that imported TVM once (harness.compile.forkserver);
+    # off, each build starts a fresh interpreter.
+    compile_forkserver: bool = True
     # The CPU the ``host`` target generates code for (LLVM's -mcpu): "auto" is this machine's
     # x86-64 level (x86-64-v2/v3/v4, from its CPU flags), "generic" none, else an LLVM CPU name.
     host_cpu: str = Field(default="auto", min_length=1, max_length=40)

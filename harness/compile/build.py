@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 from harness import __version__
+from harness.compile import forkserver
 from harness.compile.cache import COMPILE_VERSION, Artifact, ArtifactCache, artifact_key
+from harness.compile.forkserver import Finished
 from harness.compile.lowering import Lowering, TvmBuild
 from harness.compile.records import CompileRequest, CompileResult, Manifest
 from harness.compile.targets import get_target
@@ -179,6 +181,32 @@ def model_workloads(
     return workloads
 
 
+def _in_child(request: CompileRequest, timeout_s: float) -> Finished:
+    """Run ``request`` in a child process of its own: forked from the compile server (TVM
+    imported already), or a fresh interpreter when the server is off or died under the
+    build. Raises :class:`subprocess.TimeoutExpired` once the child is killed."""
+    if forkserver.enabled():
+        try:
+            return forkserver.server().run(dict(request), timeout_s)
+        except forkserver.ServerGone as exc:
+            log.warning("%s; building in a fresh process", exc)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.compile.child"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(json.dumps(request), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return Finished(proc.returncode, stdout, stderr)
+
+
 def _run_child(
     model: PreparedModel,
     backend: str,
@@ -213,33 +241,23 @@ def _run_child(
             request["tuning_dir"] = str(tuning.work_dir)
         if workloads_only:
             request["workloads_only"] = True
-        cmd = [sys.executable, "-m", "harness.compile.child"]
         log.debug("compile child: %s", request)
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
         try:
-            stdout, stderr = proc.communicate(json.dumps(request), timeout=timeout_s)
+            finished = _in_child(request, timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
             raise JobError(
                 "compile",
                 f"compiling {model.name} for {backend}/{target} ran past {timeout_s:.0f} s "
                 "(EDGEFARM_COMPILE_TIMEOUT_S raises the limit)",
             ) from None
+    stdout, stderr = finished.stdout, finished.stderr
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             result: CompileResult = json.loads(line[len(RESULT_MARKER) :])
             break
     else:
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
+        if finished.returncode < 0:
+            name = signal.Signals(-finished.returncode).name
             raise JobError(
                 "compile",
                 f"TVM crashed ({name}) while compiling {model.name} for {backend}/{target}: "
@@ -247,7 +265,7 @@ def _run_child(
             )
         raise JobError(
             "compile",
-            f"the compiler process exited with status {proc.returncode} without a result: "
+            f"the compiler process exited with status {finished.returncode} without a result: "
             f"{one_line(stderr) or 'no message'}",
         )
     if result.get("status") != "ok":

@@ -208,9 +208,8 @@ def _workloads(mod: Any, target: Any, stages: dict[str, float], start: float) ->
     }
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    request: CompileRequest = json.loads(sys.stdin.read())
+def answer(request: CompileRequest) -> None:
+    """Compile ``request`` and write its result line to stdout."""
     try:
         result = compile_request(request)
     except JobError as exc:
@@ -225,6 +224,12 @@ def main() -> int:
             "message": f"internal error ({type(exc).__name__}): {one_line(str(exc))}",
         }
     sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    answer(json.loads(sys.stdin.read()))
     return 0
 
 
