@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -190,21 +189,7 @@ def _in_child(request: CompileRequest, timeout_s: float) -> Finished:
             return forkserver.server().run(dict(request), timeout_s)
         except forkserver.ServerGone as exc:
             log.warning("%s; building in a fresh process", exc)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.compile.child"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(json.dumps(request), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return Finished(proc.returncode, stdout, stderr)
+    return forkserver.fresh_child("harness.compile.child", json.dumps(request), timeout_s)
 
 
 def _run_child(

@@ -177,6 +177,26 @@ class ForkServer:
             self._proc.wait()
 
 
+def fresh_child(module: str, stdin: str, timeout_s: float) -> Finished:
+    """Run ``python -m module`` in a session of its own with ``stdin``; after ``timeout_s``
+    its whole group is killed and :class:`subprocess.TimeoutExpired` raised."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.communicate()
+        raise
+    return Finished(proc.returncode, stdout, stderr)
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
+from harness.compile.forkserver import fresh_child
 from harness.errors import EdgefarmError, one_line
 from harness.jsontypes import BackendOptions
 from harness.measure.accuracy import (
@@ -111,29 +111,20 @@ def _run_child(
             "library": str(library),
             "arrays": str(arrays),
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.measure.divergence"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
         try:
-            stdout, stderr = proc.communicate(json.dumps(request), timeout=timeout_s)
+            finished = fresh_child("harness.measure.divergence", json.dumps(request), timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
             return FirstDivergence(
                 status="failed", message=f"locating the divergence ran past {timeout_s:.0f} s"
             )
+    stdout, stderr = finished.stdout, finished.stderr
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             return FirstDivergence.model_validate_json(line[len(RESULT_MARKER) :])
-    if proc.returncode < 0:
-        what = f"crashed ({signal.Signals(-proc.returncode).name})"
+    if finished.returncode < 0:
+        what = f"crashed ({signal.Signals(-finished.returncode).name})"
     else:
-        what = f"exited with status {proc.returncode} without a result"
+        what = f"exited with status {finished.returncode} without a result"
     return FirstDivergence(
         status="failed",
         message=f"locating the divergence {what}: {one_line(stderr) or 'no message'}",
