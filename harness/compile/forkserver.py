@@ -40,6 +40,7 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 READY = "edgefarm-compile-server-ready"
+_SERVE = "import sys; from harness.compile.forkserver import serve; sys.exit(serve())"
 # A build's child ends itself this long after its caller's timeout, should the caller be gone
 # and unable to kill it.
 _BACKSTOP_S = 60
@@ -76,7 +77,9 @@ class ForkServer:
         self._next = 0
         self._gone = False
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.compile.forkserver"],
+            # Not ``-m harness.compile.forkserver``: the package imports this module first, and
+            # runpy warns that it is found in sys.modules before it runs as __main__.
+            [sys.executable, "-c", _SERVE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -331,7 +334,3 @@ def _drain(fd: int) -> None:
                 return
         except BlockingIOError:
             return
-
-
-if __name__ == "__main__":
-    sys.exit(serve())
