@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 from harness.bench import RESULT_KEYS, BenchPlan, Protocol, run_bench
@@ -148,14 +148,16 @@ def test_runner_hang_is_cut_off(
         # A real hang: the real runner process is frozen with SIGSTOP once it has started.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not stopped:
-            # Only this session's runner: it lives under our own EDGEFARM_HOME.
-            pattern = f"^{edgefarm_home}/local-device/runtime/[0-9a-f]+/edgefarm-runner --module"
-            found = subprocess.run(
-                ["pgrep", "-f", pattern], capture_output=True, text=True
-            ).stdout.split()
-            for pid in found:
-                os.kill(int(pid), signal.SIGSTOP)
-                stopped.append(int(pid))
+            # Only this test's runner: a process this one started (the local device runs it
+            # as a child), found by what it runs, not by where (a path pattern once missed it).
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    argv = child.cmdline()
+                except psutil.Error:  # ended meanwhile
+                    continue
+                if argv and argv[0].endswith("/edgefarm-runner") and "--module" in argv:
+                    os.kill(child.pid, signal.SIGSTOP)
+                    stopped.append(child.pid)
             time.sleep(0.02)
 
     thread = threading.Thread(target=freeze_the_runner)
@@ -164,7 +166,7 @@ def test_runner_hang_is_cut_off(
     started = time.monotonic()
     (doc,) = [d.dump() for d in run_bench(BenchPlan(model_path=path, protocol=slow))]
     thread.join()
-    assert stopped, "the runner was never seen"
+    assert stopped, f"the runner was never seen; the run: {doc['status']} {doc.get('error')}"
     assert doc["status"] == "failed" and doc["error"]["stage"] == "run"
     assert "did not finish within 5 s" in doc["error"]["message"]
     assert time.monotonic() - started < 30
