@@ -8,6 +8,7 @@ Where the farm is: ``--url``, else ``EDGEFARM_API_URL``, else the embedded farm 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -283,9 +284,15 @@ class FarmClient:
         minutes: float | None = None,
         inputs: list[str] | None = None,
         batch: int = 16,
+        backend: str = "tvm-cpu",
     ) -> list[TuningJson]:
         """``POST /api/v1/tunings``: one tuning per device class of the selected devices."""
-        body: dict[str, Any] = {"model_id": model_id, "devices": devices, "batch": batch}
+        body: dict[str, Any] = {
+            "model_id": model_id,
+            "devices": devices,
+            "batch": batch,
+            "backend": backend,
+        }
         if trials is not None:
             body["trials"] = trials
         if minutes is not None:
@@ -298,6 +305,10 @@ class FarmClient:
     def tuning(self, tuning_id: int) -> TuningJson:
         return _TUNING.validate_python(self._request("GET", f"/api/v1/tunings/{tuning_id}"))
 
+    def cancel_tuning(self, tuning_id: int) -> TuningJson:
+        """Stop a tuning after its current batch (its records stay); an ended one as it is."""
+        return _TUNING.validate_python(self._request("POST", f"/api/v1/tunings/{tuning_id}/cancel"))
+
     def wait_tunings(
         self,
         ids: list[int],
@@ -305,18 +316,21 @@ class FarmClient:
         on_update: Callable[[list[TuningJson]], None] | None = None,
         poll_s: float = 1.0,
         timeout_s: float = 24 * 3600.0,
+        stop: threading.Event | None = None,
     ) -> list[TuningJson]:
-        """Poll the tunings until every one has ended; returns them."""
+        """Poll the tunings until every one has ended, or ``stop`` is set; returns them as
+        last read."""
         deadline = time.monotonic() + timeout_s
+        stop = stop or threading.Event()
         while True:
             tunings = [self.tuning(i) for i in ids]
             if on_update is not None:
                 on_update(tunings)
-            if all(t["status"] in TUNING_ENDED for t in tunings):
+            if all(t["status"] in TUNING_ENDED for t in tunings) or stop.is_set():
                 return tunings
             if time.monotonic() > deadline:
                 raise InfrastructureError(f"tunings {ids} did not end within {timeout_s:.0f} s")
-            time.sleep(poll_s)
+            stop.wait(poll_s)
 
     def job(self, job_id: int) -> JobJson:
         return _JOB.validate_python(self._request("GET", f"/api/v1/jobs/{job_id}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 
 from api.deps import IdPath, LimitQuery, OffsetQuery, SessionDep, SettingsDep, WriterDep, next_url
 from api.errors import NOT_JSON, answers
@@ -14,6 +14,7 @@ from api.schemas import MAX_ID
 from api.schemas_tuning import TuningCreate, TuningPublic, TuningsPublic, TuningsSubmitted
 from harness.db import Tuning, TuningStatus, utcnow
 from harness.farm import NotFound, queries
+from harness.farm import tunings as farm_tunings
 from harness.farm.tunings import create_tunings
 
 router = APIRouter(prefix="/tunings", tags=["tunings"])
@@ -82,17 +83,6 @@ def cancel_tuning(tuning_id: IdPath, session: SessionDep, writer: WriterDep) -> 
     """Stop a tuning after the batch it is measuring; its records stay."""
     # A later tuning of the model continues from them. An ended tuning is answered as it is.
     _get(tuning_id, session)
-    session.execute(
-        update(Tuning)
-        .where(
-            Tuning.id == tuning_id,
-            Tuning.status.in_([TuningStatus.queued, TuningStatus.running]),
-        )
-        .values(
-            status=TuningStatus.cancelled,
-            finished_at=func.coalesce(Tuning.finished_at, utcnow()),
-        )
-        .execution_options(synchronize_session=False)
-    )
+    farm_tunings.cancel_tuning(session, tuning_id)
     session.commit()
     return TuningPublic.of(_get(tuning_id, session))

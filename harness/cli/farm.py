@@ -4,6 +4,8 @@ start the embedded one."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -99,8 +101,10 @@ def submit(
         bool,
         typer.Option(
             "--tune",
-            help="Tune MODEL (tvm-cpu, MetaSchedule) for the selected devices' classes instead "
-            "of benchmarking it; candidates are measured on each class's idle phones.",
+            help="Tune MODEL (MetaSchedule; tvm-cpu, or with -b tvm-nnapi/tvm-neuron the CPU part "
+            "of their partition) for the selected devices' classes instead of benchmarking it; "
+            "candidates are measured on each class's idle phones. With --wait, Ctrl-C cancels "
+            "the tunings (their records are kept).",
         ),
     ] = False,
     trials: Annotated[
@@ -202,8 +206,7 @@ def _submit_tuning(
 
     with usage_errors():
         selector = parse_selector(selector_text)
-        if backends not in (None, ["tvm-cpu"]):
-            raise JobError("compile", "--tune tunes tvm-cpu only; drop --backend")
+        backend = _tuned_backend(backends)
         if trials is not None and minutes is not None:
             raise JobError("compile", "give --trials or --minutes, not both")
         if trials is not None and trials < 1:
@@ -217,27 +220,42 @@ def _submit_tuning(
     try:
         uploaded = client.upload_model(model)
         tunings = client.submit_tuning(
-            model_id=uploaded["id"], devices=selector, trials=trials, minutes=minutes, inputs=inputs
+            model_id=uploaded["id"],
+            devices=selector,
+            trials=trials,
+            minutes=minutes,
+            inputs=inputs,
+            backend=backend,
         )
-        for t in tunings:
-            out.print(
-                f"tuning {t['id']}: {uploaded['name']} for {t['device_class']} queued at "
-                f"{client.url}",
-                highlight=False,
-            )
-        if not wait:
-            return
-        with console.status("tuning", spinner="dots") as status:
-
-            def on_update(current: list[TuningJson]) -> None:
-                status.update(
-                    "; ".join(
-                        f"tuning {t['id']}: {t['status']}, {t['report'].get('saved', 0)} saved"
-                        for t in current
-                    )
+        # Ctrl-C while it waits cancels what it waits for, as it stops `edgefarm tune`. It is
+        # a flag the polling loop reads, not an exception that could land in the middle of
+        # the status line's terminal set-up.
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) if wait else None
+        try:
+            for t in tunings:
+                out.print(
+                    f"tuning {t['id']}: {uploaded['name']} for {t['device_class']} "
+                    f"({t['backend']}) queued at {client.url}",
+                    highlight=False,
                 )
-
-            tunings = client.wait_tunings([t["id"] for t in tunings], on_update=on_update)
+            if not wait:
+                return
+            tunings = _wait_tunings(client, [t["id"] for t in tunings], interrupted)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if interrupted.is_set():
+            # Each tuning ends after its current batch, its records kept for a later one.
+            tunings = [client.cancel_tuning(t["id"]) for t in tunings]
+            out.print(tunings_table(tunings))
+            for t in tunings:
+                out.print(
+                    f"tuning {t['id']}: {t['status']}; its records are kept, and a later tuning "
+                    "of the class continues from them",
+                    highlight=False,
+                )
+            raise typer.Exit(130)
     finally:
         client.close()
     out.print(tunings_table(tunings))
@@ -245,6 +263,39 @@ def _submit_tuning(
         if t["error_message"]:
             console.print(f"[red]tuning {t['id']}:[/] {t['error_message']}", highlight=False)
     raise typer.Exit(0 if all(t["status"] == "done" for t in tunings) else 1)
+
+
+def _wait_tunings(client: FarmClient, ids: list[int], stop: threading.Event) -> list[TuningJson]:
+    """The tunings once all have ended (or ``stop`` is set), their progress on a status line
+    meanwhile."""
+    with console.status("tuning", spinner="dots") as status:
+
+        def on_update(current: list[TuningJson]) -> None:
+            status.update(
+                "; ".join(
+                    f"tuning {t['id']}: {t['status']}, {t['report'].get('saved', 0)} saved"
+                    for t in current
+                )
+            )
+
+        return client.wait_tunings(ids, on_update=on_update, stop=stop)
+
+
+def _tuned_backend(backends: list[str] | None) -> str:
+    """The one backend ``submit --tune`` tunes (tvm-cpu by default): tvm-cpu the whole model,
+    a BYOC backend what its partition leaves on the CPU."""
+    from harness.errors import JobError
+    from harness.farm.tunings import TUNABLE_BACKENDS
+
+    chosen = backends or ["tvm-cpu"]
+    if len(chosen) != 1:
+        raise JobError("compile", "--tune tunes one backend at a time; give one --backend")
+    if chosen[0] not in TUNABLE_BACKENDS:
+        raise JobError(
+            "compile",
+            f"backend {chosen[0]!r} cannot be tuned; tunable: {', '.join(TUNABLE_BACKENDS)}",
+        )
+    return chosen[0]
 
 
 def status(

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from harness.db import (
@@ -149,6 +149,26 @@ def create_tunings(
         tunings.append(tuning)
     session.flush()
     return tunings
+
+
+def cancel_tuning(session: Session, tuning_id: int) -> bool:
+    """Cancel tuning ``tuning_id`` if it is queued or running; False when it had ended (it
+    stays as it ended). Its search sees the status before its next batch and stops, its
+    records kept (a later tuning continues from them); it fills in the report of what it did.
+    One conditional UPDATE, so a cancel never overwrites a tuning that has just ended."""
+    result = session.execute(
+        update(Tuning)
+        .where(
+            Tuning.id == tuning_id,
+            Tuning.status.in_([TuningStatus.queued, TuningStatus.running]),
+        )
+        .values(
+            status=TuningStatus.cancelled,
+            finished_at=func.coalesce(Tuning.finished_at, utcnow()),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def class_devices(session: Session, tuning: Tuning) -> list[Device]:

@@ -28,12 +28,25 @@ log = logging.getLogger(__name__)
 PLAN_NAME = "kernels.plan"
 
 
+NOT_RUN = "not run: "  # the error of a candidate its tuning never ran (KernelTiming.not_run)
+
+
 @dataclass(frozen=True)
 class KernelTiming:
     """One candidate's times on the device (seconds per call), or why it has none."""
 
     costs_s: tuple[float, ...] = ()
     error: str | None = None
+
+    @classmethod
+    def not_run(cls, why: str) -> KernelTiming:
+        """A candidate that was never run (its tuning stopped first): no measurement, and no
+        failure either; the search records nothing for it (a later search may measure it)."""
+        return cls(error=f"{NOT_RUN}{why}")
+
+    @property
+    def was_run(self) -> bool:
+        return self.error is None or not self.error.startswith(NOT_RUN)
 
 
 def arg_text(info: Any) -> str:

@@ -133,10 +133,68 @@ def host_runner(*, number: int = 3, repeat: int = 1, min_repeat_ms: int = 40) ->
     return HostRunner()
 
 
+FAILED_S = 1e10  # MetaSchedule records a candidate that failed to build or run as taking this
+FAILED_RUN_S = 1e9  # a record this slow is such a failure
+
+
+def _was_run(result: Any) -> bool:
+    """The runner ran the candidate (measured it, or it failed): not one that its tuning
+    stopped before running (:meth:`KernelTiming.not_run`)."""
+    from harness.tuning.device import NOT_RUN
+
+    return not str(result.error_msg or "").startswith(NOT_RUN)
+
+
+def _measure_callbacks() -> list[Any]:
+    """MetaSchedule's default callbacks, but the database gets only the candidates that were
+    run: its own AddToDatabase records a candidate whose tuning stopped before running it as a
+    failure (1e10 s), which the farm would keep and count. A candidate that ran and failed is
+    recorded so, as MetaSchedule does."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class AddRunToDatabase(PyMeasureCallback):  # type: ignore[misc]
+        def apply(
+            self,
+            task_scheduler: Any,
+            task_id: int,
+            measure_candidates: list[Any],
+            builder_results: list[Any],
+            runner_results: list[Any],
+        ) -> None:
+            database = task_scheduler.database_
+            if database is None:
+                return
+            context = task_scheduler.tasks_[task_id].ctx
+            workload = database.commit_workload(context.mod)
+            for candidate, result in zip(measure_candidates, runner_results, strict=True):
+                if not _was_run(result):
+                    continue
+                failed = result.error_msg is not None or not result.run_secs
+                run_secs = [FAILED_S] if failed else list(result.run_secs)
+                database.commit_tuning_record(
+                    ms.database.TuningRecord(
+                        candidate.sch.trace,
+                        workload,
+                        run_secs,
+                        context.target,
+                        candidate.args_info,
+                    )
+                )
+
+    return [
+        AddRunToDatabase(),
+        ms.measure_callback.RemoveBuildArtifact(),
+        ms.measure_callback.UpdateCostModel(),
+    ]
+
+
 def _batch_callback(on_batch: Callable[[int], None], stop: Callable[[], bool] | None) -> Any:
-    """A measure callback, after MetaSchedule's own (which add the batch to the database):
-    ``on_batch(candidates measured)``; when ``stop()`` says so (a deadline passed, the
-    tuning was cancelled), it ends every task, which ends the search."""
+    """A measure callback, after the ones that add the batch to the database:
+    ``on_batch(candidates run)``; when ``stop()`` says so (a deadline passed, the tuning was
+    cancelled), it ends every task, which ends the search."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -150,7 +208,7 @@ def _batch_callback(on_batch: Callable[[int], None], stop: Callable[[], bool] | 
             builder_results: list[Any],
             runner_results: list[Any],
         ) -> None:
-            on_batch(len(measure_candidates))
+            on_batch(sum(1 for result in runner_results if _was_run(result)))
             if stop is not None and stop():
                 for i, task in enumerate(task_scheduler.tasks_):
                     if not task.is_terminated:
@@ -299,7 +357,6 @@ def fixed_space_sizes(tasks: list[Any]) -> dict[str, int]:
     return sizes
 
 
-FAILED_RUN_S = 1e9  # MetaSchedule records a candidate that failed to build or run as 1e10 s
 
 
 def trials_done(tasks: list[Any], work_dir: Path) -> dict[str, int]:
@@ -391,7 +448,7 @@ def search(
                 ).clone()
             )
             weights.append(float(task.weight))
-        callbacks: list[Any] = list(ms.measure_callback.MeasureCallback.create("default"))
+        callbacks = _measure_callbacks()
         if on_batch is not None or stop is not None:
             callbacks.append(_batch_callback(on_batch or (lambda n: None), stop))
         ms.tune.tune_tasks(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -129,3 +133,30 @@ def post_json(
     """POST ``body`` to ``url``: the status code and the JSON answer."""
     response = client.post(url, json=body, headers=auth)
     return response.status_code, response.json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def edgefarm(farm: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    """``edgefarm ARGS --url ... --token ...`` (the farm's options after the command's)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args,
+         "--url", farm["url"], "--token", farm["token"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "EDGEFARM_HOME": str(farm["home"]), "COLUMNS": "200"},
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]

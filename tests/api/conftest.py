@@ -8,11 +8,16 @@ releases (SQLAlchemy's "joining a session into an external transaction" recipe).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -29,6 +34,7 @@ from harness.db import (
     Device,
     DeviceHealth,
     make_engine,
+    make_session_factory,
     session_scope,
 )
 from harness.devices.base import DeviceFacts
@@ -41,7 +47,9 @@ from apidata import (
     DATABASE_URL,
     PG_ADMIN,
     ClientFactory,
+    add_model,
     alembic_config,
+    free_port,
     uid,
 )
 
@@ -211,3 +219,63 @@ def farm(session: Session) -> dict[str, Any]:
         devices[key] = device
     session.commit()
     return {"tag": tag, "devices": devices}
+
+
+@pytest.fixture
+def farm_api(tmp_path: Path, fresh_database: str, broker: redis.Redis) -> Iterator[dict[str, Any]]:
+    """The API served by uvicorn on a free port, a token named ci-bot, two uploaded models and
+    two good devices in a pool."""
+    engine = make_engine(fresh_database)
+    factory = make_session_factory(engine)
+    with factory() as session:
+        token = create_token("ci-bot", session=session)
+        models = [add_model(session, f"mlp-{uid()}").name, add_model(session, f"cnn-{uid()}").name]
+        pool = f"pool-{uid()}"
+        session.add_all(
+            Device(address=f"tcp:{pool}-{i}:5555", pool=pool, model_name=f"Phone {i}")
+            for i in range(2)
+        )
+        session.commit()
+    port = free_port()
+    env = {
+        **os.environ,
+        "EDGEFARM_HOME": str(tmp_path / "home"),
+        "EDGEFARM_DATABASE_URL": fresh_database,
+        "EDGEFARM_BROKER_URL": BROKER_URL,
+    }
+    env.pop("EDGEFARM_API_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/suites", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.2)
+        yield {
+            "url": url,
+            "token": token,
+            "models": models,
+            "pool": pool,
+            "factory": factory,
+            "home": tmp_path / "cli-home",
+        }
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        engine.dispose()

@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from harness.db import (
     Alert,
     AlertKind,
-    Device,
     Job,
     JobStatus,
     Night,
@@ -33,100 +26,10 @@ from harness.db import (
     RunStatus,
     Series,
     Suite,
-    make_engine,
-    make_session_factory,
     utcnow,
 )
-from harness.farm.tokens import create_token
 
-from apidata import BROKER_URL, add_model, uid
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def farm_api(tmp_path: Path, fresh_database: str, broker: redis.Redis) -> Iterator[dict[str, Any]]:
-    """The API served by uvicorn on a free port, a token named ci-bot, two uploaded models and
-    two good devices in a pool."""
-    engine = make_engine(fresh_database)
-    factory = make_session_factory(engine)
-    with factory() as session:
-        token = create_token("ci-bot", session=session)
-        models = [add_model(session, f"mlp-{uid()}").name, add_model(session, f"cnn-{uid()}").name]
-        pool = f"pool-{uid()}"
-        session.add_all(
-            Device(address=f"tcp:{pool}-{i}:5555", pool=pool, model_name=f"Phone {i}")
-            for i in range(2)
-        )
-        session.commit()
-    port = free_port()
-    env = {
-        **os.environ,
-        "EDGEFARM_HOME": str(tmp_path / "home"),
-        "EDGEFARM_DATABASE_URL": fresh_database,
-        "EDGEFARM_BROKER_URL": BROKER_URL,
-    }
-    env.pop("EDGEFARM_API_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/suites", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.2)
-        yield {
-            "url": url,
-            "token": token,
-            "models": models,
-            "pool": pool,
-            "factory": factory,
-            "home": tmp_path / "cli-home",
-        }
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        engine.dispose()
-
-
-def edgefarm(farm: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    """``edgefarm ARGS --url ... --token ...`` (the farm's options after the command's)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args,
-         "--url", farm["url"], "--token", farm["token"]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "EDGEFARM_HOME": str(farm["home"]), "COLUMNS": "200"},
-    )  # fmt: skip
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
+from apidata import edgefarm, one_error_line, uid
 
 
 def result_document(job: Job, device_id: int, backend: str, median: float) -> dict[str, Any]:

@@ -14,12 +14,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import select
 
-from harness.db import RunStatus, Tuning, TuningStatus
+from harness.db import RunStatus, Tuning, TuningSlice, TuningStatus
 from harness.db.models import TuningRecord
 from harness.devices.emulator import EmulatedPhone
 from harness.farm.liveness import liveness
 from harness.farm.selection import DeviceSelector
-from harness.farm.tunings import TuningRequest, create_tunings
+from harness.farm.tunings import TuningRequest, cancel_tuning, create_tunings
 
 import testmodels
 from workerfarm import Farm, WorkerProcess, register, wait_for
@@ -57,6 +57,28 @@ def conv_relu_wide(seed: int) -> onnx.ModelProto:
     )
 
 
+def conv3d_then_dense(seed: int) -> onnx.ModelProto:
+    """conv3d+relu -> flatten -> dense: NNAPI takes the dense; the conv3d (no NNAPI operation)
+    and the rank-5 relu and reshape stay on the CPU, the tasks of a tvm-nnapi tuning."""
+    rng = np.random.default_rng(seed)
+    return testmodels.make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 6, kernel_shape=[3, 3, 3]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Reshape", ["r", "shape"], ["f"]),
+            helper.make_node("MatMul", ["f", "w2"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.array([1, 1024], dtype=np.int64), "shape"),
+            numpy_helper.from_array(rng.standard_normal((1024, 8)).astype(np.float32), "w2"),
+        ],
+        "conv3d_then_dense",
+    )
+
+
 def _worker_args(twins: list[EmulatedPhone]) -> list[str]:
     return [*(a for p in twins for a in ("--device", f"tcp:{p.serial}")), "--beat"]
 
@@ -82,13 +104,17 @@ def _start(
     return worker
 
 
-def _submit(farm: Farm, model_id: int, ids: list[int], inputs: str, **budget: int) -> int:
+def _submit(
+    farm: Farm, model_id: int, ids: list[int], inputs: str, backend: str = "tvm-cpu", **budget: int
+) -> int:
     with farm.sessions() as session:
         from harness.db import Model
 
         model = session.get(Model, model_id)
         assert model is not None
-        request = TuningRequest(devices=DeviceSelector(ids=tuple(ids)), inputs=(inputs,), **budget)
+        request = TuningRequest(
+            devices=DeviceSelector(ids=tuple(ids)), inputs=(inputs,), backend=backend, **budget
+        )
         (tuning,) = create_tunings(request, model=model, session=session, submitted_by="tests")
         session.commit()
         tuning_id = tuning.id
@@ -106,7 +132,7 @@ def _tuning(farm: Farm, tuning_id: int) -> Tuning:
 def _ended(farm: Farm, tuning_id: int, *, timeout_s: float) -> Tuning:
     return wait_for(
         f"tuning {tuning_id} to end",
-        lambda: (t := _tuning(farm, tuning_id)).status.ended and t,
+        lambda: t if (t := _tuning(farm, tuning_id)).status.ended else None,
         timeout_s=timeout_s,
         poll_s=1.0,
     )
@@ -170,4 +196,59 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_
     provenance = result.document["provenance"]
     assert provenance["tuning"]["device_class"] == tuning.device_class
     assert provenance["tuning"]["trials"] == 12
+    worker.stop()
+
+
+@pytest.mark.timeout(600)
+def test_a_farm_tuning_of_a_byoc_backend_tunes_its_cpu_part_and_a_cancel_ends_it_after_the_batch(
+    farm: Farm,
+    twins: list[EmulatedPhone],
+    twin_ids: list[int],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """tvm-nnapi on the twins' class: the search tunes what the partition leaves on the CPU
+    (the conv3d), not the offloaded dense; cancelled (as POST .../cancel does) after its first
+    saved batch, it ends within a batch, keeps its records and gives both phones back."""
+    worker = _start(farm, twins, twin_ids, start_worker)
+    seed = random.Random().randrange(1_000, 1_000_000)
+    model_id = farm.add_model(conv3d_then_dense(seed), f"conv3d-{seed}")
+    tuning_id = _submit(farm, model_id, twin_ids, "x:1x4x4x8x8", "tvm-nnapi", trials=64, batch=4)
+    device_class = _tuning(farm, tuning_id).device_class
+    records_before = len(_records(farm, device_class))  # the first test's, run alone none
+
+    def saved_batches() -> int:
+        return int(_tuning(farm, tuning_id).report.get("batches", 0))
+
+    # The reshape's one schedule is the first batch, the conv3d's first 4 the second.
+    wait_for("a conv3d batch to be saved", lambda: saved_batches() >= 2, timeout_s=300)
+    with farm.sessions() as session:
+        assert cancel_tuning(session, tuning_id)
+        session.commit()
+    at_cancel = saved_batches()
+    assert _tuning(farm, tuning_id).status == TuningStatus.cancelled  # at once, for the API
+    # The search sees it after the batch it is on and writes the report of what it did.
+    tuning = wait_for(
+        "the cancelled search to stop",
+        lambda: t if (t := _tuning(farm, tuning_id)).report.get("cancelled") else None,
+        timeout_s=120,
+        poll_s=0.5,
+    )
+    assert tuning.status == TuningStatus.cancelled, (tuning.error_message, worker.log()[-3000:])
+    report = tuning.report
+    assert report["batches"] <= at_cancel + 1, report  # at most the batch it was on
+    # The CPU part's tasks: the conv3d's, not the dense NNAPI runs.
+    names = [t["name"] for t in report["tasks"]]
+    assert any("conv3d" in n for n in names) and not any("matmul" in n for n in names), names
+    measured = sum(t["measured"] for t in report["tasks"])
+    assert 5 <= measured < 64  # measured, and stopped well short of its budget
+    records = len(_records(farm, device_class)) - records_before
+    assert records == report["saved"] == measured  # nothing recorded for the unrun candidates
+    assert report["failed"] == 0
+    with farm.sessions() as session:
+        assert not cancel_tuning(session, tuning_id)  # an ended tuning stays as it ended
+        left = session.scalars(select(TuningSlice).where(TuningSlice.tuning_id == tuning_id))
+        assert list(left) == []
+    for device_id in twin_ids:
+        device = farm.device(device_id)
+        assert device.state == "idle" and device.tuning_slice_id is None
     worker.stop()

@@ -155,9 +155,7 @@ class FarmKernelTimer:
         try:
             result = self._measure([c[0] for c in candidates], [c[1] for c in candidates])
         except _Stop:
-            return [KernelTiming(error=f"not measured: the tuning {self.stop_reason}")] * len(
-                candidates
-            )
+            return [KernelTiming.not_run(f"the tuning {self.stop_reason}")] * len(candidates)
         return result.timings
 
     def _measure(self, paths: list[Path], args: list[list[str]]) -> _Measured:
