@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.byoc.report import PartitionReport
 from harness.compile import Artifact
 from harness.db.session import SessionScope
 from harness.devices.base import Device, DeviceFacts
@@ -18,6 +17,7 @@ from harness.measure.accuracy import FirstDivergence
 from harness.measure.device_run import Program, Progress, RunLimits
 from harness.measure.document import BuildProvenance
 from harness.modelio import PreparedModel
+from harness.partition_report import PartitionReport
 
 if TYPE_CHECKING:
     from harness.compile.tuned import AppliedRecords

@@ -17,51 +17,21 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from typing_extensions import TypedDict  # pydantic validates these only on 3.11
-
-from harness.byoc.costmodel import Candidate, CandidateRecord, Costs, Planner, Prediction
+from harness.byoc.costmodel import Candidate, Costs, Planner, Prediction
 from harness.byoc.report import CostDecisionReport, short_op, tensor_bytes
 from harness.byoc.translate import Refused, flat_args, is_const_tensor, op_name
 from harness.errors import JobError
+from harness.partition_report import (
+    CalibrationEntry,
+    CalibrationInfo,
+    ProbeEntry,
+)
 
 CALIBRATION_ATTR = "edgefarm_calibration"
 # Boundary probes: NCHW float32 shapes of 2 KiB, 64 KiB and 512 KiB.
 PROBE_SHAPES = ((1, 8, 8, 8), (1, 16, 32, 32), (1, 32, 64, 64))
-
-
-class TensorType(TypedDict):
-    shape: list[int]
-    dtype: str
-
-
-class CalibrationEntry(TypedDict):
-    """A public function of a calibration module: one candidate alone."""
-
-    name: str  # cal_0, cal_1, ...
-    candidate: str
-    signature: str
-    inputs: list[TensorType]
-
-
-class ProbeEntry(TypedDict):
-    """A boundary probe: a ReLU on ``bytes`` in and out."""
-
-    name: str  # probe_0, ...
-    shape: list[int]
-    bytes: int
-
-
-class CalibrationInfo(TypedDict):
-    """What a calibration module holds (see the module doc); its artifact carries it."""
-
-    placement: Literal["cpu", "accel"]
-    dialect: str
-    candidates: list[CandidateRecord]
-    entries: list[CalibrationEntry]
-    probes: list[ProbeEntry]
-    baseline: str | None  # the whole model's function (CPU builds): the baseline
 
 
 def _ty_text(expr: Any) -> str:

@@ -33,19 +33,7 @@ from pydantic import TypeAdapter
 from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
 from harness.jsontypes import JsonObject
-
-
-class CandidateRecord(TypedDict):
-    """A :class:`Candidate` as JSON (in a calibration module's description)."""
-
-    name: str
-    ops: list[str]
-    signature: str
-    members: list[str]
-    inputs: list[tuple[str, int]]
-    output_bytes: int
-    users: list[str]
-    used_outside: bool
+from harness.partition_report import CandidateRecord
 
 
 class LineRecord(TypedDict):

@@ -23,7 +23,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from harness.byoc.candidates import CalibrationInfo
 from harness.byoc.codegen import CONST_PARAMS_ATTR, CONST_SCALARS_ATTR, register_codegens
 from harness.byoc.dialect import DEFAULT_FEATURE_LEVEL, DIALECTS, NEURON_LEVEL, PREFERENCES
 from harness.byoc.normalize import normalize, scalar_value
@@ -40,6 +39,7 @@ from harness.byoc.translate import (
 )
 from harness.errors import JobError
 from harness.jsontypes import BackendOptions
+from harness.partition_report import CalibrationInfo
 
 log = logging.getLogger(__name__)
 

@@ -12,96 +12,35 @@ decision: :class:`CostReport`) and, once a run measured it, ``measured_ms``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NotRequired
-
-from typing_extensions import TypedDict  # pydantic validates these only on 3.11
+from typing import Any
 
 from harness.byoc.translate import REASONS, Refused, is_const_tensor, op_name
+from harness.partition_report import (
+    BoundaryCost,
+    CalibrationReport,
+    CandidateCost,
+    CostDecisionReport,
+    CostReport,
+    CpuOp,
+    OpCount,
+    PartitionReport,
+    SubgraphCost,
+)
 
-__all__ = ["REASONS", "PartitionReport", "build_report", "op_calls"]
-
-
-class OpCount(TypedDict):
-    offloaded: int
-    total: int
-
-
-class CpuOp(TypedDict):
-    """An operator kept on the CPU, and why."""
-
-    op: str
-    reason: str
-    detail: str
-
-
-class BoundaryCost(TypedDict):
-    fixed_ms: float
-    ms_per_kib: float
-
-
-class CandidateCost(TypedDict):
-    """One offload candidate of a cost decision: its operators and their times."""
-
-    ops: list[str]
-    offloaded: bool
-    cpu_ms: float
-    accel_ms: float
-
-
-class SubgraphCost(TypedDict):
-    ops: int
-    accel_ms: float
-    boundary_bytes: int
-    boundary_ms: float
-
-
-class CalibrationReport(TypedDict):
-    """What measuring a device class's costs did before a ``cost`` partition."""
-
-    device_class: str
-    software: str
-    variants: dict[str, str]  # placement (cpu, accel) -> the variant its times are kept under
-    measured_now: int
-    reused: int
-    wall_ms: float
-
-
-class CostReport(TypedDict):
-    """The cost model's decision: predicted times and each candidate's costs."""
-
-    device_class: str
-    predicted_cpu_only_ms: float
-    predicted_all_ms: float
-    boundary: BoundaryCost
-    candidates: list[CandidateCost]
-    subgraphs: list[SubgraphCost]
-    calibration: NotRequired[CalibrationReport]
-
-
-class CostDecisionReport(TypedDict):
-    """What a cost decision adds to the partition report."""
-
-    predicted_ms: float
-    cost: CostReport
-
-
-class PartitionReport(TypedDict):
-    """See the module doc."""
-
-    dialect: str
-    feature_level: int | None
-    mode: str
-    subgraphs: int
-    ops_offloaded: int
-    ops_total: int
-    by_op_type: dict[str, OpCount]
-    macs_offloaded_share: float
-    boundary_tensors: int
-    boundary_bytes: int
-    cpu_ops: list[CpuOp]
-    predicted_ms: NotRequired[float]
-    cost: NotRequired[CostReport]
-    measured_ms: NotRequired[float]
+__all__ = [
+    "REASONS",
+    "BoundaryCost",
+    "CalibrationReport",
+    "CandidateCost",
+    "CostDecisionReport",
+    "CostReport",
+    "CpuOp",
+    "OpCount",
+    "PartitionReport",
+    "SubgraphCost",
+    "build_report",
+    "op_calls",
+]
 
 
 _DTYPE_BYTES = {

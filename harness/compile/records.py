@@ -7,11 +7,10 @@ from typing import Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
-from harness.byoc.candidates import CalibrationInfo
-from harness.byoc.report import PartitionReport
 from harness.errors import Stage
 from harness.jsontypes import BackendOptions
 from harness.modelio.specs import TensorJson
+from harness.partition_report import CalibrationInfo, PartitionReport
 
 TvmTarget = dict[str, str | list[str]]
 """A TVM target as JSON: ``{"kind": "llvm", "mtriple": ..., "mattr": ["+neon"]}``."""

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.byoc.candidates import CalibrationInfo
 from harness.byoc.costmodel import Costs, CostsRecord
-from harness.byoc.report import CalibrationReport
 from harness.compile import Artifact, TvmBuild, compile_artifact, tvm_version
 from harness.db.costs import CostKey, Measured, store_costs, stored_costs
 from harness.db.session import SessionScope
@@ -44,6 +42,7 @@ from harness.measure.device_run import (
 from harness.measure.inputs import make_inputs
 from harness.measure.protocol import Protocol
 from harness.modelio import PreparedModel
+from harness.partition_report import CalibrationInfo, CalibrationReport
 from harness.runner.result import RunnerError
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ from typing import Annotated, Literal
 from pydantic import MISSING, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 from typing_extensions import TypedDict  # pydantic validates these only on 3.11
 
-from harness.byoc.report import PartitionReport
 from harness.compile.records import TuningProvenance
 from harness.devices.base import DeviceFacts
 from harness.devices.records import Cooldown, StateSnapshot
@@ -28,6 +27,7 @@ from harness.measure.accuracy import Accuracy
 from harness.measure.protocol import Protocol
 from harness.measure.stats import LatencyStats
 from harness.modelio import ModelDescription
+from harness.partition_report import PartitionReport
 from harness.runner.result import OpProfile
 
 Status = Literal["ok", "failed"]

@@ -357,8 +357,6 @@ def fixed_space_sizes(tasks: list[Any]) -> dict[str, int]:
     return sizes
 
 
-
-
 def trials_done(tasks: list[Any], work_dir: Path) -> dict[str, int]:
     """How many measured candidates ``work_dir`` holds for each task (by task name): the
     trials that earlier tunings of this workload measured, on any model. A candidate that
