@@ -104,6 +104,26 @@ def _start(
     return worker
 
 
+@pytest.fixture(scope="module")
+def hosts() -> list[WorkerProcess]:
+    """The module's worker hosts, newest last: a test goes on with the last one if it is
+    alive (starting one costs seconds), and start_worker stops them all at the end."""
+    return []
+
+
+def _host(
+    farm: Farm,
+    twins: list[EmulatedPhone],
+    twin_ids: list[int],
+    start_worker: Callable[..., WorkerProcess],
+    hosts: list[WorkerProcess],
+) -> WorkerProcess:
+    last = hosts[-1] if hosts else None
+    if last is None or last.proc is None or last.proc.poll() is not None:
+        hosts.append(_start(farm, twins, twin_ids, start_worker))
+    return hosts[-1]
+
+
 def _submit(
     farm: Farm, model_id: int, ids: list[int], inputs: str, backend: str = "tvm-cpu", **budget: int
 ) -> int:
@@ -151,6 +171,7 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_
     twins: list[EmulatedPhone],
     twin_ids: list[int],
     start_worker: Callable[..., WorkerProcess],
+    hosts: list[WorkerProcess],
 ) -> None:
     """One tuning does it all (each farm tuning costs a minute here): its batches of 4 go half
     to each phone; the worker host is SIGKILLed after the first saved batch and the next
@@ -196,7 +217,7 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_
     provenance = result.document["provenance"]
     assert provenance["tuning"]["device_class"] == tuning.device_class
     assert provenance["tuning"]["trials"] == 12
-    worker.stop()
+    hosts.append(worker)  # alive: the next test goes on with it
 
 
 @pytest.mark.timeout(600)
@@ -205,11 +226,12 @@ def test_a_farm_tuning_of_a_byoc_backend_tunes_its_cpu_part_and_a_cancel_ends_it
     twins: list[EmulatedPhone],
     twin_ids: list[int],
     start_worker: Callable[..., WorkerProcess],
+    hosts: list[WorkerProcess],
 ) -> None:
     """tvm-nnapi on the twins' class: the search tunes what the partition leaves on the CPU
     (the conv3d), not the offloaded dense; cancelled (as POST .../cancel does) after its first
     saved batch, it ends within a batch, keeps its records and gives both phones back."""
-    worker = _start(farm, twins, twin_ids, start_worker)
+    worker = _host(farm, twins, twin_ids, start_worker, hosts)
     seed = random.Random().randrange(1_000, 1_000_000)
     model_id = farm.add_model(conv3d_then_dense(seed), f"conv3d-{seed}")
     tuning_id = _submit(farm, model_id, twin_ids, "x:1x4x4x8x8", "tvm-nnapi", trials=64, batch=4)
@@ -251,4 +273,3 @@ def test_a_farm_tuning_of_a_byoc_backend_tunes_its_cpu_part_and_a_cancel_ends_it
     for device_id in twin_ids:
         device = farm.device(device_id)
         assert device.state == "idle" and device.tuning_slice_id is None
-    worker.stop()
