@@ -9,15 +9,11 @@ releases (SQLAlchemy's "joining a session into an external transaction" recipe).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import redis
@@ -49,7 +45,7 @@ from apidata import (
     ClientFactory,
     add_model,
     alembic_config,
-    free_port,
+    served_api,
     uid,
 )
 
@@ -236,7 +232,6 @@ def farm_api(tmp_path: Path, fresh_database: str, broker: redis.Redis) -> Iterat
             for i in range(2)
         )
         session.commit()
-    port = free_port()
     env = {
         **os.environ,
         "EDGEFARM_HOME": str(tmp_path / "home"),
@@ -244,38 +239,15 @@ def farm_api(tmp_path: Path, fresh_database: str, broker: redis.Redis) -> Iterat
         "EDGEFARM_BROKER_URL": BROKER_URL,
     }
     env.pop("EDGEFARM_API_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/suites", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.2)
-        yield {
-            "url": url,
-            "token": token,
-            "models": models,
-            "pool": pool,
-            "factory": factory,
-            "home": tmp_path / "cli-home",
-        }
+        with served_api(env) as (url, _):
+            yield {
+                "url": url,
+                "token": token,
+                "models": models,
+                "pool": pool,
+                "factory": factory,
+                "home": tmp_path / "cli-home",
+            }
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         engine.dispose()

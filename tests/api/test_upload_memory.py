@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,20 +14,13 @@ import httpx
 import pytest
 
 import tflite_builder
-from apidata import BROKER_URL
+from apidata import BROKER_URL, served_api
 
 TOKEN = "memory-test-token-0123456789abcdef"
 UPLOAD_MB = 200
 # The API's peak may grow by this much at most while it takes the upload: buffers, the
 # multipart parser, the parsed flatbuffer's tables. The upload itself would be 200 MiB.
 ALLOWED_GROWTH_MB = 40
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def memory_kb(pid: int, field: str) -> int:
@@ -44,7 +34,6 @@ def memory_kb(pid: int, field: str) -> int:
 def api_process(
     tmp_path: Path, fresh_database: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
     env = {
         **os.environ,
         "EDGEFARM_HOME": str(tmp_path / "home"),
@@ -53,44 +42,8 @@ def api_process(
         "EDGEFARM_API_TOKEN": TOKEN,
         "EDGEFARM_MAX_UPLOAD_MB": str(UPLOAD_MB + 10),
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "api.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.2)
-        yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with served_api(env) as served:
+        yield served
 
 
 def test_a_large_upload_is_not_held_in_memory(
