@@ -77,3 +77,12 @@ def test_bad_settings_are_refused_by_name() -> None:
         DetectorSettings(max_pvalue=0.0)
     with pytest.raises(ValueError, match="min_segment"):
         DetectorSettings(min_segment=0)
+
+
+def test_a_noisy_night_just_before_a_large_change_does_not_hide_it() -> None:
+    """A CI night's medians (ms): a slow night (10.1) right before a 30x slowdown. The blip
+    is a split of its own, which left the real change one night to be tested against; pruning
+    the weakest dropped the real change and then the blip: nothing was found."""
+    values = [7.85, 7.672, 7.856, 7.967, 7.648, 10.101, 248.083, 222.541]
+    (point,) = change_points(values, DetectorSettings(min_effect=1.5))
+    assert point.index == 6 and point.ratio > 20
