@@ -303,6 +303,7 @@ def tune_prepared(
             "on_batch": saved,
             "stop": stop_now,
             "export": export,
+            "tasks": tasks,
         }
         if budget.trials is None:
             # A time budget: every task in one search, MetaSchedule's scheduler shares it.
