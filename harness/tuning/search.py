@@ -403,9 +403,8 @@ def search(
     current batch. ``export``: keyword arguments of ``export_library`` for
     the candidates (a cross compiler's ``fcompile``). ``only``: tune just these tasks (by
     name). ``on_build_error(message)`` for each candidate that failed to build. ``tasks``:
-    ``tasks_of(mod, target)`` when the caller has them already (extracting them lowers the
-    whole model: 5-10 s for mobilenet-v1-0.25, for each task's search when it was done per
-    search)."""
+    ``tasks_of(mod, target)``, when the caller already has them: extracting them lowers the
+    whole model (5-10 s for mobilenet-v1-0.25), too much to repeat for every task's search."""
     from tvm.s_tir import meta_schedule as ms
 
     if trials < 1:
