@@ -146,9 +146,11 @@ def test_up_then_submit_from_another_process(
     assert "tunings" in tune.stdout and "done" in tune.stdout
     (tuning,) = httpx.get(f"{url}/api/v1/tunings").json()["data"]
     assert tuning["status"] == "done" and tuning["report"]["failed"] == 0
-    assert [t["measured"] for t in tuning["report"]["tasks"]] == [2] * len(
-        tuning["report"]["tasks"]
-    )
+    # Each task measured to its budget of 2, or its whole space where that is one schedule
+    # (the channels-last transposes); the two convolutions to the budget.
+    measured = {t["name"]: t["measured"] for t in tuning["report"]["tasks"]}
+    assert all(1 <= m <= 2 for m in measured.values()), measured
+    assert [m for name, m in measured.items() if "conv2d" in name] == [2, 2], measured
     assert tuning["report"]["phones"] == [target]
     bench = _cli(
         home, "submit", str(small), "-s", f"ids={target}", "--wait", "--min-seconds", "0.05"

@@ -60,26 +60,29 @@ def cpu_tensor_intrinsics() -> None:
 
 # What tuning_prefix makes of a model, versioned: a workload's hash depends on it, so hashes
 # found by another version (cached: harness.compile.build.model_workloads) are not these.
-# 2: weights marked layout-free.
-TUNING_PREFIX_VERSION = 2
+# 2: weights marked layout-free. 3: 2-D convolutions channels-last (harness.compile.layout).
+TUNING_PREFIX_VERSION = 3
 LAYOUT_FREE = "layout_free_buffers"  # the TIR attribute MetaSchedule's RewriteLayout reads
 PREPACKED = "_prepacked"  # SplitLayoutRewritePreproc's suffix for a function it split
 
 
 def tuning_prefix(mod: Any, target: Any) -> Any:
-    """The Relax module lowered to fused TIR functions, as MetaSchedule tunes them, with their
-    weights marked layout-free (:func:`mark_layout_free_weights`)."""
+    """The Relax module lowered to fused TIR functions, as MetaSchedule tunes them: 2-D
+    convolutions channels-last (:func:`harness.compile.layout.channels_last`), weights marked
+    layout-free (:func:`mark_layout_free_weights`)."""
     import tvm
     from tvm import relax
 
+    from harness.compile.layout import channels_last
+
     with target:
-        lowered = tvm.transform.Sequential(
+        decomposed = tvm.transform.Sequential(
             [
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
-                relax.pipeline.zero_pipeline(),
             ]
         )(mod)
+        lowered = relax.pipeline.zero_pipeline()(channels_last(decomposed))
     return mark_layout_free_weights(lowered)
 
 

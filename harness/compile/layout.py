@@ -1,0 +1,116 @@
+"""Channels-last convolutions for tuned builds: Relax's ``ConvertLayout`` to NHWC.
+
+Models arrive NCHW (ONNX's layout). A tuned NCHW convolution on a CPU vectorizes along W, the
+innermost axis: 6 floats wide in mobilenet-v1-0.25's last blocks (6x6 maps of 128 channels),
+where a 16-float AVX-512 or 4-float NEON register wants more. onnxruntime re-lays the graph
+out into channel blocks (NCHWc) for the same reason. With NHWC the innermost axis is the
+channels (8-256 here): a 1x1 convolution is a matrix product whose output rows are
+contiguous, and a depthwise one vectorizes across its channels.
+
+``ConvertLayout`` moves every operator it knows a layout rule for; around one it does not, it
+puts transposes back to NCHW and out again. ONNX's Clip (ReLU6) is imported as TE's
+``maximum`` and ``minimum`` called with ``call_tir``, which it cannot see into: left so, each
+ReLU6 would cost two transposes and could no longer fuse into its convolution.
+:func:`clamps_as_relax_ops` first turns such calls back into Relax's ``maximum``/``minimum``
+(checked to be exactly TE's functions for those shapes, so nothing else is rewritten).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Relax's conv2d as NHWC data with OHWI kernels (topi's NHWC convolutions, grouped ones too).
+CHANNELS_LAST = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
+
+
+# Fewer 2-D convolutions than this and the module stays NCHW: the layout costs a transpose in
+# and one out, each as large as a convolution's input or output, which a lone convolution's
+# gain need not repay (a guess, not a measurement; mobilenet-v1-0.25 has 27).
+MIN_CONVOLUTIONS = 2
+
+
+def channels_last(mod: Any) -> Any:
+    """``mod`` with its 2-D convolutions NHWC, if it has at least :data:`MIN_CONVOLUTIONS`
+    (the transposes that remain: at the model's edges, and around operators without a
+    layout rule)."""
+    from tvm import relax
+
+    if count_convolutions(mod) < MIN_CONVOLUTIONS:
+        return mod
+    return relax.transform.ConvertLayout(CHANNELS_LAST)(clamps_as_relax_ops(mod))
+
+
+def count_convolutions(mod: Any) -> int:
+    """How many calls of Relax's ``nn.conv2d`` the module's Relax functions make."""
+    import tvm
+    from tvm import relax
+
+    conv2d = tvm.ir.Op.get("relax.nn.conv2d")
+    count = 0
+
+    def visit(expr: Any) -> None:
+        nonlocal count
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            count += expr.op.same_as(conv2d)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return count
+
+
+def clamps_as_relax_ops(mod: Any) -> Any:
+    """``mod`` with each ``call_tir`` of TE's ``maximum``/``minimum`` (a tensor and a scalar
+    or a tensor of its shape) replaced by Relax's operator of the same name."""
+    import tvm
+    from tvm import relax, te, topi
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+    from tvm_ffi import structural_equal
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    relax_ops = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
+    te_ops = {"maximum": topi.maximum, "minimum": topi.minimum}
+
+    def te_twin(name: str, args: list[Any]) -> Any | None:
+        """The PrimFunc TE makes of ``name`` for tensors shaped as ``args``, or None."""
+        holders = []
+        for i, arg in enumerate(args):
+            sinfo = arg.ty
+            if not isinstance(sinfo, relax.TensorType) or not isinstance(
+                sinfo.shape, relax.ShapeExpr
+            ):
+                return None
+            # The shape's own (int64) dims, as the importer's emit_te made them.
+            holders.append(te.placeholder(list(sinfo.shape.values), sinfo.dtype, name=f"x{i}"))
+        out = te_ops[name](holders[0], holders[1])
+        return te.create_prim_func([*holders, out])
+
+    @mutator
+    class Rewrite(PyExprMutator):  # type: ignore[misc]
+        def visit_call_(self, call: Any) -> Any:
+            call = super().visit_call_(call)
+            if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(call_tir)):
+                return call
+            callee, args = call.args[0], call.args[1]
+            if not isinstance(callee, tvm.ir.GlobalVar) or not isinstance(args, relax.Tuple):
+                return call
+            name = callee.name_hint.rstrip("0123456789")
+            if name not in relax_ops or len(args.fields) != 2:
+                return call
+            fields = list(args.fields)
+            try:
+                twin = te_twin(name, fields)
+            except (tvm.error.InternalError, ValueError, TypeError):
+                return call
+            func = mod[callee]
+            if twin is None or not structural_equal(
+                func.without_attr("global_symbol"), twin.without_attr("global_symbol")
+            ):
+                return call
+            return relax_ops[name](fields[0], fields[1])
+
+    rewritten = mod.clone()
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            rewritten[gv] = Rewrite(mod).visit_expr(func)
+    return relax.transform.DeadCodeElimination()(rewritten)
