@@ -197,9 +197,9 @@ def test_weights_are_marked_layout_free_as_relax_marks_them() -> None:
     # The pass marks a function without weights (the channels-last transposes) with an empty
     # list; tuning_prefix leaves it unmarked.
     for gv, func in list(theirs.functions.items()):
-        if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None:
-            if LAYOUT_FREE in func.attrs and len(func.attrs[LAYOUT_FREE]) == 0:
-                theirs.update_func(gv, func.without_attr(LAYOUT_FREE))
+        attrs = func.attrs if isinstance(func, tvm.tirx.PrimFunc) else None
+        if attrs is not None and LAYOUT_FREE in attrs and len(attrs[LAYOUT_FREE]) == 0:
+            theirs.update_func(gv, func.without_attr(LAYOUT_FREE))
 
     def tir(module: tvm.IRModule) -> dict[str, int]:
         return {
