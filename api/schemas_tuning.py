@@ -17,6 +17,7 @@ from api.schemas import (
 )
 from harness.db import Tuning, TuningStatus
 from harness.farm.tunings import DEFAULT_TRIALS, MAX_BATCH, MAX_MINUTES, MAX_TRIALS, TuningRequest
+from harness.jsontypes import MAX_THREADS
 
 InputText = Annotated[Text, Field(min_length=1, max_length=256)]
 
@@ -43,6 +44,13 @@ class TuningCreate(StrictBody):
     inputs: list[InputText] = Field(
         default_factory=list, max_length=64, description="input specs NAME:1x3x224x224[:dtype]"
     )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_THREADS,
+        description="TVM's thread pool while candidates are timed: the threads option of the "
+        "runs the records are for (0: the runtime's default)",
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> TuningCreate:
@@ -60,6 +68,7 @@ class TuningCreate(StrictBody):
             minutes=self.minutes,
             batch=self.batch,
             inputs=tuple(self.inputs),
+            threads=self.threads,
         )
 
 
@@ -73,6 +82,7 @@ class TuningPublic(Public):
     trials: int | None = Field(description="the budget: trials per task")
     minutes: float | None = Field(description="the budget: minutes")
     batch: int
+    threads: int = Field(description="TVM's thread pool while timing (0: the runtime's default)")
     attempts: int = Field(description="how many times a worker took it up (a resumed tuning: 2+)")
     night_id: int | None
     submitted_by: str

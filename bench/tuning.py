@@ -4,7 +4,9 @@ native runner's kernel mode) against onnxruntime with the same thread count.
 For each model: the untuned tvm-cpu median, then for each step of the trial ladder
 (``--trials 32,128,512``) ``edgefarm tune`` up to that many trials per task (each step continues
 from the records of the one before, as a resumed tuning does: its time is the step's, the
-cumulative time is printed too) and the tuned median; ort's median with the same threads;
+cumulative time is printed too) and the tuned median; ort's median with the same threads
+(``--threads``: TVM's pool on the device, through the backend option ``threads``, for the
+candidates' timing and the runs alike; onnxruntime's intra-op threads);
 ratios to ort, all three measured side by side after each step (interleaved rounds,
 ``--rounds``). On a phone (``--device ADDR``) the candidates are measured there and tvm-cpu runs
 there; ort runs on this machine (the python runner is the host's), which for the emulated phone
@@ -58,8 +60,8 @@ def main() -> None:
 
     home = args.home or Path(tempfile.mkdtemp(prefix="edgefarm-tuning-bench-"))
     os.environ["EDGEFARM_HOME"] = str(home)
-    # The same threads for both: TVM's runtime pool and onnxruntime's intra-op pool.
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    if args.threads < 1:
+        parser.error("--threads: at least 1")
 
     from harness.bench import BenchPlan, Protocol, run_bench
     from harness.db.costs import local_store
@@ -85,6 +87,11 @@ def main() -> None:
         data = doc.dump()
         if data["status"] != "ok":
             raise SystemExit(f"{path.name}/{backend} failed: {data['error']}")
+        ran_with = data["provenance"].get("threads")
+        if ran_with != args.threads:
+            raise SystemExit(
+                f"{path.name}/{backend} ran with {ran_with} threads, not --threads {args.threads}"
+            )
         return float(data["latency_ms"]["median"]), data["provenance"]
 
     models: list[tuple[str, Path, list[InputSpec]]] = []
@@ -115,12 +122,17 @@ def main() -> None:
 
     def side_by_side(path: Path, inputs: list[InputSpec]) -> tuple[float, float, float, Any]:
         """Untuned, tuned and ort medians measured in interleaved rounds (the median of each
-        one's round medians): the machine's load moves all three alike."""
+        one's round medians): the machine's load moves all three alike. The same threads for
+        all three: TVM's pool (on the device) and onnxruntime's intra-op pool."""
         rounds: dict[str, list[float]] = {"untuned": [], "tuned": [], "ort": []}
         provenance: Any = None
+        threads = args.threads
         for _ in range(args.rounds):
-            rounds["untuned"].append(median(path, inputs, "tvm-cpu", {"tuning": "off"})[0])
-            tuned, provenance = median(path, inputs, "tvm-cpu", {"tuning": "on"})
+            untuned = median(path, inputs, "tvm-cpu", {"tuning": "off", "threads": threads})
+            rounds["untuned"].append(untuned[0])
+            tuned, provenance = median(
+                path, inputs, "tvm-cpu", {"tuning": "on", "threads": threads}
+            )
             rounds["tuned"].append(tuned)
             rounds["ort"].append(median(path, inputs, "ort", {"threads": args.threads})[0])
         middle = {k: float(sorted(v)[len(v) // 2]) for k, v in rounds.items()}
@@ -141,6 +153,7 @@ def main() -> None:
                     batch=args.batch,
                     population=args.population,
                     progress=lambda event, message: print(f"  {event}: {message}", flush=True),
+                    threads=args.threads,
                 )
             finally:
                 device.close()

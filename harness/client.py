@@ -103,6 +103,7 @@ class TuningJson(TypedDict):
     trials: int | None
     minutes: float | None
     batch: int
+    threads: int
     attempts: int
     report: dict[str, Any]
     error_message: str | None
@@ -285,6 +286,7 @@ class FarmClient:
         inputs: list[str] | None = None,
         batch: int = 16,
         backend: str = "tvm-cpu",
+        threads: int = 0,
     ) -> list[TuningJson]:
         """``POST /api/v1/tunings``: one tuning per device class of the selected devices."""
         body: dict[str, Any] = {
@@ -293,6 +295,8 @@ class FarmClient:
             "batch": batch,
             "backend": backend,
         }
+        if threads:
+            body["threads"] = threads
         if trials is not None:
             body["trials"] = trials
         if minutes is not None:

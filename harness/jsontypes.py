@@ -19,7 +19,10 @@ BackendOptions = JsonObject
 """One backend's options: free-form JSON that the backend checks and completes with its
 defaults (``harness.backends``)."""
 
-__all__ = ["BackendOptions", "JsonObject", "JsonValue", "json_int"]
+MAX_THREADS = 256
+"""The most threads a TVM backend's option ``threads`` (or a tuning's) may ask for."""
+
+__all__ = ["MAX_THREADS", "BackendOptions", "JsonObject", "JsonValue", "json_int"]
 
 
 def json_int(value: JsonValue, *, what: str, stage: Stage) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.backends.base import JobBuild, Prepared, Target
-from harness.backends.tvm_cpu import TvmBackend
+from harness.backends.tvm_cpu import TvmBackend, run_choices
 from harness.byoc.costmodel import costs_json
 from harness.byoc.report import CalibrationReport
 from harness.compile import Lowering
@@ -31,7 +31,6 @@ from harness.measure.accuracy import FirstDivergence
 from harness.measure.calibration import measured_costs
 from harness.measure.device_run import NativeRunner
 from harness.modelio import PreparedModel
-from harness.tuning.use import split_tuning
 
 if TYPE_CHECKING:
     from harness.compile.tuned import AppliedRecords
@@ -160,14 +159,15 @@ class ByocBackend(TvmBackend):
         if where.device is None:
             raise HarnessBug(f"{self.name} with partition cost needs the device to calibrate")
         # Calibration times untuned builds: ``tuning`` chooses the records of the run's
-        # build, it is no option of the calibration builds (nor part of their keys).
+        # build, it is no option of the calibration builds (nor part of their keys); nor is
+        # ``threads`` (calibration runs with the runtime's default).
         costs, calibration = measured_costs(
             model,
             where.device,
             self,
             dialect=self.dialect,
             target=where.target,
-            options=split_tuning(options)[1] or {},
+            options=run_choices(options)[2] or {},
             facts=where.facts,
             sessions=where.cost_sessions or scoped(local_store()),
             limits=where.limits,

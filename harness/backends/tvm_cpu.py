@@ -9,16 +9,43 @@ from harness.backends.base import Backend, JobBuild, Prepared, Target
 from harness.byoc.report import CalibrationReport, in_declared_order
 from harness.compile import Artifact, Lowering, compile_artifact
 from harness.compile.build import artifact_key_for
-from harness.jsontypes import BackendOptions
+from harness.errors import JobError
+from harness.jsontypes import MAX_THREADS, BackendOptions, json_int
 from harness.measure.device_run import NativeRunner
 from harness.measure.document import BuildProvenance
 from harness.modelio import PreparedModel
-from harness.tuning.use import split_tuning
+from harness.tuning.use import TuningMode, split_tuning
 
 if TYPE_CHECKING:
     from harness.compile.tuned import AppliedRecords
     from harness.db.session import SessionScope
     from harness.devices.base import DeviceFacts
+
+
+THREADS_OPTION = "threads"
+
+
+def split_threads(options: BackendOptions | None) -> tuple[int, BackendOptions | None]:
+    """The ``threads`` option (how many threads TVM's pool runs the artifact with; 0, the
+    default: the runtime's own choice) and the options without it. A run option: it never
+    reaches the build, nor the artifact's key."""
+    if options is None or THREADS_OPTION not in options:
+        return 0, options
+    threads = json_int(options[THREADS_OPTION], what="option threads", stage="compile")
+    if not 0 <= threads <= MAX_THREADS:
+        raise JobError(
+            "compile",
+            f"option threads is 0 (the runtime's default) to {MAX_THREADS}, not {threads}",
+        )
+    return threads, {k: v for k, v in options.items() if k != THREADS_OPTION}
+
+
+def run_choices(options: BackendOptions | None) -> tuple[TuningMode, int, BackendOptions | None]:
+    """A TVM backend's options split into what chooses how its artifact is made and run —
+    ``tuning`` (which records) and ``threads`` — and the build's own options."""
+    threads, rest = split_threads(options)
+    mode, build = split_tuning(rest)
+    return mode, threads, build
 
 
 @dataclass(frozen=True)
@@ -31,14 +58,19 @@ class TvmBackend(Backend):
     tunable: bool = False
 
     def resolve_options(self, given: BackendOptions | None) -> BackendOptions:
-        """As for every backend; a tunable one also takes ``tuning`` (auto, on, off), kept
-        only when given (it chooses records, it is not a build option)."""
-        if not self.tunable:
-            return super().resolve_options(given)
-        mode, rest = split_tuning(given)
-        resolved = super().resolve_options(rest)
-        if given is not None and "tuning" in given:
-            resolved["tuning"] = mode
+        """As for every backend, and ``threads`` (see :func:`split_threads`); a tunable one
+        also takes ``tuning`` (auto, on, off). Both are kept only when given: they choose
+        records and threads, they are not build options."""
+        threads, given_rest = split_threads(given)
+        if self.tunable:
+            mode, rest = split_tuning(given_rest)
+            resolved = super().resolve_options(rest)
+            if given is not None and "tuning" in given:
+                resolved["tuning"] = mode
+        else:
+            resolved = super().resolve_options(given_rest)
+        if given is not None and THREADS_OPTION in given:
+            resolved[THREADS_OPTION] = threads
         return resolved
 
     def tunes(self) -> bool:
@@ -56,8 +88,7 @@ class TvmBackend(Backend):
         tuning: AppliedRecords | None = None,
     ) -> Artifact:
         """The artifact of ``model`` for ``target``, built at most once (the cache)."""
-        if self.tunable:
-            options = split_tuning(options)[1]  # a job build: untuned (its runs choose)
+        options = run_choices(options)[2]  # a job build: untuned (its runs choose)
         return compile_artifact(model, self, target=target, options=options, tuning=tuning)
 
     def artifact_key(
@@ -67,8 +98,7 @@ class TvmBackend(Backend):
         options: BackendOptions,
         tuning: AppliedRecords | None = None,
     ) -> str:
-        if self.tunable:
-            options = split_tuning(options)[1] or {}
+        options = run_choices(options)[2] or {}
         return artifact_key_for(model, self, target, options, tuning)
 
     def tuning_for(
@@ -103,7 +133,7 @@ class TvmBackend(Backend):
         from harness.tuning.session import records_key_for
         from harness.tuning.use import tuning_use
 
-        mode, build_options = split_tuning(options)
+        mode, _, build_options = run_choices(options)
         cache_dir = get_settings().cache_path
         return tuning_use(
             records_key_for(facts),
@@ -121,6 +151,7 @@ class TvmBackend(Backend):
         """The model compiled for the device's target (the cache's when built already), its
         provenance and partition report."""
         where.progress("compile", f"compiling {model.name} for {self.name}/{where.target}")
+        threads = split_threads(options)[0]
         options, calibration = self.build_options(model, options, where)
         tuning = self.tuning_for(model, options, where)
         artifact = self.compile(model, target=where.target, options=options, tuning=tuning)
@@ -138,7 +169,7 @@ class TvmBackend(Backend):
         }
         if "tuning" in artifact.manifest:
             provenance["tuning"] = artifact.manifest["tuning"]
-        return Prepared(NativeRunner(artifact), provenance, partition)
+        return Prepared(NativeRunner(artifact, threads=threads), provenance, partition)
 
     def build_options(
         self, model: PreparedModel, options: BackendOptions | None, where: Target

@@ -102,6 +102,8 @@ def record_run(doc: ResultDocument, outcome: RunOk | RunFailed) -> RunOk:
 
 def _record_report(doc: ResultDocument, report: RunnerOk) -> None:
     doc.provenance.runner_version = report.runner_version
+    if report.threads:
+        doc.provenance.threads = report.threads
     stats = summarize(report.samples_ms)
     doc.latency_ms = stats
     doc.load_ms = report.load_ms

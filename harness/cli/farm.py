@@ -126,6 +126,7 @@ def submit(
             selector_text=device_selector,
             inputs=input or [],
             backends=backend,
+            options=option or [],
             trials=trials,
             minutes=minutes,
             wait=wait,
@@ -193,6 +194,7 @@ def _submit_tuning(
     selector_text: str,
     inputs: list[str],
     backends: list[str] | None,
+    options: list[str],
     trials: int | None,
     minutes: float | None,
     wait: bool,
@@ -200,13 +202,25 @@ def _submit_tuning(
     token: str | None,
 ) -> None:
     """``edgefarm submit --tune``: one farm tuning per device class of the selected devices;
-    with --wait, their reports. Exit status 0 when every tuning is done."""
+    with --wait, their reports. Exit status 0 when every tuning is done. ``-o
+    BACKEND.threads=N``: TVM's thread pool while timing (the runs' option)."""
+    from harness.backends.tvm_cpu import split_threads
+    from harness.cli.options import parse_options
     from harness.client import FarmClient, parse_selector
     from harness.errors import JobError
 
     with usage_errors():
         selector = parse_selector(selector_text)
         backend = _tuned_backend(backends)
+        given = parse_options(options)
+        threads, rest = split_threads(given.pop(backend, None))
+        if rest or given:
+            other = sorted({f"{b}.{k}" for b, o in given.items() for k in o} | set(rest or {}))
+            raise JobError(
+                "compile",
+                f"--tune takes only {backend}.threads from --option, not {', '.join(other)} "
+                "(a farm tuning partitions with the backend's defaults)",
+            )
         if trials is not None and minutes is not None:
             raise JobError("compile", "give --trials or --minutes, not both")
         if trials is not None and trials < 1:
@@ -226,6 +240,7 @@ def _submit_tuning(
             minutes=minutes,
             inputs=inputs,
             backend=backend,
+            threads=threads,
         )
         # Ctrl-C while it waits cancels what it waits for, as it stops `edgefarm tune`. It is
         # a flag the polling loop reads, not an exception that could land in the middle of

@@ -80,7 +80,10 @@ def suite_lines(suite: SuiteJson) -> list[str]:
         lines.append(f"  settings: {escape(str(settings))}")
     tuning = spec.get("tuning")
     if tuning:
-        budget = ", ".join(f"{k}={v}" for k, v in tuning.items() if v is not None)
+        # threads=0 (the runtime's default) goes without saying.
+        budget = ", ".join(
+            f"{k}={v}" for k, v in tuning.items() if v is not None and (k, v) != ("threads", 0)
+        )
         lines.append(f"  tuning:   tvm-cpu, {escape(budget)} each night")
     if suite["description"]:
         lines.append(f"  {escape(suite['description'])}")

@@ -59,7 +59,8 @@ Tuning = Annotated[
     typer.Option(
         "--tuning",
         help="A nightly tvm-cpu tuning budget: trials=N (per task, counting the farm's "
-        "records) or minutes=M, optionally ,batch=B.",
+        "records) or minutes=M, optionally ,batch=B and ,threads=T (TVM's thread pool while "
+        "timing: the threads option of the suite's tvm-cpu runs).",
     ),
 ]
 Inputs = Annotated[
@@ -155,13 +156,15 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def parse_tuning(text: str) -> dict[str, Any]:
-    """``--tuning trials=32`` / ``minutes=20,batch=8`` as a suite's ``tuning``."""
+    """``--tuning trials=32`` / ``minutes=20,batch=8,threads=2`` as a suite's ``tuning``."""
     budget: dict[str, Any] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in ("trials", "minutes", "batch"):
-            _usage(f"--tuning {text!r}: write trials=N or minutes=M (optionally ,batch=B)")
+        if not sep or key not in ("trials", "minutes", "batch", "threads"):
+            _usage(
+                f"--tuning {text!r}: write trials=N or minutes=M (optionally ,batch=B ,threads=T)"
+            )
         try:
             budget[key] = float(value) if key == "minutes" else int(value)
         except ValueError:

@@ -61,7 +61,12 @@ def tune(
     ] = "tvm-cpu",
     option: Annotated[
         list[str] | None,
-        typer.Option("--option", "-o", help="BACKEND.KEY=VALUE (the partition's options)."),
+        typer.Option(
+            "--option",
+            "-o",
+            help="BACKEND.KEY=VALUE: the partition's options, and threads (TVM's thread pool "
+            "while timing: tune with the threads the benchmarks will run with).",
+        ),
     ] = None,
     trials: Annotated[
         int | None,
@@ -85,6 +90,7 @@ def tune(
     """Tune MODEL for the device's class: candidates built here, measured on the device; the
     records are saved after every batch, so a stopped tuning resumes."""
     from harness.backends import cpu_part
+    from harness.backends.tvm_cpu import split_threads
     from harness.devices import open_device
     from harness.modelio import parse_input_spec
     from harness.tuning.session import tune_model
@@ -94,7 +100,7 @@ def tune(
             raise JobError(
                 "compile", f"--backend {backend}: {', '.join(TUNABLE_BACKENDS)} can be tuned"
             )
-        options = parse_options(option or []).get(backend)
+        threads, options = split_threads(parse_options(option or []).get(backend))
         if (options or {}).get("partition") == "cost":
             raise JobError(
                 "compile",
@@ -134,6 +140,7 @@ def tune(
                 seed=seed,
                 progress=progress,
                 lower=lower,
+                threads=threads,
             )
     finally:
         phone.close()

@@ -453,6 +453,9 @@ class Tuning(Base):
     trials: Mapped[int | None] = mapped_column(Integer, default=None)  # per task
     minutes: Mapped[float | None] = mapped_column(Float, default=None)
     batch: Mapped[int] = mapped_column(Integer, default=16)
+    # TVM's thread pool while candidates are timed (the runs' option ``threads``); 0: the
+    # runtime's default.
+    threads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[TuningStatus] = mapped_column(
         _enum(TuningStatus, "tuning_status"), default=TuningStatus.queued, index=True
     )

@@ -88,10 +88,12 @@ def spec_of(suite: Suite) -> SuiteSpec:
 
 
 def update_suite(session: Session, suite: Suite, changes: SuiteChanges) -> Suite:
-    """``changes`` applied; a changed spec is a new version of the suite."""
+    """``changes`` applied; a changed spec is a new version of the suite. The stored spec is
+    read as the spec model reads it now, so that a field a later edgefarm added (with its
+    default) is no change."""
     if changes.spec is not None:
         spec = _checked(changes.spec).model_dump(mode="json")
-        if spec != suite.spec:
+        if spec != spec_of(suite).model_dump(mode="json"):
             suite.spec = spec
             suite.version += 1
     for name in ("description", "schedule", "timezone", "enabled"):
@@ -171,6 +173,7 @@ def _night_tunings(
             minutes=budget.minutes,
             batch=budget.batch,
             inputs=tuple(spec.settings.inputs),
+            threads=budget.threads,
         )
         untunable: list[str] = []
         try:

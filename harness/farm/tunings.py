@@ -40,6 +40,7 @@ from harness.errors import JobError
 from harness.farm import InvalidRequest
 from harness.farm.jobs import validate_inputs
 from harness.farm.selection import DeviceSelector, select_devices
+from harness.jsontypes import MAX_THREADS
 
 # tvm-cpu tunes the whole model; the BYOC backends what their partition (default options)
 # leaves on the CPU (harness.backends.cpu_part).
@@ -60,6 +61,7 @@ class TuningRequest:
     minutes: float | None = None
     batch: int = 16
     inputs: tuple[str, ...] = ()
+    threads: int = 0  # TVM's pool while timing (the runs' option threads); 0: the default
 
 
 def class_of(device: Device) -> str:
@@ -87,6 +89,11 @@ def _budget(request: TuningRequest) -> tuple[int | None, float | None]:
     if not 1 <= request.batch <= MAX_BATCH:
         raise InvalidRequest(
             f"batch must be 1..{MAX_BATCH} candidates, not {request.batch}", field=("batch",)
+        )
+    if not 0 <= request.threads <= MAX_THREADS:
+        raise InvalidRequest(
+            f"threads must be 0 (the runtime's default) to {MAX_THREADS}, not {request.threads}",
+            field=("threads",),
         )
     return trials, minutes
 
@@ -140,6 +147,7 @@ def create_tunings(
             trials=trials,
             minutes=minutes,
             batch=request.batch,
+            threads=request.threads,
             status=TuningStatus.queued,
             submitted_by=submitted_by[:128],
             night_id=night_id,

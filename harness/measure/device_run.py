@@ -120,19 +120,23 @@ class NativeRunner:
     """``edgefarm-runner`` from the runtime bundle of the artifact's target, on the artifact.
     Both are kept on the device between runs (pushed only when missing). ``bundle``: the
     runtime bundle found already (:meth:`ready`, off the device), else found when
-    deployed."""
+    deployed. ``threads``: TVM's thread pool size (``--threads``; 0: the runtime's default,
+    which on x86-64 is half the cores and on arm the fastest cluster's)."""
 
     artifact: Artifact
     bundle: Bundle | None = None
+    threads: int = 0
 
     @property
     def key(self) -> str:
-        return f"native:{self.artifact.key}"
+        return f"native:{self.artifact.key}:{self.threads}"
 
     def ready(self) -> NativeRunner:
         """The same, its runtime bundle found (built and hashed) now."""
         return NativeRunner(
-            self.artifact, self.bundle or runtime_bundle(str(self.artifact.manifest["target"]))
+            self.artifact,
+            self.bundle or runtime_bundle(str(self.artifact.manifest["target"])),
+            self.threads,
         )
 
     def markers(self, device: Device) -> tuple[str, ...]:
@@ -151,6 +155,7 @@ class NativeRunner:
                 posixpath.join(bundle_dir, RUNNER_NAME),
                 "--module",
                 posixpath.join(artifact_dir, self.artifact.library.name),
+                *(("--threads", str(self.threads)) if self.threads else ()),
             ),
             env={"LD_LIBRARY_PATH": bundle_dir},
             runtime_bundle=bundle.hash,

@@ -87,6 +87,9 @@ class Provenance(Record):
     onnxruntime_version: str | MISSING = MISSING
     runtime_bundle: str | MISSING = MISSING
     runner_version: str | MISSING = MISSING
+    # The threads the run used, as the runner reported them (TVM's thread pool; onnxruntime's
+    # intra-op threads): absent when it could not say.
+    threads: int | MISSING = MISSING
 
 
 class ExperimentArm(Record):

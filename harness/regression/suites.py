@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 
 from harness.backends import get_backend
 from harness.errors import JobError
+from harness.jsontypes import MAX_THREADS
 from harness.measure.protocol import NO_NUL, BackendOptions, MeasurementRequest
 
 DEFAULT_SCHEDULE = "0 2 * * *"
@@ -120,6 +121,9 @@ class SuiteTuning(BaseModel):
     trials: int | None = Field(default=None, ge=1, le=100_000)
     minutes: float | None = Field(default=None, gt=0, le=24 * 60)
     batch: int = Field(default=16, ge=1, le=256)
+    # TVM's thread pool while timing: the ``threads`` option of the suite's tvm-cpu runs
+    # (0: the runtime's default).
+    threads: int = Field(default=0, ge=0, le=MAX_THREADS)
 
     @model_validator(mode="after")
     def _one_budget(self) -> SuiteTuning:

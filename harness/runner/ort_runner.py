@@ -150,11 +150,21 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_rss_kb": _peak_rss_kb(),
                 "outputs": written,
                 "inputs": described,
-                "threads": args.threads or os.cpu_count(),
+                "threads": args.threads or _default_threads(),
             }
         )
     )
     return 0
+
+
+def _default_threads() -> int | None:
+    """onnxruntime's intra-op threads when none are asked for: one per physical core."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count()
+    except ImportError:
+        return os.cpu_count()
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class RunnerOk(_Report):
     inputs: list[TensorFile]
     profile_iterations: int | None = None
     profile: list[OpProfile] | None = None
+    # The threads the run used: TVM's pool (the native runner; 0 when the runtime could not
+    # say), onnxruntime's intra-op threads (the Python runner). Absent from older runners.
+    threads: int | None = Field(default=None, ge=0)
 
 
 class RunnerError(_Report):

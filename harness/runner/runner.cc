@@ -42,6 +42,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -187,6 +188,32 @@ std::string JsonShape(const std::vector<int64_t>& shape) {
 
 std::string ShapeText(const std::vector<int64_t>& shape) { return JsonShape(shape); }
 
+// TVM's pool sized to ``threads`` (at most the cores this process sees), before anything
+// runs. TVM_NUM_THREADS alone cannot do it: it sets the pool's size, but TVM then uses only
+// the fastest cluster's cores (all of them on x86-64, where its own default is half the
+// cores). runtime.config_threadpool(kBig, n) uses n, bound to the n fastest cores.
+void ConfigurePool(int64_t threads) {
+  unsigned cores = std::thread::hardware_concurrency();
+  int64_t n = cores > 0 ? std::min<int64_t>(threads, cores) : threads;
+  setenv("TVM_NUM_THREADS", std::to_string(n).c_str(), 1);
+  auto configure = ffi::Function::GetGlobal("runtime.config_threadpool");
+  if (!configure) throw StageError("run", "this TVM runtime cannot size its thread pool");
+  constexpr int kBig = 1;  // TVM's AffinityMode: the fastest cores first
+  (*configure)(kBig, static_cast<int>(n));
+}
+
+// How many threads TVM's pool runs parallel loops on (it is made on first use, from
+// TVM_NUM_THREADS or TVM's default); 0 when this runtime cannot say.
+int64_t PoolThreads() {
+  auto num_threads = ffi::Function::GetGlobal("runtime.NumThreads");
+  if (!num_threads) return 0;
+  try {
+    return (*num_threads)().cast<int64_t>();
+  } catch (const ffi::Error&) {
+    return 0;
+  }
+}
+
 void PrintJson(const std::string& json) {
   std::fwrite(json.data(), 1, json.size(), stdout);
   std::fputc('\n', stdout);
@@ -209,7 +236,7 @@ constexpr const char* kUsage =
     "usage: edgefarm-runner --module PATH [--entry NAME] [--input PATH]... [--output-dir DIR]\n"
     "                       [--warmup N] [--min-iterations N] [--min-seconds S]\n"
     "                       [--max-seconds S] [--max-iterations N]\n"
-    "                       [--profile] [--profile-iterations N]\n"
+    "                       [--profile] [--profile-iterations N] [--threads N]\n"
     "\n"
     "Loads a TVM Relax module (.so), calls ENTRY (default main) with the .npy inputs in order,\n"
     "warms up N calls (default 5), then times single calls until both --min-iterations\n"
@@ -219,9 +246,12 @@ constexpr const char* kUsage =
     "--pid-file PATH writes the runner's pid to PATH at start\n"
     "--profile times every packed call in separate iterations after the timed ones\n"
     "(as many as were timed, or --profile-iterations N).\n"
-    "Threads: TVM_NUM_THREADS (TVM's default: one per physical core).\n"
+    "--threads N runs TVM's thread pool with N threads (at most the cores), on the fastest\n"
+    "cores; without it, TVM's default (x86-64: half the cores; arm: the fastest cluster's),\n"
+    "or fewer with TVM_NUM_THREADS. The report's threads says how many the pool had.\n"
     "\n"
     "usage: edgefarm-runner --kernels PLAN [--number N] [--repeat N] [--min-repeat-ms MS]\n"
+    "                       [--threads N]\n"
     "\n"
     "Kernel timing (tuning candidates): PLAN holds one line per kernel, 'LIBRARY ARG...', each\n"
     "ARG DTYPE:SHAPE (float32:1x8x16x16; float32:scalar for a 0-d tensor). Each LIBRARY's\n"
@@ -248,6 +278,7 @@ struct Options {
   int64_t number = 3;
   int64_t repeat = 1;
   double min_repeat_ms = 40.0;
+  int64_t threads = 0;  // 0: TVM_NUM_THREADS or TVM's default
 };
 
 int64_t ParseCount(const std::string& flag, const std::string& text, int64_t min_value) {
@@ -325,6 +356,8 @@ bool ParseArgs(int argc, char** argv, Options* opt) {
       opt->repeat = ParseCount(arg, next(), 1);
     } else if (arg == "--min-repeat-ms") {
       opt->min_repeat_ms = ParseSeconds(arg, next());
+    } else if (arg == "--threads") {
+      opt->threads = ParseCount(arg, next(), 1);
     } else {
       throw StageError("usage", "unknown argument '" + std::string(argv[i]) + "'; see --help");
     }
@@ -954,6 +987,7 @@ int Run(const Options& opt) {
     json += JsonNumber(samples[i]);
   }
   json += "],\"peak_rss_kb\":" + std::to_string(PeakRssKb());
+  json += ",\"threads\":" + std::to_string(PoolThreads());
   json += ",\"outputs\":[";
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (i) json += ",";
@@ -1128,7 +1162,8 @@ int RunKernels(const Options& opt) {
   }
   PrintJson("{\"status\":\"ok\",\"runner_version\":" + JsonString(kRunnerVersion) +
             ",\"mode\":\"kernels\",\"kernels\":" + std::to_string(count) +
-            ",\"failed\":" + std::to_string(failed) + "}");
+            ",\"failed\":" + std::to_string(failed) +
+            ",\"threads\":" + std::to_string(PoolThreads()) + "}");
   return 0;
 }
 
@@ -1156,6 +1191,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    if (opt.threads > 0) edgefarm::ConfigurePool(opt.threads);
     if (!opt.kernels_plan.empty()) return edgefarm::RunKernels(opt);
     return edgefarm::Run(opt);
   } catch (const StageError& e) {

@@ -58,11 +58,13 @@ def arg_text(info: Any) -> str:
     return f"{dtype}:{'x'.join(str(d) for d in dims) if dims else 'scalar'}"
 
 
-def parse_kernel_lines(stdout: str) -> tuple[dict[str, KernelTiming], bool]:
-    """The runner's per-kernel lines by library name, and whether its summary line came (it
-    did not: the runner crashed or was killed after the kernels reported)."""
+def parse_kernel_lines(stdout: str) -> tuple[dict[str, KernelTiming], bool, int | None]:
+    """The runner's per-kernel lines by library name, whether its summary line came (it
+    did not: the runner crashed or was killed after the kernels reported), and the threads
+    its summary says TVM's pool had (None: not said)."""
     found: dict[str, KernelTiming] = {}
     finished = False
+    threads: int | None = None
     for line in stdout.splitlines():
         line = line.strip()
         if not line.startswith("{"):
@@ -75,6 +77,8 @@ def parse_kernel_lines(stdout: str) -> tuple[dict[str, KernelTiming], bool]:
             continue
         if data.get("mode") == "kernels":
             finished = True
+            if isinstance(data.get("threads"), int) and data["threads"] > 0:
+                threads = data["threads"]
         elif "module" in data:
             name = posixpath.basename(str(data["module"]))
             if data.get("status") == "ok":
@@ -84,7 +88,7 @@ def parse_kernel_lines(stdout: str) -> tuple[dict[str, KernelTiming], bool]:
                 found[name] = KernelTiming(
                     error=f"{data.get('stage', 'run')}: {data.get('message', 'failed')}"
                 )
-    return found, finished
+    return found, finished, threads
 
 
 class KernelTimer(Protocol):
@@ -98,7 +102,8 @@ class KernelTimer(Protocol):
 
 class DeviceKernelTimer:
     """Times batches of candidate libraries on ``device`` with the runtime bundle of
-    ``target`` (pushed once)."""
+    ``target`` (pushed once), TVM's pool at ``threads`` (0: the runtime's default), as the
+    runs that use the records should be."""
 
     def __init__(
         self,
@@ -109,11 +114,14 @@ class DeviceKernelTimer:
         repeat: int = 1,
         min_repeat_ms: int = 40,
         timeout_s: float = 120.0,
+        threads: int = 0,
     ) -> None:
         self.device = device
         self.target = target
         self.number, self.repeat, self.min_repeat_ms = number, repeat, min_repeat_ms
         self.timeout_s = timeout_s
+        self.threads = threads  # TVM's pool (the runner's --threads); 0: the runtime's default
+        self.pool_threads: int | None = None  # what the runner last said its pool had
         self._bundle_dir: str | None = None
         self.batches = 0
         self.kernels = 0
@@ -183,6 +191,7 @@ class DeviceKernelTimer:
             str(self.repeat),
             "--min-repeat-ms",
             str(self.min_repeat_ms),
+            *(["--threads", str(self.threads)] if self.threads else []),
         ]
         try:
             result = self.device.shell(
@@ -194,7 +203,9 @@ class DeviceKernelTimer:
         except CommandTimeout as exc:
             log.warning("%s: timing %d kernels timed out: %s", self.device.id, len(lines), exc)
             return {}, False
-        found, finished = parse_kernel_lines(result.stdout)
+        found, finished, threads = parse_kernel_lines(result.stdout)
+        if threads:
+            self.pool_threads = threads
         if not finished and not found:
             log.warning(
                 "%s: the kernel runner reported nothing (exit %s): %s",

@@ -117,6 +117,7 @@ class TuningReport:
     cancelled: bool = False
     failed: int = 0  # candidates that failed to build or run (not counted as trials)
     first_error: str | None = None
+    threads: int = 0  # TVM's thread pool while candidates were timed (0: the runtime's default)
 
     def dump(self) -> dict[str, Any]:
         """The JSON form a farm tuning keeps (``tunings.report``)."""
@@ -183,12 +184,15 @@ def tune_model(
     seed: int | None = None,
     progress: Progress = _quiet,
     lower: Callable[[Any], Any] | None = None,
+    threads: int = 0,
 ) -> TuningReport:
     """Tune ``model_path`` for ``device`` (candidates measured there), ``trials`` per task
     (counting the store's records) or for ``minutes``; records saved to ``factory``'s
     database after every batch. ``lower``: what of the model is tuned — None for the whole
     model (tvm-cpu), else a BYOC backend's partition, whose functions left on the CPU are
-    the tasks (:func:`harness.backends.cpu_part`)."""
+    the tasks (:func:`harness.backends.cpu_part`). ``threads``: TVM's pool while timing
+    (the backend option ``threads`` of the runs the records are for; 0: the runtime's
+    default)."""
     from harness.modelio import load
     from harness.tuning.device import DeviceKernelTimer
 
@@ -205,14 +209,24 @@ def tune_model(
         key=records_key_for(facts),
         spec=spec,
         cores=cores,
-        timer=DeviceKernelTimer(device, facts.target),
+        timer=DeviceKernelTimer(device, facts.target, threads=threads),
         measured_by=facts.id,
-        measured_on=f"{facts.id} (edgefarm-runner --kernels, {cores} cores)",
+        measured_on=(
+            f"{facts.id} (edgefarm-runner --kernels, {cores} cores, {threads_text(threads)})"
+        ),
         factory=factory,
         budget=budget,
         progress=progress,
         lower=lower,
+        threads=threads,
     )
+
+
+def threads_text(threads: int) -> str:
+    """How a tuning's thread count reads in its report."""
+    if threads == 0:
+        return "TVM's default threads"
+    return f"{threads} thread{'s' if threads != 1 else ''}"
 
 
 def tune_prepared(
@@ -230,6 +244,7 @@ def tune_prepared(
     should_stop: Callable[[], bool] | None = None,
     on_saved: Callable[[TuningReport], None] | None = None,
     lower: Callable[[Any], Any] | None = None,
+    threads: int = 0,
 ) -> TuningReport:
     """Tune a prepared model for ``key`` (its device class, target, TVM) with candidates
     timed by ``timer`` on devices with ``cores`` CPUs: the work of :func:`tune_model` and of
@@ -255,6 +270,7 @@ def tune_prepared(
         target=key.target,
         measured_on=measured_on,
         trials_per_task=budget.trials,
+        threads=threads,
     )
     deadline = time.monotonic() + budget.minutes * 60 if budget.minutes is not None else None
     stopped = False

@@ -135,10 +135,10 @@ def test_suite_commands(farm_api: dict[str, Any], tmp_path: Path) -> None:
     assert suite["spec"]["devices"]["pool"] == farm["pool"]
 
     # A nightly tuning budget: shown, and part of what the suite measures (a version).
-    tuned = edgefarm(farm, "suite", "update", name, "--tuning", "minutes=15,batch=8")
+    tuned = edgefarm(farm, "suite", "update", name, "--tuning", "minutes=15,batch=8,threads=2")
     assert tuned.returncode == 0 and "version 2" in tuned.stdout, tuned.stderr
     shown = edgefarm(farm, "suite", "show", name)
-    assert "tuning:   tvm-cpu, minutes=15.0, batch=8 each night" in shown.stdout
+    assert "tuning:   tvm-cpu, minutes=15.0, batch=8, threads=2 each night" in shown.stdout
     bad_tuning = edgefarm(farm, "suite", "update", name, "--tuning", "hours=2")
     assert bad_tuning.returncode == 2 and "--tuning" in one_error_line(bad_tuning)
     both = edgefarm(farm, "suite", "update", name, "--tuning", "trials=4,minutes=2")

@@ -166,7 +166,10 @@ def test_a_suite_with_a_tuning_budget_tunes_each_model_per_class_after_its_jobs(
 ) -> None:
     pool = f"pool-{farm['tag']}"
     body = suite_body(
-        names["suite"], [names["a"], names["b"]], pool, spec={"tuning": {"minutes": 10}}
+        names["suite"],
+        [names["a"], names["b"]],
+        pool,
+        spec={"tuning": {"minutes": 10, "threads": 2}},
     )
     create(client, auth, body)
     night = client.post(f"{URL}/{names['suite']}/runs", headers=auth).json()
@@ -176,9 +179,33 @@ def test_a_suite_with_a_tuning_budget_tunes_each_model_per_class_after_its_jobs(
     assert len(tunings) == 4
     assert {t.minutes for t in tunings} == {10.0} and {t.trials for t in tunings} == {None}
     assert {t.submitted_by for t in tunings} == {f"suite:{names['suite']}"}
+    assert {t.threads for t in tunings} == {2}  # timed as the suite's runs ask
     assert len({t.device_class for t in tunings}) == 2
     assert broker.llen("tuning") == 4
     assert broker.llen("compile") == len(night["jobs"])
+
+
+def test_a_spec_stored_before_a_field_existed_is_the_same_spec(
+    client: TestClient,
+    auth: dict[str, str],
+    farm: dict[str, Any],
+    names: dict[str, str],
+    session: Session,
+) -> None:
+    """A suite stored by an older edgefarm lacks fields added since (with their defaults):
+    the same spec sent again is no new version."""
+    body = suite_body(
+        names["suite"], [names["a"]], f"pool-{farm['tag']}", spec={"tuning": {"trials": 8}}
+    )
+    suite = create(client, auth, body)
+    row = session.scalar(select(Suite).where(Suite.name == names["suite"]))
+    assert row is not None and row.spec["tuning"]["threads"] == 0
+    older = {**row.spec, "tuning": {k: v for k, v in row.spec["tuning"].items() if k != "threads"}}
+    row.spec = older  # as stored before tunings took threads
+    session.commit()
+    same = client.patch(f"{URL}/{names['suite']}", json={"spec": suite["spec"]}, headers=auth)
+    assert same.status_code == 200, same.text
+    assert same.json()["version"] == 1
 
 
 def test_a_scheduled_time_starts_one_night_only(

@@ -40,7 +40,9 @@ def test_a_submission_makes_one_tuning_per_device_class_and_sends_each(
 ) -> None:
     tag = farm["tag"]
     status, body = submit(
-        client, auth, {"model_id": model["id"], "devices": {"pool": f"pool-{tag}"}, "batch": 8}
+        client,
+        auth,
+        {"model_id": model["id"], "devices": {"pool": f"pool-{tag}"}, "batch": 8, "threads": 2},
     )
     assert status == 201, body
     assert body["enqueued"] is True
@@ -54,8 +56,10 @@ def test_a_submission_makes_one_tuning_per_device_class_and_sends_each(
         assert tuning["trials"] == 32 and tuning["minutes"] is None  # the default budget
         assert tuning["batch"] == 8 and tuning["backend"] == "tvm-cpu"
         assert tuning["target"] == "host" and tuning["attempts"] == 0
+        assert tuning["threads"] == 2
         row = session.scalar(select(Tuning).where(Tuning.id == tuning["id"]))
         assert row is not None and row.status == TuningStatus.queued and row.pool == f"pool-{tag}"
+        assert row.threads == 2
     assert broker.llen("tuning") == 2
     messages = [broker.lpop("tuning") for _ in range(2)]
     assert all(m is not None and b"edgefarm.tune" in m for m in messages)
@@ -93,6 +97,8 @@ def test_cancel_stops_a_tuning_and_needs_a_token(
         ({"trials": 0}, 422, "greater than or equal to 1"),
         ({"minutes": 100000}, 422, "less than or equal to 1440"),
         ({"batch": 0}, 422, "greater than or equal to 1"),
+        ({"threads": -1}, 422, "threads"),
+        ({"threads": 257}, 422, "less than or equal to 256"),
         ({"backend": "ort"}, 422, "backend 'ort' cannot be tuned"),
         ({"backend": "tflite"}, 422, "cannot be tuned; tunable: tvm-cpu, tvm-nnapi, tvm-neuron"),
         ({"inputs": ["nosuch:1x3x32x32"]}, 422, "nosuch"),

@@ -5,6 +5,7 @@ resumes from its saved records on the next worker."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 
@@ -179,7 +180,9 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_
     worker = _start(farm, twins, twin_ids, start_worker)
     seed = random.Random().randrange(1_000, 1_000_000)
     model_id = farm.add_model(conv_relu_wide(seed), f"conv-wide-{seed}")
-    tuning_id = _submit(farm, model_id, twin_ids, "x:1x16x12x12", trials=12, batch=4)
+    # Two threads: not TVM's default on this 2-core machine (half the cores); the phones'
+    # runners time the candidates with the threads the tuning asks for.
+    tuning_id = _submit(farm, model_id, twin_ids, "x:1x16x12x12", trials=12, batch=4, threads=2)
 
     def first_batch_saved() -> bool:
         tuning = _tuning(farm, tuning_id)
@@ -200,6 +203,9 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_
     (task,) = tuning.report["tasks"]
     assert task["before"] >= saved_before and task["before"] + task["measured"] == 12
     assert tuning.report["phones"] == sorted(twin_ids)
+    assert tuning.threads == 2 and tuning.report["threads"] == 2
+    assert tuning.report["pool_threads"] == [min(2, os.cpu_count() or 1)]
+    assert "2 threads" in tuning.report["measured_on"]
     records = _records(farm, tuning.device_class)
     assert len(records) == 12 and len({r.sha256 for r in records}) == 12
     assert {r.device for r in records} == {f"farm:{tuning.device_class}"}

@@ -59,6 +59,7 @@ from harness.tuning.session import (
     TuningReport,
     device_cores,
     records_software,
+    threads_text,
     tune_prepared,
 )
 from harness.tuning.store import RecordsKey
@@ -114,6 +115,7 @@ class FarmKernelTimer:
         self.start_timeout_s = max(30.0, settings.lease_timeout_s * 2)
         self.stop_reason: str | None = None
         self.phones: set[int] = set()
+        self.pool_threads: set[int] = set()  # the threads TVM's pool had, as phones said
 
     # -- the tuning's own state -----------------------------------------------------------------
 
@@ -185,6 +187,8 @@ class FarmKernelTimer:
                     cores = cores or ended.cores
                     for i, result in zip(part, ended.results, strict=False):
                         timings[i] = _timing(result)
+                        if isinstance(result, dict) and isinstance(result.get("threads"), int):
+                            self.pool_threads.add(result["threads"])
                     continue
                 log.info(
                     "tuning %s: slice %s %s (%s); its candidates go to another phone",
@@ -351,6 +355,7 @@ def measure_slice(slice_id: int) -> None:
             return
         session.commit()
         address, target, device_id = device.address, tuning.target, device.id
+        threads = tuning.threads
         plan, bundle = list(row.plan), row.bundle or b""
 
     def beat(s: Session) -> None:
@@ -374,10 +379,13 @@ def measure_slice(slice_id: int) -> None:
                 if plan:
                     with tempfile.TemporaryDirectory(prefix="edgefarm-slice-") as tmp:
                         paths = _unbundle(bundle, Path(tmp), len(plan))
-                        timer = DeviceKernelTimer(phone, target)
+                        timer = DeviceKernelTimer(phone, target, threads=threads)
                         timings = timer.time(list(zip(paths, plan, strict=True)))
+                    said = {"threads": timer.pool_threads} if timer.pool_threads else {}
                     results = [
-                        {"costs_s": list(t.costs_s)} if t.error is None else {"error": t.error}
+                        {"costs_s": list(t.costs_s), **said}
+                        if t.error is None
+                        else {"error": t.error}
                         for t in timings
                     ]
             finally:
@@ -473,12 +481,16 @@ def _finish(
         session.commit()
 
 
-def _report_dump(report: TuningReport, earlier: dict[str, Any], phones: set[int]) -> dict[str, Any]:
-    """The row's report: this attempt's, with the time and the phones of the earlier attempts
-    of the tuning added (what it cost, and where it was measured, in all)."""
+def _report_dump(
+    report: TuningReport, earlier: dict[str, Any], timer: FarmKernelTimer
+) -> dict[str, Any]:
+    """The report to keep: this attempt's, with the time and the phones of the attempts before
+    it added (what it cost, and where it was measured, in all), and the threads TVM's pool had
+    on them (``pool_threads``, as the phones' runners said)."""
     dump = report.dump()
     dump["seconds"] = round(float(earlier.get("seconds") or 0.0) + report.seconds, 3)
-    dump["phones"] = sorted(set(earlier.get("phones") or []) | phones)
+    dump["phones"] = sorted(set(earlier.get("phones") or []) | timer.phones)
+    dump["pool_threads"] = sorted(set(earlier.get("pool_threads") or []) | timer.pool_threads)
     return dump
 
 
@@ -520,7 +532,7 @@ def tune(self: Any, tuning_id: int) -> None:
         )
         key = RecordsKey(tuning.device_class, get_target(tuning.target).label, records_software())
         spec_name, inputs, model = tuning.target, tuple(tuning.inputs), tuning.model
-        backend = tuning.backend
+        backend, threads = tuning.backend, tuning.threads
         members = class_devices(session, tuning)
         facts = DeviceFacts.from_dict(members[0].facts if members else {"id": "?"})
 
@@ -553,14 +565,18 @@ def tune(self: Any, tuning_id: int) -> None:
                 cores=cores,
                 timer=timer,
                 measured_by=f"farm:{key.device_class}"[:128],
-                measured_on=f"the farm's idle phones of {key.device_class} ({cores} cores)",
+                measured_on=(
+                    f"the farm's idle phones of {key.device_class} ({cores} cores, "
+                    f"{threads_text(threads)})"
+                ),
                 factory=session_factory(),
                 budget=budget,
                 should_stop=timer.should_stop,
                 on_saved=lambda r: _save_report(
-                    tuning_id, attempt, _report_dump(r, earlier, timer.phones)
+                    tuning_id, attempt, _report_dump(r, earlier, timer)
                 ),
                 lower=lower,
+                threads=threads,
             )
         except _Stop:
             report = None
@@ -581,7 +597,7 @@ def tune(self: Any, tuning_id: int) -> None:
         return
     dump = None
     if report is not None:
-        dump = _report_dump(report, earlier, timer.phones)
+        dump = _report_dump(report, earlier, timer)
     if timer.stop_reason is not None and timer.stop_reason != "cancelled":
         _finish(
             tuning_id,

@@ -30,9 +30,18 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _bench(path: Path, phone: EmulatedPhone, protocol: Protocol = FAST) -> dict[str, Any]:
+def _bench(
+    path: Path,
+    phone: EmulatedPhone,
+    protocol: Protocol = FAST,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     plan = BenchPlan(
-        model_path=path, backends=["tvm-cpu"], devices=[f"tcp:{phone.serial}"], protocol=protocol
+        model_path=path,
+        backends=["tvm-cpu"],
+        devices=[f"tcp:{phone.serial}"],
+        protocol=protocol,
+        options={"tvm-cpu": options} if options is not None else {},
     )
     [doc] = run_bench(plan)
     return doc.dump()
@@ -130,6 +139,36 @@ def test_bench_on_an_emulated_phone_then_again_from_the_caches(
     assert cooldown["cooled"] is True and 0.9 <= cooldown["waited_s"] < 10.0, cooldown
     assert cooldown["start_temp_c"] == pytest.approx(60.0, abs=1.0)
     assert again["state_before"]["max_temp_c"] <= cooldown["threshold_c"]
+
+
+def test_the_threads_option_reaches_the_phone_and_the_provenance_says_what_ran(
+    model_path: Path, emulated_phone: EmulatedPhone
+) -> None:
+    # The phone shows the cores this machine has (at most its profile's).
+    cores = min(os.cpu_count() or 1, emulated_phone.profile.cpu_count)
+    default = _bench(model_path, emulated_phone)
+    one = _bench(model_path, emulated_phone, options={"threads": 1})
+    every = _bench(model_path, emulated_phone, options={"threads": cores})
+    more = _bench(model_path, emulated_phone, options={"threads": cores + 2})
+    for doc in (default, one, every, more):
+        assert doc["status"] == "ok" and doc["accuracy"]["passed"] is True, doc["error"]
+        # A run option: the same artifact, built once.
+        assert doc["provenance"]["artifact_key"] == default["provenance"]["artifact_key"]
+        assert doc["provenance"]["compile_options"] == default["provenance"]["compile_options"]
+    # TVM's default on x86-64 is half the cores (it assumes hyper-threads): one thread on a
+    # 2-core machine, which is what phone runs had before the option.
+    if os.uname().machine == "x86_64":
+        assert default["provenance"]["threads"] == max(1, cores // 2)
+    assert one["provenance"]["threads"] == 1
+    assert every["provenance"]["threads"] == cores
+    assert more["provenance"]["threads"] == cores  # at most the cores
+
+    for bad, says in (
+        (-1, "option threads is 0 (the runtime's default) to 256, not -1"),
+        ("many", "option threads must be an integer, not 'many'"),
+    ):
+        doc = _bench(model_path, emulated_phone, options={"threads": bad})
+        assert doc["status"] == "failed" and says in doc["error"]["message"], doc["error"]
 
 
 def test_a_strange_model_name_is_just_a_name(

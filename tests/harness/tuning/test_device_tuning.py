@@ -47,7 +47,10 @@ def test_the_phone_times_a_batch_and_a_bad_library_fails_alone(tmp_path: Path) -
     with EmulatedPhone("pixel-3a") as phone:
         device = open_device(f"tcp:{phone.serial}")
         try:
-            timer = DeviceKernelTimer(device, "host", number=2, min_repeat_ms=5, repeat=2)
+            # Two threads: not TVM's default on a 2-core x86-64 machine (half the cores).
+            timer = DeviceKernelTimer(
+                device, "host", number=2, min_repeat_ms=5, repeat=2, threads=2
+            )
             # A wrong shape for the good kernel is refused by the kernel's own checks.
             wrong = ["float32:1x8x16x16", "float32:1x1x1x1", "float32:1x8x16x16"]
             timings = timer.time([(good, args), (not_a_library, args), (good, wrong)])
@@ -61,12 +64,14 @@ def test_the_phone_times_a_batch_and_a_bad_library_fails_alone(tmp_path: Path) -
     assert mismatched.error is not None and mismatched.error.startswith("run:")
     assert leftover.strip() == ""
     assert timer.batches == 1 and timer.kernels == 3
+    # The runner's summary: TVM's pool had what was asked (at most the phone's cores).
+    assert timer.pool_threads == min(2, os.cpu_count() or 1)
 
 
 def test_kernel_lines_without_a_summary_say_the_runner_died() -> None:
     out = '{"module":"k0.so","status":"ok","costs_s":[1e-05]}\nSegmentation fault\n'
-    found, finished = parse_kernel_lines(out)
-    assert not finished and found["k0.so"].costs_s == (1e-05,)
+    found, finished, threads = parse_kernel_lines(out)
+    assert not finished and found["k0.so"].costs_s == (1e-05,) and threads is None
 
 
 def _records(db: Path) -> list[tuple[int, str]]:
