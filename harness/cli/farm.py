@@ -4,6 +4,7 @@ start the embedded one."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from pathlib import Path
@@ -400,14 +401,16 @@ def up(
 
 
 def _demo_tuning(
-    client: FarmClient, path: Path, local: list[int], trials: int, status: Status
+    client: FarmClient, path: Path, local: list[int], trials: int, threads: int, status: Status
 ) -> list[TuningJson]:
     """The demo's tuning of the example for this machine's class, through the farm (as
-    ``edgefarm submit --tune``): the first demo measures ``trials`` per task, a later one finds
-    them in the farm's records and measures nothing. A tuning that fails is shown; the
-    benchmark then runs untuned."""
+    ``edgefarm submit --tune``), timed on ``threads``: the first demo measures ``trials`` per
+    task, a later one finds them in the farm's records and measures nothing. A tuning that
+    fails is shown; the benchmark then runs untuned."""
     model = client.upload_model(path)
-    tunings = client.submit_tuning(model_id=model["id"], devices={"ids": local}, trials=trials)
+    tunings = client.submit_tuning(
+        model_id=model["id"], devices={"ids": local}, trials=trials, threads=threads
+    )
 
     def on_update(current: list[TuningJson]) -> None:
         parts = []
@@ -437,9 +440,18 @@ def demo(
             "the records the farm has: a second demo tunes nothing); 0: untuned.",
         ),
     ] = 8,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Threads for tvm-cpu (TVM's pool, on every device) and ort alike, and for "
+            "the tuning's timing (default: this machine's physical cores).",
+        ),
+    ] = None,
 ) -> None:
     """Start the embedded farm, tune the example model for this machine, benchmark it on every
-    device with tvm-cpu and ort, print the results, and keep the farm up."""
+    device with tvm-cpu and ort, print the results, and keep the farm up. tvm-cpu and ort run
+    on the same threads (each backend's own default differs: see README, "Threads")."""
     from harness.client import FarmClient
     from harness.config import get_settings
     from harness.devices.base import DeviceFacts
@@ -453,8 +465,18 @@ def demo(
             highlight=False,
         )
         raise typer.Exit(2)
+    if threads is None:
+        import psutil
+
+        threads = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     try:
-        bench = MeasurementRequest.checked(min_seconds=min_seconds)
+        # The same threads for both (a job's options name only the backends it runs).
+        bench = MeasurementRequest.checked(
+            min_seconds=min_seconds, options={"tvm-cpu": {"threads": threads}}
+        )
+        bench_ort = MeasurementRequest.checked(
+            min_seconds=min_seconds, options={"ort": {"threads": threads}}
+        )
     except ProtocolLimitError as exc:
         console.print(f"[red]error:[/] --{exc.message.replace('_', '-')}", highlight=False)
         raise typer.Exit(2) from None
@@ -475,7 +497,7 @@ def demo(
                 if DeviceFacts.from_dict(d.get("facts") or {}).runs_host_python
             ]
             if local and tune_trials > 0:
-                tunings = _demo_tuning(client, path, local, tune_trials, status)
+                tunings = _demo_tuning(client, path, local, tune_trials, threads, status)
         if tunings:
             out.print(tunings_table(tunings))
         with console.status("benchmarking", spinner="dots") as status:
@@ -496,7 +518,7 @@ def demo(
                     path,
                     devices={"ids": local},
                     backends=["ort"],
-                    settings=bench,
+                    settings=bench_ort,
                     status=status,
                 )
             client.close()

@@ -58,6 +58,7 @@ def results_table(documents: Sequence[ResultDocument]) -> Table:
         ("model", "left"),
         ("device", "left"),
         ("backend", "left"),
+        ("threads", "right"),
         ("status", "left"),
         ("median ms", "right"),
         ("95% CI ms", "right"),
@@ -81,6 +82,8 @@ def results_table(documents: Sequence[ResultDocument]) -> Table:
             f"{doc.device.id} (ISA emulated)" if doc.isa_emulated is True else doc.device.id,
             # A tuned build says so: its figures are not the untuned pipeline's.
             f"{doc.backend} (tuned)" if doc.provenance.tuning is not MISSING else doc.backend,
+            # What the run had (TVM's pool, onnxruntime's intra-op threads): defaults differ.
+            str(doc.provenance.threads) if doc.provenance.threads is not MISSING else "-",
             status,
             fmt(lat.median if lat else None),
             f"{fmt(lat.ci95[0])}-{fmt(lat.ci95[1])}" if lat else "-",
