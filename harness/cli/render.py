@@ -72,7 +72,12 @@ def results_table(documents: Sequence[ResultDocument]) -> Table:
         ("cosine", "right"),
         ("top-1", "right"),
     ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # The backend stays on one line ("tvm-cpu (tuned)"); other columns wrap first.
+        table.add_column(
+            column,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=column == "backend",
+        )
     for doc in documents:
         lat, acc, rss = doc.latency_ms, doc.accuracy, doc.peak_rss_kb
         status = "[green]ok[/]" if doc.status == "ok" else "[red]failed[/]"
