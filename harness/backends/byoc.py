@@ -159,15 +159,17 @@ class ByocBackend(TvmBackend):
         if where.device is None:
             raise HarnessBug(f"{self.name} with partition cost needs the device to calibrate")
         # Calibration times untuned builds: ``tuning`` chooses the records of the run's
-        # build, it is no option of the calibration builds (nor part of their keys); nor is
-        # ``threads`` (calibration runs with the runtime's default).
+        # build, it is no option of the calibration builds (nor part of their keys).
+        # ``threads`` is the CPU side's pool while it is timed (and its costs' variant).
+        _, threads, build = run_choices(options)
         costs, calibration = measured_costs(
             model,
             where.device,
             self,
             dialect=self.dialect,
             target=where.target,
-            options=run_choices(options)[2] or {},
+            options=build or {},
+            threads=threads,
             facts=where.facts,
             sessions=where.cost_sessions or scoped(local_store()),
             limits=where.limits,

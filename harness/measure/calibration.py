@@ -82,8 +82,13 @@ def accel_variant(dialect: str, options: BackendOptions) -> str:
     return f"{dialect}/{preference}"
 
 
-def cpu_variant(options: BackendOptions) -> str:
-    return f"cpu/o{options.get('opt_level', 3)}"
+def cpu_variant(options: BackendOptions, threads: int = 0) -> str:
+    """Where CPU costs are interchangeable: one optimization level and one thread pool size
+    (``threads``, the run's option; 0: the runtime's default). A convolution on two threads
+    takes about half the time it takes on one, and the partition decided by one-thread costs
+    would offload what two threads do well on the CPU."""
+    variant = f"cpu/o{options.get('opt_level', 3)}"
+    return variant if threads == 0 else f"{variant}/t{threads}"
 
 
 def baseline_key(model: PreparedModel) -> str:
@@ -109,10 +114,12 @@ def time_entries(
     limits: RunLimits,
     seed: int,
     cool_first: bool = False,
+    threads: int = 0,
 ) -> dict[str, Measured]:
     """Each entry's median on ``device``: one runner call each, all in one workspace (the
-    artifact deployed once). ``cool_first``: let the device cool before the first call."""
-    program = NativeRunner(artifact)
+    artifact deployed once). ``cool_first``: let the device cool before the first call.
+    ``threads``: TVM's pool on the device (0: the runtime's default)."""
+    program = NativeRunner(artifact, threads=threads)
     measured: dict[str, Measured] = {}
     with Workspace(device) as workspace:
         for k, entry in enumerate(entries):
@@ -193,11 +200,13 @@ def measured_costs(
     limits: RunLimits,
     progress: Progress,
     seed: int = 0,
+    threads: int = 0,
 ) -> tuple[CostsRecord, CalibrationReport]:
     """The ``costs`` option of a ``partition: cost`` build for ``device`` (see module doc),
     and what calibration did (for the result document). The costs alone go into the build
     options, so the same stored costs give the same artifact. ``backend`` offloads through
-    ``dialect``."""
+    ``dialect``. ``threads``: the run's TVM pool; the CPU side is timed with it and stored
+    as its own variant (the accelerator's driver does not use TVM's pool)."""
     started = time.perf_counter()
     resolved = backend.resolve_options(options)
     base = {k: v for k, v in resolved.items() if k != "costs"}
@@ -211,7 +220,7 @@ def measured_costs(
 
     klass = device_class(facts)
     software = software_version()
-    cpu_key = CostKey(klass, cpu_variant(resolved), software)
+    cpu_key = CostKey(klass, cpu_variant(resolved, threads), software)
     accel_key = CostKey(klass, accel_variant(dialect, resolved), software)
 
     measured_now = 0
@@ -237,6 +246,7 @@ def measured_costs(
                 limits=limits,
                 seed=seed,
                 cool_first=measured_now == 0,
+                threads=threads if key is cpu_key else 0,
             )
             with sessions() as session:
                 store_costs(key, new, device=device.id, session=session)

@@ -179,7 +179,9 @@ def _seed(
         )
 
 
-def _measure(model: Any, device: Any, backend: str, store: SessionScope) -> dict[str, Any]:
+def _measure(
+    model: Any, device: Any, backend: str, store: SessionScope, threads: int = 0
+) -> dict[str, Any]:
     inputs = make_model_inputs(model, seed=0)
     return measure(
         model,
@@ -188,7 +190,7 @@ def _measure(model: Any, device: Any, backend: str, store: SessionScope) -> dict
         inputs=inputs,
         reference=compute_reference(model, inputs),
         protocol=FAST,
-        options={"partition": "cost"},
+        options={"partition": "cost", **({"threads": threads} if threads else {})},
         cost_sessions=store,
     ).dump()
 
@@ -238,6 +240,7 @@ def test_calibration_on_an_emulated_phone_is_stored_per_class_and_reused(
         try:
             first = _measure(model, device, "tvm-neuron", store)
             second = _measure(model, device, "tvm-neuron", store)
+            two = _measure(model, device, "tvm-neuron", store, threads=2)
         finally:
             device.close()
     for doc in (first, second):
@@ -249,7 +252,8 @@ def test_calibration_on_an_emulated_phone_is_stored_per_class_and_reused(
     klass = cal1["device_class"]
     assert klass.startswith("adb:") and klass.endswith("emulated")
     with store() as session:
-        rows = list_costs(klass, session=session)
+        after = list_costs(klass, session=session)
+    rows = [r for r in after if r.variant != "cpu/o3/t2"]  # the first two runs'
     # Candidates on both sides, 3 probes on both, the whole model on the CPU; once.
     assert cal1["measured_now"] == len(rows) > 2 + 3 + 3 + 1
     assert {r.variant for r in rows} == {"cpu/o3", "neuron/fast_single_answer"}
@@ -259,3 +263,16 @@ def test_calibration_on_an_emulated_phone_is_stored_per_class_and_reused(
     assert second["provenance"]["artifact_key"] == first["provenance"]["artifact_key"]
     assert second["provenance"]["cache_hit"] is True
     assert second["partition"]["predicted_ms"] == first["partition"]["predicted_ms"]
+
+    # A run on two threads: the CPU side is timed again with two, stored as its own
+    # variant; the accelerator's costs (its driver has no TVM pool) are reused.
+    assert two["status"] == "ok", two["error"]
+    assert two["accuracy"]["passed"] and two["provenance"]["threads"] == 2
+    cal_two = two["partition"]["cost"]["calibration"]
+    assert cal_two["variants"] == {"cpu": "cpu/o3/t2", "accel": "neuron/fast_single_answer"}
+    cpu_rows = [r for r in rows if r.variant == "cpu/o3"]
+    two_rows = [r for r in after if r.variant == "cpu/o3/t2"]
+    assert {r.signature for r in two_rows} == {r.signature for r in cpu_rows}
+    assert cal_two["measured_now"] == len(two_rows)
+    assert cal_two["reused"] == len(rows) - len(cpu_rows)
+    assert len(after) == len(rows) + len(two_rows)

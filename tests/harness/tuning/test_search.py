@@ -50,7 +50,8 @@ def test_a_few_trials_tune_a_conv_and_its_records_build(tmp_path: Path) -> None:
 
     mod = from_onnx(conv_relu(), keep_params_in_input=False)
     target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
-    result = search(mod, target, tmp_path, trials=6, population=32, seed=1)
+    # Two search threads whatever the host has: MetaSchedule's parallel sampling and evolution.
+    result = search(mod, target, tmp_path, trials=6, population=32, seed=1, threads=2)
     assert result.tasks == ["fused_conv2d_relu"]
     assert result.trials == 6 and result.records == 6
 
@@ -118,6 +119,20 @@ def test_no_trials_is_a_clear_error(tmp_path: Path) -> None:
     mod = from_onnx(conv_relu(), keep_params_in_input=False)
     with pytest.raises(JobError, match="at least one trial"):
         search(mod, tvm.target.Target({"kind": "llvm"}), tmp_path, trials=0)
+
+
+def test_a_search_on_no_thread_is_a_clear_error(tmp_path: Path) -> None:
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from harness.errors import JobError
+    from harness.tuning.search import search_threads
+
+    assert search_threads() >= 1
+    mod = from_onnx(conv_relu(), keep_params_in_input=False)
+    with pytest.raises(JobError, match="at least one thread, not 0"):
+        search(mod, tvm.target.Target({"kind": "llvm"}), tmp_path, trials=2, threads=0)
+    assert not (tmp_path / RECORDS_FILE).exists()
 
 
 def _scheduled_hashes(work_dir: Path) -> list[int]:
