@@ -1,10 +1,11 @@
 """Benchmark: a tuning's host time with the search on one thread against one per physical core.
 
 MetaSchedule's evolutionary search samples, mutates and scores its population on
-``TuneContext.num_threads`` threads; the farm's tunings ran it on one, and it was half of a
-tuning's host time (py-spy on a tuning of ppocr-cls for the emulated phone: 50% generating
-candidates, 27% building them). Here the same search (same model, trials, population and seed;
-candidates built in this process and timed on this machine, fresh records each time) runs with
+``TuneContext.num_threads`` threads, and edgefarm's builder builds a batch's candidates on as
+many; the farm's tunings did both on one, most of a tuning's host time (py-spy on a tuning of
+ppocr-cls for the emulated phone: 50% generating candidates, 27% building them). Here the
+same search (same model, trials, population and seed; candidates built in this process and
+timed on this machine, fresh records each time) runs with
 ``--search-threads 1`` and with ``N`` in interleaved rounds, so the machine's load hits both
 alike; it prints each run's seconds and trials per second, and the ratio of the medians.
 
