@@ -23,21 +23,29 @@ from typing import Any
 CHANNELS_LAST = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 
 
-# Fewer 2-D convolutions than this and the module stays NCHW: the layout costs a transpose in
-# and one out, each as large as a convolution's input or output, which a lone convolution's
-# gain need not repay (a guess, not a measurement; mobilenet-v1-0.25 has 27).
+# Fewer 2-D convolutions than this for each stretch of channels-last and the module stays
+# NCHW: a stretch costs a transpose in and one out, each as large as a convolution's input or
+# output, which a lone convolution's gain need not repay (a guess, not a measurement;
+# mobilenet-v1-0.25 is one stretch of 27). A BYOC backend's CPU part can hold convolutions
+# each between two offloaded subgraphs (NCHW, as the accelerator takes them): one stretch each.
 MIN_CONVOLUTIONS = 2
 
 
 def channels_last(mod: Any) -> Any:
     """``mod`` with its 2-D convolutions NHWC, if it has at least :data:`MIN_CONVOLUTIONS`
-    (the transposes that remain: at the model's edges, and around operators without a
-    layout rule)."""
+    for every two transposes of data the layout adds (the transposes that remain: at the
+    model's edges, around operators without a layout rule, and around offloaded subgraphs);
+    else ``mod`` as it is."""
     from tvm import relax
 
-    if count_convolutions(mod) < MIN_CONVOLUTIONS:
+    convolutions = count_convolutions(mod)
+    if convolutions < MIN_CONVOLUTIONS:
         return mod
-    return relax.transform.ConvertLayout(CHANNELS_LAST)(clamps_as_relax_ops(mod))
+    converted = relax.transform.ConvertLayout(CHANNELS_LAST)(clamps_as_relax_ops(mod))
+    stretches = (count_data_transposes(converted) - count_data_transposes(mod)) / 2
+    if convolutions < MIN_CONVOLUTIONS * stretches:
+        return mod
+    return converted
 
 
 def count_convolutions(mod: Any) -> int:
@@ -56,6 +64,41 @@ def count_convolutions(mod: Any) -> int:
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func.body, visit)
+    return count
+
+
+def count_data_transposes(mod: Any) -> int:
+    """How many ``permute_dims`` of data the module's Relax functions make: not those of
+    constants, nor of what is computed from constants alone (a weight, a bias reshaped), which
+    the build folds."""
+    import tvm
+    from tvm import relax
+
+    permute_dims = tvm.ir.Op.get("relax.permute_dims")
+    count = 0
+    for func in mod.functions.values():
+        if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+            continue
+        constant: set[Any] = set()
+
+        def is_constant(expr: Any, constant: set[Any] = constant) -> bool:
+            if isinstance(expr, tvm.ir.Constant | relax.ShapeExpr):
+                return True
+            return isinstance(expr, relax.Var) and expr in constant
+
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = getattr(binding, "value", None)
+                if isinstance(value, relax.Var | tvm.ir.Constant):
+                    if is_constant(value):
+                        constant.add(binding.var)
+                    continue
+                if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+                    continue
+                if all(is_constant(arg) for arg in value.args):
+                    constant.add(binding.var)
+                elif value.op.same_as(permute_dims):
+                    count += 1
     return count
 
 

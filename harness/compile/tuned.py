@@ -64,7 +64,8 @@ def cpu_tensor_intrinsics() -> None:
 # What tuning_prefix makes of a model, versioned: a workload's hash depends on it, so hashes
 # found by another version (cached: harness.compile.build.model_workloads) are not these.
 # 2: weights marked layout-free. 3: 2-D convolutions channels-last (harness.compile.layout).
-TUNING_PREFIX_VERSION = 3
+# 4: channels-last only where each stretch of it has two convolutions (a BYOC CPU part).
+TUNING_PREFIX_VERSION = 4
 LAYOUT_FREE = "layout_free_buffers"  # the TIR attribute MetaSchedule's RewriteLayout reads
 PREPACKED = "_prepacked"  # SplitLayoutRewritePreproc's suffix for a function it split
 

@@ -211,3 +211,32 @@ def reflect_pad(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Relu", ["c"], ["y"]),
     ]
     return _model(nodes, [_f32("x", [1, 4, 6, 6])], [_f32("y", [1, 4, 6, 6])], inits, "reflect_pad")
+
+
+def dilated_convs(seed: int = 0, *, offload_between: bool = False) -> onnx.ModelProto:
+    """Two dilated 3x3 convolutions -> ReLU -> flatten -> dense. NNAPI takes dilation from
+    feature level 3: at level 2 both convolutions stay on the CPU, one after the other, and
+    the rest is offloaded. ``offload_between``: a bias and a ReLU between the convolutions,
+    offloaded too (each convolution then alone between two offloaded subgraphs)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(_w(rng, 8, 4, 3, 3), "w1"),
+        numpy_helper.from_array(_w(rng, 8, 1, 1), "b1"),
+        numpy_helper.from_array(_w(rng, 8, 8, 3, 3), "w2"),
+        numpy_helper.from_array(np.array([1, 8 * 12 * 12], np.int64), "flat"),
+        numpy_helper.from_array(_w(rng, 8 * 12 * 12, 10, scale=0.05), "w3"),
+    ]
+    conv = {"kernel_shape": [3, 3], "dilations": [2, 2], "pads": [2, 2, 2, 2]}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], **conv)]
+    if offload_between:
+        nodes += [
+            helper.make_node("Add", ["c1", "b1"], ["a1"]),
+            helper.make_node("Relu", ["a1"], ["r1"]),
+        ]
+    nodes += [
+        helper.make_node("Conv", ["r1" if offload_between else "c1", "w2"], ["c2"], **conv),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Reshape", ["r2", "flat"], ["f"]),
+        helper.make_node("MatMul", ["f", "w3"], ["y"]),
+    ]
+    return _model(nodes, [_f32("x", [1, 4, 12, 12])], [_f32("y", [1, 10])], inits, "dilated_convs")

@@ -133,3 +133,47 @@ def test_edgefarm_tune_with_a_byoc_backend_tunes_what_its_partition_leaves_on_th
     assert tuned["provenance"]["tuning"]["scheduled"] == ["tir_sin"]
     assert tuned["provenance"]["tuning"]["trials"] == 1
     assert tuned["accuracy"]["passed"]
+
+
+def test_a_cpu_part_with_convolutions_in_a_row_is_tuned_channels_last_and_stays_right(
+    home: Path, tmp_path: Path
+) -> None:
+    """Tuned builds lay 2-D convolutions out channels-last where a stretch of them repays its
+    two transposes: two dilated convolutions in a row left on the CPU (NNAPI takes dilation
+    from feature level 3) become NHWC between a transpose in and one out; the same two each
+    alone between offloaded subgraphs stay NCHW. Either way the tuned build's outputs match
+    onnxruntime's."""
+    from harness.backends import cpu_part
+    from harness.tuning.session import tune_model
+
+    options = {"feature_level": 2}
+    for between, transposes in ((False, 2), (True, 0)):
+        path = testmodels.save(
+            byoc_models.dilated_convs(offload_between=between), tmp_path, f"dilated-{between}"
+        )
+        device = open_device("local")
+        try:
+            lower = cpu_part("tvm-nnapi", device.facts(), options)
+            report = tune_model(path, device, local_store(), trials=2, batch=2, seed=1, lower=lower)
+        finally:
+            device.close()
+        names = {t.name for t in report.tasks}
+        assert {"conv2d", "conv2d1"} <= names, names
+        # The layout's transposes (NCHW to NHWC and back) are tasks of their own.
+        assert len(names - {"conv2d", "conv2d1"}) == transposes, (between, names)
+        assert all(n.startswith("transpose") for n in names - {"conv2d", "conv2d1"}), names
+        assert report.failed == 0
+
+        plan = BenchPlan(
+            path,
+            backends=["tvm-nnapi", "ort"],
+            protocol=FAST,
+            options={"tvm-nnapi": {**options, "tuning": "on"}},
+        )
+        docs = {doc.dump()["backend"]: doc.dump() for doc in run_bench(plan)}
+        doc = docs["tvm-nnapi"]
+        assert doc["status"] == "ok", doc["error"]
+        assert doc["accuracy"]["passed"], doc["accuracy"]  # against onnxruntime
+        assert doc["partition"]["by_op_type"]["nn.conv2d"] == {"offloaded": 0, "total": 2}
+        assert doc["partition"]["ops_offloaded"] > 0
+        assert {"conv2d", "conv2d1"} <= set(doc["provenance"]["tuning"]["scheduled"])

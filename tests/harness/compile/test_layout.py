@@ -79,7 +79,7 @@ def _run(mod: Any, x: np.ndarray) -> np.ndarray:
 def test_convolutions_go_channels_last_with_their_relu6(tmp_path: Path) -> None:
     import tvm
 
-    from harness.compile.layout import channels_last
+    from harness.compile.layout import channels_last, count_data_transposes
     from harness.compile.tuned import tuning_prefix
 
     model = relu6_blocks()
@@ -92,6 +92,11 @@ def test_convolutions_go_channels_last_with_their_relu6(tmp_path: Path) -> None:
     convs = [c for c in calls if isinstance(c.op, tvm.ir.Op) and c.op.name == "relax.nn.conv2d"]
     assert len(convs) == 3
     assert all((c.attrs.data_layout, c.attrs.kernel_layout) == ("NHWC", "OHWI") for c in convs)
+
+    # Data is transposed twice, in and out; the weights' and biases' transposes are not
+    # counted (the build folds them), so three convolutions repay one stretch.
+    assert count_data_transposes(mod) == 0 and count_data_transposes(converted) == 2
+    assert sum(c.op.name == "relax.permute_dims" for c in calls if isinstance(c.op, tvm.ir.Op)) > 2
 
     target = tvm.target.Target({"kind": "llvm"})
     lowered = tuning_prefix(mod, target)
