@@ -7,6 +7,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from harness.errors import JobError, one_line
 
@@ -83,3 +84,19 @@ def link_archive(
             raise JobError(
                 "link", f"the NDK's clang failed to link {archive.name}: {one_line(first)}"
             )
+
+
+def ndk_fcompile(clang: Path) -> Any:
+    """TVM's ``export_library`` compile function that links with the NDK's ``clang``: a tuning
+    candidate (one TIR function's objects) as a shared library for an Android phone, with
+    the C++ library static as :func:`link_archive` links a model's."""
+    from tvm.support.cc import create_shared, get_target_by_dump_machine
+
+    def fcompile(output: str, objects: list[str], options: list[str] | None = None) -> None:
+        create_shared(
+            output, objects, options=[*(options or []), "-static-libstdc++"], cc=str(clang)
+        )
+
+    fcompile.output_format = "so"  # type: ignore[attr-defined]
+    fcompile.get_target_triple = get_target_by_dump_machine(str(clang))  # type: ignore[attr-defined]
+    return fcompile

@@ -157,7 +157,7 @@ def _night_tunings(
     session: Session, suite: Suite, spec: SuiteSpec, night: Night, problems: list[dict[str, str]]
 ) -> list[int]:
     """The night's tunings (the suite's budget): per model, one per device class of the suite's
-    devices whose target can be tuned (the others are logged, not a problem of the night)."""
+    devices."""
     from harness.farm.tunings import TuningRequest, create_tunings
 
     budget = spec.tuning
@@ -175,7 +175,6 @@ def _night_tunings(
             inputs=tuple(spec.settings.inputs),
             threads=budget.threads,
         )
-        untunable: list[str] = []
         try:
             with session.begin_nested():
                 tunings = create_tunings(
@@ -184,13 +183,10 @@ def _night_tunings(
                     session=session,
                     submitted_by=f"suite:{suite.name}",
                     night_id=night.id,
-                    untunable=untunable,
                 )
         except (InvalidRequest, NoDevicesMatch) as exc:
             problems.append({"what": f"tuning {name}", "message": exc.message})
             continue
-        for reason in untunable:
-            log.info("suite %s: %s not tuned: %s", suite.name, name, reason)
         ids += [t.id for t in tunings]
     return ids
 

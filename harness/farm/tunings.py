@@ -36,7 +36,6 @@ from harness.db import (
     utcnow,
 )
 from harness.devices.base import DeviceFacts
-from harness.errors import JobError
 from harness.farm import InvalidRequest
 from harness.farm.jobs import validate_inputs
 from harness.farm.selection import DeviceSelector, select_devices
@@ -105,15 +104,11 @@ def create_tunings(
     session: Session,
     submitted_by: str = "",
     night_id: int | None = None,
-    untunable: list[str] | None = None,
 ) -> list[Tuning]:
     """One queued Tuning per device class among the devices ``request`` selects (flushed, not
     committed). Everything is checked first: the backend, the budget, the input specs against
-    the model, and that each class's target can be tuned — a class that cannot is an
-    InvalidRequest, or, given ``untunable``, left out and its reason appended there."""
-    from harness.compile.targets import get_target
-    from harness.tuning.session import export_for
-
+    the model. Every target can be tuned; what its candidates are linked with (the NDK's
+    clang for an Android phone) is the tuning worker's, as it is for a run's build."""
     if request.backend not in TUNABLE_BACKENDS:
         raise InvalidRequest(
             f"backend {request.backend!r} cannot be tuned; tunable: {', '.join(TUNABLE_BACKENDS)}",
@@ -130,13 +125,6 @@ def create_tunings(
     tunings: list[Tuning] = []
     for device_class, members in sorted(by_class.items()):
         target = members[0].target
-        try:
-            export_for(get_target(target))
-        except JobError as exc:
-            if untunable is None:
-                raise InvalidRequest(f"{device_class}: {exc.message}", field=("devices",)) from None
-            untunable.append(f"{device_class}: {exc.message}")
-            continue
         tuning = Tuning(
             model_id=model.id,
             backend=request.backend,

@@ -76,13 +76,16 @@ def device_cores(device: Device) -> int:
 
 
 def export_for(spec: TargetSpec) -> dict[str, Any]:
-    """How candidates are linked for ``spec``: this machine's compiler, or its cross one."""
+    """How candidates are linked for ``spec``: this machine's compiler, its cross one, or
+    for an Android phone the NDK's clang (as its models are: ANDROID_NDK_HOME; a JobError
+    says what to set when there is none)."""
     if spec.needs_ndk:
-        raise JobError(
-            "compile",
-            f"tuning for {spec.name} is not supported yet (candidates would need the NDK's "
-            "linker); tune an emulated phone (host) or an arm64 Linux device",
-        )
+        from harness.compile.ndk import find_clang, ndk_fcompile
+        from harness.config import get_settings
+
+        settings = get_settings()
+        clang = find_clang(settings.android_ndk_home, settings.android_api_level)
+        return {"fcompile": ndk_fcompile(clang)}
     if spec.toolchain is None:
         return {}
     # Passing the triple function as cross_compiler's second argument (its options) made
@@ -255,7 +258,7 @@ def tune_prepared(
     from harness.modelio import to_relax
     from harness.tuning.device import device_runner
     from harness.tuning.search import fixed_space_sizes, search, tasks_of, trials_done
-    from harness.tuning.store import load_records, save_records
+    from harness.tuning.store import SaveCursor, load_records, save_records
 
     budget.check()
     export = export_for(spec)
@@ -289,6 +292,7 @@ def tune_prepared(
     try:
         with session_scope(factory) as session:
             load_records(work, key, session=session)
+        cursor = SaveCursor()  # the first save reads the loaded records once, later ones not
         progress("tasks", f"extracting the tasks of {model.name}")
         tasks = tasks_of(mod, target)
         done = trials_done(tasks, work)
@@ -298,7 +302,9 @@ def tune_prepared(
             if count == 0:  # a task whose search space is spent: nothing was measured
                 return
             with session_scope(factory) as session:
-                report.saved += save_records(work, key, device=measured_by, session=session)
+                report.saved += save_records(
+                    work, key, device=measured_by, session=session, cursor=cursor
+                )
             report.batches += 1
             report.seconds = round(time.perf_counter() - start, 3)
             progress("batch", f"{count} candidates measured on {measured_by}; {report.saved} saved")
@@ -342,7 +348,9 @@ def tune_prepared(
             report.stopped_by_deadline = True
         report.cancelled = stopped
         with session_scope(factory) as session:  # anything the last callback did not see
-            report.saved += save_records(work, key, device=measured_by, session=session)
+            report.saved += save_records(
+                work, key, device=measured_by, session=session, cursor=cursor
+            )
         if report.failed and not stopped and not any(t.measured for t in report.tasks):
             raise JobError(
                 "run",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +71,32 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 
-def save_records(work_dir: Path, key: RecordsKey, *, device: str = "", session: Session) -> int:
+@dataclass
+class SaveCursor:
+    """How much of a work directory :func:`save_records` has stored: a search only appends to
+    its files, so each save after the first reads only what was appended since (a tuning
+    saves after every batch; reading every record each time made a long tuning's saves grow
+    with the square of its records)."""
+
+    records: int = 0  # lines of the records file stored
+    workload_ids: list[int] = field(default_factory=list)  # of the workloads file's lines
+
+
+def save_records(
+    work_dir: Path,
+    key: RecordsKey,
+    *,
+    device: str = "",
+    session: Session,
+    cursor: SaveCursor | None = None,
+) -> int:
     """Store the records of ``work_dir`` the database lacks under ``key``; returns how many
-    were new."""
+    were new. ``cursor``: where the previous save of this work directory stopped (advanced
+    here)."""
+    cursor = cursor if cursor is not None else SaveCursor()
     workloads = _lines(work_dir / WORKLOADS_FILE)
-    ids: list[int] = []
-    for line in workloads:
+    ids = cursor.workload_ids
+    for line in workloads[len(ids) :]:
         parsed = json.loads(line)
         if not isinstance(parsed, list) or len(parsed) != 2:
             raise JobError("compile", f"{work_dir / WORKLOADS_FILE}: not a workload: {line[:80]}")
@@ -89,7 +109,8 @@ def save_records(work_dir: Path, key: RecordsKey, *, device: str = "", session: 
             found = row.id
         ids.append(found)
     new = 0
-    for line in _lines(work_dir / RECORDS_FILE):
+    records = _lines(work_dir / RECORDS_FILE)
+    for line in records[cursor.records :]:
         parsed = json.loads(line)
         if not isinstance(parsed, list) or len(parsed) != 2 or not 0 <= parsed[0] < len(ids):
             raise JobError("compile", f"{work_dir / RECORDS_FILE}: not a record: {line[:80]}")
@@ -120,6 +141,7 @@ def save_records(work_dir: Path, key: RecordsKey, *, device: str = "", session: 
         )
         new += 1
     session.flush()
+    cursor.records = len(records)
     return new
 
 

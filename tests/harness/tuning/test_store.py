@@ -110,3 +110,35 @@ def test_records_saved_loaded_applied_and_continued(
         assert save_records(loaded, KEY, session=session) == result.trials
         after = records_summary(KEY, session=session)
     assert after.records == 4 + result.trials and after.digest != summary.digest
+
+
+def test_a_save_cursor_stores_only_what_was_appended_since(
+    factory: sessionmaker[Session], tuned: Path, tmp_path: Path
+) -> None:
+    """A tuning saves after every batch; with a cursor each save reads only the records the
+    search appended since the last (before, every save read them all: a long tuning's saves
+    grew with the square of its records)."""
+    import shutil
+
+    from harness.tuning.store import SaveCursor
+
+    work = tmp_path / "work"
+    shutil.copytree(tuned, work)
+    records_file = work / RECORDS_FILE
+    lines = records_file.read_text().splitlines()
+    records_file.write_text("".join(line + "\n" for line in lines[:2]))  # two batches of two
+    cursor = SaveCursor()
+    with session_scope(factory) as session:
+        assert save_records(work, KEY, session=session, cursor=cursor) == 2
+    assert cursor.records == 2 and len(cursor.workload_ids) == 1
+    # The next batch is appended; the lines already saved are not read again (a broken one
+    # there would be an error for a save without the cursor).
+    records_file.write_text("not a record\n" + "".join(line + "\n" for line in lines[1:]))
+    with session_scope(factory) as session:
+        assert save_records(work, KEY, session=session, cursor=cursor) == 2
+        assert records_summary(KEY, session=session).records == 4
+    assert cursor.records == 4
+    with session_scope(factory) as session:
+        assert save_records(work, KEY, session=session, cursor=cursor) == 0  # nothing new
+        with pytest.raises(json.JSONDecodeError):
+            save_records(work, KEY, session=session)  # no cursor: every line read
