@@ -110,22 +110,30 @@ def test_bench_tuned_asks_the_offloading_backends_for_records(home: Path, tmp_pa
     assert docs["ort"]["status"] == "ok"  # ort has no records to apply
 
 
+def _tune_cpu_part(path: Path, options: dict[str, Any] | None, *, trials: int) -> Any:
+    """What ``edgefarm tune PATH --backend tvm-nnapi`` does on this machine (batches of
+    ``trials``, seed 1)."""
+    from harness.backends import cpu_part
+    from harness.tuning.session import tune_model
+
+    device = open_device("local")
+    try:
+        lower = cpu_part("tvm-nnapi", device.facts(), options)
+        return tune_model(
+            path, device, local_store(), trials=trials, batch=trials, seed=1, lower=lower
+        )
+    finally:
+        device.close()
+
+
 def test_edgefarm_tune_with_a_byoc_backend_tunes_what_its_partition_leaves_on_the_cpu(
     home: Path, tmp_path: Path
 ) -> None:
     """``edgefarm tune --backend tvm-nnapi`` partitions as the device's build does and searches
     the CPU part's functions (the Sin between two offloaded denses), not the whole model's
     (where the Sin is fused into the first dense); the next tvm-nnapi build applies them."""
-    from harness.backends import cpu_part
-    from harness.tuning.session import tune_model
-
     path = testmodels.save(byoc_models.sin_in_the_middle(), tmp_path, "sin")
-    device = open_device("local")
-    try:
-        lower = cpu_part("tvm-nnapi", device.facts(), None)
-        report = tune_model(path, device, local_store(), trials=3, batch=3, seed=1, lower=lower)
-    finally:
-        device.close()
+    report = _tune_cpu_part(path, None, trials=3)
     # An elementwise Sin has one schedule (no decision to search): measured once.
     assert [(t.name, t.measured) for t in report.tasks] == [("tir_sin", 1)]
     assert report.failed == 0 and report.saved == 1
@@ -143,20 +151,12 @@ def test_a_cpu_part_with_convolutions_in_a_row_is_tuned_channels_last_and_stays_
     from feature level 3) become NHWC between a transpose in and one out; the same two each
     alone between offloaded subgraphs stay NCHW. Either way the tuned build's outputs match
     onnxruntime's."""
-    from harness.backends import cpu_part
-    from harness.tuning.session import tune_model
-
-    options = {"feature_level": 2}
+    options: dict[str, Any] = {"feature_level": 2}
     for between, transposes in ((False, 2), (True, 0)):
         path = testmodels.save(
             byoc_models.dilated_convs(offload_between=between), tmp_path, f"dilated-{between}"
         )
-        device = open_device("local")
-        try:
-            lower = cpu_part("tvm-nnapi", device.facts(), options)
-            report = tune_model(path, device, local_store(), trials=2, batch=2, seed=1, lower=lower)
-        finally:
-            device.close()
+        report = _tune_cpu_part(path, options, trials=2)
         names = {t.name for t in report.tasks}
         assert {"conv2d", "conv2d1"} <= names, names
         # The layout's transposes (NCHW to NHWC and back) are tasks of their own.
