@@ -34,8 +34,7 @@ def test_an_android_candidate_is_linked_by_the_ndks_clang(
     from tvm import te
 
     cross = shutil.which("aarch64-linux-gnu-g++")
-    if cross is None:
-        pytest.skip("no aarch64-linux-gnu-g++ (scripts/services installs it)")
+    assert cross is not None, "no aarch64-linux-gnu-g++: scripts/services installs it"
     level = 31
     bin_dir = tmp_path / "ndk/toolchains/llvm/prebuilt/linux-x86_64/bin"
     bin_dir.mkdir(parents=True)
