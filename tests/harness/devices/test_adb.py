@@ -134,8 +134,12 @@ def test_a_phone_that_refuses_our_key_is_reported_within_the_timeout(
 # -- addresses ---------------------------------------------------------------------------------
 
 
-def test_a_closed_port_is_unreachable_at_once() -> None:
+def test_a_closed_port_is_unreachable_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # Bound but not listening: connections are refused, and no one else can take the port.
+    # "At once": a refusal is not waited out like a phone that does not answer. A long timeout
+    # makes that visible without a wall-clock bound a busy CI machine can break (2.7 s once).
+    monkeypatch.setenv("EDGEFARM_ADB_TIMEOUT_S", "60")
+    get_settings.cache_clear()
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         port = holder.getsockname()[1]
@@ -146,7 +150,7 @@ def test_a_closed_port_is_unreachable_at_once() -> None:
         elapsed = time.monotonic() - started
     assert caught.value.message.startswith(address)
     assert "unreachable" in caught.value.message
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 15.0, elapsed  # a quarter of the timeout
 
 
 @pytest.mark.parametrize(
