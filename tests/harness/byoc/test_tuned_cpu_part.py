@@ -143,37 +143,60 @@ def test_edgefarm_tune_with_a_byoc_backend_tunes_what_its_partition_leaves_on_th
     assert tuned["accuracy"]["passed"]
 
 
+def _cpu_part_tasks(path: Path, options: dict[str, Any]) -> set[str]:
+    """The tasks ``edgefarm tune PATH --backend tvm-nnapi`` would search (as tune_model
+    extracts them: the model imported, partitioned, lowered for this machine)."""
+    from harness.backends import cpu_part
+    from harness.modelio import load, to_relax
+    from harness.compile.targets import get_target
+    from harness.tuning.search import tasks_of
+    from harness.tuning.session import device_cores, tuning_target
+
+    device = open_device("local")
+    try:
+        facts = device.facts()
+        lower = cpu_part("tvm-nnapi", facts, options)
+        assert lower is not None
+        mod = lower(to_relax(load(path, [])))
+        target = tuning_target(get_target(facts.target), device_cores(device))
+    finally:
+        device.close()
+    return {t.task_name for t in tasks_of(mod, target)}
+
+
 def test_a_cpu_part_with_convolutions_in_a_row_is_tuned_channels_last_and_stays_right(
     home: Path, tmp_path: Path
 ) -> None:
     """Tuned builds lay 2-D convolutions out channels-last where a stretch of them repays its
     two transposes: two dilated convolutions in a row left on the CPU (NNAPI takes dilation
-    from feature level 3) become NHWC between a transpose in and one out; the same two each
-    alone between offloaded subgraphs stay NCHW. Either way the tuned build's outputs match
-    onnxruntime's."""
+    from feature level 3) become NHWC between a transpose in and one out, and the tuned
+    build's outputs match onnxruntime's; the same two each alone between offloaded subgraphs
+    stay NCHW (no transpose among the tasks a tuning would search)."""
     options: dict[str, Any] = {"feature_level": 2}
-    for between, transposes in ((False, 2), (True, 0)):
-        path = testmodels.save(
-            byoc_models.dilated_convs(offload_between=between), tmp_path, f"dilated-{between}"
-        )
-        report = _tune_cpu_part(path, options, trials=2)
-        names = {t.name for t in report.tasks}
-        assert {"conv2d", "conv2d1"} <= names, names
-        # The layout's transposes (NCHW to NHWC and back) are tasks of their own.
-        assert len(names - {"conv2d", "conv2d1"}) == transposes, (between, names)
-        assert all(n.startswith("transpose") for n in names - {"conv2d", "conv2d1"}), names
-        assert report.failed == 0
+    apart = testmodels.save(byoc_models.dilated_convs(offload_between=True), tmp_path, "apart")
+    names = _cpu_part_tasks(apart, options)
+    assert {"conv2d", "conv2d1"} <= names and not any("transpose" in n for n in names), names
 
-        plan = BenchPlan(
-            path,
-            backends=["tvm-nnapi", "ort"],
-            protocol=FAST,
-            options={"tvm-nnapi": {**options, "tuning": "on"}},
-        )
-        docs = {doc.dump()["backend"]: doc.dump() for doc in run_bench(plan)}
-        doc = docs["tvm-nnapi"]
-        assert doc["status"] == "ok", doc["error"]
-        assert doc["accuracy"]["passed"], doc["accuracy"]  # against onnxruntime
-        assert doc["partition"]["by_op_type"]["nn.conv2d"] == {"offloaded": 0, "total": 2}
-        assert doc["partition"]["ops_offloaded"] > 0
-        assert {"conv2d", "conv2d1"} <= set(doc["provenance"]["tuning"]["scheduled"])
+    path = testmodels.save(byoc_models.dilated_convs(offload_between=False), tmp_path, "row")
+    report = _tune_cpu_part(path, options, trials=2)
+    names = {t.name for t in report.tasks}
+    assert names == _cpu_part_tasks(path, options)
+    assert {"conv2d", "conv2d1"} <= names, names
+    # The layout's transposes (NCHW to NHWC and back) are tasks of their own.
+    transposes = names - {"conv2d", "conv2d1"}
+    assert len(transposes) == 2 and all(n.startswith("transpose") for n in transposes), names
+    assert report.failed == 0
+
+    plan = BenchPlan(
+        path,
+        backends=["tvm-nnapi", "ort"],
+        protocol=FAST,
+        options={"tvm-nnapi": {**options, "tuning": "on"}},
+    )
+    docs = {doc.dump()["backend"]: doc.dump() for doc in run_bench(plan)}
+    doc = docs["tvm-nnapi"]
+    assert doc["status"] == "ok", doc["error"]
+    assert doc["accuracy"]["passed"], doc["accuracy"]  # against onnxruntime
+    assert doc["partition"]["by_op_type"]["nn.conv2d"] == {"offloaded": 0, "total": 2}
+    assert doc["partition"]["ops_offloaded"] > 0
+    assert {"conv2d", "conv2d1"} <= set(doc["provenance"]["tuning"]["scheduled"])
