@@ -147,8 +147,8 @@ def _cpu_part_tasks(path: Path, options: dict[str, Any]) -> set[str]:
     """The tasks ``edgefarm tune PATH --backend tvm-nnapi`` would search (as tune_model
     extracts them: the model imported, partitioned, lowered for this machine)."""
     from harness.backends import cpu_part
-    from harness.modelio import load, to_relax
     from harness.compile.targets import get_target
+    from harness.modelio import load, to_relax
     from harness.tuning.search import tasks_of
     from harness.tuning.session import device_cores, tuning_target
 

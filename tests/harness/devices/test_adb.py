@@ -20,6 +20,7 @@ import pytest
 from harness.config import get_settings
 from harness.devices.adb import WORK_ROOT, AdbDevice
 from harness.devices.adbfacts import facts_from_props, nnapi_feature_level, parse_getprop
+from harness.devices.adbkeys import load_signer
 from harness.devices.adbscripts import parse_state
 from harness.devices.base import wait_cool
 from harness.devices.deploy import ensure_bundle, runtime_bundle
@@ -118,6 +119,9 @@ def test_first_connect_creates_the_key_pair_and_later_connections_reuse_it(
 def test_a_phone_that_refuses_our_key_is_reported_within_the_timeout(
     fresh_key_dir: Path, short_timeouts: Any
 ) -> None:
+    # Our new key pair made first: its generation (pure-Python RSA, seconds on a busy
+    # machine) is not the wait on the phone this measures.
+    load_signer(fresh_key_dir)
     with EmulatedPhone("pixel-3a", accept_new_keys=False) as phone:
         address = f"tcp:{phone.serial}"
         started = time.monotonic()
