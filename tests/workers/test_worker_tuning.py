@@ -1,12 +1,14 @@
 """Farm tunings on real workers: the search on the ``tuning`` queue, its candidates measured on
 two emulated phones of one class through their own queues and leases; the records in the
 farm's database; a benchmark after it runs tuned; a tuning whose worker is SIGKILLed
-resumes from its saved records on the next worker."""
+resumes from its saved records on the next worker; one whose worker is stopped (SIGTERM) ends
+its batch, goes back to the queue at once and is continued by the next."""
 
 from __future__ import annotations
 
 import os
 import random
+import signal
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -167,7 +169,7 @@ def _records(farm: Farm, device_class: str) -> list[TuningRecord]:
 
 
 @pytest.mark.timeout(720)
-def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_runs_tuned(
+def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_or_a_stop(
     farm: Farm,
     twins: list[EmulatedPhone],
     twin_ids: list[int],
@@ -176,38 +178,66 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_
 ) -> None:
     """One tuning does it all (each farm tuning costs a minute here): its batches of 4 go half
     to each phone; the worker host is SIGKILLed after the first saved batch and the next
-    attempt continues from the records; a benchmark of the class then runs tuned."""
+    attempt continues from the records; that one's host is stopped as `edgefarm worker` is
+    (SIGTERM) after its first batch: the tuning ends the batch, is queued again at once, and
+    the third attempt finishes it; a benchmark of the class then runs tuned."""
     worker = _start(farm, twins, twin_ids, start_worker)
     seed = random.Random().randrange(1_000, 1_000_000)
     model_id = farm.add_model(conv_relu_wide(seed), f"conv-wide-{seed}")
     # Two threads: not TVM's default on this 2-core machine (half the cores); the phones'
     # runners time the candidates with the threads the tuning asks for.
-    tuning_id = _submit(farm, model_id, twin_ids, "x:1x16x12x12", trials=12, batch=4, threads=2)
+    tuning_id = _submit(farm, model_id, twin_ids, "x:1x16x12x12", trials=20, batch=4, threads=2)
 
-    def first_batch_saved() -> bool:
-        tuning = _tuning(farm, tuning_id)
-        return bool(tuning.report.get("batches", 0) >= 1)
+    def first_batch_saved(attempt: int) -> Callable[[], bool]:
+        def check() -> bool:
+            report = _tuning(farm, tuning_id).report  # until the attempt's own, the last one's
+            return report.get("attempt") == attempt and report.get("batches", 0) >= 1
 
-    wait_for("the first batch to be saved", first_batch_saved, timeout_s=300, poll_s=0.5)
+        return check
+
+    wait_for("the first batch to be saved", first_batch_saved(1), timeout_s=300, poll_s=0.5)
     worker.kill()  # the whole worker host, its tuning process among them, without a word
     killed = _tuning(farm, tuning_id)
     assert killed.status == TuningStatus.running and killed.attempts == 1
     saved_before = killed.report["saved"]
     assert killed.report["phones"] == sorted(twin_ids)  # the first batch: both measured
 
-    worker = _start(farm, twins, twin_ids, start_worker)
+    worker = _start(farm, twins, twin_ids, start_worker)  # the reaper sends it again
+    wait_for("the second attempt's batch", first_batch_saved(2), timeout_s=300, poll_s=0.5)
+    assert worker.proc is not None
+    os.killpg(worker.proc.pid, signal.SIGTERM)  # as `edgefarm worker` is stopped
+    assert worker.proc.wait(timeout=60) == 0
+    assert "did not stop within" not in worker.log()  # nothing was SIGKILLed at the grace
+    stopped = _tuning(farm, tuning_id)
+    assert stopped.status == TuningStatus.queued and stopped.attempts == 2, stopped.error_message
+    assert stopped.report["cancelled"] is False
+    (task,) = stopped.report["tasks"]
+    assert task["before"] >= saved_before and 0 < task["measured"] < 20 - task["before"], (
+        stopped.report
+    )
+    saved_twice = task["before"] + task["measured"]
+    with farm.client.connection_for_read() as connection:
+        waiting = connection.default_channel.queue_declare("tuning", passive=True).message_count
+    assert waiting == 1  # sent again at once, not left for the reaper to find
+    with farm.sessions() as session:  # no slice left for a phone to start
+        left = session.scalars(select(TuningSlice.status).where(TuningSlice.tuning_id == tuning_id))
+        assert not [s for s in left if not s.ended]
+    for device_id in twin_ids:  # the slice a phone was measuring ended and freed it
+        assert farm.device(device_id).tuning_slice_id is None
+
+    worker = _start(farm, twins, twin_ids, start_worker)  # its message was waiting
     tuning = _ended(farm, tuning_id, timeout_s=420)
     assert tuning.status == TuningStatus.done, (tuning.error_message, worker.log()[-3000:])
-    assert tuning.attempts == 2  # the reaper sent it again; the second attempt finished it
-    # It continued: the first attempt's batches counted, no candidate measured twice.
+    assert tuning.attempts == 3
+    # It continued: the earlier attempts' batches counted, no candidate measured twice.
     (task,) = tuning.report["tasks"]
-    assert task["before"] >= saved_before and task["before"] + task["measured"] == 12
+    assert task["before"] == saved_twice and task["before"] + task["measured"] == 20
     assert tuning.report["phones"] == sorted(twin_ids)
     assert tuning.threads == 2 and tuning.report["threads"] == 2
     assert tuning.report["pool_threads"] == [min(2, os.cpu_count() or 1)]
     assert "2 threads" in tuning.report["measured_on"]
     records = _records(farm, tuning.device_class)
-    assert len(records) == 12 and len({r.sha256 for r in records}) == 12
+    assert len(records) == 20 and len({r.sha256 for r in records}) == 20
     assert {r.device for r in records} == {f"farm:{tuning.device_class}"}
     assert all(r.run_s is not None and r.run_s > 0 for r in records)
     # The phones were given back: both idle, no slice holds them.
@@ -222,7 +252,7 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_and_
     (result,) = farm.results(job_id)
     provenance = result.document["provenance"]
     assert provenance["tuning"]["device_class"] == tuning.device_class
-    assert provenance["tuning"]["trials"] == 12
+    assert provenance["tuning"]["trials"] == 20
     hosts.append(worker)  # alive: the next test goes on with it
 
 

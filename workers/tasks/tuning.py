@@ -13,6 +13,8 @@ back. What a phone declined, or what a dead worker never measured, goes to the n
 Ownership is the database's, as for runs: a claim increments ``tunings.attempts`` and only
 that attempt may end the tuning; a tuning whose worker died (its heartbeat stopped) is sent
 again by the reaper, and the new attempt continues from the records saved after every batch.
+A tuning whose worker is stopped (SIGTERM, :mod:`workers.shutdown`) ends the batch it is in,
+goes back to ``queued`` and is sent again at once, for the next tuning worker to continue.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import io
 import logging
 import tarfile
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,19 +69,22 @@ from harness.tuning.store import RecordsKey
 from workers import settings as worker_settings
 from workers.celery_app import task
 from workers.db import db_session, session_factory
-from workers.dispatch import send_slice
+from workers.dispatch import send_slice, send_tune
 from workers.heartbeat import Heartbeat
 from workers.measurement import prepare_stored_model
+from workers.shutdown import StopRequest
 from workers.tasks import retry_on_infrastructure
 
 log = logging.getLogger(__name__)
 
 SLICE_TRIES = 3  # a candidate no phone measured after this many slices counts as failed
 POLL_S = 0.3
+STOPPING = "stopped with its worker"  # the stop reason that sends a tuning back to the queue
 
 
 class _Stop(Exception):
-    """The tuning must stop: cancelled, taken over by another attempt, or no phone left."""
+    """The tuning must stop: cancelled, taken over by another attempt, no phone left, or its
+    worker is stopping."""
 
 
 def _bundle(paths: list[Path]) -> bytes:
@@ -106,10 +112,13 @@ def _unbundle(data: bytes, directory: Path, count: int) -> list[Path]:
 class FarmKernelTimer:
     """Times candidates on the idle phones of a tuning's class (see the module doc)."""
 
-    def __init__(self, tuning_id: int, attempt: int) -> None:
+    def __init__(
+        self, tuning_id: int, attempt: int, stopping: threading.Event | None = None
+    ) -> None:
         settings = get_settings()
         self.tuning_id = tuning_id
         self.attempt = attempt
+        self.stopping = stopping or threading.Event()  # set: the worker is being stopped
         self.lease_timeout_s = settings.lease_timeout_s
         # A slice its phone's worker has not started by then is given to another phone.
         self.start_timeout_s = max(30.0, settings.lease_timeout_s * 2)
@@ -121,6 +130,8 @@ class FarmKernelTimer:
 
     def check(self, session: Session) -> None:
         """Raise _Stop when this attempt should no longer work (see :attr:`stop_reason`)."""
+        if self.stop_reason is None and self.stopping.is_set():
+            self.stop_reason = STOPPING
         if self.stop_reason is not None:
             raise _Stop(self.stop_reason)
         row = session.get(Tuning, self.tuning_id, populate_existing=True)
@@ -132,7 +143,8 @@ class FarmKernelTimer:
             raise _Stop(self.stop_reason)
 
     def should_stop(self) -> bool:
-        if self.stop_reason is not None:
+        if self.stop_reason is not None or self.stopping.is_set():
+            self.stop_reason = self.stop_reason or STOPPING
             return True
         with db_session() as session:
             try:
@@ -250,6 +262,10 @@ class FarmKernelTimer:
         worker went silent is failed here (conditional updates: the phone's worker and this
         side never both end it)."""
         while True:
+            if self.stopping.is_set():
+                self._withdraw()
+                self.stop_reason = self.stop_reason or STOPPING
+                raise _Stop(self.stop_reason)
             with db_session() as session:
                 row = session.get(TuningSlice, slice_id, populate_existing=True)
                 assert row is not None
@@ -281,6 +297,26 @@ class FarmKernelTimer:
                     )
                 session.commit()
             time.sleep(POLL_S)
+
+    def _withdraw(self) -> None:
+        """Decline the tuning's slices no phone started (their candidates are not run, so
+        nothing is recorded of them); a started one ends on its phone and frees it."""
+        with db_session() as session:
+            session.execute(
+                update(TuningSlice)
+                .where(
+                    TuningSlice.tuning_id == self.tuning_id,
+                    TuningSlice.status == SliceStatus.pending,
+                )
+                .values(
+                    status=SliceStatus.declined,
+                    finished_at=utcnow(),
+                    bundle=None,
+                    error="its tuning's worker stopped",
+                )
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
 
 
 class _Measured:
@@ -330,7 +366,13 @@ def _end_slice(
 @task(name="edgefarm.measure_slice", acks_late=True)
 def measure_slice(slice_id: int) -> None:
     """Measure a tuning slice on this queue's phone, if the phone is idle and no run waits for
-    it; otherwise decline it (the tuning gives it to another phone, or waits)."""
+    it; otherwise decline it (the tuning gives it to another phone, or waits). A slice is
+    seconds of the phone's time: a worker being stopped lets it end and free the phone."""
+    with StopRequest(f"tuning slice {slice_id}"):
+        _measure_slice(slice_id)
+
+
+def _measure_slice(slice_id: int) -> None:
     settings = get_settings()
     with db_session() as session:
         row = session.get(TuningSlice, slice_id)
@@ -481,13 +523,38 @@ def _finish(
         session.commit()
 
 
+def _requeue(tuning_id: int, attempt: int, report: dict[str, Any] | None) -> None:
+    """Put the tuning back in the queue if attempt ``attempt`` still owns it (its worker is
+    stopping), with the report of what it did, and send it again at once: the next tuning
+    worker continues from its records. A send that fails is the reaper's (``queued``)."""
+    values: dict[str, Any] = {"status": TuningStatus.queued, "enqueued_at": utcnow()}
+    if report is not None:
+        values["report"] = report
+    with db_session() as session:
+        changed = session.execute(
+            update(Tuning)
+            .where(
+                Tuning.id == tuning_id,
+                Tuning.attempts == attempt,
+                Tuning.status == TuningStatus.running,
+            )
+            .values(heartbeat_at=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+    if changed.rowcount == 1:  # type: ignore[attr-defined]
+        log.info("tuning %s: its worker is stopping; back in the queue", tuning_id)
+        send_tune(tuning_id)
+
+
 def _report_dump(
     report: TuningReport, earlier: dict[str, Any], timer: FarmKernelTimer
 ) -> dict[str, Any]:
     """The report to keep: this attempt's, with the time and the phones of the attempts before
     it added (what it cost, and where it was measured, in all), and the threads TVM's pool had
-    on them (``pool_threads``, as the phones' runners said)."""
+    on them (``pool_threads``, as the phones' runners said), and which attempt it is of."""
     dump = report.dump()
+    dump["attempt"] = timer.attempt
     dump["seconds"] = round(float(earlier.get("seconds") or 0.0) + report.seconds, 3)
     dump["phones"] = sorted(set(earlier.get("phones") or []) | timer.phones)
     dump["pool_threads"] = sorted(set(earlier.get("pool_threads") or []) | timer.pool_threads)
@@ -550,8 +617,12 @@ def tune(self: Any, tuning_id: int) -> None:
     if minutes is not None and minutes <= 0:
         _finish(tuning_id, attempt, TuningStatus.done, report=earlier)
         return
-    timer = FarmKernelTimer(tuning_id, attempt)
-    with Heartbeat(f"tuning {tuning_id}", beat, worker_settings.heartbeat_interval_s(settings)):
+    stop_request = StopRequest(f"tuning {tuning_id}")
+    timer = FarmKernelTimer(tuning_id, attempt, stopping=stop_request.event)
+    with (
+        stop_request,
+        Heartbeat(f"tuning {tuning_id}", beat, worker_settings.heartbeat_interval_s(settings)),
+    ):
         try:
             prepared = prepare_stored_model(model, inputs)
             # tvm-cpu: the whole model; a BYOC backend: what its partition leaves on the CPU,
@@ -598,6 +669,11 @@ def tune(self: Any, tuning_id: int) -> None:
     dump = None
     if report is not None:
         dump = _report_dump(report, earlier, timer)
+    if timer.stop_reason == STOPPING:
+        if dump is not None:
+            dump["cancelled"] = False  # stopped by its worker, not by anyone's cancel
+        _requeue(tuning_id, attempt, dump)
+        return
     if timer.stop_reason is not None and timer.stop_reason != "cancelled":
         _finish(
             tuning_id,
