@@ -1,4 +1,4 @@
-"""StopRequest: SIGTERM noted, not fatal, inside the block; as before outside it."""
+"""stop_request: SIGTERM noted, not fatal, inside the block; as before outside it."""
 
 from __future__ import annotations
 
@@ -6,20 +6,15 @@ import os
 import signal
 import threading
 
-from workers.shutdown import StopRequest
-
-
-def _wait(event: threading.Event) -> bool:
-    return event.wait(timeout=5.0)
+from workers.shutdown import stop_request
 
 
 def test_sigterm_inside_the_block_is_noted_and_the_handler_is_put_back() -> None:
     before = signal.getsignal(signal.SIGTERM)
-    with StopRequest("a task") as request:
-        assert not request.requested
+    with stop_request("a task") as stopping:
+        assert not stopping.is_set()
         os.kill(os.getpid(), signal.SIGTERM)  # this process: it must survive it
-        assert _wait(request.event)
-        assert request.requested
+        assert stopping.wait(timeout=5.0)
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -28,9 +23,9 @@ def test_outside_the_main_thread_the_block_changes_nothing() -> None:
     seen: list[object] = []
 
     def inside() -> None:
-        with StopRequest("an eager task") as request:
+        with stop_request("an eager task") as stopping:
             seen.append(signal.getsignal(signal.SIGTERM))
-            seen.append(request.requested)
+            seen.append(stopping.is_set())
 
     thread = threading.Thread(target=inside)
     thread.start()

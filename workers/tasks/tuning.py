@@ -72,7 +72,7 @@ from workers.db import db_session, session_factory
 from workers.dispatch import send_slice, send_tune
 from workers.heartbeat import Heartbeat
 from workers.measurement import prepare_stored_model
-from workers.shutdown import StopRequest
+from workers.shutdown import stop_request
 from workers.tasks import retry_on_infrastructure
 
 log = logging.getLogger(__name__)
@@ -368,7 +368,7 @@ def measure_slice(slice_id: int) -> None:
     """Measure a tuning slice on this queue's phone, if the phone is idle and no run waits for
     it; otherwise decline it (the tuning gives it to another phone, or waits). A slice is
     seconds of the phone's time: a worker being stopped lets it end and free the phone."""
-    with StopRequest(f"tuning slice {slice_id}"):
+    with stop_request(f"tuning slice {slice_id}"):
         _measure_slice(slice_id)
 
 
@@ -617,12 +617,11 @@ def tune(self: Any, tuning_id: int) -> None:
     if minutes is not None and minutes <= 0:
         _finish(tuning_id, attempt, TuningStatus.done, report=earlier)
         return
-    stop_request = StopRequest(f"tuning {tuning_id}")
-    timer = FarmKernelTimer(tuning_id, attempt, stopping=stop_request.event)
     with (
-        stop_request,
+        stop_request(f"tuning {tuning_id}") as stopping,
         Heartbeat(f"tuning {tuning_id}", beat, worker_settings.heartbeat_interval_s(settings)),
     ):
+        timer = FarmKernelTimer(tuning_id, attempt, stopping=stopping)
         try:
             prepared = prepare_stored_model(model, inputs)
             # tvm-cpu: the whole model; a BYOC backend: what its partition leaves on the CPU,
