@@ -31,16 +31,20 @@ def stop_request(what: str) -> Iterator[threading.Event]:
 
     Only the main thread can take a signal handler; elsewhere (a task run eagerly in a thread)
     the block changes nothing and the event is never set. The handler before the block is put
-    back after it, so a SIGTERM between tasks ends the pool process as it always did."""
+    back after it, so a SIGTERM between tasks ends the pool process as it always did. A handler
+    of Python's own before it (a Celery worker's main process, when a task runs there with
+    ``--pool solo``: its warm shutdown) is still called after the event is set."""
     event = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield event
         return
 
-    def note(signum: int, _frame: FrameType | None) -> None:
+    def note(signum: int, frame: FrameType | None) -> None:
         if not event.is_set():
             log.warning("%s: asked to stop (signal %d); ending it cleanly", what, signum)
         event.set()
+        if callable(previous):
+            previous(signum, frame)
 
     previous = signal.signal(signal.SIGTERM, note)
     try:

@@ -32,3 +32,16 @@ def test_outside_the_main_thread_the_block_changes_nothing() -> None:
     thread.join(timeout=10)
     assert seen == [before, False]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_handler_of_its_own_before_the_block_still_hears_the_signal() -> None:
+    """A Celery main process (a solo pool runs the task there) must still shut down warm."""
+    heard: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: heard.append(signum))
+    try:
+        with stop_request("a task in a solo pool") as stopping:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stopping.wait(timeout=5.0)
+        assert heard == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
