@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from billiard.process import current_process
+
 log = logging.getLogger(__name__)
 
 
@@ -31,19 +33,23 @@ def stop_request(what: str) -> Iterator[threading.Event]:
 
     Only the main thread can take a signal handler; elsewhere (a task run eagerly in a thread)
     the block changes nothing and the event is never set. The handler before the block is put
-    back after it, so a SIGTERM between tasks ends the pool process as it always did. A handler
-    of Python's own before it (a Celery worker's main process, when a task runs there with
-    ``--pool solo``: its warm shutdown) is still called after the event is set."""
+    back after it, so a SIGTERM between tasks ends the pool process as it always did.
+
+    In a Celery worker's main process (a task runs there with ``--pool solo``) the handler
+    before it is Celery's warm shutdown, which only sets a flag: it is still called, so the
+    worker stops after the task. In a pool process it is billiard's, which raises SystemExit
+    wherever the process is (inside TVM's C++ that is std::terminate, a crash): never called."""
     event = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield event
         return
+    chain = current_process().name == "MainProcess"
 
     def note(signum: int, frame: FrameType | None) -> None:
         if not event.is_set():
             log.warning("%s: asked to stop (signal %d); ending it cleanly", what, signum)
         event.set()
-        if callable(previous):
+        if chain and callable(previous):
             previous(signum, frame)
 
     previous = signal.signal(signal.SIGTERM, note)

@@ -36,8 +36,10 @@ __all__ = [
     "cpu_tensor_intrinsics",
     "fixed_space_sizes",
     "host_runner",
+    "open_database",
     "search",
     "search_threads",
+    "task_workloads",
     "tasks_of",
     "trials_done",
     "tuning_prefix",
@@ -288,7 +290,6 @@ def _measured_once(inner: Any) -> Any:
     measured again."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.search_strategy import PySearchStrategy
-    from tvm_ffi import structural_hash
 
     # Batches in a row that held nothing new before a task is taken as done: the search
     # keeps proposing the records' own schedules, its space around them is measured.
@@ -315,8 +316,11 @@ def _measured_once(inner: Any) -> Any:
             self.seen = set()
             if database is not None and database.has_workload(self.mod):
                 workload = database.commit_workload(self.mod)
-                for record in database.get_top_k(workload, len(database)):
-                    self.seen.add(int(structural_hash(record.as_measure_candidate().sch.mod)))
+                records = database.get_top_k(workload, len(database))
+                # Through a database's files, as the candidates are compared: a record that
+                # an open database got in this process has not made that trip yet.
+                candidates = [record.as_measure_candidate() for record in records]
+                self.seen = set(_stored_hashes(self.mod, candidates))
             self.inner.pre_tuning(
                 max_trials, num_trials_per_iter, design_spaces, database, cost_model
             )
@@ -390,17 +394,36 @@ def fixed_space_sizes(tasks: list[Any]) -> dict[str, int]:
     return sizes
 
 
-def trials_done(tasks: list[Any], work_dir: Path) -> dict[str, int]:
-    """How many measured candidates ``work_dir`` holds for each task (by task name): the
-    trials that earlier tunings of this workload measured, on any model. A candidate that
-    failed to build or run is not counted: a tuning broken by a bug of ours, or a phone that
-    fell over, must not leave its tasks looking tuned."""
-    from tvm.s_tir import meta_schedule as ms
+def task_workloads(tasks: list[Any]) -> list[str]:
+    """The tasks' workloads as the records store names them (MetaSchedule's structural hash
+    of each task's function, as an unsigned decimal; harness.compile.tuned.workload_hashes
+    finds the same without the tasks)."""
     from tvm_ffi import structural_hash
 
-    if not (work_dir / WORKLOADS_FILE).is_file():
-        return {t.task_name: 0 for t in tasks}
-    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    return sorted({str(int(structural_hash(t.dispatched[0]))) for t in tasks})
+
+
+def open_database(work_dir: Path) -> Any:
+    """The MetaSchedule JSONDatabase of ``work_dir``. Opening one parses every record in it
+    (some 3-6 ms a record here: a minute for ten thousand), so a tuning opens its work
+    directory once and hands the database to each search."""
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(work_dir))
+
+
+def trials_done(tasks: list[Any], work_dir: Path, database: Any | None = None) -> dict[str, int]:
+    """How many measured candidates ``work_dir`` (or its open ``database``) holds for each task
+    (by task name): the trials that earlier tunings of this workload measured, on any model. A
+    candidate that failed to build or run is not counted: a tuning broken by a bug of ours, or
+    a phone that fell over, must not leave its tasks looking tuned."""
+    from tvm_ffi import structural_hash
+
+    if database is None:
+        if not (work_dir / WORKLOADS_FILE).is_file():
+            return {t.task_name: 0 for t in tasks}
+        database = open_database(work_dir)
     counts: dict[int, int] = {}
     for record in database.get_all_tuning_records():
         times = [float(t) for t in (record.run_secs or [])]
@@ -429,6 +452,7 @@ def search(
     on_build_error: Callable[[str], None] | None = None,
     tasks: list[Any] | None = None,
     threads: int | None = None,
+    database: Any | None = None,
 ) -> SearchResult:
     """Tune every TIR function of ``mod`` for ``target`` with ``trials`` measurements in all,
     adding to the records in ``work_dir`` (a JSONDatabase: a search continues from them).
@@ -440,7 +464,9 @@ def search(
     ``tasks_of(mod, target)``, when the caller already has them: extracting them lowers the
     whole model (5-10 s for mobilenet-v1-0.25), too much to repeat for every task's search.
     ``threads``: the search's own (sampling, evolving, the cost model's scoring, building;
-    default :func:`search_threads`), not the candidates' while they are timed."""
+    default :func:`search_threads`), not the candidates' while they are timed. ``database``:
+    ``work_dir``'s, when the caller has it open (:func:`open_database`: a tuning that searches
+    task by task parses its records once, not twice a task)."""
     from tvm.s_tir import meta_schedule as ms
 
     if trials < 1:
@@ -467,7 +493,8 @@ def search(
     else:
         raise JobError("compile", f"unknown search strategy {strategy!r}")
     chosen = _measured_once(chosen)
-    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    if database is None:
+        database = open_database(work_dir)
     before = len(database)
     builds = tempfile.mkdtemp(prefix="edgefarm-tune-")
     start = time.perf_counter()
@@ -509,10 +536,10 @@ def search(
     finally:
         shutil.rmtree(builds, ignore_errors=True)
     seconds = time.perf_counter() - start
-    after = ms.database.JSONDatabase(work_dir=str(work_dir))
+    after = len(database)  # the records this search committed are in it (and in its files)
     return SearchResult(
-        trials=len(after) - before,
+        trials=after - before,
         tasks=[t.task_name for t in tasks],
         seconds=round(seconds, 3),
-        records=len(after),
+        records=after,
     )

@@ -257,7 +257,14 @@ def tune_prepared(
     module first."""
     from harness.modelio import to_relax
     from harness.tuning.device import device_runner
-    from harness.tuning.search import fixed_space_sizes, search, tasks_of, trials_done
+    from harness.tuning.search import (
+        fixed_space_sizes,
+        open_database,
+        search,
+        task_workloads,
+        tasks_of,
+        trials_done,
+    )
     from harness.tuning.store import SaveCursor, load_records, save_records
 
     budget.check()
@@ -290,12 +297,15 @@ def tune_prepared(
     work = Path(tempfile.mkdtemp(prefix="edgefarm-tuning-"))
     start = time.perf_counter()
     try:
-        with session_scope(factory) as session:
-            load_records(work, key, session=session)
-        cursor = SaveCursor()  # the first save reads the loaded records once, later ones not
         progress("tasks", f"extracting the tasks of {model.name}")
         tasks = tasks_of(mod, target)
-        done = trials_done(tasks, work)
+        # Only this model's workloads: the searches use no other record, and every record in
+        # the work directory is parsed when it is opened (seconds per thousand).
+        with session_scope(factory) as session:
+            load_records(work, key, workloads=task_workloads(tasks), session=session)
+        cursor = SaveCursor()  # the first save reads the loaded records once, later ones not
+        database = open_database(work)  # once: each search adds to it
+        done = trials_done(tasks, work, database)
         report.tasks = [TaskReport(t.task_name, done[t.task_name]) for t in tasks]
 
         def saved(count: int) -> None:
@@ -326,6 +336,7 @@ def tune_prepared(
             "stop": stop_now,
             "export": export,
             "tasks": tasks,
+            "database": database,
         }
         if budget.trials is None:
             # A time budget: every task in one search, MetaSchedule's scheduler shares it.
@@ -341,7 +352,7 @@ def tune_prepared(
                     break
                 progress("tune", f"{task.name}: {want} trial(s) on {measured_by}")
                 search(mod, target, work, trials=want, only=[task.name], **common)
-        after = trials_done(tasks, work)
+        after = trials_done(tasks, work, database)
         for task in report.tasks:
             task.measured = after[task.name] - task.before
         if deadline is not None and time.monotonic() >= deadline:

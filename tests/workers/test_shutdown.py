@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+from typing import Any
+
+import billiard
 
 from workers.shutdown import stop_request
 
@@ -45,3 +49,23 @@ def test_a_handler_of_its_own_before_the_block_still_hears_the_signal() -> None:
         assert heard == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def _pool_task(results: Any) -> None:
+    # As in a Celery pool process: billiard's handler raises SystemExit wherever it lands.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(99))
+    with stop_request("a task in a pool process") as stopping:
+        os.kill(os.getpid(), signal.SIGTERM)
+        noted = stopping.wait(timeout=5.0)
+    results.put(noted)
+
+
+def test_in_a_pool_process_the_handler_before_the_block_is_not_called() -> None:
+    """Found by the farm's stop test: calling billiard's handler from ours raised SystemExit
+    inside TVM's C++ (a search's callback), which crashed the tuning's process (SIGSEGV)."""
+    results = billiard.Queue()
+    child = billiard.Process(target=_pool_task, args=(results,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert results.get(timeout=5) is True

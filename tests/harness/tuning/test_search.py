@@ -165,3 +165,71 @@ def test_a_search_continued_from_its_records_measures_no_candidate_again(
     assert (first.trials, second.trials, second.records) == (4, 4, 8)
     hashes = _scheduled_hashes(tmp_path)
     assert len(hashes) == 8 and len(set(hashes)) == 8, hashes
+
+
+def two_convs(seed: int = 0) -> object:
+    """A 3x3 conv+relu, then a 1x1 conv: two tasks."""
+    rng = np.random.default_rng(seed)
+    return make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Conv", ["r", "w1"], ["y"], kernel_shape=[1, 1]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [
+            numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w1"),
+        ],
+        "two_convs",
+    )
+
+
+def test_searches_task_by_task_share_one_open_database(tmp_path: Path) -> None:
+    """A tuning opens its work directory once (parsing thousands of records takes a minute)
+    and searches task by task with it: what each search commits is in the open database and
+    in its files alike, counted per task, and the tasks' workloads are named as the work
+    directory (and so the store) names them."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from harness.tuning.search import open_database, task_workloads, tasks_of, trials_done
+
+    mod = from_onnx(two_convs(), keep_params_in_input=False)
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    tasks = tasks_of(mod, target)  # the two convs (channels-last: and the transposes)
+    names = [t.task_name for t in tasks if "conv2d" in t.task_name]
+    assert len(names) == 2, [t.task_name for t in tasks]
+    database = open_database(tmp_path)
+    for name, trials in zip(names, (3, 2), strict=True):
+        common = {"seed": 3, "tasks": tasks, "only": [name], "database": database}
+        result = search(mod, target, tmp_path, trials=trials, **common)  # type: ignore[arg-type]
+        assert (result.tasks, result.trials) == ([name], trials)
+    assert len(database) == 5 == len(open_database(tmp_path))
+    done = {t.task_name: 0 for t in tasks} | dict(zip(names, (3, 2), strict=True))
+    assert trials_done(tasks, tmp_path, database) == trials_done(tasks, tmp_path) == done
+    stored = [json.loads(line)[0] for line in (tmp_path / WORKLOADS_FILE).read_text().splitlines()]
+    convs = [t for t in tasks if t.task_name in names]
+    assert sorted(stored) == task_workloads(convs)
+
+
+def test_a_search_on_an_open_database_skips_what_it_got_in_this_process(tmp_path: Path) -> None:
+    """The records an open database got in this process have not made the trip through its
+    files that the candidates' hashes make (an annotation's ``True`` reads back as ``1``): the
+    same replay twice on one open database measures nothing twice (without comparing both
+    sides after that trip, the second measured the first's three again)."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from harness.tuning.search import open_database
+
+    mod = from_onnx(conv_relu(), keep_params_in_input=False)
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    database = open_database(tmp_path)
+    common = {"strategy": "replay-trace", "seed": 5, "database": database}
+    first = search(mod, target, tmp_path, trials=3, **common)  # type: ignore[arg-type]
+    second = search(mod, target, tmp_path, trials=3, **common)  # type: ignore[arg-type]
+    hashes = _scheduled_hashes(tmp_path)
+    assert first.trials == 3 and len(hashes) == 3 + second.trials
+    assert len(set(hashes)) == len(hashes), hashes
