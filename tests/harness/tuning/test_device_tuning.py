@@ -146,6 +146,21 @@ def test_a_tuning_killed_after_a_batch_resumes_without_redoing_it(tmp_path: Path
     traces = {json.dumps(json.loads(record)[0]) for _, record in final}
     assert len(traces) == 8
 
+    # bench/retime_records.py's short version: the store's best records timed again here.
+    script = str(ROOT / "bench" / "retime_records.py")
+    options = ["--device", "local", "--rounds", "1", "--workloads", "1", "--early", "4"]
+    probe = subprocess.run(
+        [sys.executable, script, "--db", f"sqlite:///{db}", *options],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    rows = [line.split() for line in probe.stdout.splitlines() if line.split()[:1] == ["1"]]
+    assert len(rows) == 2, probe.stdout  # the best of the first 4, and the best of all 8
+    assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows), probe.stdout
+
 
 def _edgefarm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
