@@ -88,7 +88,7 @@ class TuningPublic(Public):
     submitted_by: str
     report: dict[str, Any] = Field(
         description="tasks (trials before, measured now), batches, records saved, seconds, "
-        "the phones that measured; kept current while it runs"
+        "the phones that measured, the attempt it is of; kept current while it runs"
     )
     error_message: str | None
     created_at: datetime
