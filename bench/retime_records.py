@@ -6,7 +6,9 @@ trials buy nothing (or worse). This re-times, for the heaviest workloads of a st
 ``EDGEFARM_HOME`` that bench/tuning.py or ``edgefarm tune`` filled), the best record among the
 first ``--early`` of the workload and the best of all of them, with the runner's kernel mode
 on each ``--device``, in interleaved rounds, and prints each record's recorded time beside its
-re-timed ones (microseconds).
+re-timed ones (microseconds). A record is built as the search built it
+(:func:`harness.tuning.confirm.build_contender`: the weight re-layout split off, its own
+argument shapes), so both times are of the same code.
 
 Usage: python bench/retime_records.py (--home DIR | --db URL) [--device local] [--device ADDR]
        [--workloads 4] [--early 32] [--rounds 2] [--threads 2]
@@ -45,15 +47,15 @@ def main() -> None:
 
     import tvm
     from sqlalchemy import select
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     from harness.compile.targets import get_target
     from harness.db import make_engine, make_session_factory
     from harness.db.models import TuningRecord, TuningWorkload
     from harness.devices import open_device
-    from harness.tuning.device import DeviceKernelTimer, arg_text
-    from harness.tuning.search import RECORDS_FILE, WORKLOADS_FILE, cpu_tensor_intrinsics
+    from harness.tuning.confirm import build_contender
+    from harness.tuning.device import DeviceKernelTimer
+    from harness.tuning.search import cpu_tensor_intrinsics
+    from harness.tuning.store import Contender
 
     cpu_tensor_intrinsics()
     sessions = make_session_factory(make_engine())
@@ -88,17 +90,23 @@ def main() -> None:
             (f"best of first {args.early}", early),
             ("best", best),
         ):
-            where = work / f"r{record.id}"
-            where.mkdir(exist_ok=True)
-            (where / WORKLOADS_FILE).write_text(workload.workload + "\n")
-            (where / RECORDS_FILE).write_text(f"[0,{record.record}]\n")
-            (loaded,) = ms.database.JSONDatabase(work_dir=str(where)).get_all_tuning_records()
-            candidate = loaded.as_measure_candidate()
-            library = where / "k.so"
-            tvm.compile(candidate.sch.mod, target=target).export_library(str(library))
-            # The built function's own arguments: a record's args_info names the re-laid-out
-            # weight, which replaying its trace here does not re-lay out.
-            argv = [arg_text(a) for a in ArgInfo.from_prim_func(candidate.sch.mod["main"])]
+            built = build_contender(
+                Contender(
+                    record.id,
+                    workload.id,
+                    workload.shash,
+                    workload.workload,
+                    record.record,
+                    run_s,
+                    record.confirmed_s,
+                ),
+                work / f"r{record.id}-{label.replace(' ', '-')}",
+                target,
+                {},
+            )
+            if isinstance(built, str):
+                raise SystemExit(f"record {record.id} does not build: {built}")
+            library, argv = built
             probes.append(
                 {
                     "workload": wid,

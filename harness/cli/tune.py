@@ -14,6 +14,7 @@ from harness.cli.render import console, out
 from harness.cli.usage import usage_errors
 from harness.errors import JobError
 from harness.tuning import DEFAULT_POPULATION
+from harness.tuning.confirm import DEFAULT_ROUNDS, DEFAULT_TOP
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +87,16 @@ def tune(
         int, typer.Option(help="Evolutionary search population (candidates per generation).")
     ] = DEFAULT_POPULATION,
     seed: Annotated[int | None, typer.Option(help="Search seed.")] = None,
+    confirm: Annotated[
+        int,
+        typer.Option(
+            help="At the end, time each workload's N best records again side by side; builds "
+            "apply the fastest of those (0: not; builds take the fastest measured once)."
+        ),
+    ] = DEFAULT_TOP,
+    confirm_rounds: Annotated[
+        int, typer.Option(help="Rounds of that timing (each record's median counts).")
+    ] = DEFAULT_ROUNDS,
 ) -> None:
     """Tune MODEL for the device's class: candidates built here, measured on the device; the
     records are saved after every batch, so a stopped tuning resumes."""
@@ -112,6 +123,12 @@ def tune(
         if trials is None and minutes is None:
             trials = 32
         check_budget(trials=trials, minutes=minutes, batch=batch, population=population)
+        if confirm < 0:
+            raise JobError(
+                "compile", f"--confirm (records per workload) is 0 or more, not {confirm}"
+            )
+        if confirm_rounds < 1:
+            raise JobError("compile", f"--confirm-rounds is at least 1, not {confirm_rounds}")
         specs = [parse_input_spec(text) for text in input or []]
         if not model.is_file():
             raise JobError("import", f"{model}: no such model file")
@@ -141,6 +158,8 @@ def tune(
                 progress=progress,
                 lower=lower,
                 threads=threads,
+                confirm=confirm,
+                confirm_rounds=confirm_rounds,
             )
     finally:
         phone.close()
@@ -183,3 +202,23 @@ def print_report(report: TuningReport) -> None:
             f"the first: {report.first_error}",
             highlight=False,
         )
+    confirmed = report.confirmation
+    if confirmed is not None and confirmed.workloads:
+        gain = (
+            f"; the records applied take {confirmed.applied_us:.1f} us summed, those measured "
+            f"fastest {confirmed.fastest_measured_us:.1f} us (timed in the same rounds)"
+            if confirmed.applied_us
+            else ""
+        )
+        out.print(
+            f"confirmed: {confirmed.records} record(s) of {confirmed.workloads} workload(s) "
+            f"timed again, {confirmed.rounds} rounds, {confirmed.seconds:.1f} s; "
+            f"{confirmed.changed} workload(s) now apply another record than the one measured "
+            f"fastest{gain}",
+            highlight=False,
+        )
+        if confirmed.failed:
+            out.print(
+                f"{confirmed.failed} record(s) did not build or run again: no longer applied",
+                highlight=False,
+            )

@@ -398,7 +398,10 @@ class TuningRecord(Base):
     """One measured candidate of a workload on a device class for a compile target, as
     MetaSchedule's JSON tuning record (trace, run seconds, TVM target, argument info).
     ``run_s`` is the mean measured time (None: the candidate failed to run); ``software`` the
-    TVM version that made it (records of another version are not applied)."""
+    TVM version that made it (records of another version are not applied). ``confirmed_s``:
+    the record's median time in its workload's latest confirmation (its best records timed
+    again side by side, :mod:`harness.tuning.confirm`); None: not among those timed. A build
+    applies a workload's fastest confirmed record when it has one."""
 
     __tablename__ = "tuning_records"
     __table_args__ = (
@@ -416,6 +419,7 @@ class TuningRecord(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     record: Mapped[str] = mapped_column(Text)
     run_s: Mapped[float | None] = mapped_column(Float, default=None)
+    confirmed_s: Mapped[float | None] = mapped_column(Float, default=None)
     device: Mapped[str] = mapped_column(String(128), default="")  # the device that measured it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -6,7 +6,9 @@ built here and measured on the device with the native runner's kernel mode
 store (the farm's database, or ``edgefarm bench``'s), committed, so a tuning killed at any
 point keeps all but its last batch. A task's budget counts the records the store already has
 for its workload, from any earlier tuning of any model: a tuning started again continues
-where it stopped, and a second model with the same layer shapes finds them tuned.
+where it stopped, and a second model with the same layer shapes finds them tuned. At the end,
+each workload's best records are timed again side by side (:mod:`harness.tuning.confirm`),
+and builds apply the fastest of those.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from harness.devices.base import Device, DeviceFacts
 from harness.errors import InfrastructureError, JobError
 from harness.modelio import InputSpec, PreparedModel
 from harness.tuning import DEFAULT_POPULATION
+from harness.tuning.confirm import DEFAULT_ROUNDS, DEFAULT_TOP, ConfirmReport
 
 if TYPE_CHECKING:
     from harness.tuning.device import KernelTimer
@@ -121,6 +124,8 @@ class TuningReport:
     failed: int = 0  # candidates that failed to build or run (not counted as trials)
     first_error: str | None = None
     threads: int = 0  # TVM's thread pool while candidates were timed (0: the runtime's default)
+    # The workloads' best records timed again at the end (None: not done, e.g. cancelled).
+    confirmation: ConfirmReport | None = None
 
     def dump(self) -> dict[str, Any]:
         """The JSON form a farm tuning keeps (``tunings.report``)."""
@@ -138,13 +143,17 @@ class TuningReport:
 
 @dataclass(frozen=True)
 class Budget:
-    """A tuning's budget: trials per task (counting the store's records) or minutes."""
+    """A tuning's budget: trials per task (counting the store's records) or minutes; and its
+    confirmation (:mod:`harness.tuning.confirm`): the best ``confirm`` records of each
+    workload timed again in ``confirm_rounds`` rounds (0: none)."""
 
     trials: int | None = None
     minutes: float | None = None
     batch: int = 16
     population: int = DEFAULT_POPULATION
     seed: int | None = None
+    confirm: int = DEFAULT_TOP
+    confirm_rounds: int = DEFAULT_ROUNDS
 
     def check(self) -> None:
         if (self.trials is None) == (self.minutes is None):
@@ -157,6 +166,12 @@ class Budget:
             raise JobError("compile", f"minutes must be a positive number, not {self.minutes}")
         if self.batch < 1:
             raise JobError("compile", f"a batch holds at least one candidate, not {self.batch}")
+        if self.confirm < 0:
+            raise JobError(
+                "compile", f"records confirmed per workload: 0 or more, not {self.confirm}"
+            )
+        if self.confirm_rounds < 1:
+            raise JobError("compile", f"confirmation rounds: at least 1, not {self.confirm_rounds}")
 
 
 class _Counting:
@@ -188,18 +203,21 @@ def tune_model(
     progress: Progress = _quiet,
     lower: Callable[[Any], Any] | None = None,
     threads: int = 0,
+    confirm: int = DEFAULT_TOP,
+    confirm_rounds: int = DEFAULT_ROUNDS,
 ) -> TuningReport:
     """Tune ``model_path`` for ``device`` (candidates measured there), ``trials`` per task
     (counting the store's records) or for ``minutes``; records saved to ``factory``'s
-    database after every batch. ``lower``: what of the model is tuned — None for the whole
-    model (tvm-cpu), else a BYOC backend's partition, whose functions left on the CPU are
-    the tasks (:func:`harness.backends.cpu_part`). ``threads``: TVM's pool while timing
-    (the backend option ``threads`` of the runs the records are for; 0: the runtime's
-    default)."""
+    database after every batch; then the ``confirm`` best records of each workload timed
+    again in ``confirm_rounds`` rounds (:mod:`harness.tuning.confirm`; 0: not). ``lower``:
+    what of the model is tuned — None for the whole model (tvm-cpu), else a BYOC backend's
+    partition, whose functions left on the CPU are the tasks
+    (:func:`harness.backends.cpu_part`). ``threads``: TVM's pool while timing (the backend
+    option ``threads`` of the runs the records are for; 0: the runtime's default)."""
     from harness.modelio import load
     from harness.tuning.device import DeviceKernelTimer
 
-    budget = Budget(trials, minutes, batch, population, seed)
+    budget = Budget(trials, minutes, batch, population, seed, confirm, confirm_rounds)
     budget.check()
     facts = device.facts()
     spec = get_target(facts.target)
@@ -256,6 +274,7 @@ def tune_prepared(
     the backend's partition (:func:`harness.backends.cpu_part`), applied to the imported
     module first."""
     from harness.modelio import to_relax
+    from harness.tuning.confirm import confirm_records
     from harness.tuning.device import device_runner
     from harness.tuning.search import (
         fixed_space_sizes,
@@ -367,6 +386,22 @@ def tune_prepared(
                 "run",
                 f"every candidate failed ({report.failed}); the first: {report.first_error}",
             )
+        if budget.confirm and not stopped:
+            report.confirmation = confirm_records(
+                key,
+                task_workloads(tasks),
+                factory=factory,
+                timer=timer,
+                target=target,
+                export=export,
+                top=budget.confirm,
+                rounds=budget.confirm_rounds,
+                stop=should_stop,
+                progress=progress,
+                on=measured_by,
+            )
+            if report.confirmation.stopped:  # cancelled (or its worker stopped) meanwhile
+                report.cancelled = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.seconds = round(time.perf_counter() - start, 3)

@@ -5,6 +5,9 @@ A search (:func:`harness.tuning.search.search`) and a build read and write a wor
 before, :func:`load_records` writes into it every record the database holds for the device
 class, target and TVM version; after a search, :func:`save_records` stores what is new. So a
 later tuning continues from all earlier ones, and a build for that class applies them. A build
+gets one record per workload (``applied=True``): the fastest of those its latest confirmation
+timed again (``confirmed_s``, :mod:`harness.tuning.confirm`), else the fastest the search
+measured, which is the one MetaSchedule would pick among them all. A build
 reads only the records of its own workloads (``workloads``: the structural hashes of its TIR
 functions, :func:`harness.compile.build.model_workloads`), so that its artifact key and
 provenance change when a record it applies is added, and not when another model is tuned. No
@@ -23,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from harness.db.models import TuningRecord, TuningWorkload
 from harness.errors import JobError
-from harness.tuning.search import RECORDS_FILE, WORKLOADS_FILE
+from harness.tuning.search import FAILED_RUN_S, RECORDS_FILE, WORKLOADS_FILE
 
 
 @dataclass(frozen=True)
@@ -156,39 +159,71 @@ def _where(key: RecordsKey, workloads: Collection[str] | None) -> list[Any]:
     return where
 
 
+def measured(run_s: float | None) -> bool:
+    """A record of a candidate that ran (not one that failed, recorded as 1e10 s)."""
+    return run_s is not None and run_s < FAILED_RUN_S
+
+
+def applied_record(records: list[TuningRecord]) -> TuningRecord | None:
+    """Which of one workload's records a build applies: the fastest confirmed one if its
+    latest confirmation timed any, else the fastest measured (None: none ran)."""
+    confirmed = [r for r in records if r.confirmed_s is not None]
+    if confirmed:
+        return min(confirmed, key=lambda r: (r.confirmed_s, r.id))
+    ran = [r for r in records if measured(r.run_s)]
+    return min(ran, key=lambda r: (r.run_s, r.id)) if ran else None
+
+
 def load_records(
     work_dir: Path,
     key: RecordsKey,
     *,
     workloads: Collection[str] | None = None,
+    applied: bool = False,
     session: Session,
 ) -> RecordsSummary:
     """Write every record stored under ``key`` (only those of ``workloads``, structural
     hashes, when given) into ``work_dir`` as a MetaSchedule JSONDatabase (replacing its
-    files); returns what was written."""
+    files); returns the summary of the records stored (all of them, also with ``applied``).
+    ``applied``: only the record a build applies of each workload (:func:`applied_record`):
+    a build needs no other, and parses every record it is given."""
     rows = session.execute(
         select(TuningRecord, TuningWorkload)
         .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
         .where(*_where(key, workloads))
         .order_by(TuningRecord.id)
     ).all()
+    summary = summary_of([(r.sha256, r.confirmed_s) for r, _ in rows], len({w.id for _, w in rows}))
+    written = [record for record, _ in rows]
+    if applied:
+        of_workload: dict[int, list[TuningRecord]] = {}
+        for record, _ in rows:
+            of_workload.setdefault(record.workload_id, []).append(record)
+        chosen = {id(applied_record(records)) for records in of_workload.values()}
+        written = [record for record in written if id(record) in chosen]
+    texts = {workload.id: workload.workload for _, workload in rows}
     index: dict[int, int] = {}
     lines: list[str] = []
     records: list[str] = []
-    for record, workload in rows:
-        if workload.id not in index:
-            index[workload.id] = len(lines)
-            lines.append(workload.workload)
-        records.append(f"[{index[workload.id]},{record.record}]")
+    for record in written:
+        if record.workload_id not in index:
+            index[record.workload_id] = len(lines)
+            lines.append(texts[record.workload_id])
+        records.append(f"[{index[record.workload_id]},{record.record}]")
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / WORKLOADS_FILE).write_text("".join(w + "\n" for w in lines))
     (work_dir / RECORDS_FILE).write_text("".join(r + "\n" for r in records))
-    return summary_of([r.sha256 for r, _ in rows], len(lines))
+    return summary
 
 
-def summary_of(record_shas: list[str], workloads: int) -> RecordsSummary:
-    digest = _sha("\n".join(sorted(record_shas)))[:16] if record_shas else ""
-    return RecordsSummary(records=len(record_shas), workloads=workloads, digest=digest)
+def summary_of(records: list[tuple[str, float | None]], workloads: int) -> RecordsSummary:
+    """The summary of records given as (sha256, confirmed_s): the digest changes when one is
+    added and when a confirmation changes which a build applies."""
+    parts = sorted(
+        sha if confirmed is None else f"{sha}:{confirmed!r}" for sha, confirmed in records
+    )
+    digest = _sha("\n".join(parts))[:16] if parts else ""
+    return RecordsSummary(records=len(records), workloads=workloads, digest=digest)
 
 
 def records_summary(
@@ -197,11 +232,13 @@ def records_summary(
     """How many records and workloads ``key`` has (only those of ``workloads``, structural
     hashes, when given), and their digest (no files written)."""
     rows = session.execute(
-        select(TuningRecord.sha256, TuningRecord.workload_id)
+        select(TuningRecord.sha256, TuningRecord.confirmed_s, TuningRecord.workload_id)
         .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
         .where(*_where(key, workloads))
     ).all()
-    return summary_of([sha for sha, _ in rows], len({workload for _, workload in rows}))
+    return summary_of(
+        [(sha, confirmed) for sha, confirmed, _ in rows], len({w for _, _, w in rows})
+    )
 
 
 def has_records(key: RecordsKey, *, session: Session) -> bool:
@@ -217,3 +254,86 @@ def has_records(key: RecordsKey, *, session: Session) -> bool:
         .limit(1)
     )
     return found is not None
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A record in the running for what a build applies of its workload."""
+
+    record_id: int
+    workload_id: int
+    shash: str
+    workload: str  # the workload's JSON line
+    record: str  # the record's JSON
+    run_s: float  # as its search measured it
+    confirmed_s: float | None  # its latest confirmation's median
+
+
+def contenders(
+    key: RecordsKey, *, workloads: Collection[str], top: int, session: Session
+) -> dict[int, list[Contender]]:
+    """For each workload of ``workloads`` (structural hashes) under ``key``: its ``top``
+    fastest measured records, and those its latest confirmation timed (so the record a build
+    applies now is timed again beside the newcomers), fastest measured first."""
+    rows = session.execute(
+        select(
+            TuningRecord.id, TuningRecord.workload_id, TuningRecord.run_s, TuningRecord.confirmed_s
+        )
+        .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
+        .where(*_where(key, workloads))
+    ).all()
+    by_workload: dict[int, list[Any]] = {}
+    for row in rows:
+        if measured(row.run_s):
+            by_workload.setdefault(row.workload_id, []).append(row)
+    chosen: dict[int, Any] = {}
+    for records in by_workload.values():
+        records.sort(key=lambda r: (r.run_s, r.id))
+        for row in records[:top] + [r for r in records[top:] if r.confirmed_s is not None]:
+            chosen[row.id] = row
+    if not chosen:
+        return {}
+    texts = dict(
+        session.execute(
+            select(TuningRecord.id, TuningRecord.record).where(TuningRecord.id.in_(sorted(chosen)))
+        ).all()
+    )
+    workload_rows = session.execute(
+        select(TuningWorkload.id, TuningWorkload.shash, TuningWorkload.workload).where(
+            TuningWorkload.id.in_(sorted({r.workload_id for r in chosen.values()}))
+        )
+    ).all()
+    workload_of = {w.id: (w.shash, w.workload) for w in workload_rows}
+    found: dict[int, list[Contender]] = {}
+    for row in sorted(chosen.values(), key=lambda r: (r.workload_id, r.run_s, r.id)):
+        shash, workload = workload_of[row.workload_id]
+        found.setdefault(row.workload_id, []).append(
+            Contender(
+                row.id, row.workload_id, shash, workload, texts[row.id], row.run_s, row.confirmed_s
+            )
+        )
+    return found
+
+
+def save_confirmation(
+    key: RecordsKey, workload_id: int, medians: dict[int, float], *, session: Session
+) -> None:
+    """A workload's new confirmation: ``medians`` (record id: seconds) replace whatever its
+    earlier one said of every record of the workload under ``key``."""
+    session.execute(
+        update(TuningRecord)
+        .where(
+            TuningRecord.device_class == key.device_class,
+            TuningRecord.target == key.target,
+            TuningRecord.software == key.software,
+            TuningRecord.workload_id == workload_id,
+        )
+        .values(confirmed_s=None)
+    )
+    for record_id, seconds in medians.items():
+        session.execute(
+            update(TuningRecord)
+            .where(TuningRecord.id == record_id, TuningRecord.workload_id == workload_id)
+            .values(confirmed_s=seconds)
+        )
+    session.flush()

@@ -91,7 +91,7 @@ def tuning_use(
         if not where.is_dir():
             where.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".records-", dir=where.parent))
-            loaded = load_records(staging, key, workloads=hashes, session=session)
+            loaded = load_records(staging, key, workloads=hashes, applied=True, session=session)
             if loaded.digest != summary.digest:  # a tuning saved a batch meanwhile
                 summary = loaded
                 where = where.parent / loaded.digest

@@ -140,6 +140,8 @@ def test_a_tuning_killed_after_a_batch_resumes_without_redoing_it(tmp_path: Path
     row = next(line for line in again.stdout.splitlines() if "fused_conv2d_relu" in line)
     assert [c.strip() for c in row.strip("│ ").split("│")][1:] == ["4", "4"]  # before, now
     assert f"measured on {address}" in again.stdout
+    # Then the workload's four fastest were timed again on the phone, side by side.
+    assert "confirmed: 4 record(s) of 1 workload(s) timed again, 3 rounds" in again.stdout
     final = _records(db)
     assert final[:4] == first and len(final) == 8
     # No candidate measured twice: the traces of the eight records differ.
@@ -190,6 +192,8 @@ def test_tune_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         ("--minutes", "-1", "--minutes must be a positive number, not -1.0"),
         ("--batch", "0", "--batch (candidates per round trip) is at least 1, not 0"),
         ("--population", "0", "--population must be at least 1, not 0"),
+        ("--confirm", "-1", "--confirm (records per workload) is 0 or more, not -1"),
+        ("--confirm-rounds", "0", "--confirm-rounds is at least 1, not 0"),
     ):
         proc = _edgefarm("tune", str(model), "-d", "tcp:127.0.0.1:1", option, value)
         assert proc.returncode == 2 and message in proc.stderr, (option, proc.stderr)

@@ -142,3 +142,60 @@ def test_a_save_cursor_stores_only_what_was_appended_since(
         assert save_records(work, KEY, session=session, cursor=cursor) == 0  # nothing new
         with pytest.raises(json.JSONDecodeError):
             save_records(work, KEY, session=session)  # no cursor: every line read
+
+
+def test_a_build_gets_one_record_per_workload_the_confirmed_fastest_first(
+    factory: sessionmaker[Session], tuned: Path, tmp_path: Path
+) -> None:
+    """A build's work directory holds the record it applies of each workload: the fastest
+    measured while none is confirmed, then the fastest confirmed, even if its search measured
+    it slowest; a new confirmation replaces the earlier one; the digest follows the choice."""
+    from sqlalchemy import select
+
+    from harness.db.models import TuningRecord
+    from harness.tuning.store import contenders, save_confirmation
+
+    with session_scope(factory) as session:
+        save_records(tuned, KEY, session=session)
+        rows = session.scalars(select(TuningRecord).order_by(TuningRecord.run_s)).all()
+        by_speed = [(r.id, r.workload_id, r.record) for r in rows]
+        unconfirmed = records_summary(KEY, session=session)
+    assert len(by_speed) == 4
+    shash = json.loads((tuned / "database_workload.json").read_text().splitlines()[0])[0]
+
+    def applied(name: str) -> list[str]:
+        with session_scope(factory) as session:
+            summary = load_records(tmp_path / name, KEY, applied=True, session=session)
+        assert (summary.records, summary.workloads) == (4, 1)  # the summary counts them all
+        lines = (tmp_path / name / RECORDS_FILE).read_text().splitlines()
+        return [json.dumps(json.loads(line)[1], separators=(",", ":")) for line in lines]
+
+    fastest, second, third, slowest = by_speed
+    assert applied("unconfirmed") == [fastest[2]]
+    workload = fastest[1]
+    with session_scope(factory) as session:
+        # The two fastest measured, fastest first; nothing confirmed yet.
+        found = contenders(KEY, workloads=[str(shash)], top=2, session=session)
+        assert [c.record_id for c in found[workload]] == [fastest[0], second[0]]
+        save_confirmation(KEY, workload, {slowest[0]: 1e-5, fastest[0]: 2e-5}, session=session)
+        confirmed = records_summary(KEY, session=session)
+        # The confirmed records are contenders again, beside the two fastest.
+        found = contenders(KEY, workloads=[str(shash)], top=2, session=session)
+        assert [c.record_id for c in found[workload]] == [fastest[0], second[0], slowest[0]]
+        assert {c.record_id: c.confirmed_s for c in found[workload]}[slowest[0]] == 1e-5
+    assert applied("confirmed") == [slowest[2]]
+    assert confirmed.digest != unconfirmed.digest
+    with session_scope(factory) as session:
+        save_confirmation(KEY, workload, {third[0]: 3e-5}, session=session)
+        kept = dict(session.execute(select(TuningRecord.id, TuningRecord.confirmed_s)).all())
+    assert kept == {fastest[0]: None, second[0]: None, third[0]: 3e-5, slowest[0]: None}
+    assert applied("again") == [third[2]]
+    # Another class's records are not touched by this class's confirmation.
+    other = RecordsKey("adb:Pixel 8 (Tensor G3)", "host", KEY.software)
+    with session_scope(factory) as session:
+        save_records(tuned, other, session=session)
+        save_confirmation(KEY, workload, {second[0]: 4e-5}, session=session)
+        theirs = session.scalars(
+            select(TuningRecord.confirmed_s).where(TuningRecord.device_class == other.device_class)
+        ).all()
+    assert theirs == [None] * 4

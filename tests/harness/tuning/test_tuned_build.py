@@ -76,7 +76,9 @@ def test_builds_apply_the_classes_records(home: Path, tmp_path: Path) -> None:
         tuned = _bench(first, address)
         untuned = _bench(first, address, "off")
         # The second model's conv is the first's workload: tuning it measures nothing new.
-        report = tune_model(second, device, local_store(), trials=4)
+        # (Not confirmed: timing the conv's records again would rightly change the first
+        # model's key, which applies them; tests/harness/tuning/test_confirm.py.)
+        report = tune_model(second, device, local_store(), trials=4, confirm=0)
         device.close()
         tuned_second = _bench(second, address)
         # The second model's softmax records are not the first model's: its build is the same.

@@ -1,0 +1,223 @@
+"""Confirming what a build applies: each workload's best records timed again, side by side.
+
+A search measures each candidate once (three calls, at least 40 ms) and a build applies, of
+each workload, the candidate measured fastest. On a shared machine the fastest of hundreds of
+single measurements is as often the luckiest as the best: bench/retime_records.py found the
+best of 512 trials per task, timed again, no faster than the best of the first 32, and
+bench/tuning.py's tuned times did not fall with more trials. So at the end of a tuning, for
+each workload the tuning covers, the ``top`` records measured fastest and those its last
+confirmation timed (the record builds apply now defends its place) are built again and timed
+on the device in ``rounds`` interleaved rounds; each gets the median of its rounds
+(``tuning_records.confirmed_s``), and builds apply the fastest confirmed record
+(:func:`harness.tuning.store.applied_record`). A workload with nothing new since its last
+confirmation, or with one record, is not timed again.
+
+Contenders are built as the search builds its candidates (the weight re-layout split off, the
+record's own argument shapes), so a confirmed time and a search's time measure the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from harness.db import session_scope
+from harness.errors import one_line
+from harness.tuning.device import KernelTimer, arg_text
+from harness.tuning.search import RECORDS_FILE, WORKLOADS_FILE, search_threads
+from harness.tuning.store import Contender, RecordsKey, contenders, save_confirmation
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP = 4  # records per workload timed again, besides the one a build applies now
+DEFAULT_ROUNDS = 3
+KERNELS_PER_CALL = 32  # one runner invocation: well inside its timeout at >= 40 ms a kernel
+
+
+@dataclass
+class ConfirmReport:
+    """What a confirmation did. ``fastest_measured_us`` and ``applied_us`` sum, over the
+    workloads timed again, the confirmed time of the record the search measured fastest and
+    of the one builds apply now: what the confirmation bought, measured in the same rounds."""
+
+    workloads: int = 0  # workloads timed again
+    records: int = 0  # records timed again
+    skipped: int = 0  # workloads with one record, or nothing new since their confirmation
+    changed: int = 0  # workloads whose applied record is not the one measured fastest
+    failed: int = 0  # records that did not build or run again (no longer applied)
+    rounds: int = 0
+    fastest_measured_us: float = 0.0
+    applied_us: float = 0.0
+    seconds: float = 0.0
+    stopped: bool = False  # stopped before its last round: nothing saved
+
+
+def _quiet(event: str, message: str) -> None:
+    del event, message
+
+
+def build_contender(
+    contender: Contender, where: Path, target: Any, export: dict[str, Any]
+) -> tuple[Path, list[str]] | str:
+    """The contender built in the new directory ``where`` as a search builds its candidate
+    (its library and argument texts, what a :class:`KernelTimer` times), or why it did not
+    build."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    try:
+        where.mkdir()
+        (where / WORKLOADS_FILE).write_text(contender.workload + "\n")
+        (where / RECORDS_FILE).write_text(f"[0,{contender.record}]\n")
+        (record,) = ms.database.JSONDatabase(work_dir=str(where)).get_all_tuning_records()
+        candidate = record.as_measure_candidate()
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(candidate.sch.mod)
+        library = where / "k.so"
+        tvm.compile(mod, target=target).export_library(str(library), **export)
+        return library, [arg_text(a) for a in candidate.args_info]
+    except Exception as exc:  # a record TVM no longer builds: it is not applied
+        return one_line(str(exc), 300)
+
+
+def confirm_records(
+    key: RecordsKey,
+    workloads: Collection[str],
+    *,
+    factory: sessionmaker[Session],
+    timer: KernelTimer,
+    target: Any,
+    export: dict[str, Any],
+    top: int = DEFAULT_TOP,
+    rounds: int = DEFAULT_ROUNDS,
+    stop: Callable[[], bool] | None = None,
+    progress: Callable[[str, str], None] = _quiet,
+    on: str = "the device",
+) -> ConfirmReport:
+    """Time again, with ``timer``, the contenders of each of ``workloads`` (structural
+    hashes) under ``key`` (:func:`harness.tuning.store.contenders`) in ``rounds`` rounds, each
+    round every contender once, a workload's contenders next to each other in an order that
+    turns each round; save their medians. A contender that fails to build or in any round
+    gets none. ``stop()`` is asked before each runner call; once it is true, or a timing
+    comes back not run (a farm withdrew it), nothing is saved."""
+    report = ConfirmReport()
+    start = time.perf_counter()
+    try:
+        _confirm(
+            report, key, workloads, factory, timer, target, export, top, rounds, stop, progress, on
+        )
+    finally:
+        report.seconds = round(time.perf_counter() - start, 3)
+    return report
+
+
+def _confirm(
+    report: ConfirmReport,
+    key: RecordsKey,
+    workloads: Collection[str],
+    factory: sessionmaker[Session],
+    timer: KernelTimer,
+    target: Any,
+    export: dict[str, Any],
+    top: int,
+    rounds: int,
+    stop: Callable[[], bool] | None,
+    progress: Callable[[str, str], None],
+    on: str,
+) -> None:
+    import tvm
+
+    with session_scope(factory) as session:
+        found = contenders(key, workloads=workloads, top=top, session=session)
+    timed = {
+        wid: group
+        for wid, group in found.items()
+        if len(group) > 1 and any(c.confirmed_s is None for c in group)
+    }
+    report.skipped = len(found) - len(timed)
+    if not timed:
+        return
+    every = [c for group in timed.values() for c in group]
+    progress(
+        "confirm",
+        f"building the {len(every)} best records of {len(timed)} workload(s) again",
+    )
+    target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+    work = Path(tempfile.mkdtemp(prefix="edgefarm-confirm-"))
+    try:
+        places = [work / f"r{c.record_id}" for c in every]
+        threads = min(search_threads(), len(every))
+        with ThreadPoolExecutor(threads) as pool:
+            built = dict(
+                zip(
+                    (c.record_id for c in every),
+                    pool.map(lambda c, p: build_contender(c, p, target, export), every, places),
+                    strict=True,
+                )
+            )
+        ready: dict[int, tuple[Path, list[str]]] = {}
+        for record_id, outcome in built.items():
+            if isinstance(outcome, str):
+                log.warning("record %d did not build again: %s", record_id, outcome)
+            else:
+                ready[record_id] = outcome
+        times: dict[int, list[float]] = {c.record_id: [] for c in every}
+        broken = {c.record_id for c in every if c.record_id not in ready}
+        for round_no in range(rounds):
+            order: list[Contender] = []
+            for group in timed.values():
+                turn = round_no % len(group)
+                order.extend(c for c in group[turn:] + group[:turn] if c.record_id not in broken)
+            progress(
+                "confirm",
+                f"round {round_no + 1} of {rounds}: {len(order)} record(s) on {on}",
+            )
+            for i in range(0, len(order), KERNELS_PER_CALL):
+                if stop is not None and stop():
+                    report.stopped = True
+                    return
+                chunk = order[i : i + KERNELS_PER_CALL]
+                timings = timer.time([ready[c.record_id] for c in chunk])
+                for c, timing in zip(chunk, timings, strict=True):
+                    if not timing.was_run:
+                        report.stopped = True
+                        return
+                    if timing.error is not None or not timing.costs_s:
+                        broken.add(c.record_id)
+                    else:
+                        times[c.record_id].append(statistics.mean(timing.costs_s))
+        report.rounds = rounds
+        with session_scope(factory) as session:
+            for wid, group in timed.items():
+                medians = {
+                    c.record_id: statistics.median(times[c.record_id])
+                    for c in group
+                    if c.record_id not in broken and len(times[c.record_id]) == rounds
+                }
+                report.failed += len(group) - len(medians)
+                if not medians:
+                    continue  # none timed: the workload keeps what it had
+                save_confirmation(key, wid, medians, session=session)
+                report.workloads += 1
+                report.records += len(medians)
+                applied = min(medians, key=lambda rid: (medians[rid], rid))
+                fastest = group[0].record_id  # contenders come fastest measured first
+                if applied != fastest:
+                    report.changed += 1
+                if fastest in medians:
+                    report.fastest_measured_us += medians[fastest] * 1e6
+                    report.applied_us += medians[applied] * 1e6
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.fastest_measured_us = round(report.fastest_measured_us, 3)
+    report.applied_us = round(report.applied_us, 3)
