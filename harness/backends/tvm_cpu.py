@@ -54,13 +54,13 @@ class TvmBackend(Backend):
     target and runs it with the native runner."""
 
     lowering: Lowering = field(default_factory=Lowering)
-    # Builds apply MetaSchedule tuning records (option ``tuning``: auto, on, off).
+    # Builds apply MetaSchedule tuning records (option ``tuning``: auto, on, off, unconfirmed).
     tunable: bool = False
 
     def resolve_options(self, given: BackendOptions | None) -> BackendOptions:
         """As for every backend, and ``threads`` (see :func:`split_threads`); a tunable one
-        also takes ``tuning`` (auto, on, off). Both are kept only when given: they choose
-        records and threads, they are not build options."""
+        also takes ``tuning`` (auto, on, off, unconfirmed). Both are kept only when given: they
+        choose records and threads, they are not build options."""
         threads, given_rest = split_threads(given)
         if self.tunable:
             mode, rest = split_tuning(given_rest)

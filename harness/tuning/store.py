@@ -164,12 +164,13 @@ def measured(run_s: float | None) -> bool:
     return run_s is not None and run_s < FAILED_RUN_S
 
 
-def applied_record(records: list[TuningRecord]) -> TuningRecord | None:
+def applied_record(records: list[TuningRecord], *, confirmed: bool = True) -> TuningRecord | None:
     """Which of one workload's records a build applies: the fastest confirmed one if its
-    latest confirmation timed any, else the fastest measured (None: none ran)."""
-    confirmed = [r for r in records if r.confirmed_s is not None]
-    if confirmed:
-        return min(confirmed, key=lambda r: (r.confirmed_s, r.id))
+    latest confirmation timed any (and ``confirmed``), else the fastest measured (None: none
+    ran)."""
+    confirmed_ones = [r for r in records if r.confirmed_s is not None] if confirmed else []
+    if confirmed_ones:
+        return min(confirmed_ones, key=lambda r: (r.confirmed_s, r.id))
     ran = [r for r in records if measured(r.run_s)]
     return min(ran, key=lambda r: (r.run_s, r.id)) if ran else None
 
@@ -180,26 +181,33 @@ def load_records(
     *,
     workloads: Collection[str] | None = None,
     applied: bool = False,
+    confirmed: bool = True,
     session: Session,
 ) -> RecordsSummary:
     """Write every record stored under ``key`` (only those of ``workloads``, structural
     hashes, when given) into ``work_dir`` as a MetaSchedule JSONDatabase (replacing its
     files); returns the summary of the records stored (all of them, also with ``applied``).
     ``applied``: only the record a build applies of each workload (:func:`applied_record`):
-    a build needs no other, and parses every record it is given."""
+    a build needs no other, and parses every record it is given. ``confirmed=False``: as if
+    no confirmation had timed any (the records' digest too)."""
     rows = session.execute(
         select(TuningRecord, TuningWorkload)
         .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
         .where(*_where(key, workloads))
         .order_by(TuningRecord.id)
     ).all()
-    summary = summary_of([(r.sha256, r.confirmed_s) for r, _ in rows], len({w.id for _, w in rows}))
+    summary = summary_of(
+        [(r.sha256, r.confirmed_s if confirmed else None) for r, _ in rows],
+        len({w.id for _, w in rows}),
+    )
     written = [record for record, _ in rows]
     if applied:
         of_workload: dict[int, list[TuningRecord]] = {}
         for record, _ in rows:
             of_workload.setdefault(record.workload_id, []).append(record)
-        chosen = {id(applied_record(records)) for records in of_workload.values()}
+        chosen = {
+            id(applied_record(records, confirmed=confirmed)) for records in of_workload.values()
+        }
         written = [record for record in written if id(record) in chosen]
     texts = {workload.id: workload.workload for _, workload in rows}
     index: dict[int, int] = {}
@@ -227,17 +235,23 @@ def summary_of(records: list[tuple[str, float | None]], workloads: int) -> Recor
 
 
 def records_summary(
-    key: RecordsKey, *, workloads: Collection[str] | None = None, session: Session
+    key: RecordsKey,
+    *,
+    workloads: Collection[str] | None = None,
+    confirmed: bool = True,
+    session: Session,
 ) -> RecordsSummary:
     """How many records and workloads ``key`` has (only those of ``workloads``, structural
-    hashes, when given), and their digest (no files written)."""
+    hashes, when given), and their digest (no files written; ``confirmed=False``: as if no
+    confirmation had timed any)."""
     rows = session.execute(
         select(TuningRecord.sha256, TuningRecord.confirmed_s, TuningRecord.workload_id)
         .join(TuningWorkload, TuningRecord.workload_id == TuningWorkload.id)
         .where(*_where(key, workloads))
     ).all()
     return summary_of(
-        [(sha, confirmed) for sha, confirmed, _ in rows], len({w for _, _, w in rows})
+        [(sha, seconds if confirmed else None) for sha, seconds, _ in rows],
+        len({w for _, _, w in rows}),
     )
 
 

@@ -4,7 +4,13 @@ part of tvm-nnapi and tvm-neuron) applies.
 The backend option ``tuning`` chooses: ``auto`` (the default) applies the records the store
 holds for the device's class, target and TVM version on the model's own workloads (the
 structural hashes of the TIR functions its build has) when there are any; ``on`` requires
-them; ``off`` builds untuned. The option itself never reaches the build: what does is an
+them; ``off`` builds untuned; ``unconfirmed`` requires them too but applies, of each
+workload, the record its search measured fastest, as if no confirmation had timed them again
+(:mod:`harness.tuning.confirm`; to measure what the confirmation buys, bench/tuning.py).
+Otherwise a build applies of each workload the fastest confirmed record, or the fastest
+measured where none is confirmed (:func:`harness.tuning.store.applied_record`).
+
+The option itself never reaches the build: what does is an
 :class:`~harness.compile.tuned.AppliedRecords`, whose digest enters the artifact's cache key
 and whose summary the result's provenance carries (``tuning: {records, trials, workloads,
 device_class}``; the build adds the functions the records ``scheduled``), so a tuned and an
@@ -30,8 +36,8 @@ from harness.jsontypes import BackendOptions
 from harness.tuning.store import RecordsKey, has_records, load_records, records_summary
 
 TUNING_OPTION = "tuning"
-TuningMode = Literal["auto", "on", "off"]
-MODES: tuple[TuningMode, ...] = ("auto", "on", "off")
+TuningMode = Literal["auto", "on", "off", "unconfirmed"]
+MODES: tuple[TuningMode, ...] = ("auto", "on", "off", "unconfirmed")
 
 
 def split_tuning(options: BackendOptions | None) -> tuple[TuningMode, BackendOptions | None]:
@@ -61,14 +67,16 @@ def tuning_use(
     workloads ``workloads()`` names (structural hashes; called only when ``key`` has records,
     since finding them takes a TVM lowering of the model), written into
     ``cache_dir/tuning/<digest>`` once (a directory named by its records' digest never
-    changes)."""
+    changes): of each workload, the record a build applies."""
     if mode == "off":
         return None
     where_tuned = f"{key.device_class} ({key.target}, {key.software})"
     with sessions() as session:
         tuned_class = has_records(key, session=session)
+    required = mode in ("on", "unconfirmed")
+    confirmed = mode != "unconfirmed"
     if not tuned_class:
-        if mode == "on":
+        if required:
             raise JobError(
                 "compile",
                 f"no tuning records for {where_tuned}; run edgefarm tune for this device "
@@ -77,9 +85,9 @@ def tuning_use(
         return None
     hashes = sorted(set(workloads()))
     with sessions() as session:
-        summary = records_summary(key, workloads=hashes, session=session)
+        summary = records_summary(key, workloads=hashes, confirmed=confirmed, session=session)
         if summary.records == 0:
-            if mode == "on":
+            if required:
                 raise JobError(
                     "compile",
                     f"the tuning records for {where_tuned} cover none of this model's "
@@ -91,7 +99,9 @@ def tuning_use(
         if not where.is_dir():
             where.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".records-", dir=where.parent))
-            loaded = load_records(staging, key, workloads=hashes, applied=True, session=session)
+            loaded = load_records(
+                staging, key, workloads=hashes, applied=True, confirmed=confirmed, session=session
+            )
             if loaded.digest != summary.digest:  # a tuning saved a batch meanwhile
                 summary = loaded
                 where = where.parent / loaded.digest

@@ -154,6 +154,25 @@ def test_a_record_that_no_longer_builds_is_not_applied_and_a_stopped_one_saves_n
         chosen = applied_record(list(session.scalars(select(TuningRecord))))
     assert chosen is not None and chosen.id != slowest and chosen.confirmed_s is not None
 
+    # A build applies the confirmed choice; tuning=unconfirmed the record measured fastest
+    # (to measure what the confirmation buys), under another digest.
+    from harness.tuning.use import tuning_use
+
+    digests = set()
+    for mode, expected in (("auto", chosen.id), ("unconfirmed", slowest)):
+        use = tuning_use(
+            key,
+            mode,  # type: ignore[arg-type]
+            workloads=lambda: hashes,
+            sessions=lambda: session_scope(factory),
+            cache_dir=tmp_path / "cache",
+        )
+        assert use is not None
+        lines = (use.work_dir / "database_tuning_record.json").read_text().splitlines()
+        assert [json.loads(line)[1] for line in lines] == [json.loads(_record(factory, expected))]
+        digests.add(use.digest)
+    assert len(digests) == 2
+
 
 def _workload_lines(factory: sessionmaker[Session]) -> list[str]:
     from harness.db.models import TuningWorkload

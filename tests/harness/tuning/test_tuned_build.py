@@ -124,4 +124,6 @@ def test_tuned_without_records_is_a_clear_error(home: Path, tmp_path: Path) -> N
     assert doc.status == "failed"
     assert doc.error is not None and "no tuning records for local:" in doc.error.message
     doc = run_bench(BenchPlan(path, protocol=FAST, options={"tvm-cpu": {"tuning": "yes"}}))[0]
-    assert doc.error is not None and "option tuning is auto, on, off" in doc.error.message
+    assert (
+        doc.error is not None and "option tuning is auto, on, off, unconfirmed" in doc.error.message
+    )

@@ -1,0 +1,74 @@
+"""bench/tuning.py's short version: one small model, a two-step ladder of 4 and 8 trials per
+task on this machine's kernel runner, each step confirmed, and the tuned, unconfirmed,
+untuned and ort times measured side by side. The figures themselves are the benchmark's
+(README, "Where tuning stands"); this checks that each step reports them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_search import conv_relu
+
+import testmodels
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.timeout(900)
+def test_the_tuning_benchmark_reports_each_step_confirmed_and_unconfirmed(tmp_path: Path) -> None:
+    model = testmodels.save(conv_relu(), tmp_path, "conv")
+    out = tmp_path / "steps.jsonl"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "tuning.py"),
+        "--models",
+        "",
+        "--extra-model",
+        f"conv={model}",
+        "--trials",
+        "4,8",
+        "--batch",
+        "4",
+        "--population",
+        "16",
+        "--threads",
+        "1",
+        "--rounds",
+        "1",
+        "--min-seconds",
+        "0.05",
+        "--confirm",
+        "2",
+        "--home",
+        str(tmp_path / "home"),
+        "--out",
+        str(out),
+    ]
+    (tmp_path / "home").mkdir()
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=800,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    steps = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [s["trials_per_task"] for s in steps] == [4, 8]
+    assert [s["trials_measured"] for s in steps] == [4, 4]
+    for step in steps:
+        assert step["model"] == "conv" and step["threads"] == 1
+        for field in ("untuned_ms", "tuned_ms", "unconfirmed_ms", "ort_ms"):
+            assert 0 < step[field] < 1000, (field, step)
+        assert step["tuned_vs_ort"] == round(step["tuned_ms"] / step["ort_ms"], 2)
+        confirmation = step["confirmation"]
+        # The workload's two best records (and, after the second step, the one applied
+        # before, if it is no longer among them) timed again.
+        assert confirmation["workloads"] == 1 and confirmation["rounds"] == 3
+        assert 2 <= confirmation["records"] <= 3 and confirmation["failed"] == 0
+        assert step["tuning"]["trials"] == step["trials_per_task"]
