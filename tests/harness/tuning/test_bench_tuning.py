@@ -1,7 +1,8 @@
 """bench/tuning.py's short version: one small model, a two-step ladder of 4 and 8 trials per
 task on this machine's kernel runner, each step confirmed, and the tuned, unconfirmed,
 untuned and ort times measured side by side. The figures themselves are the benchmark's
-(README, "Where tuning stands"); this checks that each step reports them."""
+(README, "Where tuning stands"); this checks that each step reports them, and that both
+steps' builds are timed again side by side at the end."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_the_tuning_benchmark_reports_each_step_confirmed_and_unconfirmed(tmp_pa
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    steps = [json.loads(line) for line in out.read_text().splitlines()]
+    *steps, ladder = [json.loads(line) for line in out.read_text().splitlines()]
     assert [s["trials_per_task"] for s in steps] == [4, 8]
     assert [s["trials_measured"] for s in steps] == [4, 4]
     for step in steps:
@@ -72,3 +73,8 @@ def test_the_tuning_benchmark_reports_each_step_confirmed_and_unconfirmed(tmp_pa
         assert confirmation["workloads"] == 1 and confirmation["rounds"] == 3
         assert 2 <= confirmation["records"] <= 3 and confirmation["failed"] == 0
         assert step["tuning"]["trials"] == step["trials_per_task"]
+    # Each step's store was kept, and its tuned build timed again beside the other's and ort.
+    assert ladder["model"] == "conv" and set(ladder["ladder"]) == {"4", "8"}
+    assert all(0 < ms < 1000 for ms in ladder["ladder"].values()) and ladder["ort_ms"] > 0
+    for trials in ("4", "8"):
+        assert (tmp_path / "home" / "steps" / f"conv-{trials}" / "edgefarm.db").is_file()

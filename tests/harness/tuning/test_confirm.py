@@ -71,6 +71,8 @@ def test_a_tuning_confirms_its_best_records_and_builds_apply_the_fastest_confirm
     assert {rid for rid, s in confirmed.items() if s is not None} == set(three)
     assert all(0 < confirmed[rid] < 0.1 for rid in three)  # type: ignore[operator]
     assert 0 < confirmation.applied_us <= confirmation.fastest_measured_us
+    fastest = min(three, key=lambda rid: (run_s[rid], rid))
+    assert confirmation.recorded_us == round(run_s[fastest] * 1e6, 3)
     assert report.dump()["confirmation"]["records"] == 3
 
     # A build applies the fastest confirmed record, alone.
