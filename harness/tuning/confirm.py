@@ -1,13 +1,12 @@
 """Confirming what a build applies: each workload's best records timed again, side by side.
 
 A search measures each candidate once (three calls, at least 40 ms) and a build applies, of
-each workload, the candidate measured fastest. On a shared machine the fastest of hundreds of
-single measurements is as often the luckiest as the best: bench/retime_records.py found the
-best of 512 trials per task, timed again, no faster than the best of the first 32, and
-bench/tuning.py's tuned times did not fall with more trials. So at the end of a tuning, for
-each workload the tuning covers, the ``top`` records measured fastest and those its last
-confirmation timed (the record builds apply now defends its place) are built again and timed
-on the device in ``rounds`` interleaved rounds; each gets the median of its rounds
+each workload, the candidate measured fastest. On a shared machine one lucky measurement among
+hundreds can win, and nothing would catch it (bench/retime_records.py times a store's best
+records again: they mostly hold, within about 10%, README "Why, probed"). So at the end of a
+tuning, for each workload the tuning covers, the ``top`` records measured fastest and those
+its last confirmation timed (the record builds apply now defends its place) are built again
+and timed on the device in ``rounds`` interleaved rounds; each gets the median of its rounds
 (``tuning_records.confirmed_s``), and builds apply the fastest confirmed record
 (:func:`harness.tuning.store.applied_record`). A workload with nothing new since its last
 confirmation, or with one record, is not timed again.
