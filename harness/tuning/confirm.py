@@ -112,116 +112,99 @@ def confirm_records(
     turns each round; save their medians. A contender that fails to build or in any round
     gets none. ``stop()`` is asked before each runner call; once it is true, or a timing
     comes back not run (a farm withdrew it), nothing is saved."""
+    import tvm
+
     report = ConfirmReport()
     start = time.perf_counter()
     try:
-        _confirm(
-            report, key, workloads, factory, timer, target, export, top, rounds, stop, progress, on
+        with session_scope(factory) as session:
+            found = contenders(key, workloads=workloads, top=top, session=session)
+        timed = {
+            wid: group
+            for wid, group in found.items()
+            if len(group) > 1 and any(c.confirmed_s is None for c in group)
+        }
+        report.skipped = len(found) - len(timed)
+        if not timed:
+            return report
+        every = [c for group in timed.values() for c in group]
+        progress(
+            "confirm",
+            f"building the {len(every)} best records of {len(timed)} workload(s) again",
         )
+        target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+        work = Path(tempfile.mkdtemp(prefix="edgefarm-confirm-"))
+        try:
+            places = [work / f"r{c.record_id}" for c in every]
+            threads = min(search_threads(), len(every))
+            with ThreadPoolExecutor(threads) as pool:
+                built = dict(
+                    zip(
+                        (c.record_id for c in every),
+                        pool.map(lambda c, p: build_contender(c, p, target, export), every, places),
+                        strict=True,
+                    )
+                )
+            ready: dict[int, tuple[Path, list[str]]] = {}
+            for record_id, outcome in built.items():
+                if isinstance(outcome, str):
+                    log.warning("record %d did not build again: %s", record_id, outcome)
+                else:
+                    ready[record_id] = outcome
+            times: dict[int, list[float]] = {c.record_id: [] for c in every}
+            broken = {c.record_id for c in every if c.record_id not in ready}
+            for round_no in range(rounds):
+                order: list[Contender] = []
+                for group in timed.values():
+                    turn = round_no % len(group)
+                    order.extend(
+                        c for c in group[turn:] + group[:turn] if c.record_id not in broken
+                    )
+                progress(
+                    "confirm",
+                    f"round {round_no + 1} of {rounds}: {len(order)} record(s) on {on}",
+                )
+                for i in range(0, len(order), KERNELS_PER_CALL):
+                    if stop is not None and stop():
+                        report.stopped = True
+                        return report
+                    chunk = order[i : i + KERNELS_PER_CALL]
+                    timings = timer.time([ready[c.record_id] for c in chunk])
+                    for c, timing in zip(chunk, timings, strict=True):
+                        if not timing.was_run:
+                            report.stopped = True
+                            return report
+                        if timing.error is not None or not timing.costs_s:
+                            broken.add(c.record_id)
+                        else:
+                            times[c.record_id].append(statistics.mean(timing.costs_s))
+            report.rounds = rounds
+            with session_scope(factory) as session:
+                for wid, group in timed.items():
+                    medians = {
+                        c.record_id: statistics.median(times[c.record_id])
+                        for c in group
+                        if c.record_id not in broken and len(times[c.record_id]) == rounds
+                    }
+                    report.failed += len(group) - len(medians)
+                    if not medians:
+                        continue  # none timed: the workload keeps what it had
+                    save_confirmation(key, wid, medians, session=session)
+                    report.workloads += 1
+                    report.records += len(medians)
+                    applied = min(medians, key=lambda rid: (medians[rid], rid))
+                    fastest = group[0].record_id  # contenders come fastest measured first
+                    if applied != fastest:
+                        report.changed += 1
+                    if fastest in medians:
+                        report.recorded_us += group[0].run_s * 1e6
+                        report.fastest_measured_us += medians[fastest] * 1e6
+                        report.applied_us += medians[applied] * 1e6
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        report.recorded_us = round(report.recorded_us, 3)
+        report.fastest_measured_us = round(report.fastest_measured_us, 3)
+        report.applied_us = round(report.applied_us, 3)
     finally:
         report.seconds = round(time.perf_counter() - start, 3)
     return report
-
-
-def _confirm(
-    report: ConfirmReport,
-    key: RecordsKey,
-    workloads: Collection[str],
-    factory: sessionmaker[Session],
-    timer: KernelTimer,
-    target: Any,
-    export: dict[str, Any],
-    top: int,
-    rounds: int,
-    stop: Callable[[], bool] | None,
-    progress: Callable[[str, str], None],
-    on: str,
-) -> None:
-    import tvm
-
-    with session_scope(factory) as session:
-        found = contenders(key, workloads=workloads, top=top, session=session)
-    timed = {
-        wid: group
-        for wid, group in found.items()
-        if len(group) > 1 and any(c.confirmed_s is None for c in group)
-    }
-    report.skipped = len(found) - len(timed)
-    if not timed:
-        return
-    every = [c for group in timed.values() for c in group]
-    progress(
-        "confirm",
-        f"building the {len(every)} best records of {len(timed)} workload(s) again",
-    )
-    target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
-    work = Path(tempfile.mkdtemp(prefix="edgefarm-confirm-"))
-    try:
-        places = [work / f"r{c.record_id}" for c in every]
-        threads = min(search_threads(), len(every))
-        with ThreadPoolExecutor(threads) as pool:
-            built = dict(
-                zip(
-                    (c.record_id for c in every),
-                    pool.map(lambda c, p: build_contender(c, p, target, export), every, places),
-                    strict=True,
-                )
-            )
-        ready: dict[int, tuple[Path, list[str]]] = {}
-        for record_id, outcome in built.items():
-            if isinstance(outcome, str):
-                log.warning("record %d did not build again: %s", record_id, outcome)
-            else:
-                ready[record_id] = outcome
-        times: dict[int, list[float]] = {c.record_id: [] for c in every}
-        broken = {c.record_id for c in every if c.record_id not in ready}
-        for round_no in range(rounds):
-            order: list[Contender] = []
-            for group in timed.values():
-                turn = round_no % len(group)
-                order.extend(c for c in group[turn:] + group[:turn] if c.record_id not in broken)
-            progress(
-                "confirm",
-                f"round {round_no + 1} of {rounds}: {len(order)} record(s) on {on}",
-            )
-            for i in range(0, len(order), KERNELS_PER_CALL):
-                if stop is not None and stop():
-                    report.stopped = True
-                    return
-                chunk = order[i : i + KERNELS_PER_CALL]
-                timings = timer.time([ready[c.record_id] for c in chunk])
-                for c, timing in zip(chunk, timings, strict=True):
-                    if not timing.was_run:
-                        report.stopped = True
-                        return
-                    if timing.error is not None or not timing.costs_s:
-                        broken.add(c.record_id)
-                    else:
-                        times[c.record_id].append(statistics.mean(timing.costs_s))
-        report.rounds = rounds
-        with session_scope(factory) as session:
-            for wid, group in timed.items():
-                medians = {
-                    c.record_id: statistics.median(times[c.record_id])
-                    for c in group
-                    if c.record_id not in broken and len(times[c.record_id]) == rounds
-                }
-                report.failed += len(group) - len(medians)
-                if not medians:
-                    continue  # none timed: the workload keeps what it had
-                save_confirmation(key, wid, medians, session=session)
-                report.workloads += 1
-                report.records += len(medians)
-                applied = min(medians, key=lambda rid: (medians[rid], rid))
-                fastest = group[0].record_id  # contenders come fastest measured first
-                if applied != fastest:
-                    report.changed += 1
-                if fastest in medians:
-                    report.recorded_us += group[0].run_s * 1e6
-                    report.fastest_measured_us += medians[fastest] * 1e6
-                    report.applied_us += medians[applied] * 1e6
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report.recorded_us = round(report.recorded_us, 3)
-    report.fastest_measured_us = round(report.fastest_measured_us, 3)
-    report.applied_us = round(report.applied_us, 3)
