@@ -205,10 +205,9 @@ def load_records(
         of_workload: dict[int, list[TuningRecord]] = {}
         for record, _ in rows:
             of_workload.setdefault(record.workload_id, []).append(record)
-        chosen = {
-            id(applied_record(records, confirmed=confirmed)) for records in of_workload.values()
-        }
-        written = [record for record in written if id(record) in chosen]
+        picks = (applied_record(records, confirmed=confirmed) for records in of_workload.values())
+        chosen = {pick.id for pick in picks if pick is not None}
+        written = [record for record in written if record.id in chosen]
     texts = {workload.id: workload.workload for _, workload in rows}
     index: dict[int, int] = {}
     lines: list[str] = []
@@ -336,12 +335,7 @@ def save_confirmation(
     earlier one said of every record of the workload under ``key``."""
     session.execute(
         update(TuningRecord)
-        .where(
-            TuningRecord.device_class == key.device_class,
-            TuningRecord.target == key.target,
-            TuningRecord.software == key.software,
-            TuningRecord.workload_id == workload_id,
-        )
+        .where(*_where(key, None), TuningRecord.workload_id == workload_id)
         .values(confirmed_s=None)
     )
     for record_id, seconds in medians.items():
