@@ -158,6 +158,14 @@ def test_starting_the_api_the_cli_or_a_worker_loads_no_compiler_or_statistics(mo
     assert not loaded & _HEAVY, sorted(loaded & _HEAVY)
 
 
+def test_the_cli_loads_no_database_numpy_or_http_client_before_a_command_runs() -> None:
+    """Every `edgefarm` command pays for what importing the CLI loads: SQLAlchemy and the
+    database models (0.3 s) once came with a tuning default's module, doubling `edgefarm suite
+    list`'s start. A command imports them in its body."""
+    loaded = _modules_after("import harness.cli\nimport harness.cli.tune\nimport harness.cli.ab")
+    assert not loaded & {"sqlalchemy", "numpy", "httpx", "onnx"}, sorted(loaded)
+
+
 def test_a_compile_child_imports_tvm_without_torch_and_torch_still_imports_after() -> None:
     """harness.compile.tvmimport: apache-tvm-ffi would import torch (seconds) in every build."""
     pytest.importorskip("torch")  # installed by `scripts/setup dev torch`, as for the tests

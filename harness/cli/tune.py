@@ -13,8 +13,7 @@ from harness.cli.options import global_options, parse_options
 from harness.cli.render import console, out
 from harness.cli.usage import usage_errors
 from harness.errors import JobError
-from harness.tuning import DEFAULT_POPULATION
-from harness.tuning.confirm import DEFAULT_ROUNDS, DEFAULT_TOP
+from harness.tuning import DEFAULT_CONFIRM_ROUNDS, DEFAULT_CONFIRM_TOP, DEFAULT_POPULATION
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -93,10 +92,10 @@ def tune(
             help="At the end, time each workload's N best records again side by side; builds "
             "apply the fastest of those (0: not; builds take the fastest measured once)."
         ),
-    ] = DEFAULT_TOP,
+    ] = DEFAULT_CONFIRM_TOP,
     confirm_rounds: Annotated[
         int, typer.Option(help="Rounds of that timing (each record's median counts).")
-    ] = DEFAULT_ROUNDS,
+    ] = DEFAULT_CONFIRM_ROUNDS,
 ) -> None:
     """Tune MODEL for the device's class: candidates built here, measured on the device; the
     records are saved after every batch, so a stopped tuning resumes."""

@@ -13,3 +13,9 @@ compile child); :mod:`harness.tuning.store` is the database side (no TVM import)
 # as long for no faster schedule (README, Tuning). TVM's own default, 512, is meant for
 # thousands of trials.
 DEFAULT_POPULATION = 64
+
+# A tuning's confirmation (harness.tuning.confirm): per workload, the records measured fastest
+# timed again besides the one a build applies now, in this many interleaved rounds. Here, not
+# in confirm.py, so that the CLI's defaults do not import the database.
+DEFAULT_CONFIRM_TOP = 4
+DEFAULT_CONFIRM_ROUNDS = 3

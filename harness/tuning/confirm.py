@@ -32,14 +32,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from harness.db import session_scope
 from harness.errors import one_line
+from harness.tuning import DEFAULT_CONFIRM_ROUNDS, DEFAULT_CONFIRM_TOP
 from harness.tuning.device import KernelTimer, arg_text
 from harness.tuning.search import RECORDS_FILE, WORKLOADS_FILE, search_threads
 from harness.tuning.store import Contender, RecordsKey, contenders, save_confirmation
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOP = 4  # records per workload timed again, besides the one a build applies now
-DEFAULT_ROUNDS = 3
+DEFAULT_TOP = DEFAULT_CONFIRM_TOP  # records per workload timed again, besides the applied one
+DEFAULT_ROUNDS = DEFAULT_CONFIRM_ROUNDS
 KERNELS_PER_CALL = 32  # one runner invocation: well inside its timeout at >= 40 ms a kernel
 
 
@@ -135,71 +136,14 @@ def confirm_records(
         target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
         work = Path(tempfile.mkdtemp(prefix="edgefarm-confirm-"))
         try:
-            places = [work / f"r{c.record_id}" for c in every]
-            threads = min(search_threads(), len(every))
-            with ThreadPoolExecutor(threads) as pool:
-                built = dict(
-                    zip(
-                        (c.record_id for c in every),
-                        pool.map(lambda c, p: build_contender(c, p, target, export), every, places),
-                        strict=True,
-                    )
-                )
-            ready: dict[int, tuple[Path, list[str]]] = {}
-            for record_id, outcome in built.items():
-                if isinstance(outcome, str):
-                    log.warning("record %d did not build again: %s", record_id, outcome)
-                else:
-                    ready[record_id] = outcome
-            times: dict[int, list[float]] = {c.record_id: [] for c in every}
-            broken = {c.record_id for c in every if c.record_id not in ready}
-            for round_no in range(rounds):
-                order: list[Contender] = []
-                for group in timed.values():
-                    turn = round_no % len(group)
-                    order.extend(
-                        c for c in group[turn:] + group[:turn] if c.record_id not in broken
-                    )
-                progress(
-                    "confirm",
-                    f"round {round_no + 1} of {rounds}: {len(order)} record(s) on {on}",
-                )
-                for i in range(0, len(order), KERNELS_PER_CALL):
-                    if stop is not None and stop():
-                        report.stopped = True
-                        return report
-                    chunk = order[i : i + KERNELS_PER_CALL]
-                    timings = timer.time([ready[c.record_id] for c in chunk])
-                    for c, timing in zip(chunk, timings, strict=True):
-                        if not timing.was_run:
-                            report.stopped = True
-                            return report
-                        if timing.error is not None or not timing.costs_s:
-                            broken.add(c.record_id)
-                        else:
-                            times[c.record_id].append(statistics.mean(timing.costs_s))
+            ready = _build_all(every, work, target, export)
+            rounds_run = _Rounds(timed, ready, rounds)
+            if not rounds_run.time(timer, stop=stop, progress=progress, on=on):
+                report.stopped = True
+                return report
             report.rounds = rounds
             with session_scope(factory) as session:
-                for wid, group in timed.items():
-                    medians = {
-                        c.record_id: statistics.median(times[c.record_id])
-                        for c in group
-                        if c.record_id not in broken and len(times[c.record_id]) == rounds
-                    }
-                    report.failed += len(group) - len(medians)
-                    if not medians:
-                        continue  # none timed: the workload keeps what it had
-                    save_confirmation(key, wid, medians, session=session)
-                    report.workloads += 1
-                    report.records += len(medians)
-                    applied = min(medians, key=lambda rid: (medians[rid], rid))
-                    fastest = group[0].record_id  # contenders come fastest measured first
-                    if applied != fastest:
-                        report.changed += 1
-                    if fastest in medians:
-                        report.recorded_us += group[0].run_s * 1e6
-                        report.fastest_measured_us += medians[fastest] * 1e6
-                        report.applied_us += medians[applied] * 1e6
+                _save_medians(key, rounds_run, report, session=session)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         report.recorded_us = round(report.recorded_us, 3)
@@ -208,3 +152,109 @@ def confirm_records(
     finally:
         report.seconds = round(time.perf_counter() - start, 3)
     return report
+
+
+def _build_all(
+    every: list[Contender], work: Path, target: Any, export: dict[str, Any]
+) -> dict[int, tuple[Path, list[str]]]:
+    """Each contender built in its own directory under ``work``, on the search's threads: the
+    built ones by record id (a record that no longer builds is left out, with a warning)."""
+    places = [work / f"r{c.record_id}" for c in every]
+    threads = min(search_threads(), len(every))
+    with ThreadPoolExecutor(threads) as pool:
+        outcomes = list(pool.map(lambda c, p: build_contender(c, p, target, export), every, places))
+    ready: dict[int, tuple[Path, list[str]]] = {}
+    for contender, outcome in zip(every, outcomes, strict=True):
+        if isinstance(outcome, str):
+            log.warning("record %d did not build again: %s", contender.record_id, outcome)
+        else:
+            ready[contender.record_id] = outcome
+    return ready
+
+
+class _Rounds:
+    """The interleaved rounds of one confirmation: every built contender timed once a round,
+    a workload's contenders next to each other, their order turned by one each round."""
+
+    def __init__(
+        self,
+        timed: dict[int, list[Contender]],  # by workload id
+        ready: dict[int, tuple[Path, list[str]]],
+        rounds: int,
+    ) -> None:
+        self.timed = timed
+        self.ready = ready
+        self.rounds = rounds
+        self.times: dict[int, list[float]] = {
+            c.record_id: [] for group in timed.values() for c in group
+        }
+        # Records that did not build, or failed in a round: they get no confirmed time.
+        self.broken = {rid for rid in self.times if rid not in ready}
+
+    def _order(self, round_no: int) -> list[Contender]:
+        order: list[Contender] = []
+        for group in self.timed.values():
+            turn = round_no % len(group)
+            order.extend(c for c in group[turn:] + group[:turn] if c.record_id not in self.broken)
+        return order
+
+    def time(
+        self,
+        timer: KernelTimer,
+        *,
+        stop: Callable[[], bool] | None,
+        progress: Callable[[str, str], None],
+        on: str,
+    ) -> bool:
+        """Run every round, ``KERNELS_PER_CALL`` kernels a runner call; False when stopped
+        (``stop()`` before a call, or a timing that came back not run)."""
+        for round_no in range(self.rounds):
+            order = self._order(round_no)
+            progress(
+                "confirm",
+                f"round {round_no + 1} of {self.rounds}: {len(order)} record(s) on {on}",
+            )
+            for i in range(0, len(order), KERNELS_PER_CALL):
+                if stop is not None and stop():
+                    return False
+                chunk = order[i : i + KERNELS_PER_CALL]
+                timings = timer.time([self.ready[c.record_id] for c in chunk])
+                for c, timing in zip(chunk, timings, strict=True):
+                    if not timing.was_run:
+                        return False
+                    if timing.error is not None or not timing.costs_s:
+                        self.broken.add(c.record_id)
+                    else:
+                        self.times[c.record_id].append(statistics.mean(timing.costs_s))
+        return True
+
+    def medians(self, group: list[Contender]) -> dict[int, float]:
+        """The median of each of ``group``'s contenders timed in every round."""
+        return {
+            c.record_id: statistics.median(self.times[c.record_id])
+            for c in group
+            if c.record_id not in self.broken and len(self.times[c.record_id]) == self.rounds
+        }
+
+
+def _save_medians(
+    key: RecordsKey, rounds: _Rounds, report: ConfirmReport, *, session: Session
+) -> None:
+    """Save each workload's medians as its records' confirmed times and add to ``report`` what
+    the confirmation changed and what it bought."""
+    for wid, group in rounds.timed.items():
+        medians = rounds.medians(group)
+        report.failed += len(group) - len(medians)
+        if not medians:
+            continue  # none timed: the workload keeps what it had
+        save_confirmation(key, wid, medians, session=session)
+        report.workloads += 1
+        report.records += len(medians)
+        applied = min(medians, key=lambda rid: (medians[rid], rid))
+        fastest = group[0].record_id  # contenders come fastest measured first
+        if applied != fastest:
+            report.changed += 1
+        if fastest in medians:
+            report.recorded_us += group[0].run_s * 1e6
+            report.fastest_measured_us += medians[fastest] * 1e6
+            report.applied_us += medians[applied] * 1e6
