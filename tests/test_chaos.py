@@ -1,8 +1,9 @@
 """The chaos soak (bench/chaos.py), short: the server farm — PostgreSQL, a private Redis, the
 API and the worker host supervised as ``edgefarm up`` supervises them, four emulated phones —
-under a fault every few seconds for about 50 seconds: SIGKILLs of phone workers,
-the compile worker, beat and the API, phones dropped mid-push and mid-run or restarted, Redis
-restarted empty. Every run submitted ends exactly once; none is lost, none doubled.
+under a fault every three seconds or so for 36 seconds (about twelve: the shuffled deck of eight
+kinds dealt once and begun again): SIGKILLs of phone workers, the compile worker, beat and the
+API, phones dropped mid-push and mid-run or restarted, Redis restarted empty. Every run
+submitted ends exactly once; none is lost, none doubled.
 
 The farm runs with short timeouts (a dead worker's run is reaped after 8 s, a lost message
 resent after 15 s) so that it heals within the test's time."""
@@ -48,9 +49,9 @@ FAST = {
 
 def test_every_run_ends_exactly_once_under_chaos(tmp_path: Path) -> None:
     config = chaos.SoakConfig(
-        minutes=0.8,
+        minutes=0.6,
         fault_free=False,
-        fault_every_s=3.5,
+        fault_every_s=3.0,
         seed=9,
         drain_s=120.0,
         warmup_s=240.0,
