@@ -44,8 +44,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.tuning import DEFAULT_POPULATION
-from harness.tuning.confirm import DEFAULT_TOP
+from harness.tuning import DEFAULT_CONFIRM_TOP, DEFAULT_POPULATION
 
 
 def main() -> None:
@@ -60,7 +59,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds")
-    parser.add_argument("--confirm", type=int, default=DEFAULT_TOP, help="records per workload")
+    parser.add_argument(
+        "--confirm", type=int, default=DEFAULT_CONFIRM_TOP, help="records per workload"
+    )
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("tuning-bench.jsonl"))
     args = parser.parse_args()

@@ -39,8 +39,6 @@ from harness.tuning.store import Contender, RecordsKey, contenders, save_confirm
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOP = DEFAULT_CONFIRM_TOP  # records per workload timed again, besides the applied one
-DEFAULT_ROUNDS = DEFAULT_CONFIRM_ROUNDS
 KERNELS_PER_CALL = 32  # one runner invocation: well inside its timeout at >= 40 ms a kernel
 
 
@@ -101,8 +99,8 @@ def confirm_records(
     timer: KernelTimer,
     target: Any,
     export: dict[str, Any],
-    top: int = DEFAULT_TOP,
-    rounds: int = DEFAULT_ROUNDS,
+    top: int = DEFAULT_CONFIRM_TOP,
+    rounds: int = DEFAULT_CONFIRM_ROUNDS,
     stop: Callable[[], bool] | None = None,
     progress: Callable[[str, str], None] = _quiet,
     on: str = "the device",

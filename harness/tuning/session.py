@@ -31,8 +31,8 @@ from harness.db import session_scope
 from harness.devices.base import Device, DeviceFacts
 from harness.errors import InfrastructureError, JobError
 from harness.modelio import InputSpec, PreparedModel
-from harness.tuning import DEFAULT_POPULATION
-from harness.tuning.confirm import DEFAULT_ROUNDS, DEFAULT_TOP, ConfirmReport
+from harness.tuning import DEFAULT_CONFIRM_ROUNDS, DEFAULT_CONFIRM_TOP, DEFAULT_POPULATION
+from harness.tuning.confirm import ConfirmReport
 
 if TYPE_CHECKING:
     from harness.tuning.device import KernelTimer
@@ -152,8 +152,8 @@ class Budget:
     batch: int = 16
     population: int = DEFAULT_POPULATION
     seed: int | None = None
-    confirm: int = DEFAULT_TOP
-    confirm_rounds: int = DEFAULT_ROUNDS
+    confirm: int = DEFAULT_CONFIRM_TOP
+    confirm_rounds: int = DEFAULT_CONFIRM_ROUNDS
 
     def check(self) -> None:
         if (self.trials is None) == (self.minutes is None):
@@ -203,8 +203,8 @@ def tune_model(
     progress: Progress = _quiet,
     lower: Callable[[Any], Any] | None = None,
     threads: int = 0,
-    confirm: int = DEFAULT_TOP,
-    confirm_rounds: int = DEFAULT_ROUNDS,
+    confirm: int = DEFAULT_CONFIRM_TOP,
+    confirm_rounds: int = DEFAULT_CONFIRM_ROUNDS,
 ) -> TuningReport:
     """Tune ``model_path`` for ``device`` (candidates measured there), ``trials`` per task
     (counting the store's records) or for ``minutes``; records saved to ``factory``'s
