@@ -22,8 +22,10 @@ CANARY_RUNS = 2  # device canary jobs on the first phone
 CHROMIUM = "/usr/bin/chromium"
 # Screenshots of every page: a test artifact (CI keeps the directory).
 ARTIFACTS = Path(os.environ.get("EDGEFARM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "web"
-# The README's picture of the history page, made by the tests.
+# The README's picture of the history page, made by the tests when asked to (a test run
+# leaves the checkout as it found it): EDGEFARM_UPDATE_README_IMAGES=1.
 README_SCREENSHOT = ROOT / "docs" / "img" / "history.png"
+UPDATE_README_IMAGES = os.environ.get("EDGEFARM_UPDATE_README_IMAGES") == "1"
 
 
 def free_port() -> int:
