@@ -250,6 +250,29 @@ def threads_text(threads: int) -> str:
     return f"{threads} thread{'s' if threads != 1 else ''}"
 
 
+def pace(measured: int, wanted: int | None, seconds: float, *, left_s: float | None = None) -> str:
+    """How a tuning is getting on, for its batch lines: ``measured`` candidates in ``seconds``,
+    of at most ``wanted`` (a trials budget: tasks whose space runs out end sooner, so the time
+    left is an upper bound) or with ``left_s`` of a time budget left."""
+    rate = measured / seconds if seconds > 0 else 0.0
+    text = f"{rate:.1f} a second"
+    if wanted is not None:
+        text = f"{measured} of at most {wanted} candidates, {text}"
+        if rate > 0 and wanted > measured:
+            text += f", at most {_duration((wanted - measured) / rate)} left"
+    elif left_s is not None:
+        text += f", {_duration(max(left_s, 0.0))} of the budget left"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{math.ceil(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def tune_prepared(
     model: PreparedModel,
     *,
@@ -326,8 +349,18 @@ def tune_prepared(
         database = open_database(work)  # once: each search adds to it
         done = trials_done(tasks, work, database)
         report.tasks = [TaskReport(t.task_name, done[t.task_name]) for t in tasks]
+        wants: dict[str, int] = {}  # a trials budget: each task's trials still to measure
+        wanted = None
+        if budget.trials is not None:
+            fixed = fixed_space_sizes(tasks)
+            for task in report.tasks:
+                size = min(budget.trials, fixed.get(task.name, budget.trials))
+                wants[task.name] = size - task.before
+            wanted = sum(max(want, 0) for want in wants.values())
+        searched, searching_since = 0, time.perf_counter()  # this tuning's own candidates
 
         def saved(count: int) -> None:
+            nonlocal searched
             if count == 0:  # a task whose search space is spent: nothing was measured
                 return
             with session_scope(factory) as session:
@@ -336,7 +369,17 @@ def tune_prepared(
                 )
             report.batches += 1
             report.seconds = round(time.perf_counter() - start, 3)
-            progress("batch", f"{count} candidates measured on {measured_by}; {report.saved} saved")
+            searched += count
+            so_far = pace(
+                searched,
+                wanted,
+                time.perf_counter() - searching_since,
+                left_s=deadline - time.monotonic() if deadline is not None else None,
+            )
+            progress(
+                "batch",
+                f"{count} candidates measured on {measured_by}; {report.saved} saved ({so_far})",
+            )
             if on_saved is not None:
                 on_saved(report)
 
@@ -362,9 +405,8 @@ def tune_prepared(
             progress("tune", f"{len(tasks)} task(s) for {budget.minutes} min on {measured_by}")
             search(mod, target, work, trials=1 << 20, **common)
         else:
-            fixed = fixed_space_sizes(tasks)
             for task in report.tasks:
-                want = min(budget.trials, fixed.get(task.name, budget.trials)) - task.before
+                want = wants[task.name]
                 if want <= 0:
                     continue
                 if stop_now():

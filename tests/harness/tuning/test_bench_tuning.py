@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -63,6 +64,8 @@ def test_the_tuning_benchmark_reports_each_step_confirmed_and_unconfirmed(tmp_pa
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Each step's batch line says how far it is: the first step's one batch is all 4 it wants.
+    assert re.search(r"; 4 saved \(4 of at most 4 candidates, \d+\.\d a second\)", proc.stdout)
     *steps, ladder = [json.loads(line) for line in out.read_text().splitlines()]
     assert [s["trials_per_task"] for s in steps] == [4, 8]
     assert [s["trials_measured"] for s in steps] == [4, 4]
