@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 from collections.abc import Callable, Iterator
 
@@ -232,6 +233,12 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_or_a
     # It continued: the earlier attempts' batches counted, no candidate measured twice.
     (task,) = tuning.report["tasks"]
     assert task["before"] == saved_twice and task["before"] + task["measured"] == 20
+    # The worker's log says how far the attempt was at each batch, of what it had left to do.
+    batch_line = rf"tuning {tuning_id}: batch: \d+ candidates measured on farm:.*; \d+ saved \("
+    assert re.search(
+        batch_line + rf"\d+ of at most {20 - saved_twice} candidates, \d+\.\d a second",
+        worker.log(),
+    ), worker.log()[-3000:]
     assert tuning.report["phones"] == sorted(twin_ids)
     assert tuning.threads == 2 and tuning.report["threads"] == 2
     assert tuning.report["pool_threads"] == [min(2, os.cpu_count() or 1)]

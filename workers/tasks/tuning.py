@@ -645,6 +645,10 @@ def tune(self: Any, tuning_id: int) -> None:
                 on_saved=lambda r: _save_report(
                     tuning_id, attempt, _report_dump(r, earlier, timer)
                 ),
+                # The worker's log says how far it is (each batch: candidates, rate, time left).
+                progress=lambda event, message: log.info(
+                    "tuning %s: %s: %s", tuning_id, event, message
+                ),
                 lower=lower,
                 threads=threads,
             )
