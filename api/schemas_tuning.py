@@ -18,6 +18,7 @@ from api.schemas import (
 from harness.db import Tuning, TuningStatus
 from harness.farm.tunings import DEFAULT_TRIALS, MAX_BATCH, MAX_MINUTES, MAX_TRIALS, TuningRequest
 from harness.jsontypes import MAX_THREADS
+from harness.tuning import DEFAULT_POPULATION, MAX_POPULATION
 
 InputText = Annotated[Text, Field(min_length=1, max_length=256)]
 
@@ -51,6 +52,13 @@ class TuningCreate(StrictBody):
         description="TVM's thread pool while candidates are timed: the threads option of the "
         "runs the records are for (0: the runtime's default)",
     )
+    population: int = Field(
+        default=DEFAULT_POPULATION,
+        ge=1,
+        le=MAX_POPULATION,
+        description="the evolutionary search's population: candidates it evolves, scored by "
+        "the cost model, before it picks each batch to measure",
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> TuningCreate:
@@ -69,6 +77,7 @@ class TuningCreate(StrictBody):
             batch=self.batch,
             inputs=tuple(self.inputs),
             threads=self.threads,
+            population=self.population,
         )
 
 
@@ -83,6 +92,7 @@ class TuningPublic(Public):
     minutes: float | None = Field(description="the budget: minutes")
     batch: int
     threads: int = Field(description="TVM's thread pool while timing (0: the runtime's default)")
+    population: int = Field(description="the evolutionary search's population")
     attempts: int = Field(description="how many times a worker took it up (a resumed tuning: 2+)")
     night_id: int | None
     submitted_by: str

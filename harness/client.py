@@ -104,6 +104,7 @@ class TuningJson(TypedDict):
     minutes: float | None
     batch: int
     threads: int
+    population: int
     attempts: int
     report: dict[str, Any]
     error_message: str | None
@@ -287,6 +288,7 @@ class FarmClient:
         batch: int = 16,
         backend: str = "tvm-cpu",
         threads: int = 0,
+        population: int | None = None,
     ) -> list[TuningJson]:
         """``POST /api/v1/tunings``: one tuning per device class of the selected devices."""
         body: dict[str, Any] = {
@@ -297,6 +299,8 @@ class FarmClient:
         }
         if threads:
             body["threads"] = threads
+        if population is not None:
+            body["population"] = population
         if trials is not None:
             body["trials"] = trials
         if minutes is not None:

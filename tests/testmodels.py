@@ -192,6 +192,39 @@ def convnet(channels: int, seed: int = 0, size: int = 64) -> onnx.ModelProto:
     )
 
 
+def branch_max(reduce: str = "Max", seed: int = 0) -> onnx.ModelProto:
+    """openWakeWord's embedding model in small: two convolutions of the input, each with a
+    LeakyReLU (slope 0.2), joined by ONNX's variadic ``reduce`` (Max; Min, Mean, Sum) of the two
+    branches and a per-channel constant, then a convolution with a LeakyReLU (slope 0.1).
+    Input ``x:1x3x12x12``, output ``1x8x12x12``."""
+    rng = np.random.default_rng(seed)
+    conv = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["ca"], **conv),
+        helper.make_node("LeakyRelu", ["ca"], ["la"], alpha=0.2),
+        helper.make_node("Conv", ["x", "wb", "bb"], ["cb"], **conv),
+        helper.make_node("LeakyRelu", ["cb"], ["lb"], alpha=0.2),
+        helper.make_node(reduce, ["la", "lb", "floor"], ["m"]),
+        helper.make_node("Conv", ["m", "wc", "bc"], ["cc"], **conv),
+        helper.make_node("LeakyRelu", ["cc"], ["y"], alpha=0.1),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [
+            numpy_helper.from_array(_w(rng, 8, 3, 3, 3), "wa"),
+            numpy_helper.from_array(_w(rng, 8, scale=0.1), "ba"),
+            numpy_helper.from_array(_w(rng, 8, 3, 3, 3), "wb"),
+            numpy_helper.from_array(_w(rng, 8, scale=0.1), "bb"),
+            numpy_helper.from_array(_w(rng, 1, 8, 1, 1, scale=0.5), "floor"),
+            numpy_helper.from_array(_w(rng, 8, 8, 3, 3), "wc"),
+            numpy_helper.from_array(_w(rng, 8, scale=0.1), "bc"),
+        ],
+        f"branch_{reduce.lower()}",
+    )
+
+
 def save(model: onnx.ModelProto, directory: Path, name: str) -> Path:
     path = directory / f"{name}.onnx"
     onnx.save_model(model, str(path))

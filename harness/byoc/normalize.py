@@ -390,9 +390,15 @@ def raise_clips(mod: Any) -> Any:
 _REDUCE_TO_BINARY = {"relax.max": "maximum", "relax.min": "minimum"}
 
 
-def spell_for_tables(mod: Any) -> Any:
+# The rewrites that keep a tensor's rank and make elementwise operators of others: a tuned
+# build's ConvertLayout needs them too (harness.compile.layout).
+ELEMENTWISE_SPELLINGS = frozenset({"relax.nn.leakyrelu", *_REDUCE_TO_BINARY})
+
+
+def spell_for_tables(mod: Any, only: frozenset[str] | None = None) -> Any:
     """``mod`` with squeeze, leaky ReLU, n-ary Max/Min and 4-D matmuls written in operators
-    the pattern tables have (see the module doc); anything else unchanged."""
+    the pattern tables have (see the module doc); anything else unchanged. ``only``: rewrite
+    calls of these operators alone (e.g. :data:`ELEMENTWISE_SPELLINGS`)."""
     from tvm import relax
 
     @relax.expr_functor.mutator
@@ -412,6 +418,8 @@ def spell_for_tables(mod: Any) -> Any:
 
         def _spelled(self, call: Any) -> Any:
             name = op_name(call)
+            if only is not None and name not in only:
+                return None
             if name in ("relax.squeeze", "relax.expand_dims"):
                 reshape = self.builder_.normalize(
                     relax.op.reshape(call.args[0], _static_shape(call))

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.render import fmt
+from harness.tuning import DEFAULT_POPULATION
 
 if TYPE_CHECKING:
     from harness.nightly_client import (
@@ -80,9 +81,10 @@ def suite_lines(suite: SuiteJson) -> list[str]:
         lines.append(f"  settings: {escape(str(settings))}")
     tuning = spec.get("tuning")
     if tuning:
-        # threads=0 (the runtime's default) goes without saying.
+        # The defaults go without saying: threads=0 (the runtime's), the search's population.
+        defaults = {("threads", 0), ("population", DEFAULT_POPULATION)}
         budget = ", ".join(
-            f"{k}={v}" for k, v in tuning.items() if v is not None and (k, v) != ("threads", 0)
+            f"{k}={v}" for k, v in tuning.items() if v is not None and (k, v) not in defaults
         )
         lines.append(f"  tuning:   tvm-cpu, {escape(budget)} each night")
     if suite["description"]:

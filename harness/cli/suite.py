@@ -59,8 +59,9 @@ Tuning = Annotated[
     typer.Option(
         "--tuning",
         help="A nightly tvm-cpu tuning budget: trials=N (per task, counting the farm's "
-        "records) or minutes=M, optionally ,batch=B and ,threads=T (TVM's thread pool while "
-        "timing: the threads option of the suite's tvm-cpu runs).",
+        "records) or minutes=M, optionally ,batch=B, ,threads=T (TVM's thread pool while "
+        "timing: the threads option of the suite's tvm-cpu runs) and ,population=P (the "
+        "search's, 64 by default).",
     ),
 ]
 Inputs = Annotated[
@@ -156,14 +157,16 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def parse_tuning(text: str) -> dict[str, Any]:
-    """``--tuning trials=32`` / ``minutes=20,batch=8,threads=2`` as a suite's ``tuning``."""
+    """``--tuning trials=32`` / ``minutes=20,batch=8,threads=2,population=32`` as a suite's
+    ``tuning``."""
     budget: dict[str, Any] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in ("trials", "minutes", "batch", "threads"):
+        if not sep or key not in ("trials", "minutes", "batch", "threads", "population"):
             _usage(
-                f"--tuning {text!r}: write trials=N or minutes=M (optionally ,batch=B ,threads=T)"
+                f"--tuning {text!r}: write trials=N or minutes=M "
+                "(optionally ,batch=B ,threads=T ,population=P)"
             )
         try:
             budget[key] = float(value) if key == "minutes" else int(value)

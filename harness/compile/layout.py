@@ -16,15 +16,16 @@ ReLU6 would cost two transposes and could no longer fuse into its convolution.
 ONNX's Max and Min of several tensors (openWakeWord's embedding model takes the Max of two
 branches nineteen times) are imported as each input broadcast to a common shape, the copies
 stacked on a new axis and reduced over it: a 5-D tensor whose layout ``ConvertLayout`` cannot
-infer (TVM 0.27 fails with ``Invalid SLayout``). :func:`stacked_extrema_as_pairwise` writes
-them as Relax's ``maximum``/``minimum``, which it moves like any elementwise operator and
-which fuse with their neighbours. Should ``ConvertLayout`` still fail on an operator, the module
-stays NCHW: the layout is a speed-up, never a reason for a tuning or a build to fail.
+infer (TVM 0.27 fails with ``Invalid SLayout``), and LeakyReLU has no layout rule at all.
+The BYOC normalisation's spellings of both are applied first
+(:data:`harness.byoc.normalize.ELEMENTWISE_SPELLINGS`: pairwise ``maximum``/``minimum``,
+``maximum(x, x * slope)``, exact); they move like any elementwise operator and fuse with
+their neighbours. Should ``ConvertLayout`` still fail on an operator, the module stays NCHW:
+the layout is a speed-up, never a reason for a tuning or a build to fail.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
@@ -52,13 +53,16 @@ def channels_last(mod: Any) -> Any:
     convolutions = count_convolutions(mod)
     if convolutions < MIN_CONVOLUTIONS:
         return mod
-    import tvm
+    from harness.byoc.normalize import ELEMENTWISE_SPELLINGS, spell_for_tables
 
-    elementwise = leaky_relus_as_maximum(stacked_extrema_as_pairwise(clamps_as_relax_ops(mod)))
+    spelled = spell_for_tables(clamps_as_relax_ops(mod), only=ELEMENTWISE_SPELLINGS)
+    elementwise = relax.transform.DeadCodeElimination()(spelled)
     try:
         converted = relax.transform.ConvertLayout(CHANNELS_LAST)(elementwise)
-    except tvm.error.TVMError as err:  # TVM's layout inference, on an operator it mishandles
-        log.warning("convolutions stay NCHW: TVM's ConvertLayout failed (%s)", _first_line(err))
+    # TVM's layout inference failing on an operator it mishandles (its FFI raises a failed
+    # C++ check as InternalError, a RuntimeError, or as ValueError/TypeError)
+    except (RuntimeError, ValueError, TypeError) as err:
+        log.warning("convolutions stay NCHW: TVM's ConvertLayout failed (%s)", _message(err))
         return mod
     stretches = (count_data_transposes(converted) - count_data_transposes(mod)) / 2
     if convolutions < MIN_CONVOLUTIONS * stretches:
@@ -66,7 +70,7 @@ def channels_last(mod: Any) -> Any:
     return converted
 
 
-def _first_line(err: Exception) -> str:
+def _message(err: Exception) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(err).__name__
 
@@ -180,93 +184,3 @@ def clamps_as_relax_ops(mod: Any) -> Any:
         if isinstance(func, relax.Function):
             rewritten[gv] = Rewrite(mod).visit_expr(func)
     return relax.transform.DeadCodeElimination()(rewritten)
-
-
-def stacked_extrema_as_pairwise(mod: Any) -> Any:
-    """``mod`` with each ``max``/``min`` over axis 0 of a ``stack`` on axis 0 (ONNX's Max/Min of
-    several tensors as TVM's importer writes it, every input first broadcast to the common
-    shape) replaced by Relax's ``maximum``/``minimum`` of the inputs, folded pairwise: the
-    same values (elementwise, exactly), the same shape (checked; else the call is left)."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
-    from tvm_ffi import structural_equal
-
-    pairwise = {"relax.max": relax.op.maximum, "relax.min": relax.op.minimum}
-
-    def is_op(expr: Any, name: str) -> bool:
-        return (
-            isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
-        )
-
-    @mutator
-    class Rewrite(PyExprMutator):  # type: ignore[misc]
-        def bound(self, expr: Any) -> Any:
-            """What a dataflow variable is bound to (``expr`` itself if not a variable)."""
-            if isinstance(expr, relax.Var):
-                value = self.lookup_binding(expr)
-                return expr if value is None else value
-            return expr
-
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not isinstance(call.op, tvm.ir.Op) or call.op.name not in pairwise:
-                return call
-            axis = call.attrs.axis
-            if call.attrs.keepdims or axis is None or [int(a) for a in axis] != [0]:
-                return call
-            stacked = self.bound(call.args[0])
-            if not is_op(stacked, "relax.stack") or int(stacked.attrs.axis) != 0:
-                return call
-            fields = self.bound(stacked.args[0])
-            if not isinstance(fields, relax.Tuple) or len(fields.fields) < 2:
-                return call
-            inputs = []
-            for field in fields.fields:
-                value = self.bound(field)
-                inputs.append(value.args[0] if is_op(value, "relax.broadcast_to") else field)
-            op = pairwise[call.op.name]
-            folded = functools.reduce(
-                lambda a, b: self.builder_.normalize(op(a, b)), inputs[1:], inputs[0]
-            )
-            wanted = self.builder_.normalize(call).ty
-            if not structural_equal(folded.ty, wanted):
-                return call
-            return folded
-
-    rewritten = mod.clone()
-    for gv, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            rewritten[gv] = Rewrite(mod).visit_expr(func)
-    return relax.transform.DeadCodeElimination()(rewritten)
-
-
-def leaky_relus_as_maximum(mod: Any) -> Any:
-    """``mod`` with each ``nn.leakyrelu`` whose slope is in [0, 1] written as
-    ``maximum(x, x * alpha)``: the same values (for such a slope the larger of the two is what
-    TOPI's ``x > 0 ? x : x * alpha`` picks), and operators ``ConvertLayout`` has a rule for,
-    where TVM 0.27 has none for ``leakyrelu`` (each would send its convolution's output back
-    to NCHW and out again)."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
-
-    @mutator
-    class Rewrite(PyExprMutator):  # type: ignore[misc]
-        def visit_call_(self, call: Any) -> Any:
-            call = super().visit_call_(call)
-            if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.leakyrelu":
-                return call
-            alpha = float(call.attrs.alpha)
-            x = call.args[0]
-            dtype = getattr(x.ty, "dtype", None)
-            if not 0.0 <= alpha <= 1.0 or dtype not in ("float32", "float16"):
-                return call
-            scaled = self.builder_.normalize(relax.op.multiply(x, relax.const(alpha, dtype)))
-            return relax.op.maximum(x, scaled)
-
-    rewritten = mod.clone()
-    for gv, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            rewritten[gv] = Rewrite(mod).visit_expr(func)
-    return rewritten

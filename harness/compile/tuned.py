@@ -65,7 +65,8 @@ def cpu_tensor_intrinsics() -> None:
 # found by another version (cached: harness.compile.build.model_workloads) are not these.
 # 2: weights marked layout-free. 3: 2-D convolutions channels-last (harness.compile.layout).
 # 4: channels-last only where each stretch of it has two convolutions (a BYOC CPU part).
-TUNING_PREFIX_VERSION = 4
+# 5: ONNX's Max/Min of several tensors and LeakyReLU in forms ConvertLayout moves.
+TUNING_PREFIX_VERSION = 5
 LAYOUT_FREE = "layout_free_buffers"  # the TIR attribute MetaSchedule's RewriteLayout reads
 PREPACKED = "_prepacked"  # SplitLayoutRewritePreproc's suffix for a function it split
 

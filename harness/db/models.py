@@ -460,6 +460,9 @@ class Tuning(Base):
     # TVM's thread pool while candidates are timed (the runs' option ``threads``); 0: the
     # runtime's default.
     threads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The evolutionary search's population (harness.tuning.DEFAULT_POPULATION, which every
+    # tuning before the column searched with).
+    population: Mapped[int] = mapped_column(Integer, default=64, server_default="64")
     status: Mapped[TuningStatus] = mapped_column(
         _enum(TuningStatus, "tuning_status"), default=TuningStatus.queued, index=True
     )

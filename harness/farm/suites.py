@@ -174,6 +174,7 @@ def _night_tunings(
             batch=budget.batch,
             inputs=tuple(spec.settings.inputs),
             threads=budget.threads,
+            population=budget.population,
         )
         try:
             with session.begin_nested():

@@ -40,6 +40,7 @@ from harness.farm import InvalidRequest
 from harness.farm.jobs import validate_inputs
 from harness.farm.selection import DeviceSelector, select_devices
 from harness.jsontypes import MAX_THREADS
+from harness.tuning import DEFAULT_POPULATION, MAX_POPULATION
 
 # tvm-cpu tunes the whole model; the BYOC backends what their partition (default options)
 # leaves on the CPU (harness.backends.cpu_part).
@@ -61,6 +62,7 @@ class TuningRequest:
     batch: int = 16
     inputs: tuple[str, ...] = ()
     threads: int = 0  # TVM's pool while timing (the runs' option threads); 0: the default
+    population: int = DEFAULT_POPULATION  # the evolutionary search's, each batch
 
 
 def class_of(device: Device) -> str:
@@ -93,6 +95,11 @@ def _budget(request: TuningRequest) -> tuple[int | None, float | None]:
         raise InvalidRequest(
             f"threads must be 0 (the runtime's default) to {MAX_THREADS}, not {request.threads}",
             field=("threads",),
+        )
+    if not 1 <= request.population <= MAX_POPULATION:
+        raise InvalidRequest(
+            f"population must be 1..{MAX_POPULATION} candidates, not {request.population}",
+            field=("population",),
         )
     return trials, minutes
 
@@ -136,6 +143,7 @@ def create_tunings(
             minutes=minutes,
             batch=request.batch,
             threads=request.threads,
+            population=request.population,
             status=TuningStatus.queued,
             submitted_by=submitted_by[:128],
             night_id=night_id,

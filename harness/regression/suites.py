@@ -26,6 +26,7 @@ from harness.backends import get_backend
 from harness.errors import JobError
 from harness.jsontypes import MAX_THREADS
 from harness.measure.protocol import NO_NUL, BackendOptions, MeasurementRequest
+from harness.tuning import DEFAULT_POPULATION, MAX_POPULATION
 
 DEFAULT_SCHEDULE = "0 2 * * *"
 MAX_MODELS = 64
@@ -124,6 +125,8 @@ class SuiteTuning(BaseModel):
     # TVM's thread pool while timing: the ``threads`` option of the suite's tvm-cpu runs
     # (0: the runtime's default).
     threads: int = Field(default=0, ge=0, le=MAX_THREADS)
+    # The evolutionary search's population.
+    population: int = Field(default=DEFAULT_POPULATION, ge=1, le=MAX_POPULATION)
 
     @model_validator(mode="after")
     def _one_budget(self) -> SuiteTuning:

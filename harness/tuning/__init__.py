@@ -13,6 +13,7 @@ compile child); :mod:`harness.tuning.store` is the database side (no TVM import)
 # as long for no faster schedule (README, Tuning). TVM's own default, 512, is meant for
 # thousands of trials.
 DEFAULT_POPULATION = 64
+MAX_POPULATION = 4096  # a farm tuning's or a suite's (each generation scores every member)
 
 # A tuning's confirmation (harness.tuning.confirm): per workload, the records measured fastest
 # timed again besides the one a build applies now, in this many interleaved rounds. Here, not

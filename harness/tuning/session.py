@@ -124,6 +124,7 @@ class TuningReport:
     failed: int = 0  # candidates that failed to build or run (not counted as trials)
     first_error: str | None = None
     threads: int = 0  # TVM's thread pool while candidates were timed (0: the runtime's default)
+    population: int = DEFAULT_POPULATION  # the evolutionary search's, each batch
     # The workloads' best records timed again at the end (None: not done, e.g. cancelled).
     confirmation: ConfirmReport | None = None
 
@@ -323,6 +324,7 @@ def tune_prepared(
         measured_on=measured_on,
         trials_per_task=budget.trials,
         threads=threads,
+        population=budget.population,
     )
     deadline = time.monotonic() + budget.minutes * 60 if budget.minutes is not None else None
     stopped = False

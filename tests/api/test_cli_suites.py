@@ -135,10 +135,12 @@ def test_suite_commands(farm_api: dict[str, Any], tmp_path: Path) -> None:
     assert suite["spec"]["devices"]["pool"] == farm["pool"]
 
     # A nightly tuning budget: shown, and part of what the suite measures (a version).
-    tuned = edgefarm(farm, "suite", "update", name, "--tuning", "minutes=15,batch=8,threads=2")
+    budget = "minutes=15,batch=8,threads=2,population=32"
+    tuned = edgefarm(farm, "suite", "update", name, "--tuning", budget)
     assert tuned.returncode == 0 and "version 2" in tuned.stdout, tuned.stderr
     shown = edgefarm(farm, "suite", "show", name)
-    assert "tuning:   tvm-cpu, minutes=15.0, batch=8, threads=2 each night" in shown.stdout
+    tuning_line = "tuning:   tvm-cpu, minutes=15.0, batch=8, threads=2, population=32 each night"
+    assert tuning_line in shown.stdout
     bad_tuning = edgefarm(farm, "suite", "update", name, "--tuning", "hours=2")
     assert bad_tuning.returncode == 2 and "--tuning" in one_error_line(bad_tuning)
     both = edgefarm(farm, "suite", "update", name, "--tuning", "trials=4,minutes=2")

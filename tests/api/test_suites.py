@@ -169,7 +169,7 @@ def test_a_suite_with_a_tuning_budget_tunes_each_model_per_class_after_its_jobs(
         names["suite"],
         [names["a"], names["b"]],
         pool,
-        spec={"tuning": {"minutes": 10, "threads": 2}},
+        spec={"tuning": {"minutes": 10, "threads": 2, "population": 32}},
     )
     create(client, auth, body)
     night = client.post(f"{URL}/{names['suite']}/runs", headers=auth).json()
@@ -180,6 +180,7 @@ def test_a_suite_with_a_tuning_budget_tunes_each_model_per_class_after_its_jobs(
     assert {t.minutes for t in tunings} == {10.0} and {t.trials for t in tunings} == {None}
     assert {t.submitted_by for t in tunings} == {f"suite:{names['suite']}"}
     assert {t.threads for t in tunings} == {2}  # timed as the suite's runs ask
+    assert {t.population for t in tunings} == {32}
     assert len({t.device_class for t in tunings}) == 2
     assert broker.llen("tuning") == 4
     assert broker.llen("compile") == len(night["jobs"])
@@ -200,8 +201,10 @@ def test_a_spec_stored_before_a_field_existed_is_the_same_spec(
     suite = create(client, auth, body)
     row = session.scalar(select(Suite).where(Suite.name == names["suite"]))
     assert row is not None and row.spec["tuning"]["threads"] == 0
-    older = {**row.spec, "tuning": {k: v for k, v in row.spec["tuning"].items() if k != "threads"}}
-    row.spec = older  # as stored before tunings took threads
+    assert row.spec["tuning"]["population"] == 64
+    added = ("threads", "population")
+    older = {**row.spec, "tuning": {k: v for k, v in row.spec["tuning"].items() if k not in added}}
+    row.spec = older  # as stored before tunings took threads and a population
     session.commit()
     same = client.patch(f"{URL}/{names['suite']}", json={"spec": suite["spec"]}, headers=auth)
     assert same.status_code == 200, same.text

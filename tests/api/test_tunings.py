@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from harness.db import Tuning, TuningStatus
+from harness.tuning import DEFAULT_POPULATION
 
 import testmodels
 from apidata import CLOSED_PORT_BROKER, ClientFactory, post_json, upload_model
@@ -42,7 +43,13 @@ def test_a_submission_makes_one_tuning_per_device_class_and_sends_each(
     status, body = submit(
         client,
         auth,
-        {"model_id": model["id"], "devices": {"pool": f"pool-{tag}"}, "batch": 8, "threads": 2},
+        {
+            "model_id": model["id"],
+            "devices": {"pool": f"pool-{tag}"},
+            "batch": 8,
+            "threads": 2,
+            "population": 32,
+        },
     )
     assert status == 201, body
     assert body["enqueued"] is True
@@ -56,10 +63,10 @@ def test_a_submission_makes_one_tuning_per_device_class_and_sends_each(
         assert tuning["trials"] == 32 and tuning["minutes"] is None  # the default budget
         assert tuning["batch"] == 8 and tuning["backend"] == "tvm-cpu"
         assert tuning["target"] == "host" and tuning["attempts"] == 0
-        assert tuning["threads"] == 2
+        assert tuning["threads"] == 2 and tuning["population"] == 32
         row = session.scalar(select(Tuning).where(Tuning.id == tuning["id"]))
         assert row is not None and row.status == TuningStatus.queued and row.pool == f"pool-{tag}"
-        assert row.threads == 2
+        assert row.threads == 2 and row.population == 32
     assert broker.llen("tuning") == 2
     messages = [broker.lpop("tuning") for _ in range(2)]
     assert all(m is not None and b"edgefarm.tune" in m for m in messages)
@@ -69,6 +76,11 @@ def test_a_submission_makes_one_tuning_per_device_class_and_sends_each(
     listed = client.get(URL, params={"model_id": model["id"], "status": "queued"}).json()
     assert sorted(t["id"] for t in listed["data"]) == sorted(t["id"] for t in tunings)
     assert listed["count"] == 2
+    # Without a population, the search's default (the one every tuning before the field had).
+    ids = [farm["devices"]["pixel"].id]
+    status, body = submit(client, auth, {"model_id": model["id"], "devices": {"ids": ids}})
+    assert status == 201, body
+    assert [t["population"] for t in body["data"]] == [DEFAULT_POPULATION]
 
 
 def test_cancel_stops_a_tuning_and_needs_a_token(
@@ -99,6 +111,8 @@ def test_cancel_stops_a_tuning_and_needs_a_token(
         ({"batch": 0}, 422, "greater than or equal to 1"),
         ({"threads": -1}, 422, "threads"),
         ({"threads": 257}, 422, "less than or equal to 256"),
+        ({"population": 0}, 422, "greater than or equal to 1"),
+        ({"population": 4097}, 422, "less than or equal to 4096"),
         ({"backend": "ort"}, 422, "backend 'ort' cannot be tuned"),
         ({"backend": "tflite"}, 422, "cannot be tuned; tunable: tvm-cpu, tvm-nnapi, tvm-neuron"),
         ({"inputs": ["nosuch:1x3x32x32"]}, 422, "nosuch"),

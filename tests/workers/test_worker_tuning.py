@@ -187,7 +187,11 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_or_a
     model_id = farm.add_model(conv_relu_wide(seed), f"conv-wide-{seed}")
     # Two threads: not TVM's default on this 2-core machine (half the cores); the phones'
     # runners time the candidates with the threads the tuning asks for.
-    tuning_id = _submit(farm, model_id, twin_ids, "x:1x16x12x12", trials=20, batch=4, threads=2)
+    # A population of 16, not the default 64: each batch's search is shorter (and the worker
+    # is seen to pass the tuning's own on).
+    tuning_id = _submit(
+        farm, model_id, twin_ids, "x:1x16x12x12", trials=20, batch=4, threads=2, population=16
+    )
 
     def first_batch_saved(attempt: int) -> Callable[[], bool]:
         def check() -> bool:
@@ -241,6 +245,7 @@ def test_a_farm_tuning_spreads_over_the_idle_phones_resumes_after_a_sigkill_or_a
     ), worker.log()[-3000:]
     assert tuning.report["phones"] == sorted(twin_ids)
     assert tuning.threads == 2 and tuning.report["threads"] == 2
+    assert tuning.population == 16 and tuning.report["population"] == 16
     assert tuning.report["pool_threads"] == [min(2, os.cpu_count() or 1)]
     assert "2 threads" in tuning.report["measured_on"]
     records = _records(farm, tuning.device_class)

@@ -55,7 +55,6 @@ from harness.farm.tunings import (
     renew_slice_lease,
     run_waits_for,
 )
-from harness.tuning import DEFAULT_POPULATION
 from harness.tuning.device import DeviceKernelTimer, KernelTiming
 from harness.tuning.session import (
     Budget,
@@ -595,7 +594,10 @@ def tune(self: Any, tuning_id: int) -> None:
         if minutes is not None:  # a resumed tuning has what its earlier attempts left
             minutes = max(minutes - earlier_s / 60.0, 0.0)
         budget = Budget(
-            trials=tuning.trials, minutes=minutes, batch=tuning.batch, population=DEFAULT_POPULATION
+            trials=tuning.trials,
+            minutes=minutes,
+            batch=tuning.batch,
+            population=tuning.population,
         )
         key = RecordsKey(tuning.device_class, get_target(tuning.target).label, records_software())
         spec_name, inputs, model = tuning.target, tuple(tuning.inputs), tuning.model

@@ -127,3 +127,24 @@ def test_tuned_without_records_is_a_clear_error(home: Path, tmp_path: Path) -> N
     assert (
         doc.error is not None and "option tuning is auto, on, off, unconfirmed" in doc.error.message
     )
+
+
+def test_a_model_joining_branches_with_max_tunes_and_builds_right(
+    home: Path, tmp_path: Path
+) -> None:
+    """openWakeWord's pattern (ONNX's Max of two LeakyReLU branches): its tuning failed in
+    TVM's ConvertLayout ("Invalid SLayout", a raw internal error). It tunes now, no task holds
+    the stacked Max or a LeakyReLU, and the tuned build computes what onnxruntime does."""
+    path = testmodels.save(testmodels.branch_max("Max"), tmp_path, "branch_max")
+    device = open_device("local")
+    try:
+        report = tune_model(path, device, local_store(), trials=1, confirm=0)
+    finally:
+        device.close()
+    names = [t.name for t in report.tasks]
+    assert names and not [n for n in names if "stack" in n or "leaky" in n], names
+    assert sum(t.measured for t in report.tasks) == len(names)
+    doc = _bench(path, "local")
+    assert doc["status"] == "ok", doc["error"]
+    assert doc["accuracy"]["passed"] and doc["accuracy"]["max_abs_err"] < 1e-4
+    assert doc["provenance"]["tuning"]["workloads"] == len(names)
