@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("--models", default="resnet8,ds-cnn,autoencoder,mobilenet-v1-0.25")
     parser.add_argument("--extra-model", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--trials", default="32", help="per task; a ladder: 32,128,512")
-    parser.add_argument("--trained", default="", help="trained corpus models, e.g. ppocr-cls")
+    parser.add_argument(
+        "--trained", default="", help="trained corpus models: ppocr-cls, ppocr-det, oww-embedding"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--population", type=int, default=DEFAULT_POPULATION)
     parser.add_argument("--device", default="local")
