@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from harness.errors import one_line
+
 log = logging.getLogger(__name__)
 
 # Relax's conv2d as NHWC data with OHWI kernels (topi's NHWC convolutions, grouped ones too).
@@ -62,17 +64,12 @@ def channels_last(mod: Any) -> Any:
     # TVM's layout inference failing on an operator it mishandles (its FFI raises a failed
     # C++ check as InternalError, a RuntimeError, or as ValueError/TypeError)
     except (RuntimeError, ValueError, TypeError) as err:
-        log.warning("convolutions stay NCHW: TVM's ConvertLayout failed (%s)", _message(err))
+        log.warning("convolutions stay NCHW: TVM's ConvertLayout failed (%s)", one_line(str(err)))
         return mod
     stretches = (count_data_transposes(converted) - count_data_transposes(mod)) / 2
     if convolutions < MIN_CONVOLUTIONS * stretches:
         return mod
     return converted
-
-
-def _message(err: Exception) -> str:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(err).__name__
 
 
 def count_convolutions(mod: Any) -> int:
